@@ -1,0 +1,37 @@
+"""A pair spec: the paths and metadata of one tile pair, before it is opened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from groundbreak.datasets.pair import TilePair
+from groundbreak.datasets.scene import open_scene
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """Where one tile pair lives on disk, its split and its dates.
+
+    ``label`` is a raster mask or a GeoJSON of polygons; None for a pair without labels.
+    ``split`` is ``train``, ``val``, ``test`` or ``predict``.
+    """
+
+    pair_id: str
+    before: Path
+    after: Path
+    label: Path | None = None
+    split: str = "predict"
+    before_date: str | None = None
+    after_date: str | None = None
+
+    def open(self, with_label: bool = True) -> TilePair:
+        """Open both scenes (and the label) as a :class:`TilePair` on the before-scene's grid."""
+        before = open_scene(self.before, date=self.before_date)
+        after = open_scene(self.after, date=self.after_date)
+        pair = TilePair(self.pair_id, before, after)
+        if with_label and self.label is not None:
+            from groundbreak.datasets.labels import open_label
+
+            pair.label = open_label(self.label, pair.grid)
+        return pair

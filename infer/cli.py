@@ -1,0 +1,58 @@
+"""The ``groundbreak`` console command: one entry point, one subcommand per pipeline stage.
+
+Each subcommand lives in the package of its stage and is imported only when it runs, so
+``groundbreak --help`` stays fast. A subcommand is a function ``main(argv: list[str]) -> int``.
+Bad input (:class:`InputError`) is printed as one line, without a traceback, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from groundbreak.datasets.errors import InputError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "chips": ("groundbreak.datasets.cli", "cut a dataset into chips and write a manifest"),
+    "train": ("groundbreak.train.cli", "train a change model (LightningCLI: fit, validate, ...)"),
+    "export": ("groundbreak.train.export", "export a training checkpoint to a model bundle"),
+    "evaluate": ("groundbreak.train.evaluate", "score a model bundle on a labelled split"),
+    "predict": ("groundbreak.infer.predict_cli", "change maps for one tile pair"),
+    "rank": ("groundbreak.infer.rank_cli", "score and rank sites over many tile pairs"),
+    "nightly": ("groundbreak.infer.nightly_cli", "the nightly batch over a watch-list"),
+    "alerts": ("groundbreak.infer.alerts_cli", "list, confirm or dismiss alerts"),
+    "demo": ("groundbreak.infer.demo", "rank the bundled tile pairs with the default model"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: groundbreak <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'groundbreak <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand; return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"groundbreak: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.main(rest) or 0)
+    except InputError as err:
+        print(f"groundbreak {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"groundbreak {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

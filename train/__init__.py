@@ -1,0 +1,1 @@
+"""Training of groundbreak: the U-Net change model, LightningModule, losses, metrics, export."""
