@@ -40,7 +40,7 @@ class Grid:
 
     def window_transform(self, window: Window) -> Affine:
         """Affine transform of a window of this grid."""
-        return self.transform * Affine.translation(window.col_off, window.row_off)
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
     def subgrid(self, window: Window) -> Grid:
         """The grid of a window of this grid."""

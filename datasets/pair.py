@@ -25,7 +25,9 @@ class TilePair:
     pair_id: str
     before: Scene
     after: Scene
-    label: object | None = None  # a groundbreak.datasets.labels.Label; typed loosely to avoid a cycle
+    label: object | None = (
+        None  # a groundbreak.datasets.labels.Label; typed loosely to avoid a cycle
+    )
 
     def __post_init__(self) -> None:
         check_overlap(self.before, self.after)
@@ -42,12 +44,22 @@ class TilePair:
         return [b for b in self.before.band_names if b in after]
 
     def read(
-        self, bands: Sequence[str] | None = None, window: Window | None = None
+        self,
+        bands: Sequence[str] | None = None,
+        window: Window | None = None,
+        require_valid: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Before and after as float32 (C, H, W) on a window of the pair grid (NaN = invalid)."""
+        """Before and after as float32 (C, H, W) on a window of the pair grid (NaN = invalid).
+
+        With ``require_valid``, a window where either scene has no valid pixel is an
+        :class:`InputError` naming that scene.
+        """
         names = list(bands) if bands is not None else self.common_bands
         target = self.grid.subgrid(window) if window is not None else self.grid
-        return self.before.read(names, target), self.after.read(names, target)
+        return (
+            self.before.read(names, target, require_valid=require_valid),
+            self.after.read(names, target, require_valid=require_valid),
+        )
 
     def read_label(self, window: Window | None = None) -> np.ndarray | None:
         """The label on a window of the pair grid (uint8: 0, 1, 255 = ignore), or None."""

@@ -14,7 +14,8 @@ class PairSpec:
     """Where one tile pair lives on disk, its split and its dates.
 
     ``label`` is a raster mask or a GeoJSON of polygons; None for a pair without labels.
-    ``split`` is ``train``, ``val``, ``test`` or ``predict``.
+    ``split`` is ``train``, ``val``, ``test`` or ``predict``. ``label_convention`` forces the
+    value convention of a raster label (see :mod:`groundbreak.datasets.labels`); None detects it.
     """
 
     pair_id: str
@@ -24,6 +25,7 @@ class PairSpec:
     split: str = "predict"
     before_date: str | None = None
     after_date: str | None = None
+    label_convention: str | None = None
 
     def open(self, with_label: bool = True) -> TilePair:
         """Open both scenes (and the label) as a :class:`TilePair` on the before-scene's grid."""
@@ -33,5 +35,5 @@ class PairSpec:
         if with_label and self.label is not None:
             from groundbreak.datasets.labels import open_label
 
-            pair.label = open_label(self.label, pair.grid)
+            pair.label = open_label(self.label, pair.grid, convention=self.label_convention)
         return pair

@@ -5,7 +5,10 @@ Three on-disk forms are accepted (see :func:`open_scene`):
 1. one multi-band raster (GeoTIFF/COG, any dtype and band count);
 2. a folder of single-band rasters named by band, Sentinel-2 style (``..._B02.tif``), whose bands
    may lie on different grids (10/20/60 m): the scene's grid is the finest of them;
-3. an image without georeference (PNG/JPEG), whose bands are ``red, green, blue``.
+3. an image without georeference (PNG/JPEG), whose bands are ``red, green, blue``;
+4. a scene manifest, a JSON file ``{"bands": {"B02": "path or URL", ...}, "date": ...}`` naming
+   one single-band raster per band (e.g. the assets of a STAC item); relative paths resolve
+   against the manifest's folder.
 
 Reading never loads a whole scene: :meth:`Scene.read` reads only what a target grid needs, through
 a windowed read when the grids line up and a ``WarpedVRT`` (bilinear) when they do not.
@@ -14,15 +17,16 @@ Invalid pixels (nodata, outside the scene) come back as NaN.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -43,9 +47,9 @@ _COLOR_NAMES = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.
 
 @dataclass(frozen=True)
 class BandSource:
-    """Where one band lives: a file, a 1-based band index in it, and that file's grid."""
+    """Where one band lives: a file (or a URL), a 1-based band index in it, that file's grid."""
 
-    path: Path
+    path: Path | str
     index: int
     grid: Grid
     nodata: float | None
@@ -105,16 +109,28 @@ class Scene:
             )
         return wanted
 
-    def read(self, bands: Sequence[str] | None = None, grid: Grid | None = None) -> np.ndarray:
+    def read(
+        self,
+        bands: Sequence[str] | None = None,
+        grid: Grid | None = None,
+        require_valid: bool = False,
+    ) -> np.ndarray:
         """Read bands onto a target grid (default: the scene's own grid) as float32 (C, H, W).
 
-        Pixels that are nodata or fall outside the scene are NaN.
+        Pixels that are nodata or fall outside the scene are NaN. With ``require_valid``, a target
+        grid without a single valid pixel is an :class:`InputError` naming the scene.
         """
         names = self.check_bands(bands) if bands is not None else self.band_names
         target = grid or self.grid
         out = np.empty((len(names), target.height, target.width), dtype=np.float32)
         for i, name in enumerate(names):
             out[i] = _read_band(self.sources[name], target)
+        if require_valid and not np.isfinite(out).any():
+            raise InputError(
+                self.path,
+                f"the requested {target.width}x{target.height} window holds no valid pixels "
+                "(all nodata or outside the scene)",
+            )
         return out
 
     def valid_fraction(self, grid: Grid, band: str | None = None) -> float:
@@ -131,26 +147,56 @@ def _read_band(source: BandSource, target: Grid) -> np.ndarray:
             with rasterio.open(source.path) as src:
                 offset = _pixel_offset(source.grid, target)
                 if offset is not None:
-                    window = Window(offset[1], offset[0], target.width, target.height)
-                    data = src.read(source.index, window=window, boundless=True, masked=True)
-                else:
-                    nodata_args = (
-                        {"src_nodata": source.nodata, "nodata": source.nodata}
-                        if source.nodata is not None
-                        else {"add_alpha": True}
-                    )
-                    with WarpedVRT(
-                        src,
-                        crs=target.crs,
-                        transform=target.transform,
-                        width=target.width,
-                        height=target.height,
-                        resampling=Resampling.bilinear,
-                        **nodata_args,
-                    ) as vrt:
-                        data = vrt.read(source.index, masked=True)
+                    return _read_aligned(src, source.index, offset, target)
+                return _read_warped(src, source, target)
     except RasterioError as err:
-        raise InputError(source.path, f"cannot read band {source.index} ({err})") from err
+        detail = err.__cause__ or err
+        raise InputError(
+            source.path, f"cannot read band {source.index}: truncated or corrupt file? ({detail})"
+        ) from err
+
+
+def _read_aligned(
+    src: rasterio.io.DatasetReader, index: int, offset: tuple[int, int], target: Grid
+) -> np.ndarray:
+    """Read the pixels a target grid shares with the file; NaN outside it and where invalid.
+
+    Only the part inside the file is read (a plain windowed read, no boundless VRT).
+    """
+    out = np.full(target.shape, np.nan, dtype=np.float32)
+    row, col = offset
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(row + target.height, src.height), min(col + target.width, src.width)
+    if r1 <= r0 or c1 <= c0:
+        return out
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    inside = out[r0 - row : r1 - row, c0 - col : c1 - col]
+    if src.nodata is None and src.mask_flag_enums[index - 1] == [MaskFlags.all_valid]:
+        inside[:] = src.read(index, window=window)
+    else:
+        data = src.read(index, window=window, masked=True)
+        inside[:] = data.astype(np.float32).filled(np.nan)
+    return out
+
+
+def _read_warped(src: rasterio.io.DatasetReader, source: BandSource, target: Grid) -> np.ndarray:
+    """Resample (bilinear) or reproject one band onto a target grid; NaN where invalid."""
+    nodata_args = (
+        {"src_nodata": source.nodata, "nodata": source.nodata}
+        if source.nodata is not None
+        else {"add_alpha": True}
+    )
+    with WarpedVRT(
+        src,
+        crs=target.crs,
+        transform=target.transform,
+        width=target.width,
+        height=target.height,
+        resampling=Resampling.bilinear,
+        dtype="float32",  # no rounding of resampled values to the file dtype
+        **nodata_args,
+    ) as vrt:
+        data = vrt.read(source.index, masked=True)
     return data.astype(np.float32).filled(np.nan)
 
 
@@ -170,14 +216,19 @@ def _pixel_offset(source: Grid, target: Grid) -> tuple[int, int] | None:
     return (round(row), round(col))
 
 
-def _band_names_of(src: rasterio.io.DatasetReader, path: Path, given: Sequence[str] | None) -> list[str]:
+def _band_names_of(
+    src: rasterio.io.DatasetReader, path: Path, given: Sequence[str] | None
+) -> list[str]:
     """Band names of a multi-band file: given by the user, from descriptions, colours or indexes."""
     if given is not None:
         if len(given) != src.count:
             raise InputError(
                 path, f"{len(given)} band names were given but the file has {src.count} bands"
             )
-        return normalize_band_names(given)
+        try:
+            return normalize_band_names(given)
+        except ValueError as err:
+            raise InputError(path, str(err)) from err
     descriptions = [d for d in src.descriptions if d]
     if len(descriptions) == src.count and len(set(descriptions)) == src.count:
         return normalize_band_names(descriptions)
@@ -230,12 +281,87 @@ def open_band_folder_scene(folder: str | Path, date: str | None = None) -> Scene
             sources[name] = BandSource(file, 1, dataset_grid(src), src.nodata)
     if not sources:
         raise InputError(folder, "no file name names a band (expected e.g. T36SYC_..._B02.tif)")
+    ordered = dict(sorted(sources.items(), key=lambda kv: _band_sort_key(kv[0])))
+    return Scene(folder, ordered, _finest_grid(sources), date)
+
+
+def _finest_grid(sources: Mapping[str, BandSource]) -> Grid:
+    """The grid with the smallest pixel (the largest one among equals)."""
     finest = min(
         sources.values(),
         key=lambda s: (abs(s.grid.transform.a * s.grid.transform.e), -s.grid.width * s.grid.height),
     )
+    return finest.grid
+
+
+def _is_remote(location: str) -> bool:
+    return "://" in location or location.startswith("/vsi")
+
+
+def open_band_files_scene(
+    bands: Mapping[str, str | Path], path: str | Path | None = None, date: str | None = None
+) -> Scene:
+    """A scene from a ``{band name: single-band raster path or URL}`` mapping.
+
+    The scene's grid is the finest band grid, as for a folder of per-band files. ``path`` names
+    the scene in errors (default: the first band's file).
+    """
+    if not bands:
+        raise InputError(path, "scene names no band files")
+    sources: dict[str, BandSource] = {}
+    for name, location in bands.items():
+        band = normalize_band_name(name)
+        if band in sources:
+            raise InputError(path, f"band {band} is given twice")
+        remote = isinstance(location, str) and _is_remote(location)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                src = rasterio.open(location) if remote else open_raster(location)
+        except RasterioError as err:
+            raise InputError(location, f"cannot be read as a raster ({err})") from err
+        with src:
+            if src.count != 1:
+                raise InputError(
+                    location, f"expected a single-band raster, found {src.count} bands"
+                )
+            sources[band] = BandSource(
+                location if remote else Path(location), 1, dataset_grid(src), src.nodata
+            )
     ordered = dict(sorted(sources.items(), key=lambda kv: _band_sort_key(kv[0])))
-    return Scene(folder, ordered, finest.grid, date)
+    first = next(iter(ordered.values())).path
+    return Scene(path if path is not None else first, ordered, _finest_grid(sources), date)
+
+
+def read_scene_manifest(path: str | Path) -> dict[str, str]:
+    """The ``{band: location}`` mapping of a scene manifest, relative paths made absolute."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "scene manifest does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"scene manifest is not valid JSON ({err})") from err
+    bands = document.get("bands") if isinstance(document, dict) else None
+    if not isinstance(bands, dict) or not bands:
+        raise InputError(path, 'scene manifest needs a non-empty "bands" object {band: path}')
+    resolved: dict[str, str] = {}
+    for band, location in bands.items():
+        if not isinstance(location, str) or not location:
+            raise InputError(path, f"band {band!r}: location must be a non-empty string")
+        remote = _is_remote(location)
+        resolved[str(band)] = location if remote else str((path.parent / location).resolve())
+    return resolved
+
+
+def open_scene_manifest(path: str | Path, date: str | None = None) -> Scene:
+    """A scene from a scene manifest (JSON ``{"bands": {...}, "date": ...}``)."""
+    path = Path(path)
+    bands = read_scene_manifest(path)
+    if date is None:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        date = document.get("date") if isinstance(document.get("date"), str) else None
+    return open_band_files_scene(bands, path, date)
 
 
 def _band_sort_key(name: str) -> tuple[int, str]:
@@ -250,7 +376,7 @@ def _band_sort_key(name: str) -> tuple[int, str]:
 def open_scene(
     path: str | Path, band_names: Sequence[str] | None = None, date: str | None = None
 ) -> Scene:
-    """Open a scene from a multi-band raster, a folder of per-band rasters, or an RGB image."""
+    """Open a scene from a multi-band raster, a per-band folder, an RGB image or a manifest."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "scene does not exist")
@@ -258,4 +384,6 @@ def open_scene(
         if band_names is not None:
             raise InputError(path, "band names cannot be given for a folder of per-band files")
         return open_band_folder_scene(path, date)
+    if path.suffix.lower() == ".json":
+        return open_scene_manifest(path, date)
     return open_raster_scene(path, band_names, date)

@@ -1,0 +1,357 @@
+"""Training data from a chips directory: a torch Dataset of chips and a LightningDataModule.
+
+A chips directory (written by ``groundbreak chips``) holds ``manifest.parquet`` (one row per chip),
+``dataset.json`` (band names, chip size, pairs), ``stats.json`` (per-band mean and standard
+deviation over the train split) and ``chips/<pair_id>/r<row>_c<col>.npz`` with raw ``before`` and
+``after`` float32 ``(C, H, W)`` arrays (NaN = invalid) and a ``label`` uint8 ``(H, W)`` mask
+(0 no change, 1 change, 255 ignore). This module selects bands by name, normalises with the stats,
+replaces NaN by 0, augments and batches; it never changes the files.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from groundbreak.datasets.bands import normalize_band_name
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.transforms import IGNORE_INDEX, build_train_augmentation
+
+ChipTransform = Callable[
+    [np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]
+]
+"""Signature of a chip transform: ``(before, after, mask) -> (before, after, mask)``."""
+
+MANIFEST_COLUMNS = ("pair_id", "split", "label", "path")
+
+
+class ChipsDirectory:
+    """The metadata of a chips directory: manifest, band names, normalisation statistics.
+
+    Args:
+        root: The chips directory.
+
+    Raises:
+        InputError: When the directory or one of its metadata files is missing or unreadable.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError(self.root, "chips directory not found (run 'groundbreak chips')")
+        self.info: dict[str, Any] = _read_json(self.root / "dataset.json")
+        self.stats: dict[str, Any] = _read_json(self.root / "stats.json")
+        self.manifest = _read_manifest(self.root / "manifest.parquet")
+        self.bands: list[str] = [normalize_band_name(b) for b in self._field("bands", self.info)]
+        self.chip_size = int(self._field("chip_size", self.info))
+        self.pixel_size_m: float | None = self.info.get("pixel_size_m")
+        stats_bands = [normalize_band_name(b) for b in self._field("bands", self.stats, "stats")]
+        mean = np.asarray(self._field("mean", self.stats, "stats"), dtype=np.float64)
+        std = np.asarray(self._field("std", self.stats, "stats"), dtype=np.float64)
+        if not len(stats_bands) == len(mean) == len(std):
+            raise InputError(self.root / "stats.json", "bands, mean and std differ in length")
+        self._stats_by_band = {b: (m, s) for b, m, s in zip(stats_bands, mean, std, strict=True)}
+
+    def _field(self, key: str, record: dict[str, Any], name: str = "dataset") -> Any:
+        if key not in record:
+            raise InputError(self.root / f"{name}.json", f"missing field {key!r}")
+        return record[key]
+
+    def resolve_bands(self, bands: Sequence[str] | None) -> list[str]:
+        """Canonical names of the requested bands (all bands when ``None``), checked to exist."""
+        if bands is None:
+            return list(self.bands)
+        wanted = [normalize_band_name(b) for b in bands]
+        if not wanted:
+            raise InputError(self.root, "the band list is empty")
+        missing = [b for b in wanted if b not in self.bands]
+        if missing:
+            raise InputError(
+                self.root,
+                f"band(s) {', '.join(missing)} not in this chips directory "
+                f"(it has {', '.join(self.bands)})",
+            )
+        return wanted
+
+    def band_statistics(self, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-band mean and standard deviation (float32); a zero deviation becomes 1."""
+        missing = [b for b in bands if b not in self._stats_by_band]
+        if missing:
+            raise InputError(self.root / "stats.json", f"no statistics for {', '.join(missing)}")
+        mean = np.array([self._stats_by_band[b][0] for b in bands], dtype=np.float32)
+        std = np.array([self._stats_by_band[b][1] for b in bands], dtype=np.float32)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise InputError(self.root / "stats.json", "mean or std is not finite")
+        std[std <= 0] = 1.0
+        return mean, std
+
+    def split_rows(self, split: str) -> pd.DataFrame:
+        """The manifest rows of one split, in manifest order."""
+        rows = self.manifest[self.manifest["split"] == split].reset_index(drop=True)
+        if rows.empty:
+            present = ", ".join(sorted(self.manifest["split"].unique())) or "none"
+            raise InputError(self.root, f"no chips in split {split!r} (splits present: {present})")
+        return rows
+
+
+class ChangeChipDataset(Dataset[dict[str, torch.Tensor]]):
+    """The chips of one split, normalised and ready for the model.
+
+    Args:
+        chips_dir: A chips directory (see the module docstring).
+        split: Which split's chips to serve (``"train"``, ``"val"``, ...).
+        bands: Band names to feed the model, in this order; ``None`` means all bands of the
+            chips directory.
+        transform: Optional augmentation ``(before, after, mask) -> (before, after, mask)`` on
+            normalised ``(C, H, W)`` arrays, e.g. :class:`~groundbreak.datasets.transforms.
+            ChangeAugmentation`.
+
+    Each item is a dict with ``before`` and ``after`` (float32 tensors ``(C, H, W)``, normalised,
+    invalid pixels 0) and ``mask`` (int64 ``(H, W)``; 0, 1, or 255 where there is no label).
+
+    Raises:
+        InputError: For a missing or malformed chips directory, an unknown band, an empty split,
+            or (when read) an unreadable chip file.
+    """
+
+    def __init__(
+        self,
+        chips_dir: str | Path | ChipsDirectory,
+        split: str,
+        bands: Sequence[str] | None = None,
+        transform: ChipTransform | None = None,
+    ) -> None:
+        self.directory = (
+            chips_dir if isinstance(chips_dir, ChipsDirectory) else ChipsDirectory(chips_dir)
+        )
+        self.split = split
+        self.bands = self.directory.resolve_bands(bands)
+        self.band_indices = [self.directory.bands.index(b) for b in self.bands]
+        self.mean, self.std = self.directory.band_statistics(self.bands)
+        self.rows = self.directory.split_rows(split)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def labels(self) -> list[str]:
+        """Each chip's label: ``"construction"``, ``"no_construction"`` or ``""`` (unlabelled)."""
+        return [str(v) if isinstance(v, str) else "" for v in self.rows["label"]]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        path = self.directory.root / str(self.rows.at[index, "path"])
+        before, after, mask = self._read_chip(path)
+        before, after = self._normalize(before), self._normalize(after)
+        before, after, mask = self._pad_to_chip_size(before, after, mask)
+        if self.transform is not None:
+            before, after, mask = self.transform(before, after, mask)
+        return {
+            "before": torch.from_numpy(np.ascontiguousarray(before, dtype=np.float32)),
+            "after": torch.from_numpy(np.ascontiguousarray(after, dtype=np.float32)),
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+        }
+
+    def _read_chip(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The raw arrays of one chip file, with the requested bands; checks shapes."""
+        try:
+            with np.load(path, allow_pickle=False) as chip:
+                absent = [key for key in ("before", "after") if key not in chip]
+                if absent:
+                    raise InputError(path, f"chip file lacks array(s) {', '.join(absent)}")
+                before = np.asarray(chip["before"], dtype=np.float32)
+                after = np.asarray(chip["after"], dtype=np.float32)
+                label = np.asarray(chip["label"], dtype=np.uint8) if "label" in chip else None
+        except InputError:
+            raise
+        except FileNotFoundError as err:
+            raise InputError(path, "chip file not found") from err
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            raise InputError(path, f"unreadable chip file ({err})") from err
+        count = len(self.directory.bands)
+        if before.ndim != 3 or before.shape[0] != count or before.shape != after.shape:
+            raise InputError(
+                path,
+                f"before/after shapes {before.shape} and {after.shape} do not match "
+                f"{count} bands of the chips directory",
+            )
+        if label is None:
+            label = np.full(before.shape[1:], IGNORE_INDEX, dtype=np.uint8)
+        elif label.shape != before.shape[1:]:
+            raise InputError(
+                path, f"label shape {label.shape} differs from chip {before.shape[1:]}"
+            )
+        return before[self.band_indices], after[self.band_indices], label
+
+    def _normalize(self, image: np.ndarray) -> np.ndarray:
+        """Per-band z-score; NaN (invalid) pixels become 0, the band mean."""
+        normalized = (image - self.mean[:, None, None]) / self.std[:, None, None]
+        return np.nan_to_num(normalized, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def _pad_to_chip_size(
+        self, before: np.ndarray, after: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pad chips smaller than the directory's chip size (0 in images, 255 in the mask)."""
+        size = self.directory.chip_size
+        pad_h, pad_w = size - mask.shape[0], size - mask.shape[1]
+        if pad_h <= 0 and pad_w <= 0:
+            return before, after, mask
+        pad_h, pad_w = max(pad_h, 0), max(pad_w, 0)
+        image_pad = ((0, 0), (0, pad_h), (0, pad_w))
+        return (
+            np.pad(before, image_pad),
+            np.pad(after, image_pad),
+            np.pad(mask, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX),
+        )
+
+
+def balanced_sample_weights(labels: Sequence[str]) -> torch.Tensor:
+    """Sampling weights giving every label class the same expected share of draws."""
+    counts = Counter(labels)
+    weights = [1.0 / (len(counts) * counts[label]) for label in labels]
+    return torch.tensor(weights, dtype=torch.double)
+
+
+class ChangeDataModule(LightningDataModule):
+    """Train/val/test dataloaders over a chips directory.
+
+    Args:
+        chips_dir: A chips directory written by ``groundbreak chips``.
+        bands: Band names to train on, in order; ``None`` means every band of the chips.
+        batch_size: Chips per batch.
+        num_workers: DataLoader worker processes (0 reads in the main process).
+        balance: Draw ``construction`` and ``no_construction`` train chips with equal expected
+            share (a WeightedRandomSampler with ``num_samples = len(train)``), so sparse change
+            is seen often enough; otherwise the train chips are shuffled.
+        augment: Augment train chips (flips, rot90, per-date gain/offset and noise).
+        affine_p: Probability of a small affine warp in the augmentation (0 disables it).
+        train_split: Manifest split used for training.
+        val_split: Manifest split used for validation.
+        test_split: Manifest split used by ``trainer.test`` (``None``: no test set).
+        seed: Seed of the train sampler, the shuffling and the augmentation.
+
+    The attributes :attr:`bands`, :attr:`mean`, :attr:`std`, :attr:`chip_size`,
+    :attr:`num_bands` and :attr:`pixel_size_m` are known right after construction, so a
+    LightningCLI can link ``num_bands`` to the model and an export can record the normalisation.
+    """
+
+    def __init__(
+        self,
+        chips_dir: str | Path,
+        bands: list[str] | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        balance: bool = True,
+        augment: bool = True,
+        affine_p: float = 0.0,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        chips_dir = str(chips_dir)  # plain types only, so checkpoints load with weights_only
+        self.save_hyperparameters()
+        if batch_size < 1:
+            raise InputError(chips_dir, f"batch_size must be at least 1, got {batch_size}")
+        self.directory = ChipsDirectory(chips_dir)
+        self.bands: list[str] = self.directory.resolve_bands(bands)
+        self.mean, self.std = self.directory.band_statistics(self.bands)
+        self.chip_size: int = self.directory.chip_size
+        self.pixel_size_m: float | None = self.directory.pixel_size_m
+        self.train_dataset: ChangeChipDataset | None = None
+        self.val_dataset: ChangeChipDataset | None = None
+        self.test_dataset: ChangeChipDataset | None = None
+
+    @property
+    def num_bands(self) -> int:
+        """Bands per date fed to the model (the model's ``in_channels``)."""
+        return len(self.bands)
+
+    def _dataset(self, split: str, transform: ChipTransform | None = None) -> ChangeChipDataset:
+        return ChangeChipDataset(self.directory, split, bands=self.bands, transform=transform)
+
+    def setup(self, stage: str) -> None:
+        """Open the datasets a stage needs (``fit``, ``validate``, ``test``)."""
+        hp = self.hparams
+        if stage == "fit" and self.train_dataset is None:
+            augmentation = build_train_augmentation(affine_p=hp.affine_p, seed=hp.seed)
+            self.train_dataset = self._dataset(
+                hp.train_split, augmentation if hp.augment else None
+            )
+        if stage in ("fit", "validate") and self.val_dataset is None:
+            self.val_dataset = self._dataset(hp.val_split)
+        if stage == "test" and self.test_dataset is None:
+            if hp.test_split is None:
+                raise InputError(self.directory.root, "no test_split configured for testing")
+            self.test_dataset = self._dataset(hp.test_split)
+
+    def _loader(self, dataset: Dataset[Any], **kwargs: Any) -> DataLoader[Any]:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        """Balanced (or shuffled) train chips, drawn with a seeded generator."""
+        assert self.train_dataset is not None, "call setup('fit') first"
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        if self.hparams.balance:
+            sampler = WeightedRandomSampler(
+                balanced_sample_weights(self.train_dataset.labels),
+                num_samples=len(self.train_dataset),
+                replacement=True,
+                generator=generator,
+            )
+            return self._loader(self.train_dataset, sampler=sampler)
+        return self._loader(self.train_dataset, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        """Validation chips in manifest order."""
+        assert self.val_dataset is not None, "call setup('fit') or setup('validate') first"
+        return self._loader(self.val_dataset)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        """Test chips in manifest order."""
+        assert self.test_dataset is not None, "call setup('test') first"
+        return self._loader(self.test_dataset)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise InputError(path, "file not found (not a chips directory?)") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"unreadable JSON ({err})") from err
+    if not isinstance(record, dict):
+        raise InputError(path, "expected a JSON object")
+    return record
+
+
+def _read_manifest(path: Path) -> pd.DataFrame:
+    try:
+        manifest = pd.read_parquet(path)
+    except FileNotFoundError as err:
+        raise InputError(path, "file not found (not a chips directory?)") from err
+    except Exception as err:  # pyarrow raises several unrelated types for a corrupt file
+        raise InputError(path, f"unreadable manifest ({err})") from err
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise InputError(path, f"manifest lacks column(s) {', '.join(missing)}")
+    return manifest

@@ -1,0 +1,238 @@
+"""Augmentation of change chips (Albumentations): one geometry for both dates, photometry per date.
+
+A change chip is a ``before`` image, an ``after`` image and a change mask on one pixel grid. Any
+geometric transform (flip, 90-degree rotation, small affine warp) must move all three the same
+way, or the mask no longer marks the pixels that changed; :class:`ChangeAugmentation` runs them as
+one Albumentations call with ``after`` registered as an additional ``image`` target. Photometric
+transforms model differences between acquisitions (sun angle, haze, sensor noise), so each date
+gets its own random draw: the photometric pipeline is called once per date.
+
+Inputs are normalised float32 chips of ANY band count (z-scores, NaN already replaced by 0).
+Albumentations' own photometric transforms assume float images in ``[0, 1]`` and clip to it
+(``albucore.clip``), which would destroy z-scores, so this module brings two channel-agnostic,
+non-clipping ones: :class:`RandomGainOffset` (contrast and brightness, per band) and
+:class:`AdditiveGaussianNoise`. A gain ``g`` and offset ``o`` on z-scores are the same as a
+brightness/contrast change ``raw * g + c`` of the raw band values, so they stay physically sensible
+for 13-band Sentinel-2 as for RGB. Gamma is left out: it needs positive values.
+
+Geometric transforms with more than 4 channels work in Albumentations 2.0: flips and rot90 are
+numpy operations, and ``Affine`` warps channels in chunks of 4
+(``albucore.maybe_process_in_chunks``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import albumentations as A  # noqa: N812
+import cv2
+import numpy as np
+import torch
+from albumentations.core.transforms_interface import BaseTransformInitSchema
+
+IGNORE_INDEX = 255
+"""Mask value of pixels that carry no label; also used to fill pixels warped in from outside."""
+
+
+class RandomGainOffset(A.ImageOnlyTransform):
+    """Multiply by a random gain and add a random offset, per band or shared; never clips.
+
+    Args:
+        gain: Range of the multiplicative factor (contrast).
+        offset: Range of the additive shift (brightness), in the image's units (z-scores).
+        per_channel: Draw a separate gain and offset for every band.
+        p: Probability of applying the transform.
+    """
+
+    class InitSchema(BaseTransformInitSchema):
+        gain: tuple[float, float]
+        offset: tuple[float, float]
+        per_channel: bool
+
+    def __init__(
+        self,
+        gain: tuple[float, float] = (0.9, 1.1),
+        offset: tuple[float, float] = (-0.1, 0.1),
+        per_channel: bool = True,
+        p: float = 0.5,
+    ) -> None:
+        super().__init__(p=p)
+        self.gain = gain
+        self.offset = offset
+        self.per_channel = per_channel
+
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Draw the gains and offsets, one per band when ``per_channel``."""
+        image = data["image"]
+        count = image.shape[-1] if (self.per_channel and image.ndim == 3) else 1
+        gains = self.random_generator.uniform(*self.gain, size=count).astype(np.float32)
+        offsets = self.random_generator.uniform(*self.offset, size=count).astype(np.float32)
+        return {"gains": gains, "offsets": offsets}
+
+    def apply(
+        self, img: np.ndarray, gains: np.ndarray, offsets: np.ndarray, **params: Any
+    ) -> np.ndarray:
+        """Return ``img * gains + offsets`` (broadcast over the band axis), as float32."""
+        return (img * gains + offsets).astype(np.float32, copy=False)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        """Names of the constructor arguments, for Albumentations' serialisation."""
+        return ("gain", "offset", "per_channel")
+
+
+class AdditiveGaussianNoise(A.ImageOnlyTransform):
+    """Add zero-mean Gaussian noise with a random standard deviation; never clips.
+
+    Args:
+        std: Range of the noise standard deviation, in the image's units (z-scores).
+        p: Probability of applying the transform.
+    """
+
+    class InitSchema(BaseTransformInitSchema):
+        std: tuple[float, float]
+
+    def __init__(self, std: tuple[float, float] = (0.01, 0.05), p: float = 0.5) -> None:
+        super().__init__(p=p)
+        self.std = std
+
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Draw the noise field for this image."""
+        image = data["image"]
+        sigma = self.py_random.uniform(*self.std)
+        noise = self.random_generator.normal(0.0, sigma, size=image.shape).astype(np.float32)
+        return {"noise": noise}
+
+    def apply(self, img: np.ndarray, noise: np.ndarray, **params: Any) -> np.ndarray:
+        """Return ``img + noise`` as float32."""
+        return (img + noise).astype(np.float32, copy=False)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        """Names of the constructor arguments, for Albumentations' serialisation."""
+        return ("std",)
+
+
+def geometric_transforms(affine_p: float = 0.0) -> list[A.BasicTransform]:
+    """Flips, 90-degree rotations and (with probability ``affine_p``) a small affine warp.
+
+    Pixels warped in from outside the chip are 0 in the images (the normalised mean) and
+    :data:`IGNORE_INDEX` in the mask, so they never count as labelled.
+    """
+    transforms: list[A.BasicTransform] = [
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=0.5),
+    ]
+    if affine_p > 0:
+        transforms.append(
+            A.Affine(
+                scale=(0.9, 1.1),
+                translate_percent=(-0.05, 0.05),
+                rotate=(-15, 15),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0.0,
+                fill_mask=IGNORE_INDEX,
+                p=affine_p,
+            )
+        )
+    return transforms
+
+
+def photometric_transforms(
+    gain: tuple[float, float] = (0.9, 1.1),
+    offset: tuple[float, float] = (-0.1, 0.1),
+    noise_std: tuple[float, float] = (0.01, 0.05),
+) -> list[A.BasicTransform]:
+    """Per-band gain/offset and Gaussian noise, for any band count (applied to one date)."""
+    return [
+        RandomGainOffset(gain=gain, offset=offset, per_channel=True, p=0.8),
+        AdditiveGaussianNoise(std=noise_std, p=0.5),
+    ]
+
+
+class ChangeAugmentation:
+    """Augment a (before, after, mask) chip: shared geometry, independent photometry per date.
+
+    Args:
+        geometric: Transforms applied identically to before, after and mask.
+        photometric: Transforms applied to each date separately (independent random draws).
+        seed: Seed of the Albumentations random state. Inside a DataLoader worker the state is
+            re-seeded from ``torch.initial_seed()`` (distinct per worker and per epoch, and
+            reproducible under ``seed_everything``), so workers never repeat each other's draws.
+
+    Call with channel-first arrays ``before, after: float32 (C, H, W)`` and ``mask: uint8 (H, W)``;
+    returns the three transformed arrays in the same layout.
+    """
+
+    def __init__(
+        self,
+        geometric: list[A.BasicTransform] | None = None,
+        photometric: list[A.BasicTransform] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.geometric = A.Compose(
+            geometric if geometric is not None else geometric_transforms(),
+            additional_targets={"after": "image"},
+            seed=seed,
+        )
+        self.photometric = A.Compose(
+            photometric if photometric is not None else photometric_transforms(), seed=seed
+        )
+        self._worker_seed: int | None = None
+
+    def _reseed_in_worker(self) -> None:
+        """Give each DataLoader worker its own random state, derived from torch's seed."""
+        worker = torch.utils.data.get_worker_info()
+        if worker is None:
+            return
+        seed = worker.seed % 2**32
+        if seed != self._worker_seed:
+            self._worker_seed = seed
+            self.geometric.set_random_seed(seed)
+            self.photometric.set_random_seed(seed + 1)
+
+    def __call__(
+        self, before: np.ndarray, after: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Transformed ``(before, after, mask)``; band count and mask values are preserved."""
+        if before.shape != after.shape or before.ndim != 3:
+            raise ValueError(
+                f"before and after must both be (C, H, W); got {before.shape} and {after.shape}"
+            )
+        if mask.shape != before.shape[1:]:
+            raise ValueError(f"mask shape {mask.shape} does not match chip {before.shape[1:]}")
+        self._reseed_in_worker()
+        shared = self.geometric(
+            image=_to_hwc(before), after=_to_hwc(after), mask=np.ascontiguousarray(mask)
+        )
+        before_hwc = self.photometric(image=shared["image"])["image"]
+        after_hwc = self.photometric(image=shared["after"])["image"]
+        return _to_chw(before_hwc), _to_chw(after_hwc), np.ascontiguousarray(shared["mask"])
+
+
+def build_train_augmentation(
+    photometric: bool = True, affine_p: float = 0.0, seed: int | None = None
+) -> ChangeAugmentation:
+    """The default training augmentation: flips, rot90, optional affine, per-date photometry."""
+    return ChangeAugmentation(
+        geometric=geometric_transforms(affine_p=affine_p),
+        photometric=photometric_transforms() if photometric else [],
+        seed=seed,
+    )
+
+
+def _to_hwc(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> contiguous float32 (H, W, C), the layout Albumentations expects."""
+    return np.ascontiguousarray(np.moveaxis(image, 0, -1), dtype=np.float32)
+
+
+def _to_chw(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) -> contiguous float32 (C, H, W); restores a channel axis OpenCV dropped."""
+    if image.ndim == 2:
+        image = image[..., None]
+    return np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32)

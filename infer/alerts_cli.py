@@ -1,0 +1,118 @@
+"""``groundbreak alerts``: the analyst's view of the nightly alerts, and their decisions.
+
+    groundbreak alerts list    --state STATE_DIR [--status new|ongoing|confirmed|dismissed]
+                               [--format table|csv|json]
+    groundbreak alerts confirm SITE_ID --state STATE_DIR [--note TEXT]
+    groundbreak alerts dismiss SITE_ID --state STATE_DIR [--note TEXT]
+    groundbreak alerts history SITE_ID --state STATE_DIR
+
+A dismissed site does not alert again unless its score rises by the config's ``dismiss_margin``
+(default 0.15) above its score when dismissed. Safe to run while a nightly run is going on.
+Exit codes: 0 done; 2 bad usage, no state there, or an unknown site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from groundbreak.datasets.errors import InputError
+from groundbreak.infer.nightly.state import ALERT_STATUSES, DB_NAME, NightlyState
+
+LIST_COLUMNS: tuple[str, ...] = (
+    "site_id", "name", "status", "score", "max_score", "dismissed_score", "first_run_id",
+    "last_run_id", "pair_id", "lon", "lat", "note",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``groundbreak alerts``."""
+    parser = argparse.ArgumentParser(
+        prog="groundbreak alerts", description="List, confirm or dismiss nightly alerts."
+    )
+    commands = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = commands.add_parser("list", help="list alerts, highest score first")
+    listing.add_argument("--status", choices=ALERT_STATUSES, help="only alerts with this status")
+    listing.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    for action, help_ in (("confirm", "mark an alert as real construction"),
+                          ("dismiss", "mark an alert as not construction (it stays quiet "
+                                      "unless its score rises by the dismissal margin)"),
+                          ("history", "every change of one alert's status")):
+        sub = commands.add_parser(action, help=help_)
+        sub.add_argument("site_id")
+        if action != "history":
+            sub.add_argument("--note", help="why (kept with the alert and its history)")
+        sub.set_defaults(format="table")
+    for sub in commands.choices.values():
+        sub.add_argument("--state", required=True, metavar="STATE_DIR",
+                         help="the nightly state directory")
+    return parser
+
+
+def open_state(state_dir: str | Path) -> NightlyState:
+    """The state of an existing state directory, or an InputError naming it."""
+    path = Path(state_dir)
+    if not (path / DB_NAME).is_file():
+        raise InputError(path, f"not a nightly state directory (no {DB_NAME}); run "
+                               "'groundbreak nightly' first")
+    return NightlyState(path)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``groundbreak alerts``; return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    with open_state(args.state) as state:
+        if args.action == "list":
+            print(format_rows(state.alerts(args.status), LIST_COLUMNS, args.format), end="")
+            return 0
+        if state.alert(args.site_id) is None:
+            raise InputError(state.path, f"no alert for site {args.site_id!r}")
+        if args.action == "history":
+            columns = ("at", "run_id", "event", "status", "score", "note")
+            print(format_rows(state.alert_events(args.site_id), columns, "table"), end="")
+            return 0
+        status = "confirmed" if args.action == "confirm" else "dismissed"
+        alert = state.set_alert_status(args.site_id, status, args.note)
+    print(f"{alert['site_id']}: {alert['status']} (score {alert['score']:.3f})")
+    return 0
+
+
+def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:
+    """Rows as an aligned text table, CSV or JSON."""
+    if fmt == "json":
+        return json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=2) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+    if not rows:
+        return "no alerts\n"
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,133 @@
+"""Writers of a ranking run's tables: sites.csv, alerts.csv, alerts.geojson, changes.geojson.
+
+Every file is written atomically (a hidden temporary file in the same folder, then a rename), so a
+reader such as the nightly batch or an analyst's QGIS sees the previous file or the whole new one,
+never half of one. GeoJSON is written in EPSG:4326 (RFC 7946, no ``crs`` member).
+
+Columns of ``sites.csv`` and ``alerts.csv`` (one row per site and pair, best first):
+:data:`SITE_COLUMNS` then :data:`DETAIL_COLUMNS`. ``changed_area_m2`` is in square metres on
+georeferenced grids; on grids without a CRS (plain PNG pairs) it counts pixels, and the row's
+``area_unit`` says ``px`` instead of ``m2`` (lon/lat are then empty).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from shapely.geometry import mapping
+from shapely.geometry.base import BaseGeometry
+
+SITE_COLUMNS: tuple[str, ...] = (
+    "rank", "site_id", "name", "pair_id", "score", "changed_area_m2", "lon", "lat",
+    "before_date", "after_date",
+)
+"""The alert row every output shares (CSV, GeoJSON properties, HTML report)."""
+
+DETAIL_COLUMNS: tuple[str, ...] = (
+    "kind", "confidence", "max_probability", "changed_pixels", "valid_fraction", "area_unit",
+)
+"""Extra columns: ``kind`` is ``watch`` or ``discovered``; see :class:`SiteMeasure` for the rest."""
+
+CHANGE_COLUMNS: tuple[str, ...] = (
+    "region_id", "pair_id", "score", "changed_area_m2", "confidence", "max_probability",
+    "changed_pixels", "lon", "lat", "before_date", "after_date", "area_unit",
+)
+"""Properties of each discovered change region in ``changes.geojson``."""
+
+FAILURE_COLUMNS: tuple[str, ...] = ("pair_id", "reason")
+"""Columns of ``failures.csv``."""
+
+_DECIMALS = {
+    "score": 4, "confidence": 4, "max_probability": 4, "valid_fraction": 4,
+    "changed_area_m2": 1, "lon": 7, "lat": 7,
+}
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 text so that readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_table_csv(
+    table: pd.DataFrame, path: str | os.PathLike[str], columns: Sequence[str]
+) -> Path:
+    """Write the named columns of a table as CSV (rounded for reading), atomically."""
+    frame = table.reindex(columns=list(columns)).copy()
+    for column, decimals in _DECIMALS.items():
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").round(decimals)
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def write_sites_csv(sites: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write ranked sites (or alerts) with :data:`SITE_COLUMNS` + :data:`DETAIL_COLUMNS`."""
+    return write_table_csv(sites, path, SITE_COLUMNS + DETAIL_COLUMNS)
+
+
+def write_failures_csv(failures: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write the pairs that failed and why (a header only when none did)."""
+    return write_table_csv(failures, path, FAILURE_COLUMNS)
+
+
+def write_sites_geojson(sites: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write sites (or alerts) as EPSG:4326 polygons whose properties are the CSV columns."""
+    return write_feature_collection(sites, path, SITE_COLUMNS + DETAIL_COLUMNS)
+
+
+def write_changes_geojson(changes: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write discovered change regions as EPSG:4326 polygons (:data:`CHANGE_COLUMNS`)."""
+    return write_feature_collection(changes, path, CHANGE_COLUMNS)
+
+
+def write_feature_collection(
+    table: pd.DataFrame, path: str | os.PathLike[str], columns: Sequence[str]
+) -> Path:
+    """Write a table with a ``geometry`` column (shapely, EPSG:4326) as a GeoJSON file.
+
+    Rows without a geometry (pairs without a CRS) get a null geometry, as GeoJSON allows.
+    """
+    features = []
+    for row in table.to_dict("records"):
+        geometry = row.get("geometry")
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {c: _json_value(row.get(c), c) for c in columns},
+                "geometry": mapping(geometry) if isinstance(geometry, BaseGeometry) else None,
+            }
+        )
+    document = {"type": "FeatureCollection", "features": features}
+    return atomic_write_text(path, json.dumps(document, allow_nan=False) + "\n")
+
+
+def _json_value(value: Any, column: str) -> Any:
+    """A plain JSON value: numpy scalars unwrapped, NaN and missing as null, rounded floats."""
+    if value is None or (isinstance(value, float | type(pd.NA)) and pd.isna(value)):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return round(value, _DECIMALS[column]) if column in _DECIMALS else value
+    return value

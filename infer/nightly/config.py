@@ -1,0 +1,291 @@
+"""The nightly config: a YAML file of documented keys, overridable by command-line flags.
+
+Every key is listed in :data:`KEYS` with its type, default and meaning; ``groundbreak nightly
+--help-config`` prints them. Relative paths in a config file resolve against the file's folder.
+A bad config raises :class:`InputError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from groundbreak.datasets.errors import InputError
+from groundbreak.infer.nightly.logging import LOG_FORMATS
+from groundbreak.infer.ranking import DEFAULT_ALERT_THRESHOLD
+from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2
+from groundbreak.infer.sites import DEFAULT_MIN_AREA_M2
+
+DEFAULT_DISMISS_MARGIN = 0.15
+"""A dismissed site alerts again once its score is this much (absolute) above its dismissal."""
+
+DEFAULT_FOOTPRINT_IOU = 0.9
+"""Two STAC items without a tile id are the same ground when their footprints overlap this much."""
+
+SOURCE_KEYS: tuple[str, ...] = ("pairs", "stac", "drop_folder")
+PREDICTOR_KEYS: tuple[str, ...] = ("window", "overlap", "batch_size", "tta", "device")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One config key: its kind (``path``, ``dir``, ``file``, ``float``, ...), default, meaning."""
+
+    kind: str
+    default: Any
+    doc: str
+
+
+KEYS: dict[str, KeySpec] = {
+    "state_dir": KeySpec(
+        "path", None,
+        "Required. State directory: state.sqlite, nightly.lock, runs/<run_id>/, scenes/. "
+        "Created if missing. Flag: --state.",
+    ),
+    "model": KeySpec(
+        "dir", None,
+        "Model bundle folder (model.json + model.safetensors). Default: the bundle shipped with "
+        "the source tree (checkpoints/oscd-s2-default). Flag: --model.",
+    ),
+    "pairs": KeySpec(
+        "file", None,
+        "Source: a pairs CSV (pair_id,before,after[,before_date,after_date,...]) as for "
+        "'groundbreak rank'. Exactly one of pairs, stac, drop_folder. Flag: --pairs.",
+    ),
+    "stac": KeySpec(
+        "file", None,
+        "Source: a STAC ItemCollection JSON of new acquisitions whose assets are single-band "
+        "rasters (paths or URLs); each item is paired with the latest earlier acquisition of "
+        "the same ground. Flag: --stac.",
+    ),
+    "drop_folder": KeySpec(
+        "dir", None,
+        "Source: a folder that new scenes are dropped into, one per entry named "
+        "<ground>_<YYYYMMDD> (a per-band folder or a multi-band raster). Flag: --drop-folder.",
+    ),
+    "sites": KeySpec(
+        "file", None,
+        "Watch-list GeoJSON of site polygons; without it, discovered change regions are "
+        "the sites. Flag: --sites.",
+    ),
+    "alert_threshold": KeySpec(
+        "probability", DEFAULT_ALERT_THRESHOLD,
+        "Sites scoring at least this (0..1) are alerts.",
+    ),
+    "dismiss_margin": KeySpec(
+        "probability", DEFAULT_DISMISS_MARGIN,
+        "A dismissed site alerts again only when its score reaches the score at dismissal plus "
+        "this margin (absolute, 0..1).",
+    ),
+    "min_area_m2": KeySpec(
+        "non_negative", DEFAULT_MIN_AREA_M2,
+        "Smallest discovered change region kept, m² (pixels on grids without a CRS).",
+    ),
+    "area_scale": KeySpec(
+        "positive", DEFAULT_AREA_SCALE_M2,
+        "Changed area (m²) at which a site's area term reaches 0.63 (see infer/scoring.py).",
+    ),
+    "predictor": KeySpec(
+        "mapping", {},
+        "Options of the tiled predictor: window, overlap, batch_size, tta, device.",
+    ),
+    "footprint_iou": KeySpec(
+        "probability", DEFAULT_FOOTPRINT_IOU,
+        "STAC items without an MGRS tile id are the same ground when their footprints' "
+        "intersection over union reaches this.",
+    ),
+    "report": KeySpec("bool", True, "Write the HTML report (report.html) of each night."),
+    "run_id": KeySpec(
+        "run_id", None,
+        "Name of the night (its folder runs/<run_id>/). Default: today's UTC date, YYYY-MM-DD; "
+        "re-running the same run_id resumes that night. Flag: --run-id.",
+    ),
+    "log_format": KeySpec(
+        "log_format", "auto",
+        "auto (progress bar on a terminal, JSON lines otherwise), progress or json. "
+        "Flag: --log-format.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    """A validated nightly config (see :data:`KEYS` for each field's meaning)."""
+
+    state_dir: Path
+    model: Path | None = None
+    pairs: Path | None = None
+    stac: Path | None = None
+    drop_folder: Path | None = None
+    sites: Path | None = None
+    alert_threshold: float = DEFAULT_ALERT_THRESHOLD
+    dismiss_margin: float = DEFAULT_DISMISS_MARGIN
+    min_area_m2: float = DEFAULT_MIN_AREA_M2
+    area_scale: float = DEFAULT_AREA_SCALE_M2
+    predictor: dict[str, Any] = field(default_factory=dict)
+    footprint_iou: float = DEFAULT_FOOTPRINT_IOU
+    report: bool = True
+    run_id: str = ""
+    log_format: str = "auto"
+
+    @property
+    def source_kind(self) -> str:
+        """Which source the night reads: ``pairs``, ``stac`` or ``drop_folder``."""
+        return next(k for k in SOURCE_KEYS if getattr(self, k) is not None)
+
+    @property
+    def source(self) -> Path:
+        """The path of the night's source."""
+        return getattr(self, self.source_kind)
+
+    def scoring_settings(self) -> dict[str, Any]:
+        """The settings that change a pair's site scores (part of its inputs hash)."""
+        return {
+            "min_area_m2": self.min_area_m2,
+            "area_scale": self.area_scale,
+            "predictor": {k: self.predictor[k] for k in sorted(self.predictor) if k != "device"},
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every key with its value (paths as strings), as recorded with each run."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The keys of a YAML config file (not yet validated), or an InputError naming the file."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "config file does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(path, f"config file cannot be read ({err})") from err
+    except yaml.YAMLError as err:
+        raise InputError(path, f"config file is not valid YAML ({err})".replace("\n", " ")) from err
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise InputError(path, "config must be a mapping of keys (see nightly.example.yaml)")
+    return document
+
+
+def build_config(
+    values: Mapping[str, Any],
+    origin: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> NightlyConfig:
+    """Validate config keys (file values, then command-line overrides) into a NightlyConfig.
+
+    Args:
+        values: Keys read from a config file (may be empty).
+        origin: The config file, named in errors and used to resolve relative paths; None when
+            there is no file (paths then resolve against the working directory).
+        overrides: Values from command-line flags (None values are ignored); they win.
+
+    Raises:
+        InputError: For an unknown key, a missing required key, a value of the wrong type or
+            range, a path that does not exist, or not exactly one source.
+    """
+    where = Path(origin) if origin is not None else None
+    base = where.parent if where is not None else Path.cwd()
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise InputError(
+            where or "config",
+            f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(KEYS)}",
+        )
+    merged = dict(values)
+    cli_keys = {k for k, v in (overrides or {}).items() if v is not None}
+    for key in cli_keys:
+        merged[key] = overrides[key]  # type: ignore[index]
+    if any(merged.get(k) is not None for k in SOURCE_KEYS if k in cli_keys):
+        for key in SOURCE_KEYS:  # a source flag replaces the file's source
+            if key not in cli_keys:
+                merged.pop(key, None)
+    parsed: dict[str, Any] = {}
+    for key, spec in KEYS.items():
+        raw = merged.get(key)
+        label = where if key not in cli_keys else f"--{key.replace('_', '-')}"
+        relative_to = base if key not in cli_keys else Path.cwd()
+        parsed[key] = spec.default if raw is None else _parse(key, spec, raw, label, relative_to)
+    if parsed["state_dir"] is None:
+        raise InputError(where or "config", "key 'state_dir' is required (or pass --state DIR)")
+    sources = [k for k in SOURCE_KEYS if parsed[k] is not None]
+    if len(sources) != 1:
+        found = ", ".join(sources) or "none"
+        raise InputError(
+            where or "config",
+            f"exactly one source key of {', '.join(SOURCE_KEYS)} is needed (found: {found}); "
+            "or pass --pairs, --stac or --drop-folder",
+        )
+    if parsed["run_id"] is None:
+        parsed["run_id"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    parsed["predictor"] = dict(parsed["predictor"])
+    return NightlyConfig(**parsed)
+
+
+def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
+    """One validated value; errors read ``<file>: key '<key>': <problem>``."""
+
+    def fail(problem: str) -> InputError:
+        return InputError(where or "config", f"key '{key}': {problem}")
+
+    kind = spec.kind
+    if kind in ("path", "file", "dir"):
+        if not isinstance(raw, str | os.PathLike) or not str(raw):
+            raise fail(f"expected a path, got {raw!r}")
+        path = Path(os.path.expanduser(str(raw)))
+        path = path if path.is_absolute() else (base / path)
+        if kind == "file" and not path.is_file():
+            raise fail(f"file {path} does not exist")
+        if kind == "dir" and not path.is_dir():
+            raise fail(f"folder {path} does not exist")
+        return path
+    if kind in ("probability", "non_negative", "positive"):
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+            raise fail(f"expected a number, got {raw!r}")
+        value = float(raw)
+        if kind == "probability" and not 0.0 <= value <= 1.0:
+            raise fail(f"must lie in [0, 1], got {value}")
+        if kind == "non_negative" and value < 0:
+            raise fail(f"must be >= 0, got {value}")
+        if kind == "positive" and value <= 0:
+            raise fail(f"must be > 0, got {value}")
+        return value
+    if kind == "bool":
+        if not isinstance(raw, bool):
+            raise fail(f"expected true or false, got {raw!r}")
+        return raw
+    if kind == "mapping":
+        if not isinstance(raw, dict):
+            raise fail(f"expected a mapping, got {raw!r}")
+        unknown = sorted(set(raw) - set(PREDICTOR_KEYS))
+        if unknown:
+            raise fail(f"unknown option(s) {', '.join(map(str, unknown))}; "
+                       f"known: {', '.join(PREDICTOR_KEYS)}")
+        return dict(raw)
+    if kind == "run_id":
+        text = str(raw)
+        if not text or text.startswith(".") or not all(c.isalnum() or c in "-_." for c in text):
+            raise fail(f"must be letters, digits, '-', '_' or '.', got {raw!r}")
+        return text
+    if kind == "log_format":
+        if raw not in LOG_FORMATS:
+            raise fail(f"must be one of {', '.join(LOG_FORMATS)}, got {raw!r}")
+        return raw
+    raise AssertionError(f"unhandled key kind {kind}")
+
+
+def describe_keys() -> str:
+    """Every config key with its default and meaning, for ``--help-config``."""
+    lines = []
+    for key, spec in KEYS.items():
+        default = "" if spec.default in (None, {}) else f" (default: {spec.default})"
+        lines.append(f"{key}{default}\n    {spec.doc}")
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""Content hashes of a pair's inputs and of a model bundle: sha256 of the files' bytes.
+
+Hashes are cached in the state by (path, size, mtime_ns), so a big scene is read in full only
+when it is new or has changed, not every night.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.scene import read_scene_manifest
+from groundbreak.infer.nightly.state import NightlyState
+
+_CHUNK = 1 << 20
+BUNDLE_FILES = ("model.json", "model.safetensors")
+
+
+def is_url(location: str) -> bool:
+    """True for an ``http(s)://``, ``s3://`` or GDAL ``/vsi...`` location (not hashed by bytes)."""
+    return "://" in location or location.startswith("/vsi")
+
+
+class ContentHasher:
+    """sha256 of files, cached in the nightly state by (path, size, mtime_ns)."""
+
+    def __init__(self, state: NightlyState) -> None:
+        self.state = state
+        self.hashed_bytes = 0
+        """Bytes actually read (not served from the cache) by this hasher."""
+
+    def file_sha256(self, path: str | os.PathLike[str]) -> str:
+        """The sha256 of one file's bytes (from the cache when size and mtime are unchanged)."""
+        path = Path(path).resolve()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise InputError(path, "file does not exist") from None
+        except OSError as err:
+            raise InputError(path, f"cannot be read ({err.strerror})") from err
+        cached = self.state.cached_hash(str(path), stat.st_size, stat.st_mtime_ns)
+        if cached is not None:
+            return cached
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+        except OSError as err:
+            raise InputError(path, f"cannot be read ({err.strerror})") from err
+        self.hashed_bytes += stat.st_size
+        value = digest.hexdigest()
+        self.state.store_hash(str(path), stat.st_size, stat.st_mtime_ns, value)
+        return value
+
+    def scene_digest(self, scene: str | os.PathLike[str]) -> list[tuple[str, str]]:
+        """(name, sha256) of every file a scene is read from.
+
+        A folder scene hashes each visible file in it; a scene manifest (``.json``) hashes the
+        band files it lists (a URL stands for itself: its text is hashed, not its bytes);
+        any other path is one file.
+        """
+        path = Path(scene)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not files:
+                raise InputError(path, "scene folder is empty")
+            return [(p.name, self.file_sha256(p)) for p in files]
+        if path.suffix.lower() == ".json" and path.is_file():
+            bands = read_scene_manifest(path)
+            return [
+                (band, _text_sha256(location) if is_url(location) else self.file_sha256(location))
+                for band, location in sorted(bands.items())
+            ]
+        return [(path.name, self.file_sha256(path))]
+
+    def bundle_hash(self, bundle: str | os.PathLike[str]) -> str:
+        """One hash for a model bundle: its weights and its ``model.json``."""
+        folder = Path(bundle)
+        return digest_of({name: self.file_sha256(folder / name) for name in BUNDLE_FILES})
+
+    def optional_file_sha256(self, path: str | os.PathLike[str] | None) -> str | None:
+        """sha256 of a file, or None when no file is given."""
+        return None if path is None else self.file_sha256(path)
+
+
+def digest_of(obj: Mapping[str, Any] | Iterable[Any]) -> str:
+    """sha256 of the canonical JSON of an object (keys sorted)."""
+    return _text_sha256(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

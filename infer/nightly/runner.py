@@ -1,0 +1,431 @@
+"""The night: read the source, score every pair not done yet, rank, update alerts, summarise.
+
+A night (``run_id``, by default today's UTC date) writes ``STATE_DIR/runs/<run_id>/`` with the
+files of ``groundbreak rank`` (``sites.csv``, ``alerts.csv``, ``alerts.geojson``,
+``changes.geojson``, ``failures.csv``, ``report.html``, ``pairs/<pair_id>/probability.tif`` and
+``mask.tif``), plus ``summary.json`` and ``nightly.log.jsonl``.
+
+Guarantees:
+
+- **Idempotent.** A pair is identified by its id, the sha256 of its input files (and of the
+  watch-list and scoring settings) and the sha256 of the model bundle. A pair already done with
+  the same hashes is not predicted again: its stored site scores join the night's ranking.
+- **Resumable.** Each pair is predicted into a hidden staging folder, moved to
+  ``pairs/<pair_id>/`` with one rename, and only then marked done (one SQLite transaction that
+  also stores its site scores). A run killed at any point leaves no visible half-written file or
+  row; the next run of the same night cleans the staging leftovers and does the rest.
+- **Failure-isolated.** A pair that is corrupt, missing, lacks a band or does not overlap is
+  recorded with its reason (``failures.csv``, the state, ``summary.json``); the rest of the night
+  completes and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from shapely import wkt
+
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.infer.alerts_io import (
+    FAILURE_COLUMNS,
+    write_changes_geojson,
+    write_failures_csv,
+    write_sites_csv,
+    write_sites_geojson,
+)
+from groundbreak.infer.nightly.atomic import (
+    atomic_write_json,
+    publish_dir,
+    remove_temps,
+    temp_sibling,
+)
+from groundbreak.infer.nightly.config import NightlyConfig
+from groundbreak.infer.nightly.hashing import ContentHasher, digest_of
+from groundbreak.infer.nightly.lock import RunLock
+from groundbreak.infer.nightly.logging import NightLog, utc_now
+from groundbreak.infer.nightly.sources import (
+    NightInputs,
+    pairs_from_csv,
+    pairs_from_drop_folder,
+    pairs_from_stac,
+)
+from groundbreak.infer.nightly.state import AlertOutcome, NightlyState, best_per_site
+from groundbreak.infer.ranking import (
+    ALERTS_CSV,
+    ALERTS_GEOJSON,
+    CHANGES_GEOJSON,
+    FAILURES_CSV,
+    PAIRS_DIR,
+    REPORT_HTML,
+    SITES_CSV,
+    RankResult,
+    rank_pairs,
+    rank_sites,
+)
+
+RUNS_DIR = "runs"
+SUMMARY_JSON = "summary.json"
+LOG_JSONL = "nightly.log.jsonl"
+
+EXIT_OK = 0
+EXIT_PAIRS_FAILED = 1
+EXIT_BAD_CONFIG = 2
+EXIT_LOCKED = 3
+
+
+@dataclass
+class PairRecord:
+    """What the night did with one pair."""
+
+    pair_id: str
+    status: str
+    """``scored`` (predicted now), ``reused`` (done before) or ``failed``."""
+    seconds: float
+    reason: str | None = None
+    outputs: str | None = None
+
+
+@dataclass
+class NightSummary:
+    """The outcome of a night, as written to ``summary.json``."""
+
+    run_id: str
+    attempt: int
+    run_dir: Path
+    started_at: str
+    model: str
+    model_hash: str
+    source: dict[str, str]
+    pairs: list[PairRecord] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    baselines: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    alerts: AlertOutcome = field(default_factory=AlertOutcome)
+    new_alerts: list[dict[str, Any]] = field(default_factory=list)
+    sites: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    finished_at: str | None = None
+
+    @property
+    def failures(self) -> list[dict[str, str]]:
+        """Failed pairs and unusable source entries, with their reasons."""
+        failed = [{"pair_id": p.pair_id, "reason": p.reason or ""} for p in self.pairs
+                  if p.status == "failed"]
+        return failed + [{"pair_id": entry, "reason": reason} for entry, reason in self.problems]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything went through, 1 when any pair or source entry failed."""
+        return EXIT_PAIRS_FAILED if self.failures else EXIT_OK
+
+    def counts(self) -> dict[str, int]:
+        """How many pairs were scored, reused, failed; baselines, sites, alerts."""
+        status = [p.status for p in self.pairs]
+        return {
+            "pairs": len(self.pairs),
+            "scored": status.count("scored"),
+            "reused": status.count("reused"),
+            "failed": status.count("failed"),
+            "source_problems": len(self.problems),
+            "baselines": len(self.baselines),
+            "ignored_entries": len(self.ignored),
+            "sites": self.sites,
+            "new_alerts": len(self.alerts.new) + len(self.alerts.realerted),
+            "ongoing_alerts": len(self.alerts.ongoing),
+            "suppressed_alerts": len(self.alerts.suppressed),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``summary.json`` document."""
+        return {
+            "run_id": self.run_id,
+            "attempt": self.attempt,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "exit_code": self.exit_code,
+            "model": self.model,
+            "model_hash": self.model_hash,
+            "source": self.source,
+            "counts": self.counts(),
+            "timings": self.timings,
+            "failures": self.failures,
+            "new_alerts": self.new_alerts,
+            "baselines": self.baselines,
+            "ignored_entries": self.ignored,
+            "pairs": [
+                {"pair_id": p.pair_id, "status": p.status, "seconds": round(p.seconds, 3),
+                 "reason": p.reason, "outputs": p.outputs}
+                for p in self.pairs
+            ],
+        }
+
+
+def run_night(config: NightlyConfig, log: NightLog | None = None) -> NightSummary:
+    """Run one night under the state directory's lock.
+
+    Raises:
+        LockHeldError: When another run holds ``STATE_DIR/nightly.lock``.
+        InputError: For a bad model bundle, watch-list or unreadable source (nothing is scored).
+    """
+    log = log or NightLog("json")
+    with RunLock(config.state_dir), NightlyState(config.state_dir) as state:
+        return _run_locked(config, state, log)
+
+
+def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> NightSummary:
+    from groundbreak.infer.sites import load_watch_list
+    from groundbreak.train.bundle import default_bundle_path, load_bundle
+
+    started = time.perf_counter()
+    removed = remove_temps(config.state_dir / RUNS_DIR) + remove_temps(config.state_dir / "scenes")
+    run_dir = config.state_dir / RUNS_DIR / config.run_id
+    log.log_to(run_dir / LOG_JSONL)
+    try:
+        model_path = config.model or default_bundle_path()
+        bundle = load_bundle(model_path)
+        hasher = ContentHasher(state)
+        model_hash = hasher.bundle_hash(bundle.path)
+        sites = load_watch_list(config.sites) if config.sites is not None else None
+        sites_hash = hasher.optional_file_sha256(config.sites)
+        attempt = state.start_run(config.run_id, os.getpid(), config.as_dict(), model_hash)
+        summary = NightSummary(
+            run_id=config.run_id, attempt=attempt, run_dir=run_dir, started_at=utc_now(),
+            model=str(bundle.path), model_hash=model_hash,
+            source={"kind": config.source_kind, "path": str(config.source)},
+        )
+        log.event("night_started", run_id=config.run_id, attempt=attempt, model=str(bundle.path),
+                  source=config.source_kind, cleaned_temps=len(removed))
+        try:
+            inputs = read_source(config, state)
+        except InputError:
+            state.finish_run(attempt, "failed", EXIT_BAD_CONFIG, summary.to_dict())
+            raise
+        state.record_acquisitions(inputs.acquisitions, config.run_id)
+        summary.problems, summary.ignored = inputs.problems, inputs.ignored
+        summary.baselines = [f"{b.ground_id}@{b.acquired}" for b in inputs.baselines]
+        for entry, reason in inputs.problems:
+            log.event("source_problem", level="warning", entry=entry, reason=reason)
+        for name in inputs.ignored:
+            log.event("entry_ignored", level="warning", entry=name,
+                      reason="name does not follow <ground>_<YYYYMMDD>")
+        for baseline in inputs.baselines:
+            log.event("baseline_stored", ground=baseline.ground_id, acquired=baseline.acquired)
+
+        scorer = PairScorer(config, state, hasher, bundle, sites, sites_hash, model_hash,
+                            attempt, run_dir)
+        log.start_progress(len(inputs.pairs))
+        try:
+            for spec in inputs.pairs:
+                record = scorer.process(spec)
+                summary.pairs.append(record)
+                level = "warning" if record.status == "failed" else "info"
+                log.event(f"pair_{record.status}", level=level, pair_id=record.pair_id,
+                          seconds=round(record.seconds, 3), reason=record.reason)
+                log.advance(record.pair_id)
+        finally:
+            log.end_progress()
+        scored_seconds = time.perf_counter() - started
+
+        write_night_outputs(config, state, summary, inputs.pairs, bundle)
+        summary.finished_at = utc_now()
+        summary.timings = {
+            "total_s": round(time.perf_counter() - started, 3),
+            "pairs_s": round(sum(p.seconds for p in summary.pairs), 3),
+            "ranking_s": round(time.perf_counter() - started - scored_seconds, 3),
+            "hashed_mb": round(hasher.hashed_bytes / 1e6, 3),
+        }
+        atomic_write_json(run_dir / SUMMARY_JSON, summary.to_dict())
+        status = "ok" if summary.exit_code == EXIT_OK else "failed"
+        state.finish_run(attempt, status, summary.exit_code, summary.to_dict())
+        log.event("night_finished", run_id=config.run_id, exit_code=summary.exit_code,
+                  **summary.counts(), seconds=summary.timings["total_s"])
+        return summary
+    finally:
+        log.close_file()
+
+
+def read_source(config: NightlyConfig, state: NightlyState) -> NightInputs:
+    """The night's pairs from the configured source."""
+    if config.pairs is not None:
+        return pairs_from_csv(config.pairs)
+    if config.stac is not None:
+        return pairs_from_stac(config.stac, config.state_dir, state.acquisitions(),
+                               config.footprint_iou)
+    assert config.drop_folder is not None
+    return pairs_from_drop_folder(config.drop_folder, state.acquisitions())
+
+
+class PairScorer:
+    """Scores one pair at a time: skip it when done, else predict, publish, then mark it done."""
+
+    def __init__(
+        self,
+        config: NightlyConfig,
+        state: NightlyState,
+        hasher: ContentHasher,
+        bundle: Any,
+        sites: Sequence[Any] | None,
+        sites_hash: str | None,
+        model_hash: str,
+        attempt: int,
+        run_dir: Path,
+    ) -> None:
+        self.config, self.state, self.hasher, self.bundle = config, state, hasher, bundle
+        self.sites, self.sites_hash, self.model_hash = sites, sites_hash, model_hash
+        self.attempt, self.run_dir = attempt, run_dir
+        self._predictor: Any = None
+
+    @property
+    def predictor(self) -> Any:
+        """The tiled predictor, built on first use (a night with nothing to do builds none)."""
+        if self._predictor is None:
+            from groundbreak.infer.predictor import TiledPredictor
+
+            self._predictor = TiledPredictor(self.bundle, **self.config.predictor)
+        return self._predictor
+
+    def inputs_hash(self, spec: PairSpec) -> str:
+        """The hash of everything a pair's scores depend on, besides the model."""
+        return digest_of({
+            "before": self.hasher.scene_digest(spec.before),
+            "after": self.hasher.scene_digest(spec.after),
+            "dates": [spec.before_date, spec.after_date],
+            "sites": self.sites_hash,
+            "settings": self.config.scoring_settings(),
+        })
+
+    def process(self, spec: PairSpec) -> PairRecord:
+        """Skip, score or fail one pair; every outcome is recorded in the state."""
+        started = time.perf_counter()
+        run_id = self.config.run_id
+        inputs_hash: str | None = None
+        try:
+            inputs_hash = self.inputs_hash(spec)
+        except InputError as err:
+            return self._failed(spec.pair_id, None, f"pair {spec.pair_id}: {err}", started)
+        done = self.state.find_done(spec.pair_id, inputs_hash, self.model_hash)
+        if done is not None:
+            self.state.link_reused(run_id, done)
+            return PairRecord(spec.pair_id, "reused", time.perf_counter() - started,
+                              outputs=self.state.pair_outputs(done))
+        final = self.run_dir / PAIRS_DIR / spec.pair_id
+        staging = temp_sibling(final)
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            result = rank_pairs(
+                [spec], staging, self.bundle, sites=self.sites,
+                min_area_m2=self.config.min_area_m2,
+                alert_threshold=self.config.alert_threshold,
+                area_scale=self.config.area_scale, predictor=self.predictor,
+                write_report=False,
+            )
+            if not result.ok:
+                reason = str(result.failures["reason"].iloc[0])
+                return self._failed(spec.pair_id, inputs_hash, reason, started)
+            publish_dir(staging / PAIRS_DIR / spec.pair_id, final)
+            sites = [_unranked(row) for row in result.sites.to_dict("records")]
+            changes = result.changes.to_dict("records")
+            seconds = time.perf_counter() - started
+            self.state.record_done(run_id, self.attempt, spec.pair_id, inputs_hash,
+                                   self.model_hash, str(final), seconds, sites, changes)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return PairRecord(spec.pair_id, "scored", seconds, outputs=str(final))
+
+    def _failed(
+        self, pair_id: str, inputs_hash: str | None, reason: str, started: float
+    ) -> PairRecord:
+        seconds = time.perf_counter() - started
+        reason = " ".join(reason.split())
+        self.state.record_failed(self.config.run_id, self.attempt, pair_id, inputs_hash,
+                                 self.model_hash, reason, seconds)
+        return PairRecord(pair_id, "failed", seconds, reason=reason)
+
+
+def _unranked(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A site row without the ``rank`` of its one-pair ranking (ranks are per night)."""
+    return {k: v for k, v in row.items() if k != "rank"}
+
+
+def write_night_outputs(
+    config: NightlyConfig,
+    state: NightlyState,
+    summary: NightSummary,
+    specs: Sequence[PairSpec],
+    bundle: Any,
+) -> None:
+    """Rank every site of the night (new and reused), update alerts, write the run folder."""
+    run_dir = summary.run_dir
+    rows = [_expand(r) for r in state.night_scores(config.run_id)]
+    summary.sites = len(rows)
+    summary.alerts = state.update_alerts(
+        config.run_id, rows, config.alert_threshold, config.dismiss_margin
+    )
+    ranked = rank_sites(rows)
+    suppressed = set(summary.alerts.suppressed)
+    alerts = ranked.iloc[0:0] if ranked.empty else ranked[
+        (ranked["score"] >= config.alert_threshold) & ~ranked["site_id"].isin(suppressed)
+    ].reset_index(drop=True)
+    fresh = set(summary.alerts.new) | set(summary.alerts.realerted)
+    summary.new_alerts = [
+        {k: _plain(row.get(k)) for k in ("site_id", "name", "pair_id", "score",
+                                         "changed_area_m2", "lon", "lat")}
+        for row in best_per_site(rows) if str(row["site_id"]) in fresh
+    ]
+    changes = pd.DataFrame([_expand_geometries(c) for c in state.night_changes(config.run_id)])
+    failures = pd.DataFrame(summary.failures, columns=list(FAILURE_COLUMNS))
+    write_sites_csv(ranked, run_dir / SITES_CSV)
+    write_sites_csv(alerts, run_dir / ALERTS_CSV)
+    write_sites_geojson(alerts, run_dir / ALERTS_GEOJSON)
+    write_changes_geojson(changes, run_dir / CHANGES_GEOJSON)
+    write_failures_csv(failures, run_dir / FAILURES_CSV)
+    if config.report:
+        from groundbreak.infer.report import write_report
+
+        outputs = {p.pair_id: p.outputs for p in summary.pairs if p.outputs}
+        result = RankResult(
+            out_dir=run_dir, sites=ranked, alerts=alerts, changes=changes, failures=failures,
+            timings=pd.DataFrame([vars(p) for p in summary.pairs]),
+            probability_paths={k: Path(v) / "probability.tif" for k, v in outputs.items()},
+        )
+        write_report(
+            run_dir / REPORT_HTML, result, pairs={s.pair_id: s for s in specs},
+            settings={
+                "model": getattr(bundle, "name", "model"),
+                "threshold": getattr(bundle, "threshold", None),
+                "alert threshold": config.alert_threshold,
+                "minimum region area": config.min_area_m2,
+                "area scale": config.area_scale,
+                "night": config.run_id,
+            },
+            title=f"Construction alerts, night {config.run_id}",
+        )
+
+
+def _expand(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored site score as a ranking row: details unpacked, geometries parsed."""
+    out = {k: v for k, v in row.items() if k not in ("details", "pair_row")}
+    out.update(json.loads(row["details"] or "{}"))
+    return _expand_geometries(out)
+
+
+def _expand_geometries(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("geometry", "grid_geometry"):
+        if isinstance(row.get(key), str):
+            row[key] = wkt.loads(row[key])
+    return row
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    return None if isinstance(value, float) and value != value else value

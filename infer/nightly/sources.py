@@ -1,0 +1,333 @@
+"""Where a night's tile pairs come from: a pairs CSV, a STAC ItemCollection, or a drop folder.
+
+**Pairs CSV** — the pairs are listed as for ``groundbreak rank``.
+
+**STAC ItemCollection** (a JSON file of new acquisitions) — each item is one acquisition whose
+assets are single-band rasters (local paths, ``file://`` or remote URLs; relative hrefs resolve
+against the JSON file's folder). An asset's band is the ``name`` of its single ``eo:bands``
+(or STAC 1.1 ``bands``) entry, else its asset key (``B02``, ``b8a``, ``red``...); assets with a
+role other than ``data``, or that are not GeoTIFF/JP2, are skipped. The item's *ground* is:
+
+1. its MGRS tile: the ``mgrs:utm_zone`` + ``mgrs:latitude_band`` + ``mgrs:grid_square``
+   properties, else ``grid:code``, else ``s2:mgrs_tile`` (as ``MGRS-36SYC``);
+2. otherwise its footprint: the ground of an earlier footprint (stored in the state, or an earlier
+   item of the collection) whose intersection over union with it reaches ``footprint_iou``
+   (default 0.9), else a new ground named ``fp-<hash of the footprint>``.
+
+Each item becomes a scene manifest (``STATE_DIR/scenes/<ground>/<item id>.json``, read by
+:func:`groundbreak.datasets.scene.open_scene`).
+
+**Drop folder** — each entry is one acquisition named ``<ground>_<date>[_anything]``:
+``<ground>`` is letters, digits and ``-`` (no ``_``), ``<date>`` is ``YYYYMMDD`` or
+``YYYY-MM-DD``. An entry is a folder of per-band rasters (``T36SYC_20240501/…_B02.tif``), a
+multi-band raster (``T36SYC_20240501.tif``) or a scene manifest (``…json``). Names starting
+with ``.`` or ending in ``.partial`` / ``.tmp`` are ignored: copy a scene in under such a name
+and rename it when complete.
+
+**Pairing rule** (STAC and drop folder): every acquisition in the source is paired with the
+*latest earlier* acquisition of the same ground, among the source and every acquisition the state
+has seen (``before`` = that earlier one, ``after`` = this one). The first acquisition of a ground
+is a *baseline*: it is stored, and there is nothing to compare yet. The pair id is
+``<ground>_<before YYYYMMDD>_<after YYYYMMDD>``, so the same source yields the same pairs every
+time and pairs done already are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from shapely import wkt
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+from groundbreak.datasets.bands import band_name_from_filename, normalize_band_name
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.datasets.scene import RASTER_SUFFIXES
+from groundbreak.infer.nightly.atomic import atomic_write_json
+from groundbreak.infer.nightly.state import AcquisitionRecord
+
+SCENES_DIR = "scenes"
+DROP_NAME = re.compile(
+    r"^(?P<ground>[A-Za-z0-9][A-Za-z0-9-]*)_(?P<date>\d{8}|\d{4}-\d{2}-\d{2})(?:[_.].*)?$"
+)
+IGNORED_SUFFIXES = (".partial", ".tmp")
+_RASTER_MEDIA = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff")
+
+
+@dataclass
+class NightInputs:
+    """What a source gives a night: its pairs, the acquisitions seen, and what was left out.
+
+    Attributes:
+        pairs: The tile pairs to score.
+        acquisitions: Every acquisition read from the source (to store in the state).
+        baselines: Acquisitions with no earlier one of their ground: nothing to compare yet.
+        problems: (entry, reason) for source entries that cannot be used (e.g. a STAC item with
+            no band asset); they count as failures of the night.
+        ignored: Entries of a drop folder whose names do not follow the naming rule.
+    """
+
+    pairs: list[PairSpec] = field(default_factory=list)
+    acquisitions: list[AcquisitionRecord] = field(default_factory=list)
+    baselines: list[AcquisitionRecord] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def pairs_from_csv(path: str | Path) -> NightInputs:
+    """The pairs listed in a pairs CSV."""
+    from groundbreak.datasets.layouts import read_pairs_csv
+
+    return NightInputs(pairs=list(read_pairs_csv(path)))
+
+
+def pair_acquisitions(
+    new: Sequence[AcquisitionRecord], known: Sequence[AcquisitionRecord]
+) -> tuple[list[PairSpec], list[AcquisitionRecord]]:
+    """Pair each new acquisition with the latest earlier one of its ground (see module doc).
+
+    Returns:
+        The pairs, and the new acquisitions that have no earlier one (baselines).
+    """
+    by_ground: dict[str, dict[str, AcquisitionRecord]] = {}
+    for record in known:
+        by_ground.setdefault(record.ground_id, {})[record.acquired] = record
+    for record in new:  # the source's own record of an acquisition wins over the stored one
+        by_ground.setdefault(record.ground_id, {})[record.acquired] = record
+    pairs: list[PairSpec] = []
+    baselines: list[AcquisitionRecord] = []
+    for record in sorted(new, key=lambda r: (r.ground_id, r.acquired)):
+        earlier = [d for d in by_ground[record.ground_id] if d < record.acquired]
+        if not earlier:
+            baselines.append(record)
+            continue
+        before = by_ground[record.ground_id][max(earlier)]
+        pairs.append(
+            PairSpec(
+                pair_id=f"{record.ground_id}_{_compact(before.acquired)}_"
+                f"{_compact(record.acquired)}",
+                before=Path(before.scene),
+                after=Path(record.scene),
+                before_date=before.acquired,
+                after_date=record.acquired,
+            )
+        )
+    return pairs, baselines
+
+
+# -- drop folder ---------------------------------------------------------------------------------
+
+
+def drop_folder_acquisitions(folder: str | Path) -> tuple[list[AcquisitionRecord], list[str]]:
+    """The acquisitions in a drop folder, and the names that do not follow the naming rule."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "drop folder does not exist")
+    records: dict[tuple[str, str], AcquisitionRecord] = {}
+    ignored: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        name = entry.name
+        if name.startswith(".") or name.endswith(IGNORED_SUFFIXES):
+            continue
+        match = DROP_NAME.match(name)
+        usable = entry.is_dir() or entry.suffix.lower() in (*RASTER_SUFFIXES, ".json")
+        if match is None or not usable:
+            ignored.append(name)
+            continue
+        try:
+            acquired = _iso_date(match["date"])
+        except ValueError:
+            ignored.append(name)
+            continue
+        key = (match["ground"], acquired)
+        if key in records:
+            raise InputError(
+                entry, f"a second scene of ground {key[0]} on {acquired} ({records[key].scene})"
+            )
+        records[key] = AcquisitionRecord(key[0], acquired, str(entry.resolve()), "drop_folder")
+    return list(records.values()), ignored
+
+
+def pairs_from_drop_folder(
+    folder: str | Path, known: Sequence[AcquisitionRecord]
+) -> NightInputs:
+    """The night's pairs from a drop folder, paired against the acquisitions the state knows."""
+    records, ignored = drop_folder_acquisitions(folder)
+    pairs, baselines = pair_acquisitions(records, known)
+    return NightInputs(pairs=pairs, acquisitions=records, baselines=baselines, ignored=ignored)
+
+
+# -- STAC ----------------------------------------------------------------------------------------
+
+
+def pairs_from_stac(
+    path: str | Path,
+    state_dir: str | Path,
+    known: Sequence[AcquisitionRecord],
+    footprint_iou: float = 0.9,
+) -> NightInputs:
+    """The night's pairs from a STAC ItemCollection JSON file (see the module docstring).
+
+    Raises:
+        InputError: When the file is not a readable ItemCollection. A single unusable item is
+            reported in ``problems`` instead.
+    """
+    import pystac
+
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        collection = pystac.ItemCollection.from_dict(document, preserve_dict=False)
+    except FileNotFoundError:
+        raise InputError(path, "STAC ItemCollection does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"is not a readable JSON file ({err})") from err
+    except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError) as err:
+        raise InputError(path, f"is not a STAC ItemCollection ({err})") from err
+
+    grounds = GroundMatcher(known, footprint_iou)
+    inputs = NightInputs()
+    seen: dict[tuple[str, str], str] = {}
+    for item in collection.items:
+        try:
+            record = _acquisition_of_item(item, path, Path(state_dir), grounds)
+        except InputError as err:
+            inputs.problems.append((f"stac item {item.id}", err.problem))
+            continue
+        key = (record.ground_id, record.acquired)
+        if key in seen:
+            inputs.problems.append(
+                (f"stac item {item.id}",
+                 f"a second acquisition of ground {key[0]} on {key[1]} (item {seen[key]}); skipped")
+            )
+            continue
+        seen[key] = item.id
+        inputs.acquisitions.append(record)
+    inputs.pairs, inputs.baselines = pair_acquisitions(inputs.acquisitions, known)
+    return inputs
+
+
+class GroundMatcher:
+    """Names the ground of a footprint: an earlier ground whose footprint overlaps it enough."""
+
+    def __init__(self, known: Sequence[AcquisitionRecord], min_iou: float) -> None:
+        self.min_iou = min_iou
+        self.footprints: list[tuple[str, BaseGeometry]] = [
+            (r.ground_id, wkt.loads(r.footprint)) for r in known if r.footprint
+        ]
+
+    def ground_of(self, footprint: BaseGeometry) -> str:
+        """The matching ground id, or a new one made from the footprint."""
+        best, best_iou = None, 0.0
+        for ground_id, other in self.footprints:
+            union = footprint.union(other).area
+            iou = footprint.intersection(other).area / union if union > 0 else 0.0
+            if iou > best_iou:
+                best, best_iou = ground_id, iou
+        if best is not None and best_iou >= self.min_iou:
+            return best
+        ground_id = "fp-" + hashlib.sha256(footprint.wkt.encode()).hexdigest()[:10]
+        self.footprints.append((ground_id, footprint))
+        return ground_id
+
+
+def mgrs_ground(properties: dict[str, Any]) -> str | None:
+    """The MGRS tile id of a STAC item (``MGRS-36SYC``), or None when it names none."""
+    zone = properties.get("mgrs:utm_zone")
+    band, square = properties.get("mgrs:latitude_band"), properties.get("mgrs:grid_square")
+    if zone is not None and band and square:
+        return f"MGRS-{int(zone):02d}{band}{square}".upper()
+    code = properties.get("grid:code")
+    if isinstance(code, str) and code:
+        return re.sub(r"[^A-Za-z0-9-]", "-", code).upper()
+    tile = properties.get("s2:mgrs_tile")
+    if isinstance(tile, str) and tile:
+        return f"MGRS-{tile.lstrip('T')}".upper()
+    return None
+
+
+def _acquisition_of_item(
+    item: Any, collection_path: Path, state_dir: Path, grounds: GroundMatcher
+) -> AcquisitionRecord:
+    """Write the scene manifest of one STAC item and return its acquisition."""
+    when = item.datetime or item.common_metadata.start_datetime
+    if when is None:
+        raise InputError(collection_path, f"item {item.id} has no datetime")
+    bands = band_assets(item, collection_path.parent)
+    if not bands:
+        raise InputError(
+            collection_path, f"item {item.id} has no single-band raster (GeoTIFF/JP2) asset"
+        )
+    footprint = shape(item.geometry) if item.geometry else None
+    ground_id = mgrs_ground(item.properties)
+    if ground_id is None:
+        if footprint is None:
+            raise InputError(
+                collection_path, f"item {item.id} has neither an MGRS tile nor a geometry"
+            )
+        ground_id = grounds.ground_of(footprint)
+    acquired = when.date().isoformat()
+    safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", item.id)
+    manifest = state_dir / SCENES_DIR / ground_id / f"{safe_id}.json"
+    document = {"bands": bands, "date": acquired, "stac_item": item.id,
+                "source": str(collection_path)}
+    if not manifest.is_file() or json.loads(manifest.read_text()) != document:
+        atomic_write_json(manifest, document)
+    return AcquisitionRecord(
+        ground_id, acquired, str(manifest), "stac", footprint.wkt if footprint else None
+    )
+
+
+def band_assets(item: Any, base: Path) -> dict[str, str]:
+    """``{band: location}`` of a STAC item's single-band raster assets."""
+    bands: dict[str, str] = {}
+    for key, asset in item.assets.items():
+        if asset.roles and "data" not in asset.roles:
+            continue
+        href = _location(asset.href, base)
+        media = (asset.media_type or "").lower()
+        suffix = Path(urlparse(href).path).suffix.lower()
+        if not (any(media.startswith(m) for m in _RASTER_MEDIA) or suffix in RASTER_SUFFIXES):
+            continue
+        described = asset.extra_fields.get("eo:bands") or asset.extra_fields.get("bands")
+        if isinstance(described, list) and len(described) > 1:
+            continue
+        name = None
+        if isinstance(described, list) and described and isinstance(described[0], dict):
+            name = described[0].get("name") or described[0].get("common_name")
+        band = normalize_band_name(name) if name else (
+            band_name_from_filename(key) or normalize_band_name(key)
+        )
+        bands.setdefault(band, href)
+    return bands
+
+
+def _location(href: str, base: Path) -> str:
+    """An asset href as an absolute local path or a URL."""
+    parsed = urlparse(href)
+    if parsed.scheme == "file":
+        return str(Path(unquote(parsed.path)).resolve())
+    if parsed.scheme and len(parsed.scheme) > 1:
+        return href
+    path = Path(href)
+    return str((path if path.is_absolute() else base / path).resolve())
+
+
+def _iso_date(text: str) -> str:
+    if len(text) == 8:
+        return datetime.strptime(text, "%Y%m%d").date().isoformat()
+    return date.fromisoformat(text).isoformat()
+
+
+def _compact(acquired: str) -> str:
+    return acquired.replace("-", "")
+

@@ -1,0 +1,601 @@
+"""The nightly state: one SQLite database (WAL mode) in the state directory.
+
+It records every run, every pair processed (with the content hashes of its inputs and of the
+model), every site score per night, every acquisition seen (for STAC and drop-folder sources),
+a cache of file hashes, and each alert's status with its history. Every change is one
+transaction, so a run killed at any moment leaves either the whole change or none of it.
+
+Tables (``STATE_DIR/state.sqlite``):
+
+- ``runs``: one row per invocation (``attempt``) of a night (``run_id``): start, end, status
+  (``running``, ``ok``, ``failed``, ``interrupted``), exit code, pid, config, summary;
+- ``pairs``: one row per pair outcome: ``done`` (at most once per pair id, inputs hash and
+  model hash; enforced by a unique index) or ``failed`` with its reason;
+- ``site_scores``: the site rows of a done pair (score, changed area, centroid, dates, and the
+  other columns of a ranking row, geometries as WKT, in ``details``);
+- ``change_regions``: the discovered change regions of a done pair (for ``changes.geojson``);
+- ``night_pairs``: which done pairs each night ranked (``reused`` = scored by an earlier run);
+- ``acquisitions``: dated scenes per ground (the baseline of a ground is its first);
+- ``file_hashes``: sha256 per (path, size, mtime_ns);
+- ``alerts`` and ``alert_events``: alert status per site and every change to it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from groundbreak.infer.nightly.logging import utc_now
+
+DB_NAME = "state.sqlite"
+SCHEMA_VERSION = 1
+
+AlertStatus = Literal["new", "ongoing", "confirmed", "dismissed"]
+ALERT_STATUSES: tuple[str, ...] = ("new", "ongoing", "confirmed", "dismissed")
+
+SITE_COLUMNS: tuple[str, ...] = (
+    "site_id", "name", "pair_id", "score", "changed_area_m2", "lon", "lat",
+    "before_date", "after_date",
+)
+"""Columns of a site row, as in a ranking's ``sites.csv`` (without ``rank``)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    attempt INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'ok', 'failed', 'interrupted')),
+    exit_code INTEGER,
+    pid INTEGER NOT NULL,
+    model_hash TEXT,
+    config TEXT NOT NULL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS pairs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL REFERENCES runs(attempt),
+    pair_id TEXT NOT NULL,
+    inputs_hash TEXT,
+    model_hash TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+    reason TEXT,
+    outputs TEXT,
+    seconds REAL,
+    finished_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS pairs_done_once
+    ON pairs (pair_id, inputs_hash, model_hash) WHERE status = 'done';
+CREATE INDEX IF NOT EXISTS pairs_by_run ON pairs (run_id);
+CREATE TABLE IF NOT EXISTS site_scores (
+    pair_row INTEGER NOT NULL REFERENCES pairs(id),
+    site_id TEXT NOT NULL,
+    name TEXT,
+    score REAL NOT NULL,
+    changed_area_m2 REAL,
+    lon REAL,
+    lat REAL,
+    before_date TEXT,
+    after_date TEXT,
+    details TEXT,
+    PRIMARY KEY (pair_row, site_id)
+);
+CREATE TABLE IF NOT EXISTS change_regions (
+    pair_row INTEGER NOT NULL REFERENCES pairs(id),
+    region_id TEXT NOT NULL,
+    score REAL NOT NULL,
+    details TEXT NOT NULL,
+    PRIMARY KEY (pair_row, region_id)
+);
+CREATE TABLE IF NOT EXISTS night_pairs (
+    run_id TEXT NOT NULL,
+    pair_row INTEGER NOT NULL REFERENCES pairs(id),
+    reused INTEGER NOT NULL,
+    PRIMARY KEY (run_id, pair_row)
+);
+CREATE VIEW IF NOT EXISTS night_site_scores AS
+    SELECT n.run_id, n.reused, p.run_id AS scored_by, p.pair_id, s.*
+    FROM night_pairs n JOIN pairs p ON p.id = n.pair_row JOIN site_scores s ON s.pair_row = p.id;
+CREATE TABLE IF NOT EXISTS acquisitions (
+    ground_id TEXT NOT NULL,
+    acquired TEXT NOT NULL,
+    scene TEXT NOT NULL,
+    source TEXT NOT NULL,
+    footprint TEXT,
+    first_run_id TEXT NOT NULL,
+    PRIMARY KEY (ground_id, acquired)
+);
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    site_id TEXT PRIMARY KEY,
+    name TEXT,
+    status TEXT NOT NULL CHECK (status IN ('new', 'ongoing', 'confirmed', 'dismissed')),
+    score REAL NOT NULL,
+    max_score REAL NOT NULL,
+    dismissed_score REAL,
+    first_run_id TEXT NOT NULL,
+    last_run_id TEXT NOT NULL,
+    pair_id TEXT,
+    lon REAL,
+    lat REAL,
+    note TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    site_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    run_id TEXT,
+    event TEXT NOT NULL,
+    status TEXT NOT NULL,
+    score REAL,
+    note TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class AcquisitionRecord:
+    """A dated scene of one ground, as stored in the state."""
+
+    ground_id: str
+    acquired: str
+    scene: str
+    source: str
+    footprint: str | None = None
+
+
+@dataclass
+class AlertOutcome:
+    """What one night did to the alerts: site ids by what happened."""
+
+    new: list[str] = field(default_factory=list)
+    realerted: list[str] = field(default_factory=list)
+    ongoing: list[str] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+
+
+class NightlyState:
+    """The SQLite state of a state directory. Open one per process; close it when done."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.state_dir / DB_NAME
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def __enter__(self) -> NightlyState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``): committed whole or rolled back whole."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, pid: int, config: Mapping[str, Any], model_hash: str) -> int:
+        """Record the start of an attempt at a night; mark older unfinished attempts interrupted.
+
+        Call it while holding the run lock: any attempt still ``running`` then belongs to a
+        process that died (e.g. SIGKILL).
+        """
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = 'interrupted' WHERE status = 'running'"
+            )
+            cursor = db.execute(
+                "INSERT INTO runs (run_id, started_at, status, pid, model_hash, config) "
+                "VALUES (?, ?, 'running', ?, ?, ?)",
+                (run_id, utc_now(), pid, model_hash, json.dumps(dict(config), default=str)),
+            )
+        return int(cursor.lastrowid)
+
+    def finish_run(
+        self, attempt: int, status: str, exit_code: int, summary: Mapping[str, Any]
+    ) -> None:
+        """Record the end of an attempt with its status, exit code and summary."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, exit_code = ?, summary = ? "
+                "WHERE attempt = ?",
+                (utc_now(), status, exit_code, json.dumps(dict(summary), default=str), attempt),
+            )
+
+    def runs(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Every attempt (of one night, when given), oldest first."""
+        if run_id is None:
+            rows = self.db.execute("SELECT * FROM runs ORDER BY attempt").fetchall()
+        else:
+            rows = self.db.execute(
+                "SELECT * FROM runs WHERE run_id = ? ORDER BY attempt", (run_id,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    # -- file hashes ----------------------------------------------------------------------------
+
+    def cached_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
+        """The stored sha256 of a file when its size and mtime are unchanged, else None."""
+        row = self.db.execute(
+            "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (path, size, mtime_ns),
+        ).fetchone()
+        return row["sha256"] if row else None
+
+    def store_hash(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        """Remember a file's sha256 for its current size and mtime."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256) "
+                "VALUES (?, ?, ?, ?)",
+                (path, size, mtime_ns, sha256),
+            )
+
+    # -- acquisitions ---------------------------------------------------------------------------
+
+    def record_acquisitions(self, records: Sequence[AcquisitionRecord], run_id: str) -> None:
+        """Store acquisitions not seen before (one already stored keeps its first record)."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO acquisitions "
+                "(ground_id, acquired, scene, source, footprint, first_run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (r.ground_id, r.acquired, r.scene, r.source, r.footprint, run_id)
+                    for r in records
+                ],
+            )
+
+    def acquisitions(self, ground_id: str | None = None) -> list[AcquisitionRecord]:
+        """Stored acquisitions (of one ground, when given), ordered by ground and date."""
+        query = "SELECT ground_id, acquired, scene, source, footprint FROM acquisitions"
+        args: tuple[Any, ...] = ()
+        if ground_id is not None:
+            query += " WHERE ground_id = ?"
+            args = (ground_id,)
+        rows = self.db.execute(query + " ORDER BY ground_id, acquired", args).fetchall()
+        return [AcquisitionRecord(**dict(r)) for r in rows]
+
+    # -- pairs and site scores ------------------------------------------------------------------
+
+    def find_done(self, pair_id: str, inputs_hash: str, model_hash: str) -> int | None:
+        """Row id of the pair already scored with these exact inputs and model, or None."""
+        row = self.db.execute(
+            "SELECT id FROM pairs WHERE pair_id = ? AND inputs_hash = ? AND model_hash = ? "
+            "AND status = 'done'",
+            (pair_id, inputs_hash, model_hash),
+        ).fetchone()
+        return int(row["id"]) if row else None
+
+    def record_done(
+        self,
+        run_id: str,
+        attempt: int,
+        pair_id: str,
+        inputs_hash: str,
+        model_hash: str,
+        outputs: str,
+        seconds: float,
+        sites: Sequence[Mapping[str, Any]],
+        changes: Sequence[Mapping[str, Any]] = (),
+    ) -> int:
+        """Mark a pair done with its sites and change regions, linked to the night, atomically.
+
+        Call it only after the pair's outputs are in their final place. Site and change rows
+        are ranking rows; their columns beyond the site columns go to ``details`` (JSON).
+        """
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO pairs (run_id, attempt, pair_id, inputs_hash, model_hash, status, "
+                "outputs, seconds, finished_at) VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?)",
+                (run_id, attempt, pair_id, inputs_hash, model_hash, outputs, seconds, utc_now()),
+            )
+            row = int(cursor.lastrowid)
+            db.executemany(
+                "INSERT INTO site_scores (pair_row, site_id, name, score, changed_area_m2, lon, "
+                "lat, before_date, after_date, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        row, str(s["site_id"]), s.get("name"), float(s["score"]),
+                        _float_or_none(s.get("changed_area_m2")), _float_or_none(s.get("lon")),
+                        _float_or_none(s.get("lat")), _str_or_none(s.get("before_date")),
+                        _str_or_none(s.get("after_date")),
+                        _details(s, exclude=SITE_COLUMNS),
+                    )
+                    for s in sites
+                ],
+            )
+            db.executemany(
+                "INSERT INTO change_regions (pair_row, region_id, score, details) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (row, str(c["region_id"]), float(c["score"]),
+                     _details(c, exclude=("region_id",)))
+                    for c in changes
+                ],
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO night_pairs (run_id, pair_row, reused) VALUES (?, ?, 0)",
+                (run_id, row),
+            )
+        return row
+
+    def link_reused(self, run_id: str, pair_row: int) -> bool:
+        """Rank a pair scored earlier in this night too; False when it was linked already."""
+        with self.transaction() as db:
+            scored_by = db.execute("SELECT run_id FROM pairs WHERE id = ?", (pair_row,)).fetchone()
+            reused = int(scored_by is not None and scored_by["run_id"] != run_id)
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO night_pairs (run_id, pair_row, reused) VALUES (?, ?, ?)",
+                (run_id, pair_row, reused),
+            )
+        return cursor.rowcount > 0
+
+    def record_failed(
+        self,
+        run_id: str,
+        attempt: int,
+        pair_id: str,
+        inputs_hash: str | None,
+        model_hash: str,
+        reason: str,
+        seconds: float,
+    ) -> None:
+        """Record that a pair failed, and why."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO pairs (run_id, attempt, pair_id, inputs_hash, model_hash, status, "
+                "reason, seconds, finished_at) VALUES (?, ?, ?, ?, ?, 'failed', ?, ?, ?)",
+                (run_id, attempt, pair_id, inputs_hash, model_hash, reason, seconds, utc_now()),
+            )
+
+    def pair_rows(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Pair outcome rows (of one night, when given), oldest first."""
+        query, args = "SELECT * FROM pairs", ()
+        if run_id is not None:
+            query, args = query + " WHERE run_id = ?", (run_id,)
+        return [dict(r) for r in self.db.execute(query + " ORDER BY id", args).fetchall()]
+
+    def pair_outputs(self, pair_row: int) -> str | None:
+        """Where a done pair's outputs were published."""
+        row = self.db.execute("SELECT outputs FROM pairs WHERE id = ?", (pair_row,)).fetchone()
+        return row["outputs"] if row else None
+
+    def night_changes(self, run_id: str) -> list[dict[str, Any]]:
+        """Every discovered change region of a night's pairs (details expanded), best first."""
+        rows = self.db.execute(
+            "SELECT c.region_id, c.score, c.details FROM night_pairs n "
+            "JOIN change_regions c ON c.pair_row = n.pair_row WHERE n.run_id = ? "
+            "ORDER BY c.score DESC, c.region_id",
+            (run_id,),
+        ).fetchall()
+        return [{**json.loads(r["details"]), "region_id": r["region_id"]} for r in rows]
+
+    def night_scores(self, run_id: str) -> list[dict[str, Any]]:
+        """Every site score ranked in a night (new and reused), best first."""
+        rows = self.db.execute(
+            "SELECT * FROM night_site_scores WHERE run_id = ? ORDER BY score DESC, site_id, "
+            "pair_id",
+            (run_id,),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    def update_alerts(
+        self,
+        run_id: str,
+        sites: Sequence[Mapping[str, Any]],
+        alert_threshold: float,
+        dismiss_margin: float,
+    ) -> AlertOutcome:
+        """Apply one night's best score per site to the alert statuses, in one transaction.
+
+        A site at or above ``alert_threshold`` that never alerted becomes ``new``; a ``new`` or
+        ``ongoing`` alert seen again by a later night becomes ``ongoing``; ``confirmed`` stays
+        confirmed; a ``dismissed`` site alerts again (back to ``new``) only when its score reaches
+        the score at dismissal plus ``dismiss_margin``, else it stays dismissed (suppressed).
+        Re-applying the same night changes nothing.
+        """
+        outcome = AlertOutcome()
+        now = utc_now()
+        with self.transaction() as db:
+            for site in best_per_site(sites):
+                score = float(site["score"])
+                if score < alert_threshold:
+                    continue
+                site_id = str(site["site_id"])
+                known = db.execute("SELECT * FROM alerts WHERE site_id = ?", (site_id,)).fetchone()
+                values = (site.get("name"), site.get("pair_id"), site.get("lon"), site.get("lat"))
+                if known is None:
+                    db.execute(
+                        "INSERT INTO alerts (site_id, name, status, score, max_score, "
+                        "first_run_id, last_run_id, pair_id, lon, lat, updated_at) "
+                        "VALUES (?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (site_id, values[0], score, score, run_id, run_id, *values[1:], now),
+                    )
+                    _event(db, site_id, run_id, "new", "new", score)
+                    outcome.new.append(site_id)
+                    continue
+                if known["last_run_id"] == run_id:
+                    _count_again(db, known, run_id, outcome)
+                    continue
+                status = known["status"]
+                if status == "dismissed":
+                    floor = (known["dismissed_score"] or 0.0) + dismiss_margin
+                    if score >= floor - 1e-12:
+                        status = "new"
+                        _event(db, site_id, run_id, "realerted", status, score)
+                        outcome.realerted.append(site_id)
+                    else:
+                        _event(db, site_id, run_id, "suppressed", status, score)
+                        outcome.suppressed.append(site_id)
+                elif status in ("new", "ongoing"):
+                    status = "ongoing"
+                    _event(db, site_id, run_id, "ongoing", status, score)
+                    outcome.ongoing.append(site_id)
+                else:
+                    _event(db, site_id, run_id, "seen", status, score)
+                db.execute(
+                    "UPDATE alerts SET name = ?, status = ?, score = ?, "
+                    "max_score = MAX(max_score, ?), last_run_id = ?, pair_id = ?, lon = ?, "
+                    "lat = ?, updated_at = ? "
+                    "WHERE site_id = ?",
+                    (values[0], status, score, score, run_id, *values[1:], now, site_id),
+                )
+        return outcome
+
+    def alerts(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Alerts (with one status, when given), highest score first."""
+        query, args = "SELECT * FROM alerts", ()
+        if status is not None:
+            query, args = query + " WHERE status = ?", (status,)
+        return [
+            dict(r)
+            for r in self.db.execute(query + " ORDER BY score DESC, site_id", args).fetchall()
+        ]
+
+    def alert(self, site_id: str) -> dict[str, Any] | None:
+        """One alert, or None when the site never alerted."""
+        row = self.db.execute("SELECT * FROM alerts WHERE site_id = ?", (site_id,)).fetchone()
+        return dict(row) if row else None
+
+    def set_alert_status(self, site_id: str, status: AlertStatus, note: str | None = None) -> dict:
+        """An analyst's decision on an alert (``confirmed`` or ``dismissed``), with a note.
+
+        Dismissing remembers the current score: the site alerts again only above it plus the
+        dismissal margin. Raises KeyError for a site that never alerted.
+        """
+        if status not in ALERT_STATUSES:
+            raise ValueError(f"unknown alert status {status!r}")
+        with self.transaction() as db:
+            known = db.execute("SELECT * FROM alerts WHERE site_id = ?", (site_id,)).fetchone()
+            if known is None:
+                raise KeyError(site_id)
+            dismissed_score = known["score"] if status == "dismissed" else known["dismissed_score"]
+            db.execute(
+                "UPDATE alerts SET status = ?, dismissed_score = ?, note = COALESCE(?, note), "
+                "updated_at = ? WHERE site_id = ?",
+                (status, dismissed_score, note, utc_now(), site_id),
+            )
+            _event(db, site_id, None, status, status, known["score"], note)
+        return self.alert(site_id) or {}
+
+    def alert_events(self, site_id: str | None = None) -> list[dict[str, Any]]:
+        """The history of alert changes (of one site, when given), oldest first."""
+        query, args = "SELECT * FROM alert_events", ()
+        if site_id is not None:
+            query, args = query + " WHERE site_id = ?", (site_id,)
+        return [dict(r) for r in self.db.execute(query + " ORDER BY id", args).fetchall()]
+
+    def night_alert_events(self, run_id: str) -> list[dict[str, Any]]:
+        """The alert changes a night made, oldest first."""
+        rows = self.db.execute(
+            "SELECT * FROM alert_events WHERE run_id = ? ORDER BY id", (run_id,)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+
+def best_per_site(sites: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One row per site: the highest-scoring one (a site may lie in several pairs)."""
+    best: dict[str, Mapping[str, Any]] = {}
+    for site in sites:
+        key = str(site["site_id"])
+        if key not in best or float(site["score"]) > float(best[key]["score"]):
+            best[key] = site
+    return sorted(best.values(), key=lambda s: (-float(s["score"]), str(s["site_id"])))
+
+
+def _count_again(
+    db: sqlite3.Connection, known: sqlite3.Row, run_id: str, outcome: AlertOutcome
+) -> None:
+    """Report, without changing anything, what this night already did to an alert."""
+    last = db.execute(
+        "SELECT event FROM alert_events WHERE site_id = ? AND run_id = ? ORDER BY id DESC LIMIT 1",
+        (known["site_id"], run_id),
+    ).fetchone()
+    event = last["event"] if last else None
+    if event in ("new", "realerted", "ongoing", "suppressed"):
+        getattr(outcome, event).append(known["site_id"])
+
+
+def _event(
+    db: sqlite3.Connection,
+    site_id: str,
+    run_id: str | None,
+    event: str,
+    status: str,
+    score: float | None,
+    note: str | None = None,
+) -> None:
+    db.execute(
+        "INSERT INTO alert_events (site_id, at, run_id, event, status, score, note) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (site_id, utc_now(), run_id, event, status, score, note),
+    )
+
+
+def _details(row: Mapping[str, Any], exclude: Sequence[str]) -> str:
+    """The columns of a ranking row not stored in their own column, as JSON (geometries as WKT)."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key in exclude:
+            continue
+        if hasattr(value, "wkt") and hasattr(value, "geom_type"):
+            value = value.wkt
+        elif hasattr(value, "item"):
+            value = value.item()
+        if isinstance(value, float) and value != value:
+            value = None
+        out[key] = value
+    return json.dumps(out, default=str)
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    number = float(value)
+    return None if number != number else number
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        return None
+    return str(value)

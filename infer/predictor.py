@@ -1,0 +1,247 @@
+"""Tiled prediction of one tile pair: change probability and mask rasters of any size.
+
+:class:`TiledPredictor` slides overlapping windows over the pair grid (:mod:`.tiling`), runs the
+model on batches of them (:mod:`.inference`), blends the overlaps with smooth weights
+(:mod:`.blending`) and writes ``probability.tif`` and ``mask.tif`` on the pair grid
+(:mod:`.raster_io`). Memory stays bounded whatever the scene size: each batch of windows is read
+as one block, only the output rows that windows in flight touch are kept, and finished rows are
+written as they complete.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from groundbreak.datasets.grid import Grid
+from groundbreak.datasets.pair import TilePair
+from groundbreak.infer.blending import BLEND_MODES, BlendMode, RowBandBlender, blend_weights
+from groundbreak.infer.inference import (
+    Precision,
+    autocast_dtype,
+    predict_probabilities,
+    resolve_device,
+    use_channels_last,
+)
+from groundbreak.infer.raster_io import BLOCK_SIZE, PredictionRasterWriter
+from groundbreak.infer.tiling import (
+    BatchInput,
+    WindowBatch,
+    WindowLayout,
+    read_batch,
+    round_down,
+    round_up,
+)
+
+if TYPE_CHECKING:
+    from groundbreak.train.bundle import ModelBundle
+
+DEFAULT_WINDOW = 256
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What :meth:`TiledPredictor.predict_pair` wrote.
+
+    Attributes:
+        probability_path: ``probability.tif``: float32 change probability, NaN = nodata.
+        mask_path: ``mask.tif``: uint8, 1 = change (probability >= threshold), 0 = no change,
+            255 = nodata.
+        grid: The pair grid both rasters lie on.
+        threshold: The threshold the mask was cut at.
+        valid_fraction: Fraction of the grid with a valid prediction (valid input on both dates).
+        seconds: Wall time of the prediction, reading and writing included.
+    """
+
+    probability_path: Path
+    mask_path: Path
+    grid: Grid
+    threshold: float
+    valid_fraction: float
+    seconds: float
+
+
+@dataclass
+class BatchPrediction:
+    """The model's probabilities for the kept windows of one batch (see :class:`BatchInput`)."""
+
+    batch: WindowBatch
+    kept: np.ndarray
+    probability: np.ndarray
+    valid: np.ndarray
+
+
+def write_blended(
+    predictions: Iterable[BatchPrediction],
+    layout: WindowLayout,
+    grid: Grid,
+    out_dir: str | os.PathLike[str],
+    threshold: float,
+    blend: BlendMode = "cosine",
+) -> tuple[Path, Path, float]:
+    """Blend batch predictions (in batch order) into ``probability.tif`` and ``mask.tif``.
+
+    Returns:
+        (probability path, mask path, valid fraction).
+    """
+    weights = blend_weights(layout.window_height, layout.window_width, blend)
+    with PredictionRasterWriter(out_dir, grid, threshold) as writer:
+        blender = RowBandBlender(
+            layout.height, layout.width, weights, writer.write_rows, flush_rows=BLOCK_SIZE
+        )
+        for prediction in predictions:
+            batch = prediction.batch
+            blender.complete_rows_before(batch.row_off)
+            for k, i in enumerate(prediction.kept):
+                blender.add(
+                    batch.row_off, batch.col_offs[i], prediction.probability[k], prediction.valid[k]
+                )
+        blender.close()
+        probability_path, mask_path = writer.commit()
+    return probability_path, mask_path, writer.valid_fraction
+
+
+class TiledPredictor:
+    """Predicts change over whole tile pairs with overlapping, blended windows.
+
+    Args:
+        bundle: The model bundle. Its model is moved to ``device`` (and to channels-last memory
+            when that is used).
+        window: Window side in pixels, a multiple of the model's output stride; default
+            ``2 * bundle.chip_size`` (``256`` when the bundle has no chip size).
+        overlap: Pixels shared by neighbouring windows, ``window - overlap`` a multiple of the
+            output stride; default ``window // 4`` (rounded down to the output stride).
+        batch_size: Windows per model call.
+        tta: Average the predictions of the identity, horizontal and vertical flips.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        blend: ``"cosine"`` (Hann weights, no seams) or ``"uniform"`` (plain average).
+        precision: ``"auto"`` (bf16 autocast on CUDA, the measured best on CPU), ``"fp32"``
+            or ``"bf16"``.
+        channels_last: Channels-last memory format; None = the device's measured default.
+
+    Raises:
+        ValueError: For a window, overlap, batch size or blend mode that does not fit.
+    """
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        window: int | None = None,
+        overlap: int | None = None,
+        batch_size: int = 8,
+        tta: bool = False,
+        device: str = "auto",
+        blend: BlendMode = "cosine",
+        *,
+        precision: Precision = "auto",
+        channels_last: bool | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.multiple = int(getattr(bundle.model, "output_stride", 32))
+        chip = int(bundle.chip_size or 0)
+        self.window = int(window) if window is not None else round_up(
+            2 * chip if chip else DEFAULT_WINDOW, self.multiple
+        )
+        if self.window < 1 or self.window % self.multiple:
+            raise ValueError(
+                f"window {self.window} must be a positive multiple of {self.multiple} "
+                "(the model's output stride)"
+            )
+        self.overlap = (
+            int(overlap) if overlap is not None else round_down(self.window // 4, self.multiple)
+        )
+        if not 0 <= self.overlap < self.window or (self.window - self.overlap) % self.multiple:
+            raise ValueError(
+                f"overlap {self.overlap} must be in [0, window {self.window}) with window - "
+                f"overlap a multiple of {self.multiple} (the model's output stride)"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if blend not in BLEND_MODES:
+            raise ValueError(f"unknown blend {blend!r}; expected one of {', '.join(BLEND_MODES)}")
+        self.batch_size = int(batch_size)
+        self.tta = tta
+        self.blend: BlendMode = blend
+        self.device = resolve_device(device)
+        self.precision: Precision = precision
+        self.autocast = autocast_dtype(self.device, precision)
+        self.channels_last = use_channels_last(self.device, channels_last)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = bundle.model.to(self.device, memory_format=memory_format).eval()
+
+    @property
+    def threshold(self) -> float:
+        """The bundle's operating threshold, used for the mask."""
+        return float(self.bundle.threshold)
+
+    def check_bands(self, pair: TilePair) -> list[str]:
+        """The model's bands; an InputError names a scene lacking some and what they are."""
+        for scene in (pair.before, pair.after):
+            self.bundle.check_scene_bands(scene)
+        return list(self.bundle.bands)
+
+    def layout_for(self, grid: Grid) -> WindowLayout:
+        """The windows this predictor lays over a grid."""
+        return WindowLayout.for_scene(
+            grid.height, grid.width, self.window, self.overlap, self.multiple
+        )
+
+    def predict_batch(self, data: BatchInput) -> BatchPrediction:
+        """Run the model on the kept windows of one batch."""
+        if len(data.kept) == 0:
+            shape = (0, *data.valid.shape[1:])
+            probability = np.zeros(shape, dtype=np.float32)
+        else:
+            with torch.inference_mode():
+                probability = (
+                    predict_probabilities(
+                        self.model,
+                        torch.from_numpy(data.before).to(self.device),
+                        torch.from_numpy(data.after).to(self.device),
+                        tta=self.tta,
+                        autocast=self.autocast,
+                        channels_last=self.channels_last,
+                    )
+                    .cpu()
+                    .numpy()
+                )
+        return BatchPrediction(data.batch, data.kept, probability, data.valid)
+
+    def iter_predictions(self, pair: TilePair, layout: WindowLayout) -> Iterator[BatchPrediction]:
+        """Read and predict every batch of windows of a pair, in batch order."""
+        bands = self.check_bands(pair)
+        for batch in layout.batches(self.batch_size):
+            yield self.predict_batch(read_batch(pair, bands, layout, batch, self.bundle.normalize))
+
+    def predict_pair(self, pair: TilePair, out_dir: str | os.PathLike[str]) -> PredictionResult:
+        """Write ``out_dir/probability.tif`` and ``out_dir/mask.tif`` for a tile pair.
+
+        Raises:
+            InputError: When a scene lacks a band of the model or cannot be read.
+        """
+        start = time.perf_counter()
+        self.check_bands(pair)
+        layout = self.layout_for(pair.grid)
+        probability_path, mask_path, valid_fraction = write_blended(
+            self.iter_predictions(pair, layout),
+            layout,
+            pair.grid,
+            out_dir,
+            self.threshold,
+            self.blend,
+        )
+        return PredictionResult(
+            probability_path=probability_path,
+            mask_path=mask_path,
+            grid=pair.grid,
+            threshold=self.threshold,
+            valid_fraction=valid_fraction,
+            seconds=time.perf_counter() - start,
+        )

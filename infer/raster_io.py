@@ -1,0 +1,240 @@
+"""Writing prediction rasters: georeferenced, tiled, DEFLATE-compressed, Cloud Optimized GeoTIFF.
+
+Rasters are written band of rows by band of rows into a hidden temporary tiled GeoTIFF beside
+the final file. :meth:`TiledRasterWriter.commit` then turns it into a Cloud Optimized GeoTIFF
+(GDAL's COG driver, with overviews) when the installed GDAL has that driver, and renames it to
+its final name, so a file under the final name is always complete. An error before the commit
+removes the temporary files.
+
+The prediction outputs (:class:`PredictionRasterWriter`):
+
+- ``probability.tif``: float32 change probability in [0, 1]; nodata is NaN (pixels with no
+  valid input on either date, or outside every predicted window);
+- ``mask.tif``: uint8, 1 where the probability is at least the threshold, else 0; nodata 255.
+
+Both have exactly the pair grid's size, CRS and transform (no CRS for images without one).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from groundbreak.datasets.grid import Grid
+
+BLOCK_SIZE = 256
+PROBABILITY_FILE = "probability.tif"
+MASK_FILE = "mask.tif"
+PROBABILITY_NODATA = float("nan")
+MASK_NODATA = 255
+
+
+def cog_driver_available() -> bool:
+    """True when the GDAL inside rasterio has the COG driver (GDAL >= 3.1)."""
+    with rasterio.Env() as env:
+        return "COG" in env.drivers()
+
+
+class TiledRasterWriter:
+    """A single-band raster written in row bands to a temporary file, then committed.
+
+    Use as a context manager: rows written with :meth:`write_rows`, the file made final with
+    :meth:`commit`. Leaving the context without a commit (e.g. on an error) deletes the
+    temporary files and leaves no file under ``path``.
+
+    Args:
+        path: The final file.
+        grid: Size, transform and CRS of the raster.
+        dtype: Numpy dtype name of the band (``"float32"``, ``"uint8"``).
+        nodata: The band's nodata value.
+        block_size: Tile side in pixels (a multiple of 16).
+        overview_resampling: Resampling of the COG's overviews (``"average"``, ``"nearest"``).
+        cog: Write a Cloud Optimized GeoTIFF; default: when the COG driver is available.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        grid: Grid,
+        dtype: str,
+        nodata: float,
+        *,
+        block_size: int = BLOCK_SIZE,
+        overview_resampling: str = "nearest",
+        cog: bool | None = None,
+    ) -> None:
+        if block_size % 16:
+            raise ValueError(f"block_size must be a multiple of 16, got {block_size}")
+        self.path = Path(path)
+        self.grid = grid
+        self.dtype = np.dtype(dtype)
+        self.nodata = nodata
+        self.block_size = block_size
+        self.overview_resampling = overview_resampling
+        self.cog = cog_driver_available() if cog is None else cog
+        token = uuid.uuid4().hex[:8]
+        self._partial = self.path.with_name(f".{self.path.name}.{token}.partial.tif")
+        self._cog_partial = self.path.with_name(f".{self.path.name}.{token}.cog.tif")
+        self._dataset: rasterio.io.DatasetWriter | None = None
+        self._committed = False
+
+    def __enter__(self) -> TiledRasterWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        profile = {
+            "driver": "GTiff",
+            "width": self.grid.width,
+            "height": self.grid.height,
+            "count": 1,
+            "dtype": self.dtype.name,
+            "nodata": self.nodata,
+            "crs": self.grid.crs,
+            "transform": self.grid.transform,
+            "tiled": True,
+            "blockxsize": self.block_size,
+            "blockysize": self.block_size,
+            "compress": "deflate",
+            # The temporary file is rewritten into a COG: compress it fast then.
+            "zlevel": 1 if self.cog else 6,
+            "predictor": 3 if self.dtype.kind == "f" else 2,
+            "bigtiff": "IF_SAFER",
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dataset = rasterio.open(self._partial, "w", **profile)
+        return self
+
+    def write_rows(self, row_off: int, rows: np.ndarray) -> None:
+        """Write full-width rows ``(n, width)`` starting at scene row ``row_off``."""
+        if self._dataset is None:
+            raise RuntimeError("the writer is not open; use it as a context manager")
+        if rows.ndim != 2 or rows.shape[1] != self.grid.width:
+            raise ValueError(f"expected rows of width {self.grid.width}, got shape {rows.shape}")
+        window = Window(0, row_off, self.grid.width, rows.shape[0])
+        self._dataset.write(rows.astype(self.dtype, copy=False), 1, window=window)
+
+    def commit(self) -> Path:
+        """Finish the file: convert to COG if asked, then rename it to its final name."""
+        if self._dataset is None:
+            raise RuntimeError("the writer is not open; use it as a context manager")
+        self._dataset.close()
+        self._dataset = None
+        if self.cog:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                rasterio.shutil.copy(
+                    self._partial,
+                    self._cog_partial,
+                    driver="COG",
+                    compress="DEFLATE",
+                    predictor="YES",
+                    blocksize=self.block_size,
+                    overview_resampling=self.overview_resampling.upper(),
+                    bigtiff="IF_SAFER",
+                )
+            os.replace(self._cog_partial, self.path)
+            self._partial.unlink()
+        else:
+            os.replace(self._partial, self.path)
+        self._committed = True
+        return self.path
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._dataset is not None:
+            self._dataset.close()
+            self._dataset = None
+        for partial in (self._partial, self._cog_partial):
+            partial.unlink(missing_ok=True)
+
+
+class PredictionRasterWriter:
+    """Writes ``probability.tif`` and ``mask.tif`` of one pair from probability rows.
+
+    Args:
+        out_dir: Folder of the two rasters (created if needed).
+        grid: The pair grid.
+        threshold: Probabilities at or above it are change (mask 1).
+        block_size: Tile side of both rasters.
+        cog: Write Cloud Optimized GeoTIFFs; default: when the COG driver is available.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        grid: Grid,
+        threshold: float,
+        *,
+        block_size: int = BLOCK_SIZE,
+        cog: bool | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.grid = grid
+        self.threshold = threshold
+        self.valid_pixels = 0
+        self.probability = TiledRasterWriter(
+            self.out_dir / PROBABILITY_FILE,
+            grid,
+            "float32",
+            PROBABILITY_NODATA,
+            block_size=block_size,
+            overview_resampling="average",
+            cog=cog,
+        )
+        self.mask = TiledRasterWriter(
+            self.out_dir / MASK_FILE,
+            grid,
+            "uint8",
+            MASK_NODATA,
+            block_size=block_size,
+            overview_resampling="nearest",
+            cog=cog,
+        )
+
+    def __enter__(self) -> PredictionRasterWriter:
+        self.probability.__enter__()
+        try:
+            self.mask.__enter__()
+        except BaseException:
+            self.probability.__exit__(None, None, None)
+            raise
+        return self
+
+    def write_rows(self, row_off: int, probability: np.ndarray) -> None:
+        """Write probability rows (NaN = nodata) and the mask they give."""
+        valid = np.isfinite(probability)
+        mask = np.full(probability.shape, MASK_NODATA, dtype=np.uint8)
+        mask[valid] = probability[valid] >= self.threshold
+        self.probability.write_rows(row_off, probability)
+        self.mask.write_rows(row_off, mask)
+        self.valid_pixels += int(valid.sum())
+
+    @property
+    def valid_fraction(self) -> float:
+        """Fraction of the grid's pixels written with a valid probability so far."""
+        return self.valid_pixels / (self.grid.width * self.grid.height)
+
+    def commit(self) -> tuple[Path, Path]:
+        """Make both rasters final; returns (probability path, mask path)."""
+        return self.probability.commit(), self.mask.commit()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.mask.__exit__(exc_type, exc, traceback)
+        self.probability.__exit__(exc_type, exc, traceback)

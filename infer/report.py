@@ -1,0 +1,522 @@
+"""The analyst's report: one static HTML page that works offline.
+
+``report.html`` shows the alerts in rank order, each as a card with before, after and
+probability-overlay crops of the site, its name, place, changed area, score and dates; then a
+table of every scored site, and the pairs that failed. Everything is inside the one file: images
+are base64 PNGs, the CSS is inline, and a few lines of inline JavaScript only record whether the
+page loaded cleanly (``data-ready``, ``data-errors``, ``data-broken-images`` on ``<body>``), for
+automated checks. No external URL is referenced.
+
+Crops read only the site's neighbourhood from the pair's scenes and probability raster (the site's
+bounding box plus a margin, at least :data:`MIN_CROP_PIXELS` a side), shown in true colour
+(Sentinel-2 B04/B03/B02 or red/green/blue) with a 2-98 percentile stretch shared by both dates.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+from rasterio.windows import Window
+from shapely.geometry.base import BaseGeometry
+
+from groundbreak.datasets.bands import RGB_BANDS, SENTINEL2_RGB
+from groundbreak.datasets.grid import Grid
+from groundbreak.datasets.pair import TilePair
+from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.datasets.scene import open_raster
+from groundbreak.infer.alerts_io import atomic_write_text
+from groundbreak.infer.sites import geometry_window, read_probability
+
+if TYPE_CHECKING:
+    from groundbreak.infer.ranking import RankResult
+
+MIN_CROP_PIXELS = 64
+"""Smallest side of a site crop, in pair-grid pixels."""
+
+DISPLAY_PIXELS = 240
+"""Crops are upsampled (nearest neighbour, whole factors) to about this many screen pixels."""
+
+MAX_CARDS = 60
+"""Alert cards shown at most; the rest are in the table and in alerts.csv."""
+
+OUTLINE_RGB = (0, 229, 255)
+NODATA_RGB = (48, 48, 52)
+
+# Control points of the "inferno" colour map (dark purple -> orange -> pale yellow).
+_INFERNO = np.array(
+    [
+        (0, 0, 4), (31, 12, 72), (85, 15, 109), (136, 34, 106), (186, 54, 85),
+        (227, 89, 51), (249, 140, 10), (249, 201, 50), (252, 255, 164),
+    ],
+    dtype=np.float32,
+)
+
+
+@dataclass(frozen=True)
+class SiteCrops:
+    """PNG bytes of one site's before, after and probability-overlay crops."""
+
+    before: bytes
+    after: bytes
+    overlay: bytes
+    window: Window
+
+
+# ---------------------------------------------------------------------------------------------
+# Crops
+# ---------------------------------------------------------------------------------------------
+
+
+def crop_window(site_window: Window, grid: Grid, margin: float = 0.25) -> Window:
+    """The site's box plus a margin, at least :data:`MIN_CROP_PIXELS` a side, inside the grid."""
+    width, height = int(site_window.width), int(site_window.height)
+    pad = max(8, math.ceil(margin * max(width, height)))
+    side_w = min(max(width + 2 * pad, MIN_CROP_PIXELS), grid.width)
+    side_h = min(max(height + 2 * pad, MIN_CROP_PIXELS), grid.height)
+    col = int(site_window.col_off) + width // 2 - side_w // 2
+    row = int(site_window.row_off) + height // 2 - side_h // 2
+    col = min(max(col, 0), grid.width - side_w)
+    row = min(max(row, 0), grid.height - side_h)
+    return Window(col, row, side_w, side_h)
+
+
+def display_bands(pair: TilePair) -> list[str]:
+    """Bands to show in true colour: B04/B03/B02, red/green/blue, or the first band as grey."""
+    common = pair.common_bands
+    for rgb in (SENTINEL2_RGB, RGB_BANDS):
+        if all(band in common for band in rgb):
+            return list(rgb)
+    return [common[0]] * 3
+
+
+def stretch_to_rgb(
+    images: Sequence[np.ndarray], low: float = 2.0, high: float = 98.0
+) -> list[np.ndarray]:
+    """Stretch (3, H, W) float images to uint8 RGB (H, W, 3) with percentiles shared by all.
+
+    Each band is stretched between its ``low`` and ``high`` percentiles over the valid pixels of
+    all the images together, so two dates stay comparable. NaN pixels become a dark grey.
+    """
+    stacked = np.concatenate([img.reshape(img.shape[0], -1) for img in images], axis=1)
+    out = [np.empty((*img.shape[1:], 3), np.uint8) for img in images]
+    for band in range(3):
+        values = stacked[band][np.isfinite(stacked[band])]
+        lo, hi = (np.percentile(values, [low, high]) if values.size else (0.0, 1.0))
+        span = hi - lo if hi > lo else 1.0
+        for img, rgb in zip(images, out, strict=True):
+            scaled = np.clip((img[band] - lo) / span, 0.0, 1.0) * 255.0
+            rgb[..., band] = np.nan_to_num(scaled, nan=0.0).round().astype(np.uint8)
+    for img, rgb in zip(images, out, strict=True):
+        rgb[~np.isfinite(img).all(axis=0)] = NODATA_RGB
+    return out
+
+
+def colorize_probability(probability: np.ndarray) -> np.ndarray:
+    """Map probabilities in [0, 1] to RGB (H, W, 3) float32 with the inferno colour map."""
+    p = np.clip(np.nan_to_num(probability, nan=0.0), 0.0, 1.0) * (len(_INFERNO) - 1)
+    index = np.minimum(p.astype(int), len(_INFERNO) - 2)
+    frac = (p - index)[..., None]
+    return _INFERNO[index] * (1.0 - frac) + _INFERNO[index + 1] * frac
+
+
+def probability_overlay(after_rgb: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """The after image with the probability on top: colour by value, alpha by value (max 0.8)."""
+    alpha = (np.clip(np.nan_to_num(probability, nan=0.0), 0.0, 1.0) * 0.8)[..., None]
+    base = after_rgb.astype(np.float32) * 0.85
+    blended = base * (1.0 - alpha) + colorize_probability(probability) * alpha
+    return blended.round().astype(np.uint8)
+
+
+def _to_png(
+    rgb: np.ndarray, scale: int, outline: Sequence[np.ndarray], width: int = 2
+) -> bytes:
+    """Upsample an RGB array, draw the site outline (crop pixel coordinates), encode as PNG."""
+    image = Image.fromarray(rgb, "RGB")
+    image = image.resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(image)
+    for ring in outline:
+        points = [(float(x) * scale, float(y) * scale) for x, y in ring]
+        if len(points) >= 2:
+            draw.line(points, fill=OUTLINE_RGB, width=width, joint="curve")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _outline_rings(geometry: BaseGeometry, grid: Grid, window: Window) -> list[np.ndarray]:
+    """The geometry's outer rings in crop pixel coordinates (column, row).
+
+    Holes are left out: on a ragged change region they would only clutter the picture.
+    """
+    inverse = ~grid.window_transform(window)
+    rings = []
+    for polygon in getattr(geometry, "geoms", [geometry]):
+        xy = np.asarray(polygon.exterior.coords)[:, :2]
+        cols, rows = inverse @ (xy[:, 0], xy[:, 1])
+        rings.append(np.column_stack([cols, rows]))
+    return rings
+
+
+def render_site_crops(
+    pair: TilePair, probability_path: str | Path, geometry: BaseGeometry
+) -> SiteCrops | None:
+    """Before, after and overlay PNGs of the neighbourhood of a site (geometry in grid CRS).
+
+    Only the crop window is read from the scenes and the probability raster. None when the site
+    does not fall on the pair grid.
+    """
+    grid = pair.grid
+    site_window = geometry_window(geometry, grid)
+    if site_window is None:
+        return None
+    window = crop_window(site_window, grid)
+    before, after = pair.read(display_bands(pair), window)
+    with open_raster(probability_path) as src:
+        probability = read_probability(src, window)
+    before_rgb, after_rgb = stretch_to_rgb([before, after])
+    scale = max(1, round(DISPLAY_PIXELS / max(int(window.width), int(window.height))))
+    rings = _outline_rings(geometry, grid, window)
+    return SiteCrops(
+        before=_to_png(before_rgb, scale, rings),
+        after=_to_png(after_rgb, scale, rings),
+        overlay=_to_png(probability_overlay(after_rgb, probability), scale, rings),
+        window=window,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+
+
+def format_area(area: float, unit: str = "m2") -> str:
+    """``2,300 m²``, ``1.25 ha`` or ``230 px``."""
+    if area is None or not math.isfinite(area):
+        return "–"
+    if unit == "px":
+        return f"{area:,.0f} px"
+    if area >= 10_000:
+        return f"{area / 10_000:,.2f} ha"
+    return f"{area:,.0f} m²"
+
+
+def format_date(value: Any) -> str:
+    """``20150820`` -> ``2015-08-20``; other text unchanged; empty for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value).strip()
+    if len(text) == 8 and text.isdigit():
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    return text
+
+
+def format_place(lat: float, lon: float) -> str:
+    """``24.45678, 54.38912`` (lat, lon, 5 decimals: about a metre); ``–`` when unknown."""
+    if not (math.isfinite(lat) and math.isfinite(lon)):
+        return "–"
+    return f"{lat:.5f}, {lon:.5f}"
+
+
+def _fraction(value: Any) -> str:
+    """A probability with two decimals; ``–`` when missing."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return f"{number:.2f}" if math.isfinite(number) else "–"
+
+
+def _score_class(score: float, alert_threshold: float) -> str:
+    if score >= max(alert_threshold, 0.75):
+        return "high"
+    if score >= alert_threshold:
+        return "mid"
+    return "low"
+
+
+def _img(data: bytes, alt: str) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+# ---------------------------------------------------------------------------------------------
+
+_CSS = """
+:root{--bg:#0f1216;--panel:#171c22;--line:#2a323c;--text:#e6e9ee;--muted:#97a1ad;
+--accent:#00e5ff;--high:#ff5a36;--mid:#ffb020;--low:#5b6573}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--text);
+font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+header{padding:22px 32px 18px;border-bottom:1px solid var(--line);
+background:linear-gradient(180deg,#161c24,#0f1216)}
+h1{margin:0 0 4px;font-size:22px;font-weight:650;letter-spacing:.2px}
+h1 span{color:var(--accent)}
+h2{font-size:16px;margin:28px 0 12px;color:var(--muted);text-transform:uppercase;
+letter-spacing:1.2px;font-weight:600}
+.sub{color:var(--muted);font-size:13px}
+.stats{display:flex;flex-wrap:wrap;gap:10px;margin-top:14px}
+.stat{background:var(--panel);border:1px solid var(--line);border-radius:8px;padding:8px 14px}
+.stat b{display:block;font-size:20px;font-weight:650}
+.stat span{color:var(--muted);font-size:12px}
+.stat.stat-alert b{color:var(--high)} .stat.stat-fail b{color:var(--mid)}
+main{padding:4px 32px 40px;max-width:1320px}
+.alert{background:var(--panel);border:1px solid var(--line);border-radius:10px;
+margin:0 0 16px;padding:14px 16px;display:grid;grid-template-columns:250px 1fr;gap:16px}
+.alert.high{border-left:5px solid var(--high)} .alert.mid{border-left:5px solid var(--mid)}
+.alert.low{border-left:5px solid var(--low)}
+.rank{font-size:13px;color:var(--muted)} .rank b{font-size:26px;color:var(--text)}
+.name{font-size:16px;font-weight:600;margin:2px 0 8px;word-break:break-word}
+.score{display:inline-block;font-weight:700;font-size:15px;padding:2px 10px;border-radius:14px;
+background:#262d36}
+.high .score{background:var(--high);color:#111} .mid .score{background:var(--mid);color:#111}
+dl{display:grid;grid-template-columns:auto 1fr;gap:3px 10px;margin:10px 0 0;font-size:13px}
+dt{color:var(--muted)} dd{margin:0;font-variant-numeric:tabular-nums}
+.crops{display:flex;gap:10px;flex-wrap:wrap;align-items:flex-start}
+figure{margin:0} figure img{display:block;width:240px;height:auto;image-rendering:pixelated;
+border-radius:4px;border:1px solid var(--line)}
+figcaption{color:var(--muted);font-size:12px;margin-top:4px}
+.legend{height:8px;width:240px;border-radius:4px;margin-top:6px;
+background:linear-gradient(90deg,rgba(0,0,4,0),#550f6d,#ba3655,#f98c0a,#fcffa4)}
+.legend-scale{display:flex;justify-content:space-between;width:240px;color:var(--muted);
+font-size:11px}
+.none{color:var(--muted);background:var(--panel);border:1px dashed var(--line);border-radius:10px;
+padding:18px}
+table{border-collapse:collapse;width:100%;font-size:13px;font-variant-numeric:tabular-nums}
+th,td{padding:6px 10px;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap}
+th{color:var(--muted);font-weight:600;position:sticky;top:0;background:var(--bg)}
+tr.is-alert td:first-child{border-left:3px solid var(--high)}
+td.num{text-align:right}
+.bar{display:inline-block;height:8px;border-radius:4px;background:var(--accent);
+vertical-align:middle;margin-right:8px}
+.failures li{margin:4px 0;color:var(--mid)} code{color:var(--text)}
+#page-errors{color:#ff8080;white-space:pre-wrap}
+footer{color:var(--muted);font-size:12px;padding:0 32px 30px}
+"""
+
+_HEAD_SCRIPT = """
+window.__reportErrors = [];
+window.onerror = function (message, source, line) {
+  window.__reportErrors.push(String(message) + (line ? " (line " + line + ")" : ""));
+  var box = document.getElementById("page-errors");
+  if (box) { box.textContent = window.__reportErrors.join("\\n"); box.hidden = false; }
+};
+"""
+
+_LOAD_SCRIPT = """
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (img) { return !(img.complete && img.naturalWidth > 0); });
+  var body = document.body;
+  body.setAttribute("data-images", String(images.length));
+  body.setAttribute("data-broken-images", String(broken.length));
+  body.setAttribute("data-errors", String(window.__reportErrors.length));
+  body.setAttribute("data-ready", "true");
+});
+"""
+
+
+def write_report(
+    path: str | Path,
+    result: RankResult,
+    pairs: Mapping[str, PairSpec],
+    settings: Mapping[str, Any] | None = None,
+    title: str = "Construction alerts",
+    max_cards: int = MAX_CARDS,
+) -> Path:
+    """Write the offline HTML report of a ranking run.
+
+    Args:
+        path: Where to write ``report.html`` (atomically).
+        result: The ranking run (sites, alerts, failures, probability rasters).
+        pairs: The pair specs by id, to read the crops from their scenes.
+        settings: Run settings listed in the page footer (model, thresholds, ...).
+        title: The page title.
+        max_cards: Alert cards shown at most.
+    """
+    settings = dict(settings or {})
+    alert_threshold = float(settings.get("alert threshold", 0.5))
+    opened: dict[str, TilePair | None] = {}
+    cards = []
+    for row in result.alerts.head(max_cards).to_dict("records"):
+        crops, problem = _crops_for(row, pairs, result.probability_paths, opened)
+        cards.append(_card(row, crops, problem, alert_threshold))
+    hidden = len(result.alerts) - len(cards)
+    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = _page(
+        title, result, cards, hidden, settings, alert_threshold, generated, len(pairs)
+    )
+    return atomic_write_text(path, page)
+
+
+def _crops_for(
+    row: Mapping[str, Any],
+    pairs: Mapping[str, PairSpec],
+    probability_paths: Mapping[str, Path],
+    opened: dict[str, TilePair | None],
+) -> tuple[SiteCrops | None, str | None]:
+    """The crops of one alert, or None and the reason they could not be made."""
+    pair_id = row["pair_id"]
+    if pair_id not in opened:
+        spec = pairs.get(pair_id)
+        try:
+            opened[pair_id] = spec.open(with_label=False) if spec is not None else None
+        except Exception:  # the pair was readable while ranking; show the card without images
+            opened[pair_id] = None
+    pair = opened[pair_id]
+    probability_path = probability_paths.get(pair_id)
+    geometry = row.get("grid_geometry")
+    if pair is None or probability_path is None or not isinstance(geometry, BaseGeometry):
+        return None, "imagery not available"
+    try:
+        crops = render_site_crops(pair, probability_path, geometry)
+    except Exception as err:  # a broken crop must not cost the analyst the whole report
+        return None, f"imagery could not be read ({type(err).__name__}: {err})"
+    return crops, None if crops is not None else "site lies outside the pair"
+
+
+def _card(
+    row: Mapping[str, Any], crops: SiteCrops | None, problem: str | None, alert_threshold: float
+) -> str:
+    esc = html.escape
+    score = float(row["score"])
+    before, after = format_date(row.get("before_date")), format_date(row.get("after_date"))
+    unit = str(row.get("area_unit") or "m2")
+    details = [
+        ("site", row["site_id"]),
+        ("pair", row["pair_id"]),
+        ("lat, lon", format_place(float(row["lat"]), float(row["lon"]))),
+        ("changed", format_area(float(row["changed_area_m2"]), unit)),
+        ("confidence", _fraction(row.get("confidence"))),
+        ("before", before or "?"),
+        ("after", after or "?"),
+        ("peak p", _fraction(row.get("max_probability"))),
+    ]
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>" for k, v in details)
+    if crops is not None:
+        images = (
+            f"<figure>{_img(crops.before, 'before')}<figcaption>Before {esc(before)}"
+            f"</figcaption></figure>"
+            f"<figure>{_img(crops.after, 'after')}<figcaption>After {esc(after)}"
+            f"</figcaption></figure>"
+            f"<figure>{_img(crops.overlay, 'change probability')}<figcaption>Change "
+            f"probability on after</figcaption><div class=\"legend\"></div>"
+            f'<div class="legend-scale"><span>0</span><span>0.5</span><span>1</span></div>'
+            f"</figure>"
+        )
+    else:
+        images = f'<p class="none">{esc(problem or "no imagery")}</p>'
+    return (
+        f'<article class="alert {_score_class(score, alert_threshold)}" '
+        f'data-rank="{int(row["rank"])}" data-site-id="{esc(str(row["site_id"]))}" '
+        f'data-pair-id="{esc(str(row["pair_id"]))}">'
+        f'<div><div class="rank">#<b>{int(row["rank"])}</b></div>'
+        f'<div class="name">{esc(str(row["name"]))}</div>'
+        f'<span class="score" title="site score">{score:.2f}</span><dl>{dl}</dl></div>'
+        f'<div class="crops">{images}</div></article>'
+    )
+
+
+def _table(sites: pd.DataFrame, alert_threshold: float) -> str:
+    esc = html.escape
+    if sites.empty:
+        return '<p class="none">No site was scored.</p>'
+    head = (
+        "<tr><th>#</th><th>site</th><th>name</th><th>pair</th><th>score</th>"
+        "<th>changed</th><th>confidence</th><th>lat, lon</th><th>before</th><th>after</th></tr>"
+    )
+    rows = []
+    for row in sites.to_dict("records"):
+        score = float(row["score"])
+        is_alert = ' class="is-alert"' if score >= alert_threshold else ""
+        rows.append(
+            f"<tr{is_alert}><td class=\"num\">{int(row['rank'])}</td>"
+            f"<td>{esc(str(row['site_id']))}</td><td>{esc(str(row['name']))}</td>"
+            f"<td>{esc(str(row['pair_id']))}</td>"
+            f'<td><span class="bar" style="width:{max(score, 0.01) * 60:.0f}px"></span>'
+            f"{score:.3f}</td>"
+            f"<td class=\"num\">{format_area(float(row['changed_area_m2']), str(row['area_unit']))}"
+            f"</td><td class=\"num\">{float(row['confidence']):.2f}</td>"
+            f"<td>{format_place(float(row['lat']), float(row['lon']))}</td>"
+            f"<td>{esc(format_date(row.get('before_date')))}</td>"
+            f"<td>{esc(format_date(row.get('after_date')))}</td></tr>"
+        )
+    return f'<table id="sites"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _page(
+    title: str,
+    result: RankResult,
+    cards: list[str],
+    hidden: int,
+    settings: Mapping[str, Any],
+    alert_threshold: float,
+    generated: str,
+    n_pairs: int,
+) -> str:
+    esc = html.escape
+    stats = [
+        (str(n_pairs), "tile pairs", ""),
+        (str(len(result.sites)), "sites scored", ""),
+        (str(len(result.alerts)), f"alerts (score ≥ {alert_threshold:g})", "stat-alert"),
+        (str(len(result.failures)), "pairs failed", "stat-fail" if len(result.failures) else ""),
+    ]
+    stat_html = "".join(
+        f'<div class="stat {cls}"><b>{esc(v)}</b><span>{esc(k)}</span></div>'
+        for v, k, cls in stats
+    )
+    if cards:
+        alerts_html = "".join(cards)
+        if hidden > 0:
+            alerts_html += (
+                f'<p class="sub">{hidden} more alert(s) are listed in the table below and in '
+                f"alerts.csv.</p>"
+            )
+    else:
+        alerts_html = (
+            f'<p class="none" id="no-alerts">No site reached the alert threshold '
+            f"({alert_threshold:g}). All scored sites are listed below.</p>"
+        )
+    failures = ""
+    if not result.failures.empty:
+        items = "".join(
+            f"<li>{esc(str(r['reason']))}</li>"
+            for r in result.failures.to_dict("records")
+        )
+        failures = f'<h2>Pairs that failed</h2><ul class="failures">{items}</ul>'
+    setting_text = " · ".join(
+        f"{esc(str(k))}: {esc(_setting(v))}" for k, v in settings.items() if v is not None
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{esc(title)}</title><style>{_CSS}</style>"
+        f"<script>{_HEAD_SCRIPT}</script></head><body>"
+        f"<header><h1><span>groundbreak</span> · {esc(title)}</h1>"
+        f'<div class="sub">Run folder <code>{esc(result.out_dir.name)}</code> · generated '
+        f"{esc(generated)}</div><div class=\"stats\">{stat_html}</div></header><main>"
+        '<pre id="page-errors" hidden></pre>'
+        f'<h2>Alerts, highest score first</h2><section id="alerts">{alerts_html}</section>'
+        f"<h2>All scored sites</h2>{_table(result.sites, alert_threshold)}{failures}</main>"
+        f"<footer>Score = mean change probability over the site's changed pixels × "
+        f"(1 − exp(−changed area / area scale)); outlines in cyan. {setting_text}</footer>"
+        f"<script>{_LOAD_SCRIPT}</script></body></html>\n"
+    )
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

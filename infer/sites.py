@@ -1,0 +1,351 @@
+"""Sites: watch-list polygons and discovered change regions, measured on a probability raster.
+
+Two kinds of site are scored:
+
+- **watch-list sites**, polygons an analyst names in a GeoJSON file (:func:`load_watch_list`).
+  Each is reprojected to a pair's grid, rasterised over its own bounding box only, and measured
+  there (:func:`measure_watch_site`): the probability raster is never read whole for one site.
+- **discovered sites**, connected regions of the change mask (8-connectivity, a minimum area),
+  polygonised into the grid's CRS (:func:`discover_change_regions`).
+
+Both are measured and scored with :func:`groundbreak.infer.scoring.measure_site`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.features import rasterize, shapes
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+from scipy import ndimage
+from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.grid import Grid
+from groundbreak.datasets.scene import dataset_grid, open_raster
+from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2, SiteMeasure, measure_site
+
+WGS84 = CRS.from_epsg(4326)
+"""The CRS of GeoJSON without a ``crs`` member, and of every GeoJSON this package writes."""
+
+DEFAULT_MIN_AREA_M2 = 300.0
+"""Smallest discovered change region kept (m², or pixels on grids without a CRS): 3 S2 pixels."""
+
+SMALL_SITE_PIXELS = 16.0
+"""Sites smaller than this many pixels are rasterised with ``all_touched`` so they get pixels."""
+
+_CRS84_NAMES = {"urn:ogc:def:crs:OGC:1.3:CRS84", "urn:ogc:def:crs:OGC::CRS84", "OGC:CRS84"}
+_POLYGONAL = ("Polygon", "MultiPolygon")
+
+
+@dataclass(frozen=True)
+class Site:
+    """A named polygon of a watch-list, in the watch-list's CRS."""
+
+    site_id: str
+    name: str
+    geometry: BaseGeometry
+    crs: CRS
+
+
+@dataclass(frozen=True)
+class ChangeRegion:
+    """A connected region of changed pixels, discovered on one pair's grid."""
+
+    region_id: str
+    geometry: BaseGeometry
+    """The region's outline in the grid's CRS (pixel coordinates on grids without a CRS)."""
+    window: Window
+    """Its bounding box on the grid."""
+    measure: SiteMeasure
+
+
+# ---------------------------------------------------------------------------------------------
+# Watch-lists
+# ---------------------------------------------------------------------------------------------
+
+
+def load_watch_list(path: str | Path) -> list[Site]:
+    """Read a GeoJSON watch-list: polygons with ``site_id`` and ``name`` properties.
+
+    The CRS comes from the file's ``crs`` member and is EPSG:4326 without one. Raises an
+    :class:`InputError` naming the file for anything that is not a valid watch-list: unreadable
+    JSON, a feature without ``site_id`` or ``name``, a geometry that is not a (multi)polygon or
+    has no area, duplicate ids, or no features at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "watch-list file does not exist")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"cannot be read as GeoJSON ({err})") from err
+    features = _features_of(document, path)
+    crs = _geojson_crs(document, path)
+    sites: list[Site] = []
+    seen: set[str] = set()
+    for number, feature in enumerate(features, start=1):
+        site = _site_from_feature(feature, number, crs, path)
+        if site.site_id in seen:
+            raise InputError(path, f"site_id {site.site_id!r} appears more than once")
+        seen.add(site.site_id)
+        sites.append(site)
+    if not sites:
+        raise InputError(path, "watch-list holds no sites")
+    return sites
+
+
+def _features_of(document: object, path: Path) -> list[dict]:
+    """The features of a FeatureCollection (or of a single Feature)."""
+    if isinstance(document, dict) and document.get("type") == "FeatureCollection":
+        features = document.get("features")
+        if not isinstance(features, list):
+            raise InputError(path, "FeatureCollection has no 'features' list")
+        return features
+    if isinstance(document, dict) and document.get("type") == "Feature":
+        return [document]
+    raise InputError(path, "expected a GeoJSON FeatureCollection of site polygons")
+
+
+def _geojson_crs(document: dict, path: Path) -> CRS:
+    """The CRS named in a GeoJSON ``crs`` member, EPSG:4326 when there is none."""
+    member = document.get("crs")
+    if member is None:
+        return WGS84
+    name = member.get("properties", {}).get("name") if isinstance(member, dict) else None
+    if not isinstance(name, str):
+        raise InputError(path, f"unsupported 'crs' member {member!r} (expected a named CRS)")
+    if name in _CRS84_NAMES:
+        return WGS84
+    try:
+        return CRS.from_user_input(name)
+    except Exception as err:  # rasterio raises CRSError; pyproj may raise others
+        raise InputError(path, f"unknown CRS {name!r} ({err})") from err
+
+
+def _site_from_feature(feature: object, number: int, crs: CRS, path: Path) -> Site:
+    """One watch-list site from one GeoJSON feature, validated."""
+    where = f"feature {number}"
+    if not isinstance(feature, dict):
+        raise InputError(path, f"{where} is not a GeoJSON feature")
+    properties = feature.get("properties") or {}
+    site_id = properties.get("site_id")
+    if site_id is None or str(site_id).strip() == "":
+        raise InputError(path, f"{where} has no 'site_id' property")
+    site_id = str(site_id).strip()
+    where = f"feature {number} (site_id {site_id!r})"
+    name = properties.get("name")
+    if name is None:
+        raise InputError(path, f"{where} has no 'name' property")
+    geometry = feature.get("geometry")
+    if not isinstance(geometry, dict) or geometry.get("type") not in _POLYGONAL:
+        kind = geometry.get("type") if isinstance(geometry, dict) else "no geometry"
+        raise InputError(path, f"{where} must be a Polygon or MultiPolygon, found {kind}")
+    try:
+        polygon = shape(geometry)
+    except Exception as err:  # shapely raises several types for malformed coordinates
+        raise InputError(path, f"{where} has malformed coordinates ({err})") from err
+    if not polygon.is_valid:
+        polygon = _polygonal_part(shapely.make_valid(polygon))
+    if polygon.is_empty or polygon.area <= 0:
+        raise InputError(path, f"{where} has no area")
+    return Site(site_id, str(name), polygon, crs)
+
+
+def _polygonal_part(geometry: BaseGeometry) -> BaseGeometry:
+    """The polygons of a geometry (``make_valid`` may return a collection with lines)."""
+    if geometry.geom_type in _POLYGONAL:
+        return geometry
+    parts = [g for g in getattr(geometry, "geoms", []) if g.geom_type in _POLYGONAL]
+    return shapely.unary_union(parts) if parts else shapely.Polygon()
+
+
+def site_on_grid(site: Site, grid: Grid) -> BaseGeometry | None:
+    """The site's polygon in the grid's CRS, or None when it does not touch the grid.
+
+    Grids without a CRS (plain images) cannot hold a georeferenced site: None.
+    """
+    if grid.crs is None:
+        return None
+    geometry = to_crs(site.geometry, site.crs, grid.crs)
+    if geometry.is_empty or not geometry.intersects(box(*grid.bounds)):
+        return None
+    return geometry
+
+
+def to_crs(geometry: BaseGeometry, src_crs: CRS, dst_crs: CRS) -> BaseGeometry:
+    """A geometry reprojected from one CRS to another (unchanged when both are equal)."""
+    if src_crs == dst_crs:
+        return geometry
+    return shape(transform_geom(src_crs, dst_crs, mapping(geometry)))
+
+
+def geometry_window(geometry: BaseGeometry, grid: Grid) -> Window | None:
+    """The grid pixels covering a geometry's bounding box (rounded outwards, clipped to the grid).
+
+    Works for north-up grids and for plain images (identity transform, rows growing down).
+    None when the box misses the grid.
+    """
+    left, bottom, right, top = geometry.bounds
+    inverse = ~grid.transform
+    xs, ys = np.array([left, right, right, left]), np.array([top, top, bottom, bottom])
+    cols, rows = inverse @ (xs, ys)
+    col0 = max(math.floor(cols.min() + 1e-9), 0)
+    row0 = max(math.floor(rows.min() + 1e-9), 0)
+    col1 = min(math.ceil(cols.max() - 1e-9), grid.width)
+    row1 = min(math.ceil(rows.max() - 1e-9), grid.height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def site_pixels(geometry: BaseGeometry, grid: Grid) -> np.ndarray:
+    """Boolean mask of the grid pixels inside a geometry (in the grid's CRS).
+
+    Small sites (under :data:`SMALL_SITE_PIXELS` pixels) are rasterised with ``all_touched`` so a
+    site smaller than a pixel still covers the pixels it touches.
+    """
+    pixel_size = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d)
+    all_touched = geometry.area < SMALL_SITE_PIXELS * pixel_size
+    inside = _rasterize(geometry, grid, all_touched)
+    if not inside.any() and not all_touched:
+        inside = _rasterize(geometry, grid, True)
+    return inside
+
+
+def _rasterize(geometry: BaseGeometry, grid: Grid, all_touched: bool) -> np.ndarray:
+    return rasterize(
+        [(mapping(geometry), 1)],
+        out_shape=grid.shape,
+        transform=grid.transform,
+        all_touched=all_touched,
+        fill=0,
+        dtype="uint8",
+    ).astype(bool)
+
+
+def read_probability(src: rasterio.io.DatasetReader, window: Window | None = None) -> np.ndarray:
+    """Band 1 of an open probability raster as float32, NaN where nodata (windowed)."""
+    data = src.read(1, window=window, masked=True)
+    return np.ma.filled(data.astype(np.float32), np.nan)
+
+
+def measure_watch_site(
+    src: rasterio.io.DatasetReader,
+    geometry: BaseGeometry,
+    threshold: float,
+    area_scale: float = DEFAULT_AREA_SCALE_M2,
+) -> tuple[SiteMeasure, Window] | None:
+    """Measure one watch-list site on an open probability raster, reading only its bounding box.
+
+    Args:
+        src: the probability raster (float32 in [0, 1], nodata where invalid).
+        geometry: the site in the raster's CRS (see :func:`site_on_grid`).
+        threshold: operating threshold of the model.
+        area_scale: see :func:`groundbreak.infer.scoring.site_score`.
+
+    Returns:
+        The measure and the window read, or None when the site holds no pixel of the raster.
+    """
+    grid = dataset_grid(src)
+    window = geometry_window(geometry, grid)
+    if window is None:
+        return None
+    inside = site_pixels(geometry, grid.subgrid(window))
+    if not inside.any():
+        return None
+    probability = read_probability(src, window)
+    measure = measure_site(
+        probability, threshold, grid.pixel_area_m2(), inside=inside, area_scale=area_scale
+    )
+    return measure, window
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovered change regions
+# ---------------------------------------------------------------------------------------------
+
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def discover_change_regions(
+    mask_path: str | Path,
+    probability_path: str | Path,
+    id_prefix: str,
+    threshold: float,
+    min_area_m2: float = DEFAULT_MIN_AREA_M2,
+    area_scale: float = DEFAULT_AREA_SCALE_M2,
+) -> list[ChangeRegion]:
+    """Connected changed regions of a mask (8-connectivity), polygonised and scored.
+
+    Regions smaller than ``min_area_m2`` (pixels on grids without a CRS) are dropped. Ids read
+    ``<id_prefix>-c0001``, numbered in raster order. Each region's probabilities are read over
+    its own bounding box only.
+    """
+    with _open(mask_path) as src:
+        grid = dataset_grid(src)
+        changed = src.read(1, masked=True).filled(0) == 1
+    pixel_area = grid.pixel_area_m2()
+    min_pixels = max(1, math.ceil(min_area_m2 / pixel_area - 1e-9)) if min_area_m2 > 0 else 1
+    labels, count = ndimage.label(changed, structure=EIGHT_CONNECTED)
+    if count == 0:
+        return []
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    regions: list[ChangeRegion] = []
+    with _open(probability_path) as prob_src:
+        _check_same_grid(prob_src, grid, probability_path, mask_path)
+        for number, slices in enumerate(ndimage.find_objects(labels), start=1):
+            if slices is None or sizes[number] < min_pixels:
+                continue
+            rows, cols = slices
+            window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+            own = labels[slices] == number
+            probability = read_probability(prob_src, window)
+            measure = measure_site(
+                probability, threshold, pixel_area, inside=own, changed=own, area_scale=area_scale
+            )
+            geometry = region_polygon(own, grid.window_transform(window))
+            region_id = f"{id_prefix}-c{len(regions) + 1:04d}"
+            regions.append(ChangeRegion(region_id, geometry, window, measure))
+    return regions
+
+
+def region_polygon(pixels: np.ndarray, transform: rasterio.Affine) -> BaseGeometry:
+    """The outline of a set of pixels as a valid (multi)polygon in the transform's coordinates.
+
+    Pixels are traced in 4-connected pieces (each a valid polygon) and merged, so pixels that
+    touch only at a corner give a MultiPolygon rather than a self-touching ring.
+    """
+    parts = [
+        shape(geom)
+        for geom, value in shapes(
+            pixels.astype(np.uint8), mask=pixels, connectivity=4, transform=transform
+        )
+        if value == 1
+    ]
+    geometry = shapely.unary_union(parts) if len(parts) > 1 else parts[0]
+    return geometry if geometry.is_valid else _polygonal_part(shapely.make_valid(geometry))
+
+
+def _open(path: str | Path) -> rasterio.io.DatasetReader:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return open_raster(path)
+
+
+def _check_same_grid(src: rasterio.io.DatasetReader, grid: Grid, path: Path, other: Path) -> None:
+    if (src.height, src.width) != grid.shape:
+        raise InputError(
+            path, f"size {src.height}x{src.width} differs from the mask {other} ({grid.shape})"
+        )

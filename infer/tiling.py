@@ -1,0 +1,219 @@
+"""Sliding windows over a scene: where they lie, how they batch, and how a batch is read.
+
+A :class:`WindowLayout` covers a ``height x width`` grid with square windows on a regular
+lattice: offsets ``-margin + k * stride`` on both axes, where ``stride = window - overlap`` and
+``margin = overlap // 2``, both multiples of the model's output stride. So
+
+- every window starts at a multiple of the output stride: a strided network sees the scene in
+  the same phase in every window, and a crop shifted by a multiple of the output stride gets the
+  same predictions (no aliasing between windows);
+- windows reach ``margin`` pixels past every edge of the scene; those pixels are the scene
+  mirrored at its edge (:func:`reflect_pad`), so pixels near the edges get context too.
+
+An axis shorter than a window gets one window at offset 0, of that axis' length rounded up to the
+output stride, padded by reflection.
+
+Windows are grouped into :class:`WindowBatch` es along one row of windows, in row-major order, so
+one batch is read as one block of the scene (:func:`read_batch`) and output rows finish in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+from groundbreak.datasets.pair import TilePair
+
+Normalizer = Callable[[np.ndarray], np.ndarray]
+"""Maps raw band values ``(C, H, W)`` to model input, NaN to 0 (``ModelBundle.normalize``)."""
+
+
+def round_up(value: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is at least ``value``."""
+    return -(-value // multiple) * multiple
+
+
+def round_down(value: int, multiple: int) -> int:
+    """The largest multiple of ``multiple`` that is at most ``value``."""
+    return value // multiple * multiple
+
+
+def axis_offsets(length: int, size: int, stride: int, margin: int = 0) -> tuple[int, ...]:
+    """Start offsets of windows of ``size`` every ``stride`` pixels from ``-margin``.
+
+    The windows cover ``[-margin, length + margin)``, or just ``(0,)`` when one window holds
+    the whole axis.
+    """
+    if length <= size:
+        return (0,)
+    count = 1 + max(0, -(-(length + 2 * margin - size) // stride))
+    return tuple(-margin + k * stride for k in range(count))
+
+
+@dataclass(frozen=True)
+class WindowBatch:
+    """Consecutive windows of one row of windows, predicted together.
+
+    Attributes:
+        index: Position of the batch in the layout's batch order.
+        row_off: First scene row of every window in the batch (negative above the scene).
+        col_offs: First scene column of each window (negative left of the scene).
+    """
+
+    index: int
+    row_off: int
+    col_offs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Windows of ``window_height x window_width`` covering a ``height x width`` scene."""
+
+    height: int
+    width: int
+    window_height: int
+    window_width: int
+    row_offsets: tuple[int, ...]
+    col_offsets: tuple[int, ...]
+
+    @classmethod
+    def for_scene(
+        cls, height: int, width: int, window: int, overlap: int, multiple: int = 1
+    ) -> WindowLayout:
+        """Lay square windows with ``overlap`` pixels of overlap over a scene.
+
+        Args:
+            height: Scene height in pixels.
+            width: Scene width in pixels.
+            window: Window side; a multiple of ``multiple``.
+            overlap: Pixels shared by neighbouring windows, ``0 <= overlap < window``, with
+                ``window - overlap`` a multiple of ``multiple``.
+            multiple: The model's output stride: window sides and offsets are multiples of it.
+
+        Raises:
+            ValueError: For a window or overlap that does not fit these rules.
+        """
+        if height < 1 or width < 1:
+            raise ValueError(f"scene must have at least one pixel, got {height}x{width}")
+        if window < 1 or window % multiple:
+            raise ValueError(f"window {window} must be a positive multiple of {multiple}")
+        if not 0 <= overlap < window or (window - overlap) % multiple:
+            raise ValueError(
+                f"overlap {overlap} must be in [0, {window}) with window - overlap a multiple "
+                f"of {multiple}"
+            )
+        stride = window - overlap
+        margin = round_down(overlap // 2, multiple)
+        window_height = min(window, round_up(height, multiple))
+        window_width = min(window, round_up(width, multiple))
+        return cls(
+            height=height,
+            width=width,
+            window_height=window_height,
+            window_width=window_width,
+            row_offsets=axis_offsets(height, window_height, stride, margin),
+            col_offsets=axis_offsets(width, window_width, stride, margin),
+        )
+
+    @property
+    def window_count(self) -> int:
+        """Number of windows in the layout."""
+        return len(self.row_offsets) * len(self.col_offsets)
+
+    def batches(self, batch_size: int) -> list[WindowBatch]:
+        """The windows grouped into batches of at most ``batch_size``, one row at a time."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        batches: list[WindowBatch] = []
+        for row_off in self.row_offsets:
+            for start in range(0, len(self.col_offsets), batch_size):
+                cols = self.col_offsets[start : start + batch_size]
+                batches.append(WindowBatch(len(batches), row_off, cols))
+        return batches
+
+    def block_of(self, batch: WindowBatch) -> tuple[Window, tuple[int, int, int, int]]:
+        """The scene part under a batch's windows and the padding that completes it.
+
+        Returns:
+            The window of the scene the batch covers (clipped to the scene), and the
+            ``(top, bottom, left, right)`` pixels of the batch's block outside the scene.
+        """
+        top, left = batch.row_off, batch.col_offs[0]
+        bottom, right = top + self.window_height, batch.col_offs[-1] + self.window_width
+        row0, col0 = max(top, 0), max(left, 0)
+        row1, col1 = min(bottom, self.height), min(right, self.width)
+        window = Window(col0, row0, col1 - col0, row1 - row0)
+        return window, (row0 - top, bottom - row1, col0 - left, right - col1)
+
+
+@dataclass
+class BatchInput:
+    """The model input of one batch: windows with at least one valid pixel.
+
+    Attributes:
+        batch: The batch these windows come from.
+        kept: Index in ``batch.col_offs`` of each window kept (windows with no valid pixel are
+            dropped; the model never sees them).
+        before: Normalised before-images, float32 ``(K, C, window_height, window_width)``.
+        after: Normalised after-images, same shape.
+        valid: Pixels valid on both dates, bool ``(K, window_height, window_width)``; False
+            outside the scene.
+    """
+
+    batch: WindowBatch
+    kept: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    valid: np.ndarray
+
+
+def reflect_pad(array: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
+    """Pad the last two axes by ``(top, bottom, left, right)`` pixels, mirrored at the edges."""
+    top, bottom, left, right = pads
+    if not any(pads):
+        return array
+    widths = [(0, 0)] * (array.ndim - 2) + [(top, bottom), (left, right)]
+    mode = "reflect" if min(array.shape[-2:]) > 1 else "edge"
+    return np.pad(array, widths, mode=mode)
+
+
+def read_batch(
+    pair: TilePair,
+    bands: Sequence[str],
+    layout: WindowLayout,
+    batch: WindowBatch,
+    normalize: Normalizer,
+) -> BatchInput:
+    """Read one batch of windows of a pair as one block, normalised and cut into windows.
+
+    A pixel is valid when every band of both dates is finite there; invalid pixels enter the
+    model as 0 after normalisation (``normalize`` maps NaN to 0).
+    """
+    window, pads = layout.block_of(batch)
+    before, after = pair.read(bands, window)
+    valid = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
+    before = reflect_pad(normalize(before), pads)
+    after = reflect_pad(normalize(after), pads)
+    valid = np.pad(valid, [pads[:2], pads[2:]])
+
+    kept, cuts = [], []
+    for i, col_off in enumerate(batch.col_offs):
+        start = col_off - batch.col_offs[0]
+        cut = slice(start, start + layout.window_width)
+        if valid[:, cut].any():
+            kept.append(i)
+            cuts.append(cut)
+    channels, height, width = before.shape[0], layout.window_height, layout.window_width
+    if not cuts:
+        empty = np.zeros((0, channels, height, width), dtype=np.float32)
+        return BatchInput(batch, np.zeros(0, np.int64), empty, empty.copy(), empty[:, 0] > 0)
+    return BatchInput(
+        batch=batch,
+        kept=np.asarray(kept, dtype=np.int64),
+        before=np.stack([before[:, :, c] for c in cuts]),
+        after=np.stack([after[:, :, c] for c in cuts]),
+        valid=np.stack([valid[:, c] for c in cuts]),
+    )

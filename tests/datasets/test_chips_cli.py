@@ -1,0 +1,141 @@
+"""``groundbreak chips``: counts on success, one error line (exit 2) on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from groundbreak.datasets.chips import ChipConfig, cut_chips
+from groundbreak.datasets.layouts import oscd_pairs
+from groundbreak.infer.cli import main as groundbreak
+
+
+def test_chips_on_the_oscd_fixtures(oscd_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "chips"
+    code = groundbreak([
+        "chips", "--layout", "oscd", "--root", str(oscd_dir), "--size", "48", "--stride", "48",
+        "--out", str(out), "--val-pairs", "abudhabi", "--bands", "B02,B03,B04,B08",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "wrote 12 chips of 48x48 (4 bands: B02,B03,B04,B08)" in printed
+    lines = {line.split()[0]: line.split()[1:] for line in printed.splitlines()[2:]}
+    assert lines["train"][:2] == ["1", "4"] and lines["val"][:2] == ["1", "4"]
+    assert lines["test"][:2] == ["1", "4"]  # 64 px: windows at 0 and 16
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert len(manifest) == 12
+    assert json.loads((out / "dataset.json").read_text())["bands"] == ["B02", "B03", "B04", "B08"]
+
+
+def test_chips_on_a_pairs_csv(oscd_dir: Path, tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(
+        "pair_id,before,after,label,split\n"
+        f"beirut,{oscd_dir}/beirut/imgs_1,{oscd_dir}/beirut/imgs_2,"
+        f"{oscd_dir}/beirut/cm/beirut-cm.tif,train\n"
+    )
+    code = groundbreak([
+        "chips", "--layout", "csv", "--root", str(csv), "--size", "96", "--out",
+        str(tmp_path / "c"), "--quiet", "--change-threshold", "0.5",
+    ])
+    assert code == 0
+    (row,) = pd.read_parquet(tmp_path / "c" / "manifest.parquet").itertuples()
+    assert row.label == "no_construction" and 0.05 < row.changed_fraction < 0.5
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_missing_root_is_one_line(tmp_path: Path, capsys) -> None:
+    code = groundbreak(["chips", "--layout", "oscd", "--root", str(tmp_path / "nope"),
+                        "--out", str(tmp_path / "c")])
+    assert code == 2
+    assert _error_line(capsys) == (
+        f"groundbreak chips: error: {tmp_path / 'nope'}: OSCD folder does not exist"
+    )
+
+
+def test_unknown_band_is_one_line(oscd_dir: Path, tmp_path: Path, capsys) -> None:
+    code = groundbreak(["chips", "--layout", "oscd", "--root", str(oscd_dir), "--bands", "B04,B99",
+                        "--out", str(tmp_path / "c")])
+    assert code == 2
+    assert "imgs_1: scene has no band(s) B99" in _error_line(capsys)
+
+
+def test_corrupt_band_file_is_one_line(oscd_dir: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "oscd"
+    shutil.copytree(oscd_dir, root)
+    broken = next((root / "beirut" / "imgs_2").glob("*_B04.tif"))
+    broken.write_bytes(broken.read_bytes()[:3000])
+    code = groundbreak(["chips", "--layout", "oscd", "--root", str(root), "--bands", "B04",
+                        "--out", str(tmp_path / "c")])
+    assert code == 2
+    assert str(broken) in _error_line(capsys)
+
+
+def test_bad_options_are_usage_errors(oscd_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as caught:
+        groundbreak(["chips", "--layout", "oscd", "--root", str(oscd_dir), "--size", "0",
+                     "--out", str(tmp_path / "c")])
+    assert caught.value.code == 2
+    with pytest.raises(SystemExit):
+        groundbreak(["chips", "--layout", "oscd", "--root", str(oscd_dir), "--splits", "training",
+                     "--out", str(tmp_path / "c")])
+
+
+def test_error_from_a_subprocess(tmp_path: Path) -> None:
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"pair_id,before,after\nx,{tmp_path / 'missing.tif'},{tmp_path / 'b.tif'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "groundbreak.infer.cli", "chips", "--layout", "csv",
+         "--root", str(csv), "--out", str(tmp_path / "c")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"groundbreak chips: error: {tmp_path / 'missing.tif'}: scene does not exist"
+    )
+
+
+@pytest.mark.shared
+def test_real_oscd_city(shared_data: Path, tmp_path: Path) -> None:
+    specs = [s for s in oscd_pairs(shared_data / "oscd") if s.pair_id == "bercy"]
+    assert specs and specs[0].split == "train"
+    summary = cut_chips(specs, tmp_path / "c", ChipConfig(chip_size=128), layout="oscd")
+    assert summary.bands[0] == "B01" and len(summary.bands) == 13
+    assert summary.counts["train"].chips == 12  # 395 rows: 0,128,256,267; 360 cols: 0,128,232
+    assert summary.counts["train"].construction > 0
+    with np.load(tmp_path / "c" / summary.manifest.path.iloc[-1]) as chip:
+        assert chip["before"].shape == (13, 128, 128) and np.isfinite(chip["after"]).all()
+    assert all(v > 0 for v in summary.stats.std)
+
+
+def test_invalid_pairs_stop_the_run_or_are_skipped(levir_dir: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    root = tmp_path / "levir"
+    shutil.copytree(levir_dir, root)
+    image = Image.open(levir_dir / "B" / "val_27_0000_0256.png")
+    shutil.copy(levir_dir / "A" / "val_27_0000_0256.png", root / "A" / "odd.png")
+    image.crop((0, 0, 256, 255)).save(root / "B" / "odd.png")  # one row short, no label
+    args = ["chips", "--layout", "levir", "--root", str(root), "--size", "128", "--quiet"]
+    assert groundbreak([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "odd.png: images without georeference must have the same size" in _error_line(capsys)
+    assert not (tmp_path / "a" / "manifest.parquet").exists()
+    assert groundbreak([*args, "--out", str(tmp_path / "b"), "--skip-invalid-pairs"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped pair odd: " in captured.err
+    meta = json.loads((tmp_path / "b" / "dataset.json").read_text())
+    assert [p["pair_id"] for p in meta["skipped_pairs"]] == ["odd"]
+    assert len(meta["pairs"]) == 3 and meta["counts"]["train"]["chips"] == 4

@@ -1,0 +1,204 @@
+"""Scenes: per-band folders, multi-band rasters, plain images; windowed reads; bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from PIL import Image
+from rasterio.windows import Window
+
+from groundbreak.datasets import InputError, open_scene
+from groundbreak.datasets.bands import SENTINEL2_BANDS
+from groundbreak.datasets.grid import Grid
+
+UTM = "EPSG:32636"
+
+
+def _band_file(folder: Path, band: str) -> Path:
+    return next(folder.glob(f"*_{band}.tif"))
+
+
+def test_band_folder_has_all_bands_on_the_finest_grid(oscd_dir: Path) -> None:
+    folder = oscd_dir / "beirut" / "imgs_1"
+    scene = open_scene(folder, date="2015-08-20")
+    assert scene.band_names == list(SENTINEL2_BANDS)
+    with rasterio.open(_band_file(folder, "B02")) as src:
+        assert scene.grid.shape == (src.height, src.width)
+        assert scene.grid.transform == src.transform
+        raw = src.read(1)
+    assert scene.date == "2015-08-20"
+    np.testing.assert_array_equal(scene.read(["B02"])[0], raw.astype(np.float32))
+
+
+def test_coarse_bands_are_resampled_onto_the_finest_grid(oscd_dir: Path) -> None:
+    folder = oscd_dir / "beirut" / "imgs_1"
+    scene = open_scene(folder)
+    data = scene.read(["B01", "B05", "B8A"])
+    assert data.shape == (3, 96, 96)
+    assert np.isfinite(data).all()
+    for i, band in enumerate(["B01", "B05", "B8A"]):
+        with rasterio.open(_band_file(folder, band)) as src:
+            raw = src.read(1)
+        assert raw.min() <= data[i].min() and data[i].max() <= raw.max()
+
+
+def test_windowed_read_matches_the_full_read(oscd_dir: Path) -> None:
+    scene = open_scene(oscd_dir / "abudhabi" / "imgs_1")
+    full = scene.read(["B02", "B11"])
+    window = Window(17, 40, 33, 21)
+    part = scene.read(["B02", "B11"], scene.grid.subgrid(window))
+    np.testing.assert_array_equal(part[0], full[0, 40:61, 17:50])
+    np.testing.assert_allclose(part[1], full[1, 40:61, 17:50], rtol=1e-3)
+
+
+def test_mixed_resolutions_land_on_the_right_pixels(tmp_path: Path, make_raster) -> None:
+    # a 20 m band holding its own pixel-centre x coordinate; bilinear onto 10 m is exact inside
+    centres_20 = 10.0 + 20.0 * np.arange(4, dtype=np.float32)
+    make_raster(tmp_path / "s" / "T_B05.tif", np.tile(centres_20, (4, 1)),
+                Affine(20, 0, 0, 0, -20, 80), UTM)
+    make_raster(tmp_path / "s" / "T_B02.tif", np.zeros((8, 8), np.uint16),
+                Affine(10, 0, 0, 0, -10, 80), UTM)
+    scene = open_scene(tmp_path / "s")
+    assert scene.grid.shape == (8, 8) and scene.grid.transform.a == 10
+    b05 = scene.read(["B05"])[0]
+    centres_10 = 5.0 + 10.0 * np.arange(8)
+    np.testing.assert_allclose(b05[:, 1:7], np.tile(centres_10[1:7], (8, 1)), atol=1e-3)
+
+
+def test_multiband_raster_names_bands_from_descriptions(tmp_path: Path, make_raster) -> None:
+    data = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    path = make_raster(tmp_path / "x.tif", data, Affine(10, 0, 0, 0, -10, 40), UTM,
+                       descriptions=["B4", "b3", "B02"])
+    scene = open_scene(path)
+    assert scene.band_names == ["B04", "B03", "B02"]
+    np.testing.assert_array_equal(scene.read(["B02", "B04"]), data[[2, 0]].astype(np.float32))
+
+
+def test_multiband_raster_band_names_given_or_numbered(tmp_path: Path, make_raster) -> None:
+    data = np.ones((2, 4, 4), dtype=np.float32)
+    path = make_raster(tmp_path / "x.tif", data, Affine(10, 0, 0, 0, -10, 40), UTM)
+    assert open_scene(path).band_names == ["band1", "band2"]
+    assert open_scene(path, band_names=["NIR", "red"]).band_names == ["nir", "red"]
+    with pytest.raises(InputError, match=r"x\.tif: 3 band names were given"):
+        open_scene(path, band_names=["a", "b", "c"])
+    with pytest.raises(InputError, match=r"x\.tif: .*duplicate"):
+        open_scene(path, band_names=["red", "RED"])
+
+
+def test_png_is_an_rgb_scene_without_georeference(levir_dir: Path) -> None:
+    path = levir_dir / "A" / "train_36_0512_0512.png"
+    scene = open_scene(path)
+    assert scene.band_names == ["red", "green", "blue"]
+    assert not scene.grid.georeferenced and scene.grid.shape == (256, 256)
+    expected = np.asarray(Image.open(path).convert("RGB")).transpose(2, 0, 1)
+    np.testing.assert_array_equal(scene.read(), expected.astype(np.float32))
+
+
+def test_nodata_and_outside_pixels_are_nan(tmp_path: Path, make_raster) -> None:
+    data = np.full((4, 4), 7, dtype=np.uint16)
+    data[0, 0] = 0
+    path = make_raster(tmp_path / "x.tif", data, Affine(10, 0, 0, 0, -10, 40), UTM, nodata=0)
+    scene = open_scene(path)
+    wider = scene.grid.subgrid(Window(-1, 0, 6, 4))
+    out = scene.read(grid=wider)[0]
+    assert np.isnan(out[0, 1]) and np.isnan(out[:, 0]).all() and np.isnan(out[:, 5]).all()
+    assert (out[1:, 1:5] == 7).all()
+
+
+def test_resampled_reads_keep_nodata_as_nan(tmp_path: Path, make_raster) -> None:
+    data = np.full((8, 8), 100, dtype=np.uint16)
+    data[:, 4:] = 200
+    data[0:2] = 0  # nodata rows
+    path = make_raster(tmp_path / "x.tif", data, Affine(10, 0, 0, 0, -10, 80), UTM, nodata=0)
+    scene = open_scene(path)
+    shifted = Grid(6, 6, Affine(10, 0, 5, 0, -10, 75), scene.grid.crs)  # half a pixel off
+    out = scene.read(grid=shifted)[0]
+    assert np.isnan(out[0]).all() and np.isfinite(out[2:]).all()
+    assert out[3, 3] == pytest.approx(150.0)  # between the 100 and 200 halves: no rounding
+    assert out[3, 0] == pytest.approx(100.0) and out[3, 5] == pytest.approx(200.0)
+    assert out.dtype == np.float32
+
+
+def test_require_valid_rejects_an_all_nodata_window(tmp_path: Path, make_raster) -> None:
+    data = np.full((8, 8), 5, dtype=np.uint16)
+    data[:4] = 0
+    path = make_raster(tmp_path / "x.tif", data, Affine(10, 0, 0, 0, -10, 80), UTM, nodata=0)
+    scene = open_scene(path)
+    top = scene.grid.subgrid(Window(0, 0, 8, 4))
+    assert np.isnan(scene.read(grid=top)).all()
+    with pytest.raises(InputError, match=r"x\.tif: .*holds no valid pixels"):
+        scene.read(grid=top, require_valid=True)
+    outside = scene.grid.subgrid(Window(20, 20, 4, 4))
+    with pytest.raises(InputError, match="no valid pixels"):
+        scene.read(grid=outside, require_valid=True)
+    assert np.isfinite(scene.read(grid=scene.grid, require_valid=True)).any()
+
+
+def test_missing_band_file_is_named(oscd_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "imgs_1"
+    shutil.copytree(oscd_dir / "beirut" / "imgs_1", folder)
+    _band_file(folder, "B04").unlink()
+    scene = open_scene(folder)
+    with pytest.raises(InputError, match=r"imgs_1: scene has no band\(s\) B04"):
+        scene.read(["B02", "B04"])
+
+
+@pytest.mark.parametrize("band", ["B99", "nir"])
+def test_unknown_band_name(oscd_dir: Path, band: str) -> None:
+    scene = open_scene(oscd_dir / "beirut" / "imgs_1")
+    with pytest.raises(InputError, match=rf"imgs_1: scene has no band\(s\) {band}"):
+        scene.read([band])
+
+
+def test_truncated_tiff_is_an_input_error_naming_the_file(oscd_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "imgs_1"
+    shutil.copytree(oscd_dir / "beirut" / "imgs_1", folder)
+    broken = _band_file(folder, "B03")
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    with pytest.raises(InputError) as caught:  # at open or at read: both must be InputError
+        open_scene(folder).read(["B02", "B03"])
+    assert caught.value.path == str(broken)
+    assert "corrupt" in str(caught.value) or "cannot be read" in str(caught.value)
+
+
+def test_garbage_file_fails_at_open(oscd_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "imgs_1"
+    shutil.copytree(oscd_dir / "beirut" / "imgs_1", folder)
+    broken = _band_file(folder, "B08")
+    broken.write_bytes(b"II*\x00" + b"\x00" * 20)
+    with pytest.raises(InputError, match=r"_B08\.tif: cannot be read as a raster"):
+        open_scene(folder)
+
+
+def test_missing_path_and_empty_folders(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"nope\.tif: scene does not exist"):
+        open_scene(tmp_path / "nope.tif")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"empty: folder holds no raster files"):
+        open_scene(tmp_path / "empty")
+    (tmp_path / "unnamed").mkdir()
+    (tmp_path / "unnamed" / "image.tif").write_bytes(b"")
+    with pytest.raises(InputError, match=r"unnamed: no file name names a band"):
+        open_scene(tmp_path / "unnamed")
+
+
+def test_scene_reads_onto_a_grid_in_another_crs(tmp_path: Path, make_raster) -> None:
+    # a UTM raster whose left half is 1 and right half is 2, read onto an EPSG:4326 grid
+    data = np.ones((100, 100), dtype=np.float32)
+    data[:, 50:] = 2
+    path = make_raster(tmp_path / "utm.tif", data, Affine(10, 0, 500000, 0, -10, 3700000), UTM)
+    scene = open_scene(path)
+    from rasterio.warp import calculate_default_transform
+
+    transform, width, height = calculate_default_transform(
+        UTM, "EPSG:4326", 100, 100, *scene.grid.bounds
+    )
+    out = scene.read(grid=Grid(width, height, transform, rasterio.crs.CRS.from_epsg(4326)))[0]
+    middle = height // 2
+    assert np.nanmean(out[middle, : width // 3]) == pytest.approx(1.0)
+    assert np.nanmean(out[middle, -width // 3 :]) == pytest.approx(2.0)

@@ -1,0 +1,87 @@
+"""``groundbreak alerts``: list, confirm, dismiss and the history of alerts in a nightly state."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.nightly.state import NightlyState
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """A state with two alerts from one night and one site below the threshold."""
+    sites = [
+        {"site_id": "dubai-c0001", "name": "Marina lot", "pair_id": "dubai", "score": 0.81,
+         "lon": 55.2, "lat": 25.05},
+        {"site_id": "beirut-c0002", "name": "Port road", "pair_id": "beirut", "score": 0.62,
+         "lon": 35.5, "lat": 33.9},
+        {"site_id": "quiet", "name": "Quiet", "pair_id": "beirut", "score": 0.1},
+    ]
+    with NightlyState(tmp_path / "state") as state:
+        state.update_alerts("2024-05-01", sites, alert_threshold=0.5, dismiss_margin=0.15)
+    return tmp_path / "state"
+
+
+def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = groundbreak(["alerts", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_list_formats(state_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run(capsys, "list", "--state", str(state_dir))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["site_id", "name", "status"]
+    assert lines[1].startswith("dubai-c0001") and "new" in lines[1] and len(lines) == 3
+    code, out, _ = run(capsys, "list", "--state", str(state_dir), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["site_id"], r["status"]) for r in rows] == [
+        ("dubai-c0001", "new"), ("beirut-c0002", "new")]
+    code, out, _ = run(capsys, "list", "--state", str(state_dir), "--format", "json")
+    assert json.loads(out)[0]["score"] == pytest.approx(0.81)
+
+
+def test_confirm_and_dismiss_with_notes(state_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run(capsys, "confirm", "dubai-c0001", "--state", str(state_dir),
+               "--note", "new tower")[0] == 0
+    code, out, _ = run(capsys, "dismiss", "beirut-c0002", "--state", str(state_dir),
+                       "--note", "harbour crane")
+    assert code == 0 and out.strip() == "beirut-c0002: dismissed (score 0.620)"
+    _, out, _ = run(capsys, "list", "--state", str(state_dir), "--status", "dismissed",
+                    "--format", "json")
+    (dismissed,) = json.loads(out)
+    assert dismissed["note"] == "harbour crane"
+    assert dismissed["dismissed_score"] == pytest.approx(0.62)
+    _, out, _ = run(capsys, "list", "--state", str(state_dir), "--status", "confirmed")
+    assert "dubai-c0001" in out and "new tower" in out
+    _, out, _ = run(capsys, "history", "beirut-c0002", "--state", str(state_dir))
+    assert [line.split()[2] for line in out.splitlines()[1:]] == ["new", "dismissed"]
+    with NightlyState(state_dir) as state:  # the next night: still quiet below 0.62 + 0.15
+        outcome = state.update_alerts(
+            "2024-05-02", [{"site_id": "beirut-c0002", "score": 0.7}], 0.5, 0.15)
+    assert outcome.suppressed == ["beirut-c0002"]
+
+
+def test_unknown_site_and_missing_state_are_clear_errors(
+    state_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, _, err = run(capsys, "dismiss", "nope", "--state", str(state_dir))
+    assert code == 2 and "no alert for site 'nope'" in err and "state.sqlite" in err
+    code, _, err = run(capsys, "list", "--state", str(tmp_path / "elsewhere"))
+    assert code == 2 and "elsewhere: not a nightly state directory" in err
+    code, _, err = run(capsys, "list")
+    assert code == 2 and "--state" in err
+    code, _, _ = run(capsys, "list", "--state", str(state_dir), "--status", "maybe")
+    assert code == 2
+
+
+def test_empty_state_lists_no_alerts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    NightlyState(tmp_path / "s").close()
+    assert run(capsys, "list", "--state", str(tmp_path / "s")) == (0, "no alerts\n", "")

@@ -1,0 +1,341 @@
+"""The nightly batch end to end on real OSCD fixture scenes with a tiny untrained model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from groundbreak.datasets.bands import SENTINEL2_BANDS
+from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.nightly.atomic import is_temp_name
+from groundbreak.infer.nightly.state import NightlyState
+from groundbreak.train.bundle import save_bundle
+from groundbreak.train.model import ChangeUNet
+
+OSCD = Path(__file__).resolve().parents[1] / "fixtures" / "oscd"
+CITIES = {"beirut": ("2015-08-20", "2017-10-03"), "abudhabi": ("2016-01-20", "2018-03-28"),
+          "dubai": ("2015-12-11", "2018-03-30")}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained 13-band bundle (random weights, fixed seed)."""
+    torch.manual_seed(0)
+    model = ChangeUNet(13, encoder_name="timm-mobilenetv3_small_minimal_100", encoder_depth=2,
+                      decoder_channels=(8, 4))
+    meta = {"name": "tiny-test", "bands": list(SENTINEL2_BANDS), "chip_size": 64,
+            "normalization": {"mean": [1500.0] * 13, "std": [800.0] * 13}, "threshold": 0.5}
+    # chip 64 -> one 128 px prediction window covers a whole 96 px fixture scene
+    return save_bundle(model, meta, tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+def write_pairs(path: Path, rows: list[tuple[str, Path, Path]]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["pair_id", "before", "after", "before_date", "after_date"])
+        for pair_id, before, after in rows:
+            writer.writerow([pair_id, before, after, *CITIES.get(pair_id, ("", ""))])
+    return path
+
+
+def city_rows(*cities: str) -> list[tuple[str, Path, Path]]:
+    return [(c, OSCD / c / "imgs_1", OSCD / c / "imgs_2") for c in cities]
+
+
+def nightly(state: Path, bundle: Path, *extra: str, report: bool = False) -> int:
+    return groundbreak(["nightly", "--state", str(state), "--model", str(bundle),
+                        "--log-format", "json", *extra, *([] if report else ["--no-report"])])
+
+
+def summary_of(state: Path, run_id: str) -> dict:
+    return json.loads((state / "runs" / run_id / "summary.json").read_text())
+
+
+def visible_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if not any(is_temp_name(part) for part in p.parts)]
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if is_temp_name(p.name)]
+
+
+class PredictionCounter:
+    """Counts calls of TiledPredictor.predict_pair."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from groundbreak.infer.predictor import TiledPredictor
+
+        self.calls: list[str] = []
+        original = TiledPredictor.predict_pair
+
+        def counted(predictor, pair, out_dir):  # noqa: ANN001, ANN202
+            self.calls.append(pair.pair_id)
+            return original(predictor, pair, out_dir)
+
+        monkeypatch.setattr(TiledPredictor, "predict_pair", counted)
+
+
+def test_bad_pairs_are_recorded_and_the_night_completes(tmp_path: Path, bundle: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    corrupt = shutil.copytree(OSCD / "beirut" / "imgs_2", tmp_path / "corrupt")
+    broken_band = next(corrupt.glob("*_B03.tif"))
+    broken_band.write_bytes(b"II*\x00 this is not a TIFF any more")
+    lacking = shutil.copytree(OSCD / "beirut" / "imgs_2", tmp_path / "lacking")
+    next(lacking.glob("*_B05.tif")).unlink()
+    pairs = write_pairs(tmp_path / "pairs.csv", [
+        ("corrupt_tiff", OSCD / "beirut" / "imgs_1", corrupt),
+        ("missing_band", OSCD / "beirut" / "imgs_1", lacking),
+        ("no_overlap", OSCD / "beirut" / "imgs_1", OSCD / "dubai" / "imgs_2"),
+        ("missing_scene", OSCD / "beirut" / "imgs_1", tmp_path / "nowhere"),
+        *city_rows("dubai"),
+    ])
+    state = tmp_path / "state"
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1", report=True) == 1
+    assert "FAILED corrupt_tiff" in capsys.readouterr().err
+    assert "corrupt_tiff" in (state / "runs" / "n1" / "report.html").read_text()
+    with (state / "runs" / "n1" / "failures.csv").open() as fh:
+        reasons = {row["pair_id"]: row["reason"] for row in csv.DictReader(fh)}
+    assert broken_band.name in reasons["corrupt_tiff"]
+    assert "B05" in reasons["missing_band"] and "lacking" in reasons["missing_band"]
+    assert "does not overlap" in reasons["no_overlap"]
+    assert "nowhere" in reasons["missing_scene"]
+    summary = summary_of(state, "n1")
+    assert summary["exit_code"] == 1
+    assert summary["counts"] | {"pairs": 5, "scored": 1, "failed": 4} == summary["counts"]
+    assert (state / "runs" / "n1" / "pairs" / "dubai" / "probability.tif").is_file()
+    assert not (state / "runs" / "n1" / "pairs" / "corrupt_tiff").exists()
+    with NightlyState(state) as db:
+        assert sorted((r["pair_id"], r["status"]) for r in db.pair_rows("n1")) == [
+            ("corrupt_tiff", "failed"), ("dubai", "done"), ("missing_band", "failed"),
+            ("missing_scene", "failed"), ("no_overlap", "failed")]
+
+
+def test_repeated_night_does_no_work_twice(tmp_path: Path, bundle: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = PredictionCounter(monkeypatch)
+    pairs = write_pairs(tmp_path / "pairs.csv", city_rows("beirut", "dubai"))
+    state = tmp_path / "state"
+    args = ("--pairs", str(pairs), "--run-id", "n1", "--alert-threshold", "0")
+    assert nightly(state, bundle, *args) == 0
+    assert sorted(counter.calls) == ["beirut", "dubai"]
+    first_sites = (state / "runs" / "n1" / "sites.csv").read_text()
+    assert nightly(state, bundle, *args) == 0
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n2") == 0
+    assert sorted(counter.calls) == ["beirut", "dubai"]  # no prediction was made again
+    assert (state / "runs" / "n1" / "sites.csv").read_text() == first_sites
+    assert summary_of(state, "n1")["counts"]["reused"] == 2
+    n2 = summary_of(state, "n2")
+    assert n2["counts"]["scored"] == 0 and n2["counts"]["reused"] == 2
+    assert n2["counts"]["sites"] == summary_of(state, "n1")["counts"]["sites"] > 0
+    assert {p["outputs"] for p in n2["pairs"]} == {
+        str(state / "runs" / "n1" / "pairs" / c) for c in ("beirut", "dubai")}
+    with NightlyState(state) as db:
+        assert [r["status"] for r in db.runs()] == ["ok", "ok", "ok"]
+        assert len(db.pair_rows()) == 2
+
+
+def test_changed_input_or_model_is_scored_again(tmp_path: Path, bundle: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = PredictionCounter(monkeypatch)
+    after = shutil.copytree(OSCD / "dubai" / "imgs_2", tmp_path / "after")
+    pairs = write_pairs(tmp_path / "pairs.csv", [("dubai", OSCD / "dubai" / "imgs_1", after)])
+    state = tmp_path / "state"
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
+    band = next(after.glob("*_B04.tif"))
+    band.write_bytes(next((OSCD / "beirut" / "imgs_2").glob("*_B04.tif")).read_bytes())
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n2") == 0
+    other = shutil.copytree(bundle, tmp_path / "other_bundle")
+    meta = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps({**meta, "threshold": 0.4}))
+    assert nightly(state, other, "--pairs", str(pairs), "--run-id", "n3") == 0
+    assert counter.calls == ["dubai", "dubai", "dubai"]
+
+
+def test_second_run_refuses_while_the_lock_is_held(tmp_path: Path, bundle: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    pairs = write_pairs(tmp_path / "pairs.csv", city_rows("dubai"))
+    state = tmp_path / "state"
+    script = ("import sys, time\nfrom groundbreak.infer.nightly.lock import RunLock\n"
+              "RunLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(state)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert nightly(state, bundle, "--pairs", str(pairs)) == 3
+        err = capsys.readouterr().err
+        assert "another nightly run is in progress" in err
+        assert f"process {holder.pid} holds the lock" in err and "nightly.lock" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (state / "state.sqlite").exists()  # the refused run touched nothing
+
+
+KILLABLE_RUN = """
+import sys, time
+from groundbreak.infer.nightly import runner
+publish = runner.publish_dir
+published = []
+
+def publish_slowly(staging, final):
+    published.append(final)
+    if len(published) == 2:  # the second pair is written, not yet published: get killed here
+        time.sleep(300)
+    return publish(staging, final)
+
+runner.publish_dir = publish_slowly
+from groundbreak.infer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigkill_mid_run_then_the_next_run_finishes_the_rest(tmp_path: Path,
+                                                             bundle: Path) -> None:
+    pairs = write_pairs(tmp_path / "pairs.csv", city_rows("beirut", "dubai", "abudhabi"))
+    state = tmp_path / "state"
+    args = ["nightly", "--state", str(state), "--model", str(bundle), "--pairs", str(pairs),
+            "--run-id", "n1", "--log-format", "json"]
+    child = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pairs_dir = state / "runs" / "n1" / "pairs"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert child.poll() is None, "the nightly run ended before it could be killed"
+            if _done_pairs(state) == 1 and temp_files(pairs_dir):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the first pair was never marked done")
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+
+    assert [p.name for p in pairs_dir.iterdir() if not is_temp_name(p.name)] == ["beirut"]
+    assert not (state / "runs" / "n1" / "summary.json").exists()
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
+
+    assert temp_files(state) == []
+    with NightlyState(state) as db:
+        done = [r["pair_id"] for r in db.pair_rows() if r["status"] == "done"]
+        assert sorted(done) == ["abudhabi", "beirut", "dubai"]  # each exactly once
+        assert [r["status"] for r in db.runs("n1")] == ["interrupted", "ok"]
+        scored_pairs = {s["pair_id"] for s in db.night_scores("n1")}
+    counts = summary_of(state, "n1")["counts"]
+    assert (counts["scored"], counts["reused"], counts["failed"]) == (2, 1, 0)
+    assert sorted(p.name for p in pairs_dir.iterdir()) == ["abudhabi", "beirut", "dubai"]
+    assert all((pairs_dir / c / "probability.tif").is_file() for c in CITIES)
+    assert scored_pairs <= set(CITIES)
+
+
+def _done_pairs(state: Path) -> int:
+    if not (state / "state.sqlite").exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{state / 'state.sqlite'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT COUNT(*) FROM pairs WHERE status = 'done'").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def test_dismissed_site_stays_quiet_until_its_score_rises_by_the_margin(
+    tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pairs = write_pairs(tmp_path / "pairs.csv", city_rows("dubai"))
+    state = tmp_path / "state"
+    base = ("--pairs", str(pairs), "--alert-threshold", "0")
+    assert nightly(state, bundle, *base, "--run-id", "n1") == 0
+    with NightlyState(state) as db:
+        top = db.alerts()[0]
+    assert summary_of(state, "n1")["new_alerts"][0]["site_id"] == top["site_id"]
+    capsys.readouterr()
+    assert groundbreak(["alerts", "dismiss", top["site_id"], "--state", str(state),
+                        "--note", "cloud shadow"]) == 0
+    assert "dismissed" in capsys.readouterr().out
+
+    assert nightly(state, bundle, *base, "--run-id", "n2") == 0  # same score, margin 0.15
+    n2 = summary_of(state, "n2")
+    assert n2["counts"]["suppressed_alerts"] == 1
+    assert top["site_id"] not in {a["site_id"] for a in n2["new_alerts"]}
+    assert top["site_id"] not in (state / "runs" / "n2" / "alerts.csv").read_text()
+    assert top["site_id"] in (state / "runs" / "n2" / "sites.csv").read_text()
+
+    assert nightly(state, bundle, *base, "--run-id", "n3", "--dismiss-margin", "0") == 0
+    n3 = summary_of(state, "n3")
+    assert top["site_id"] in {a["site_id"] for a in n3["new_alerts"]}
+    with NightlyState(state) as db:
+        assert db.alert(top["site_id"])["status"] == "new"
+
+
+def stac_item(scene_dir: Path, item_id: str, when: str) -> dict:
+    assets = {
+        f.stem.rsplit("_", 1)[1]: {"href": str(f), "type": "image/tiff", "roles": ["data"]}
+        for f in sorted(scene_dir.glob("*.tif"))
+    }
+    return {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "geometry": None,
+            "properties": {"datetime": f"{when}T08:00:00Z", "s2:mgrs_tile": "36SYC"},
+            "assets": assets, "links": []}
+
+
+def test_stac_night_pairs_the_new_item_with_the_stored_one(tmp_path: Path,
+                                                           bundle: Path) -> None:
+    state = tmp_path / "state"
+    night1 = tmp_path / "night1.json"
+    night1.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        stac_item(OSCD / "beirut" / "imgs_1", "before", "2015-08-20")]}))
+    assert nightly(state, bundle, "--stac", str(night1), "--run-id", "n1") == 0
+    assert summary_of(state, "n1")["counts"] | {"pairs": 0, "baselines": 1} == \
+        summary_of(state, "n1")["counts"]
+    night2 = tmp_path / "night2.json"
+    night2.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        stac_item(OSCD / "beirut" / "imgs_2", "after", "2017-10-03")]}))
+    assert nightly(state, bundle, "--stac", str(night2), "--run-id", "n2") == 0
+    n2 = summary_of(state, "n2")
+    assert [(p["pair_id"], p["status"]) for p in n2["pairs"]] == [
+        ("MGRS-36SYC_20150820_20171003", "scored")]
+    assert (state / "runs" / "n2" / "pairs" / "MGRS-36SYC_20150820_20171003"
+            / "probability.tif").is_file()
+
+
+def test_drop_folder_night(tmp_path: Path, bundle: Path) -> None:
+    drop, state = tmp_path / "drop", tmp_path / "state"
+    drop.mkdir()
+    (drop / "dubai_20151211").symlink_to(OSCD / "dubai" / "imgs_1")
+    (drop / "notes.txt").write_text("ignored")
+    assert nightly(state, bundle, "--drop-folder", str(drop), "--run-id", "n1") == 0
+    n1 = summary_of(state, "n1")
+    assert n1["baselines"] == ["dubai@2015-12-11"] and n1["ignored_entries"] == ["notes.txt"]
+    (drop / "dubai_20180330").symlink_to(OSCD / "dubai" / "imgs_2")
+    assert nightly(state, bundle, "--drop-folder", str(drop), "--run-id", "n2") == 0
+    assert [p["pair_id"] for p in summary_of(state, "n2")["pairs"]] == [
+        "dubai_20151211_20180330"]
+
+
+def test_config_file_night_and_bad_config_exit_2(tmp_path: Path, bundle: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    write_pairs(tmp_path / "pairs.csv", city_rows("dubai"))
+    config = tmp_path / "nightly.yaml"
+    config.write_text(f"state_dir: state\nmodel: {bundle}\npairs: pairs.csv\nrun_id: n1\n"
+                      "log_format: json\nreport: false\n")
+    assert groundbreak(["nightly", "--config", str(config)]) == 0
+    assert (tmp_path / "state" / "runs" / "n1" / "sites.csv").is_file()
+    assert not (tmp_path / "state" / "runs" / "n1" / "report.html").exists()
+    config.write_text("state_dir: state\npairs: pairs.csv\nalert_threshold: lots\n")
+    assert groundbreak(["nightly", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: key 'alert_threshold': expected a number" in err
+    assert groundbreak(["nightly", "--pairs", "x.csv"]) == 2
+    assert groundbreak(["nightly", "--state", str(tmp_path / "s2"), "--pairs",
+                        str(tmp_path / "pairs.csv"), "--model", str(tmp_path)]) == 2
+    assert "model.json" in capsys.readouterr().err

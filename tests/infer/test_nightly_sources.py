@@ -1,0 +1,166 @@
+"""Nightly sources: STAC ItemCollections and drop folders become dated pairs of the same ground."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import rasterio
+from rasterio.warp import transform_bounds
+
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.scene import open_scene
+from groundbreak.infer.nightly.sources import (
+    drop_folder_acquisitions,
+    mgrs_ground,
+    pair_acquisitions,
+    pairs_from_drop_folder,
+    pairs_from_stac,
+)
+from groundbreak.infer.nightly.state import AcquisitionRecord
+
+OSCD = Path(__file__).resolve().parents[1] / "fixtures" / "oscd"
+
+
+def stac_item(scene_dir: Path, item_id: str, when: str, base: Path, **properties) -> dict:
+    """A STAC item whose assets are the per-band files of a fixture scene (relative hrefs)."""
+    b02 = next(scene_dir.glob("*_B02.tif"))
+    with rasterio.open(b02) as src:
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    assets = {}
+    for band_file in sorted(scene_dir.glob("*.tif")):
+        band = band_file.stem.rsplit("_", 1)[1]
+        assets[band.lower()] = {
+            "href": os.path.relpath(band_file, base), "type": "image/tiff; application=geotiff",
+            "roles": ["data"], "eo:bands": [{"name": band}],
+        }
+    assets["thumbnail"] = {"href": "thumb.png", "type": "image/png", "roles": ["thumbnail"]}
+    return {
+        "type": "Feature", "stac_version": "1.0.0", "id": item_id,
+        "stac_extensions": ["https://stac-extensions.github.io/eo/v1.1.0/schema.json"],
+        "geometry": {"type": "Polygon", "coordinates": [[[west, south], [east, south],
+                     [east, north], [west, north], [west, south]]]},
+        "bbox": [west, south, east, north],
+        "properties": {"datetime": f"{when}T10:00:00Z", **properties},
+        "assets": assets, "links": [],
+    }
+
+
+def write_collection(path: Path, items: list[dict]) -> Path:
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    return path
+
+
+def test_stac_items_of_one_tile_pair_up_and_open(tmp_path: Path) -> None:
+    collection = write_collection(tmp_path / "items.json", [
+        stac_item(OSCD / "beirut" / "imgs_2", "S2_after", "2017-10-03", tmp_path,
+                  **{"s2:mgrs_tile": "36SYC"}),
+        stac_item(OSCD / "beirut" / "imgs_1", "S2_before", "2015-08-20", tmp_path,
+                  **{"s2:mgrs_tile": "36SYC"}),
+    ])
+    inputs = pairs_from_stac(collection, tmp_path / "state", known=[])
+    assert [b.acquired for b in inputs.baselines] == ["2015-08-20"]
+    (spec,) = inputs.pairs
+    assert spec.pair_id == "MGRS-36SYC_20150820_20171003"
+    assert spec.before.suffix == ".json" and spec.before.is_relative_to(tmp_path / "state")
+    pair = spec.open(with_label=False)
+    assert len(pair.common_bands) == 13 and pair.grid.shape == (96, 96)
+    before, after = pair.read(["B04", "B8A"])
+    assert before.shape == after.shape == (2, 96, 96)
+
+
+def test_stac_ground_from_footprint_matches_a_stored_acquisition(tmp_path: Path) -> None:
+    first = write_collection(tmp_path / "night1.json", [
+        stac_item(OSCD / "abudhabi" / "imgs_1", "A1", "2016-01-20", tmp_path)])
+    night1 = pairs_from_stac(first, tmp_path / "state", known=[])
+    assert night1.pairs == [] and len(night1.baselines) == 1
+    ground = night1.baselines[0].ground_id
+    assert ground.startswith("fp-")
+    second = write_collection(tmp_path / "night2.json", [
+        stac_item(OSCD / "abudhabi" / "imgs_2", "A2", "2018-03-28", tmp_path)])
+    night2 = pairs_from_stac(second, tmp_path / "state", known=night1.acquisitions,
+                             footprint_iou=0.8)
+    assert [p.pair_id for p in night2.pairs] == [f"{ground}_20160120_20180328"]
+    assert open_scene(night2.pairs[0].after).grid.shape == (97, 97)
+
+
+def test_stac_item_without_band_assets_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    item = stac_item(OSCD / "beirut" / "imgs_1", "empty", "2015-08-20", tmp_path)
+    item["assets"] = {"thumbnail": item["assets"]["thumbnail"]}
+    inputs = pairs_from_stac(write_collection(tmp_path / "c.json", [item]), tmp_path / "s", [])
+    assert inputs.problems == [
+        ("stac item empty", "item empty has no single-band raster (GeoTIFF/JP2) asset")]
+
+
+def test_bad_stac_file_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "items.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="items.json: is not a readable JSON"):
+        pairs_from_stac(bad, tmp_path / "s", [])
+    bad.write_text(json.dumps({"type": "FeatureCollection", "features": [{"id": 1}]}))
+    with pytest.raises(InputError, match="items.json: is not a STAC ItemCollection"):
+        pairs_from_stac(bad, tmp_path / "s", [])
+
+
+@pytest.mark.parametrize(
+    ("properties", "ground"),
+    [
+        ({"mgrs:utm_zone": 36, "mgrs:latitude_band": "S", "mgrs:grid_square": "YC"},
+         "MGRS-36SYC"),
+        ({"grid:code": "MGRS-36SYC"}, "MGRS-36SYC"),
+        ({"s2:mgrs_tile": "T36SYC"}, "MGRS-36SYC"),
+        ({}, None),
+    ],
+)
+def test_mgrs_ground(properties: dict, ground: str | None) -> None:
+    assert mgrs_ground(properties) == ground
+
+
+def test_drop_folder_naming_and_pairing(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "beirut_20150820").symlink_to(OSCD / "beirut" / "imgs_1")
+    (drop / "beirut_20150821.partial").mkdir()  # still being copied in
+    (drop / "README.txt").write_text("not a scene")
+    night1 = pairs_from_drop_folder(drop, known=[])
+    assert night1.pairs == [] and [b.ground_id for b in night1.baselines] == ["beirut"]
+    assert night1.ignored == ["README.txt"]
+    (drop / "beirut_2017-10-03").symlink_to(OSCD / "beirut" / "imgs_2")
+    night2 = pairs_from_drop_folder(drop, known=night1.acquisitions)
+    (spec,) = night2.pairs
+    assert spec.pair_id == "beirut_20150820_20171003"
+    assert (spec.before_date, spec.after_date) == ("2015-08-20", "2017-10-03")
+    assert spec.open(with_label=False).grid.shape == (96, 96)
+
+
+def test_drop_folder_pairs_with_a_stored_scene_no_longer_in_the_folder(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "beirut_20171003").symlink_to(OSCD / "beirut" / "imgs_2")
+    stored = AcquisitionRecord("beirut", "2015-08-20", str(OSCD / "beirut" / "imgs_1"), "drop")
+    later = AcquisitionRecord("beirut", "2019-01-01", "/elsewhere", "drop")
+    inputs = pairs_from_drop_folder(drop, known=[stored, later])
+    assert [(p.before, p.before_date) for p in inputs.pairs] == [
+        (OSCD / "beirut" / "imgs_1", "2015-08-20")]
+
+
+def test_same_ground_twice_on_one_date_is_refused(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "beirut_20150820").symlink_to(OSCD / "beirut" / "imgs_1")
+    (drop / "beirut_2015-08-20_v2").symlink_to(OSCD / "beirut" / "imgs_1")
+    with pytest.raises(InputError, match="a second scene of ground beirut on 2015-08-20"):
+        drop_folder_acquisitions(drop)
+
+
+def test_pairing_rule_uses_the_latest_earlier_acquisition() -> None:
+    def acq(day: str) -> AcquisitionRecord:
+        return AcquisitionRecord("g", day, f"/s/{day}", "x")
+
+    pairs, baselines = pair_acquisitions([acq("2024-03-01"), acq("2024-01-01")],
+                                         [acq("2023-06-01"), acq("2024-02-01")])
+    assert [(p.before_date, p.after_date) for p in pairs] == [
+        ("2023-06-01", "2024-01-01"), ("2024-02-01", "2024-03-01")]
+    assert baselines == []

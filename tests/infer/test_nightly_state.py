@@ -1,0 +1,231 @@
+"""The nightly building blocks: state, alert rules, lock, atomic writes, hashing, config."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from groundbreak.datasets.errors import InputError
+from groundbreak.infer.nightly.atomic import (
+    atomic_write_json,
+    publish_dir,
+    remove_temps,
+    temp_sibling,
+)
+from groundbreak.infer.nightly.config import KEYS, build_config, read_config_file
+from groundbreak.infer.nightly.hashing import ContentHasher
+from groundbreak.infer.nightly.lock import LockHeldError, RunLock
+from groundbreak.infer.nightly.logging import NightLog
+from groundbreak.infer.nightly.state import NightlyState
+
+OSCD = Path(__file__).resolve().parents[1] / "fixtures" / "oscd"
+
+
+def _site(site_id: str, score: float) -> dict:
+    return {"site_id": site_id, "name": site_id, "pair_id": "p", "score": score,
+            "lon": 1.0, "lat": 2.0}
+
+
+@pytest.fixture
+def state(tmp_path: Path):
+    with NightlyState(tmp_path / "state") as opened:
+        yield opened
+
+
+def test_state_uses_wal_and_creates_tables(state: NightlyState) -> None:
+    assert state.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in state.db.execute("SELECT name FROM sqlite_master")}
+    assert {"runs", "pairs", "site_scores", "acquisitions", "alerts", "alert_events",
+            "file_hashes", "night_pairs"} <= tables
+
+
+def test_pair_is_done_at_most_once(state: NightlyState) -> None:
+    attempt = state.start_run("n1", os.getpid(), {}, "m")
+    row = state.record_done("n1", attempt, "p1", "h", "m", "out", 1.0, [_site("s1", 0.7)])
+    assert state.find_done("p1", "h", "m") == row
+    assert state.find_done("p1", "h", "other-model") is None
+    with pytest.raises(Exception, match="UNIQUE"):
+        state.record_done("n1", attempt, "p1", "h", "m", "out", 1.0, [])
+    assert len(state.pair_rows()) == 1  # the failed transaction left no half row
+    assert [s["site_id"] for s in state.night_scores("n1")] == ["s1"]
+
+
+def test_reused_pair_joins_a_later_night(state: NightlyState) -> None:
+    attempt = state.start_run("n1", os.getpid(), {}, "m")
+    row = state.record_done("n1", attempt, "p1", "h", "m", "out", 1.0, [_site("s1", 0.7)])
+    assert state.link_reused("n2", row)
+    assert not state.link_reused("n2", row)
+    scores = state.night_scores("n2")
+    assert [(s["site_id"], s["reused"], s["scored_by"]) for s in scores] == [("s1", 1, "n1")]
+
+
+def test_interrupted_attempt_is_marked_by_the_next_one(state: NightlyState) -> None:
+    state.start_run("n1", 111, {}, "m")
+    state.start_run("n1", 222, {}, "m")
+    assert [r["status"] for r in state.runs("n1")] == ["interrupted", "running"]
+
+
+def test_alert_lifecycle_new_ongoing_confirmed(state: NightlyState) -> None:
+    outcome = state.update_alerts("n1", [_site("a", 0.8), _site("b", 0.2)], 0.5, 0.15)
+    assert outcome.new == ["a"] and state.alert("b") is None
+    again = state.update_alerts("n1", [_site("a", 0.8)], 0.5, 0.15)  # the same night re-run
+    assert again.new == ["a"] and len(state.alert_events("a")) == 1
+    assert state.update_alerts("n2", [_site("a", 0.9)], 0.5, 0.15).ongoing == ["a"]
+    state.set_alert_status("a", "confirmed", "crane on site")
+    state.update_alerts("n3", [_site("a", 0.95)], 0.5, 0.15)
+    alert = state.alert("a")
+    assert alert["status"] == "confirmed" and alert["note"] == "crane on site"
+    assert alert["max_score"] == pytest.approx(0.95)
+
+
+def test_dismissed_site_realerts_only_above_the_margin(state: NightlyState) -> None:
+    state.update_alerts("n1", [_site("a", 0.6)], 0.5, 0.15)
+    state.set_alert_status("a", "dismissed", "shadow")
+    quiet = state.update_alerts("n2", [_site("a", 0.74)], 0.5, 0.15)
+    assert quiet.suppressed == ["a"] and quiet.new == quiet.realerted == []
+    assert state.alert("a")["status"] == "dismissed"
+    loud = state.update_alerts("n3", [_site("a", 0.75)], 0.5, 0.15)
+    assert loud.realerted == ["a"] and state.alert("a")["status"] == "new"
+    events = [e["event"] for e in state.alert_events("a")]
+    assert events == ["new", "dismissed", "suppressed", "realerted"]
+
+
+def test_a_site_in_two_pairs_alerts_once_with_its_best_score(state: NightlyState) -> None:
+    outcome = state.update_alerts("n1", [_site("a", 0.6), _site("a", 0.9)], 0.5, 0.15)
+    assert outcome.new == ["a"] and state.alert("a")["score"] == pytest.approx(0.9)
+
+
+def test_set_status_of_unknown_site_raises(state: NightlyState) -> None:
+    with pytest.raises(KeyError):
+        state.set_alert_status("nope", "dismissed")
+
+
+def test_lock_refuses_a_second_holder_and_names_its_pid(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from groundbreak.infer.nightly.lock import RunLock\n"
+        "RunLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(30)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockHeldError, match=f"process {holder.pid} holds the lock"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(tmp_path):  # the kernel dropped the dead holder's lock
+        pass
+
+
+def test_publish_dir_replaces_whole_and_temps_are_cleaned(tmp_path: Path) -> None:
+    final = tmp_path / "runs" / "pairs" / "p1"
+    for content in ("old", "new"):
+        staging = temp_sibling(final)
+        staging.mkdir(parents=True)
+        (staging / "probability.tif").write_text(content)
+        publish_dir(staging, final)
+    assert (final / "probability.tif").read_text() == "new"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["p1"]
+    leftover = temp_sibling(final.parent / "p2")
+    leftover.mkdir()
+    (tmp_path / "runs" / ".sites.csv.tmp-999").write_text("half")
+    atomic_write_json(tmp_path / "runs" / "summary.json", {"ok": True})
+    assert len(remove_temps(tmp_path / "runs")) == 2
+    names = sorted(p.name for p in (tmp_path / "runs").rglob("*"))
+    assert names == ["p1", "pairs", "probability.tif", "summary.json"]
+
+
+def test_file_hashes_are_cached_by_size_and_mtime(state: NightlyState, tmp_path: Path) -> None:
+    hasher = ContentHasher(state)
+    band = next((OSCD / "beirut" / "imgs_1").glob("*_B02.tif"))
+    first = hasher.file_sha256(band)
+    read = hasher.hashed_bytes
+    assert hasher.file_sha256(band) == first and hasher.hashed_bytes == read  # cached
+    copy = tmp_path / "copy.tif"
+    copy.write_bytes(band.read_bytes())
+    assert hasher.file_sha256(copy) == first
+    copy.write_bytes(band.read_bytes()[:-1] + b"\x00")
+    os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert hasher.file_sha256(copy) != first
+    with pytest.raises(InputError, match="missing.tif: file does not exist"):
+        hasher.file_sha256(tmp_path / "missing.tif")
+
+
+def test_scene_digest_covers_every_band_file(state: NightlyState) -> None:
+    digest = ContentHasher(state).scene_digest(OSCD / "beirut" / "imgs_2")
+    assert len(digest) == 13 and all(len(sha) == 64 for _, sha in digest)
+
+
+def test_config_file_keys_resolve_and_flags_override(tmp_path: Path) -> None:
+    (tmp_path / "pairs.csv").write_text("pair_id,before,after\n")
+    (tmp_path / "other.csv").write_text("pair_id,before,after\n")
+    config_path = tmp_path / "nightly.yaml"
+    config_path.write_text("state_dir: state\npairs: pairs.csv\nalert_threshold: 0.4\n")
+    config = build_config(read_config_file(config_path), config_path)
+    assert config.state_dir == tmp_path / "state" and config.pairs == tmp_path / "pairs.csv"
+    assert config.alert_threshold == 0.4 and config.dismiss_margin == 0.15
+    assert len(config.run_id) == 10  # today's UTC date
+    override = build_config(read_config_file(config_path), config_path,
+                            {"pairs": str(tmp_path / "other.csv"), "alert_threshold": 0.9})
+    assert override.pairs == tmp_path / "other.csv" and override.alert_threshold == 0.9
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("state_dir: s\npairs: p.csv\nbogus: 1\n", "unknown key.*bogus"),
+        ("pairs: p.csv\n", "key 'state_dir' is required"),
+        ("state_dir: s\n", "exactly one source key"),
+        ("state_dir: s\npairs: missing.csv\n", "key 'pairs': file .*missing.csv does not exist"),
+        ("state_dir: s\npairs: p.csv\nalert_threshold: 2\n", "key 'alert_threshold': must lie"),
+        ("state_dir: s\npairs: p.csv\ndismiss_margin: high\n", "key 'dismiss_margin': expected"),
+        ("state_dir: s\npairs: p.csv\npredictor: {speed: 3}\n", "key 'predictor': unknown"),
+        ("state_dir: s\npairs: p.csv\nlog_format: xml\n", "key 'log_format'"),
+        ("state_dir: [unclosed\n", "not valid YAML"),
+        ("- a list\n", "must be a mapping"),
+    ],
+)
+def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "p.csv").write_text("pair_id,before,after\n")
+    path = tmp_path / "nightly.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message) as err:
+        build_config(read_config_file(path), path)
+    assert str(err.value).startswith(str(path))
+
+
+def test_example_config_documents_every_key() -> None:
+    example = Path(__file__).resolve().parents[2] / "configs" / "nightly.example.yaml"
+    text = example.read_text()
+    assert set(read_config_file(example)) <= set(KEYS)
+    assert all(f"{key}:" in text for key in KEYS)
+
+
+def test_log_writes_json_lines_or_a_progress_bar(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    log = NightLog("json", stream)
+    log.log_to(tmp_path / "log.jsonl")
+    log.event("pair_scored", pair_id="p1", seconds=1.5)
+    log.close_file()
+    record = json.loads(stream.getvalue())
+    assert record["event"] == "pair_scored" and record["pair_id"] == "p1"
+    assert json.loads((tmp_path / "log.jsonl").read_text()) == record
+    bar_stream = io.StringIO()
+    bar = NightLog("progress", bar_stream)
+    bar.start_progress(2)
+    bar.advance("p1")
+    bar.event("pair_failed", level="warning", pair_id="p2")
+    bar.advance("p2")
+    bar.end_progress()
+    assert "2/2" in bar_stream.getvalue() and "[warning] pair_failed pair_id=p2" in (
+        bar_stream.getvalue())
+    assert NightLog("auto", io.StringIO()).format == "json"  # not a terminal

@@ -1,0 +1,192 @@
+"""``groundbreak predict`` end to end: scenes in, rasters and their paths out; bad input exits 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+
+from groundbreak.datasets.bands import RGB_BANDS, SENTINEL2_L2A_BANDS
+from groundbreak.infer.cli import main
+from groundbreak.train.bundle import save_bundle
+from groundbreak.train.model import ChangeUNet
+
+
+def save_tiny_bundle(out_dir: Path, bands: list[str], mean: float, std: float) -> Path:
+    """A seeded, untrained one-stage ChangeUNet as a bundle folder."""
+    torch.manual_seed(0)
+    model = ChangeUNet(len(bands), encoder_depth=1, decoder_channels=(8,))
+    meta = {
+        "bands": bands,
+        "normalization": {"mean": [mean] * len(bands), "std": [std] * len(bands)},
+        "chip_size": 32,
+        "threshold": 0.5,
+    }
+    return save_bundle(model, meta, out_dir)
+
+
+@pytest.fixture(scope="module")
+def s2_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_bundle(
+        tmp_path_factory.mktemp("s2"), list(SENTINEL2_L2A_BANDS), 1500.0, 800.0
+    )
+
+
+@pytest.fixture(scope="module")
+def rgb_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_bundle(tmp_path_factory.mktemp("rgb"), list(RGB_BANDS), 100.0, 50.0)
+
+
+@pytest.fixture
+def beirut(fixtures_dir: Path) -> tuple[Path, Path]:
+    root = fixtures_dir / "oscd" / "beirut"
+    return root / "imgs_1", root / "imgs_2"
+
+
+def write_geotiff(path: Path, left: float) -> Path:
+    """A 10-band 32x32 uint16 GeoTIFF in UTM 33N whose left edge is at ``left`` metres."""
+    data = np.full((10, 32, 32), 1000, dtype=np.uint16)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=32,
+        height=32,
+        count=10,
+        dtype="uint16",
+        crs=CRS.from_epsg(32633),
+        transform=Affine(10, 0, left, 0, -10, 4_000_000),
+    ) as dst:
+        dst.write(data)
+        dst.descriptions = tuple(SENTINEL2_L2A_BANDS)
+    return path
+
+
+def run(
+    capsys: pytest.CaptureFixture[str],
+    before: Path,
+    after: Path,
+    out: Path,
+    model: Path,
+    *extra: str,
+) -> tuple[int, str, str]:
+    """``groundbreak predict`` on two scenes; returns (exit code, stdout, stderr)."""
+    args = ["--before", str(before), "--after", str(after), "--out", str(out)]
+    code = main(["predict", *args, "--model", str(model), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_predict_per_band_folders_prints_the_output_paths(
+    s2_model: Path, beirut: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before, after = beirut
+    out = tmp_path / "beirut"
+    code, stdout, _ = run(
+        capsys,
+        before, after, out, s2_model, "--window", "64", "--overlap", "32", "--batch-size", "2",
+        "--device", "cpu", "--tta",
+    )
+    assert code == 0
+    assert stdout.split() == [str(out / "probability.tif"), str(out / "mask.tif")]
+    reference = next(before.glob("*B02.tif"))
+    with rasterio.open(out / "mask.tif") as src, rasterio.open(reference) as ref:
+        assert (src.width, src.height, src.crs) == (ref.width, ref.height, ref.crs)
+        assert src.transform.almost_equals(ref.transform)
+        assert set(np.unique(src.read(1))) <= {0, 1}
+
+
+def test_predict_on_two_processes(
+    s2_model: Path, beirut: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before, after = beirut
+    threads = torch.get_num_threads()
+    code, stdout, _ = run(
+        capsys,
+        before, after, tmp_path, s2_model, "--window", "64", "--device", "cpu", "--devices", "2",
+    )
+    torch.set_num_threads(threads)
+    assert code == 0
+    assert stdout.split() == [str(tmp_path / "probability.tif"), str(tmp_path / "mask.tif")]
+
+
+def test_predict_rgb_images(
+    rgb_model: Path, fixtures_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    levir = fixtures_dir / "levir"
+    name = "val_27_0000_0256.png"
+    code, _, _ = run(
+        capsys,
+        levir / "A" / name, levir / "B" / name, tmp_path, rgb_model, "--device", "cpu",
+    )
+    assert code == 0
+    with rasterio.open(tmp_path / "probability.tif") as src:
+        assert (src.width, src.height) == (256, 256) and src.crs is None
+
+
+def assert_one_line_error(code: int, stderr: str, *needles: str) -> None:
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unreadable_scene_is_named(
+    s2_model: Path, beirut: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt = tmp_path / "before.tif"
+    corrupt.write_bytes(b"II*\x00 this is not really a tiff")
+    code, _, err = run(capsys, corrupt, beirut[1], tmp_path / "o", s2_model)
+    assert_one_line_error(code, err, str(corrupt), "cannot be read")
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_scene_is_named(
+    s2_model: Path, beirut: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    code, _, err = run(capsys, beirut[0], missing, tmp_path / "o", s2_model)
+    assert_one_line_error(code, err, str(missing), "does not exist")
+
+
+def test_scenes_that_do_not_overlap(
+    s2_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = write_geotiff(tmp_path / "before.tif", 500_000)
+    after = write_geotiff(tmp_path / "after.tif", 600_000)
+    code, _, err = run(capsys, before, after, tmp_path / "o", s2_model)
+    assert_one_line_error(code, err, str(after), "does not overlap")
+
+
+def test_bands_the_model_cannot_get_are_named_first(
+    s2_model: Path, fixtures_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    levir = fixtures_dir / "levir"
+    before = levir / "A" / "test_2_0000_0000.png"
+    code, _, err = run(
+        capsys,
+        before, levir / "B" / "test_2_0000_0000.png", tmp_path / "o", s2_model,
+    )
+    assert_one_line_error(code, err, str(before), "B02", "B12")
+
+
+def test_missing_model_bundle_is_named(
+    beirut: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, beirut[0], beirut[1], tmp_path / "o", tmp_path / "no-bundle")
+    assert_one_line_error(code, err, str(tmp_path / "no-bundle"))
+
+
+def test_window_that_does_not_fit_the_model_is_a_usage_error(
+    s2_model: Path, beirut: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(capsys, beirut[0], beirut[1], tmp_path, s2_model, "--window", "33")
+    assert exit_info.value.code == 2
+    assert "window 33" in capsys.readouterr().err

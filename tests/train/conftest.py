@@ -1,0 +1,36 @@
+"""Fixtures of the training tests: a real chips directory cut from tests/fixtures, tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from groundbreak.infer.cli import main as groundbreak
+
+TINY_MODEL: dict[str, object] = {
+    "encoder_name": "resnet18",
+    "encoder_depth": 3,
+    "decoder_channels": [16, 8, 8],
+}
+"""A ChangeUNet small enough to fit a few 32 px chips in seconds on a CPU."""
+
+
+@pytest.fixture(scope="session")
+def oscd_chips_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
+    """32 px chips of the OSCD fixtures: beirut (train), abudhabi (val), dubai (test, no label)."""
+    out = tmp_path_factory.mktemp("oscd_chips") / "chips"
+    code = groundbreak(
+        [
+            "chips", "--layout", "oscd", "--root", str(fixtures_dir / "oscd"), "--size", "32",
+            "--out", str(out), "--val-pairs", "abudhabi", "--quiet",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def tiny_model() -> dict[str, object]:
+    """Keyword arguments of a tiny ChangeSegmentationTask model."""
+    return dict(TINY_MODEL)

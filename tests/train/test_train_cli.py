@@ -1,0 +1,92 @@
+"""``groundbreak train``: fit from a YAML config, resume from last.ckpt, validate, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from groundbreak.infer.cli import main as groundbreak
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def write_config(tmp_path: Path, chips_dir: Path, tiny_model: dict, **data: object) -> Path:
+    """A one-epoch, two-batch CPU config over the fixture chips."""
+    config = {
+        "seed_everything": 7,
+        "trainer": {
+            "default_root_dir": str(tmp_path / "run"), "max_epochs": 1, "accelerator": "cpu",
+            "limit_train_batches": 2, "limit_val_batches": 2, "num_sanity_val_steps": 0,
+            "log_every_n_steps": 1, "enable_progress_bar": False, "enable_model_summary": False,
+        },
+        "model": {**tiny_model, "loss": "bce_dice"},
+        "data": {"chips_dir": str(chips_dir), "batch_size": 4, **data},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_fit_then_resume_from_last_checkpoint(
+    oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, oscd_chips_dir, tiny_model, bands=None)
+    assert groundbreak(["train", "fit", "--config", str(config)]) == 0
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    assert len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
+    first = torch.load(last, map_location="cpu", weights_only=True)
+    # bands: null -> every band of the chips; in_channels followed the datamodule.
+    assert first["hyper_parameters"]["in_channels"] == 13
+    assert first["groundbreak"]["bands"][0] == "B01"
+    metrics = pd.read_csv(run / "logs" / "version_0" / "metrics.csv")
+    assert {"train/loss_step", "val/f1", "val/best_threshold", "lr-AdamW"} <= set(metrics.columns)
+    assert metrics["val/f1"].notna().any()
+
+    args = ["train", "fit", "--config", str(config), "--ckpt_path", str(last)]
+    assert groundbreak([*args, "--trainer.max_epochs", "2"]) == 0
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    # Resumed, not restarted: two more steps on top of the first run's, in a later epoch.
+    assert resumed["global_step"] == first["global_step"] + 2
+    assert resumed["epoch"] > first["epoch"]
+
+
+def test_validate_links_in_channels_to_the_selected_bands(
+    oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, oscd_chips_dir, tiny_model, bands=["B04", "B03", "B02"])
+    assert groundbreak(["train", "validate", "--config", str(config)]) == 0
+    assert "val/f1" in capsys.readouterr().out
+
+
+def test_unknown_band_is_a_one_line_error(
+    oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, oscd_chips_dir, tiny_model, bands=["B02", "B99"])
+    assert groundbreak(["train", "fit", "--config", str(config)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("groundbreak train: error:")
+    assert str(oscd_chips_dir) in error and "B99" in error
+
+
+def test_missing_chips_dir_is_a_one_line_error(
+    tiny_model: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, tmp_path / "no_chips", tiny_model)
+    assert groundbreak(["train", "fit", "--config", str(config)]) == 2
+    assert "no_chips: chips directory not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["oscd_s2.yaml", "levir_smoke.yaml"])
+def test_shipped_configs_parse(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        groundbreak(["train", "fit", "--config", str(CONFIGS / name), "--print_config"])
+    assert info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["checkpoint"]["monitor"] == "val/f1"
+    assert printed["data"]["chips_dir"].startswith("runs/chips/")

@@ -1,0 +1,409 @@
+"""Model bundles: the only form in which inference loads a trained model.
+
+A bundle is a folder with two files::
+
+    model.safetensors   the state dict of a ChangeUNet (tensors only, no pickle)
+    model.json          {"format_version": 1, "name", "architecture": {...}, "bands": [...],
+                         "normalization": {"mean": [...], "std": [...]}, "chip_size",
+                         "threshold", "pixel_size_m", "training": {...}, "metrics": {...}}
+
+:func:`save_bundle` writes one (``groundbreak export`` calls it), :func:`load_bundle` reads and
+checks one. Nothing here ever unpickles a file: Lightning ``.ckpt`` and other torch pickles are
+refused with a pointer to ``groundbreak export``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as save_weights
+
+from groundbreak.datasets.bands import normalize_band_names
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.scene import Scene
+from groundbreak.train.model import ChangeUNet
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "oscd-s2-default"
+"""The bundle shipped with the source tree (see :func:`default_bundle_path`)."""
+ARCHITECTURE_KEYS = ("fusion", "encoder_name", "encoder_depth", "decoder_channels", "in_channels")
+REQUIRED_META_KEYS = ("bands", "normalization", "chip_size", "threshold")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".pkl", ".pickle", ".bin", ".joblib")
+_LISTED = 5  # how many offending tensor names an error message lists
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model bundle: the model in eval mode and what it needs to be used right.
+
+    Attributes:
+        path: The bundle folder.
+        model: The change model, in eval mode, on the CPU.
+        bands: Canonical names of the input bands, in channel order.
+        mean: Per-band mean subtracted before the model (float32, one per band).
+        std: Per-band standard deviation divided by before the model (float32, one per band).
+        chip_size: Side of the square chips the model was trained on (pixels).
+        threshold: Operating threshold on the change probability.
+        meta: The whole ``model.json``.
+    """
+
+    path: Path
+    model: ChangeUNet = field(repr=False)
+    bands: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    chip_size: int
+    threshold: float
+    meta: dict[str, Any] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        """The bundle's name from ``model.json``."""
+        return str(self.meta.get("name", self.path.name))
+
+    @property
+    def pixel_size_m(self) -> float | None:
+        """Ground pixel size of the training imagery in metres, when known."""
+        value = self.meta.get("pixel_size_m")
+        return float(value) if value is not None else None
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Normalise raw band values ``(C, H, W)`` or ``(B, C, H, W)``: ``(x - mean) / std``.
+
+        Invalid (NaN or infinite) values become 0, the normalised mean. Returns float32.
+
+        Raises:
+            ValueError: When the channel axis does not hold one value per model band.
+        """
+        x = np.asarray(x)
+        if x.ndim not in (3, 4) or x.shape[-3] != len(self.bands):
+            raise ValueError(
+                f"expected an array (C, H, W) or (B, C, H, W) with C = {len(self.bands)} bands "
+                f"({', '.join(self.bands)}), got shape {x.shape}"
+            )
+        out = (x.astype(np.float32) - self.mean[:, None, None]) / self.std[:, None, None]
+        out[~np.isfinite(out)] = 0.0
+        return out
+
+    def check_scene_bands(
+        self, scene: Scene | Sequence[str], source: str | os.PathLike[str] | None = None
+    ) -> list[str]:
+        """The model's bands in channel order, or an InputError naming those the scene lacks.
+
+        Args:
+            scene: A :class:`Scene` (its path is named in the error) or a list of band names.
+            source: The path to name in the error when ``scene`` is a list of names.
+        """
+        if isinstance(scene, Scene):
+            available, source = scene.band_names, scene.path
+        else:
+            available = list(scene)
+        canonical = set(normalize_band_names(available))
+        missing = [band for band in self.bands if band not in canonical]
+        if missing:
+            raise InputError(
+                source,
+                f"model {self.name!r} needs band(s) {', '.join(missing)} that the input lacks "
+                f"(it has {', '.join(available) or 'no bands'})",
+            )
+        return list(self.bands)
+
+
+def save_bundle(
+    model: ChangeUNet, meta: Mapping[str, Any], out_dir: str | os.PathLike[str]
+) -> Path:
+    """Write a model bundle (``model.safetensors`` + ``model.json``) into ``out_dir``.
+
+    Args:
+        model: The trained change model; its architecture is recorded from the model itself.
+        meta: ``bands``, ``normalization`` ({"mean", "std"}), ``chip_size`` and ``threshold``
+            (required); ``name`` (default: the folder name), ``pixel_size_m``, ``training`` and
+            ``metrics`` (optional). Other keys are kept as they are.
+        out_dir: The bundle folder; created if needed, its two files replaced.
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        InputError: When ``meta`` is incomplete or disagrees with the model (names model.json).
+    """
+    out_dir = Path(out_dir)
+    meta_path = out_dir / META_FILE
+    record = {key: value for key, value in meta.items() if key != "format_version"}
+    given = record.pop("architecture", None)
+    if given is not None and _architecture_of(given) != model.architecture:
+        raise InputError(
+            meta_path,
+            f"meta architecture {dict(given)} differs from the model's {model.architecture}",
+        )
+    record = {
+        "format_version": FORMAT_VERSION,
+        "name": str(record.pop("name", None) or out_dir.resolve().name),
+        "architecture": model.architecture,
+        **record,
+    }
+    record.setdefault("pixel_size_m", None)
+    record.setdefault("training", {})
+    record.setdefault("metrics", {})
+    record = _json_safe(record)
+    _validate_meta(record, meta_path)
+    if record["chip_size"] % model.output_stride:
+        raise InputError(
+            meta_path,
+            f"chip_size {record['chip_size']} is not divisible by the model's output stride "
+            f"{model.output_stride}",
+        )
+    record["bands"] = normalize_band_names(record["bands"])
+
+    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_tmp = out_dir / f".{WEIGHTS_FILE}.tmp"
+    meta_tmp = out_dir / f".{META_FILE}.tmp"
+    weights_tmp.write_bytes(save_weights(state, metadata={"format": "pt"}))
+    meta_tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    os.replace(weights_tmp, out_dir / WEIGHTS_FILE)
+    os.replace(meta_tmp, meta_path)
+    return out_dir
+
+
+def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
+    """Load and check a model bundle folder (or its ``model.json``); never unpickles anything.
+
+    Raises:
+        InputError: For a checkpoint or pickle file, a path that is not a bundle, a missing or
+            malformed ``model.json``, or weights that do not fit the recorded architecture.
+    """
+    folder = _bundle_folder(Path(path))
+    meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
+    meta = _read_meta(meta_path)
+    try:
+        model = ChangeUNet(**_architecture_of(meta["architecture"]))
+    except (TypeError, ValueError) as err:
+        raise InputError(meta_path, f"architecture cannot be built: {err}") from err
+    if meta["chip_size"] % model.output_stride:
+        raise InputError(
+            meta_path,
+            f"chip_size {meta['chip_size']} is not divisible by the model's output stride "
+            f"{model.output_stride}",
+        )
+    model.load_state_dict(_read_weights(weights_path, model))
+    model.eval()
+    return ModelBundle(
+        path=folder,
+        model=model,
+        bands=normalize_band_names(meta["bands"]),
+        mean=np.asarray(meta["normalization"]["mean"], dtype=np.float32),
+        std=np.asarray(meta["normalization"]["std"], dtype=np.float32),
+        chip_size=int(meta["chip_size"]),
+        threshold=float(meta["threshold"]),
+        meta=meta,
+    )
+
+
+def default_bundle_path() -> Path:
+    """The bundle shipped with the source tree, ``checkpoints/oscd-s2-default``.
+
+    It is found beside the package folders (the repository root), which is where an editable
+    install or a source checkout has it. A regular (wheel) install does not ship
+    ``checkpoints/``: pass ``--model BUNDLE`` explicitly there.
+
+    Raises:
+        InputError: When the default bundle is not there.
+    """
+    path = DEFAULT_BUNDLE_DIR
+    if not (path / META_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise InputError(
+            path,
+            "the default model bundle is not there (it ships only with a source checkout); "
+            "pass --model BUNDLE",
+        )
+    return path
+
+
+def _bundle_folder(path: Path) -> Path:
+    """The bundle folder that ``path`` names, or an InputError saying why it is not one."""
+    if path.is_file():
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise InputError(
+                path,
+                "is a training checkpoint or pickle; inference loads only model bundles "
+                "(a folder with model.json and model.safetensors); make one with "
+                "'groundbreak export CKPT --out DIR'",
+            )
+        if path.name in (META_FILE, WEIGHTS_FILE):
+            return path.parent
+        raise InputError(
+            path, "is not a model bundle (a folder with model.json and model.safetensors)"
+        )
+    if not path.is_dir():
+        raise InputError(path, "model bundle does not exist")
+    for name in (META_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise InputError(
+                path / name,
+                "missing: not a model bundle (a folder with model.json and model.safetensors)",
+            )
+    return path
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    """Parse and validate ``model.json``."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(meta_path, f"cannot be parsed as JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise InputError(meta_path, "must hold a JSON object")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InputError(
+            meta_path, f"format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+        )
+    missing = [key for key in ("architecture", *REQUIRED_META_KEYS) if key not in meta]
+    if missing:
+        raise InputError(meta_path, f"missing key(s): {', '.join(missing)}")
+    _validate_meta(meta, meta_path)
+    return meta
+
+
+def _validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
+    """Check the keys every bundle needs; raise an InputError naming model.json."""
+    missing = [key for key in REQUIRED_META_KEYS if key not in meta]
+    if missing:
+        raise InputError(meta_path, f"missing key(s): {', '.join(missing)}")
+    bands = meta["bands"]
+    if (
+        isinstance(bands, str)
+        or not isinstance(bands, Sequence)
+        or not bands
+        or not all(isinstance(b, str) and b.strip() for b in bands)
+    ):
+        raise InputError(meta_path, f"bands must be a non-empty list of names, got {bands!r}")
+    try:
+        normalize_band_names(bands)
+    except ValueError as err:
+        raise InputError(meta_path, str(err)) from err
+    if not isinstance(meta["architecture"], Mapping):
+        raise InputError(meta_path, "architecture must be an object")
+    missing = [key for key in ARCHITECTURE_KEYS if key not in meta["architecture"]]
+    if missing:
+        raise InputError(meta_path, f"architecture is missing key(s): {', '.join(missing)}")
+    in_channels = meta["architecture"]["in_channels"]
+    if in_channels != len(bands):
+        raise InputError(
+            meta_path,
+            f"lists {len(bands)} bands but the architecture has in_channels = {in_channels}",
+        )
+    norm = meta["normalization"]
+    if not isinstance(norm, Mapping) or "mean" not in norm or "std" not in norm:
+        raise InputError(meta_path, "normalization must be an object with 'mean' and 'std'")
+    for key in ("mean", "std"):
+        values = norm[key]
+        if not _is_number_list(values) or len(values) != len(bands):
+            raise InputError(
+                meta_path,
+                f"normalization.{key} must list one number per band ({len(bands)}), got {values!r}",
+            )
+    if not all(s > 0 for s in norm["std"]):
+        raise InputError(meta_path, f"normalization.std must be positive, got {norm['std']}")
+    chip_size = meta["chip_size"]
+    if isinstance(chip_size, bool) or not isinstance(chip_size, int) or chip_size < 1:
+        raise InputError(meta_path, f"chip_size must be a positive integer, got {chip_size!r}")
+    threshold = meta["threshold"]
+    if not _is_number(threshold) or not 0.0 < threshold < 1.0:
+        raise InputError(meta_path, f"threshold must be a number in (0, 1), got {threshold!r}")
+    pixel_size = meta.get("pixel_size_m")
+    if pixel_size is not None and (not _is_number(pixel_size) or pixel_size <= 0):
+        raise InputError(meta_path, f"pixel_size_m must be positive or null, got {pixel_size!r}")
+    for key in ("training", "metrics"):
+        if not isinstance(meta.get(key, {}), Mapping):
+            raise InputError(meta_path, f"{key} must be an object")
+
+
+def _read_weights(weights_path: Path, model: ChangeUNet) -> dict[str, torch.Tensor]:
+    """Read ``model.safetensors`` and check its tensors against the model's state dict."""
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise InputError(weights_path, f"cannot be read as safetensors ({err})") from err
+    check_state_dict(state, model, weights_path, "the architecture in model.json")
+    return state
+
+
+def check_state_dict(
+    state: Mapping[str, torch.Tensor],
+    model: ChangeUNet,
+    source: str | os.PathLike[str],
+    what: str = "the model's architecture",
+) -> None:
+    """Raise an InputError naming ``source`` when tensors are missing, extra or misshapen.
+
+    The message lists a few of each kind, so a mismatched architecture is easy to spot.
+    """
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in state]
+    extra = [name for name in state if name not in expected]
+    wrong = [
+        f"{name} {tuple(state[name].shape)} != {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in state and state[name].shape != tensor.shape
+    ]
+    problems = []
+    for label, names in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)):
+        if names:
+            listed = ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
+            problems.append(f"{len(names)} {label} tensor(s): {listed}")
+    if problems:
+        raise InputError(source, f"does not fit {what}: " + "; ".join(problems))
+
+
+def _architecture_of(architecture: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture keys in canonical form (lists, ints), ready for ``ChangeUNet(**...)``."""
+    return {
+        "fusion": architecture.get("fusion"),
+        "encoder_name": architecture.get("encoder_name"),
+        "encoder_depth": int(architecture.get("encoder_depth", 0)),
+        "decoder_channels": [int(c) for c in architecture.get("decoder_channels", [])],
+        "in_channels": int(architecture.get("in_channels", 0)),
+    }
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_number_list(values: Any) -> bool:
+    """A list of finite numbers."""
+    return isinstance(values, list) and all(_is_number(v) for v in values)
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON types: numpy values become numbers and lists, NaN/inf null, others strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

@@ -1,0 +1,106 @@
+"""``groundbreak train``: LightningCLI over ChangeSegmentationTask and ChangeDataModule.
+
+Usage::
+
+    groundbreak train fit --config configs/oscd_s2.yaml
+    groundbreak train fit --config configs/oscd_s2.yaml \
+        --ckpt_path runs/oscd_s2/checkpoints/last.ckpt
+    groundbreak train validate --config configs/oscd_s2.yaml --ckpt_path .../best.ckpt
+
+What this adds to a plain LightningCLI:
+
+- ``model.in_channels`` follows the datamodule's band count (linked at instantiation, so it also
+  works with ``data.bands: null``, meaning every band of the chips directory);
+- ``trainer.precision: null`` (the default) picks mixed precision at run time: ``bf16-mixed`` (or
+  ``16-mixed``) when training runs on a CUDA GPU, ``32-true`` otherwise;
+- a ``checkpoint`` section (ModelCheckpoint): best by ``val/f1`` (mode max) plus ``last.ckpt``
+  for resuming, in ``<default_root_dir>/checkpoints`` unless ``checkpoint.dirpath`` says otherwise;
+- a LearningRateMonitor, and a CSVLogger under ``<default_root_dir>/logs`` when no logger is set.
+
+Strategy and devices stay ``auto``: one device trains without DDP or SyncBatchNorm; several
+devices use DDP (gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from groundbreak.datasets.datamodule import ChangeDataModule
+from groundbreak.train.task import ChangeSegmentationTask
+
+CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+
+
+def runtime_precision(accelerator: object) -> str:
+    """Mixed precision on a CUDA GPU (bf16 where supported), full precision elsewhere."""
+    on_gpu = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if not on_gpu:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+class ChangeTrainingCLI(LightningCLI):
+    """LightningCLI with the band-count link, runtime precision, checkpointing and logging."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add the checkpoint and learning-rate sections and link the band count."""
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/f1",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+                "checkpoint.filename": "best-epoch{epoch:03d}-f1{val/f1:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.link_arguments("data.num_bands", "model.in_channels", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Fill the run-time defaults: precision, logger and checkpoint folder."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        root = trainer.default_root_dir or os.getcwd()
+        if trainer.precision is None:
+            trainer.precision = runtime_precision(trainer.accelerator)
+        if trainer.logger is None or trainer.logger is True:
+            trainer.logger = Namespace(
+                class_path=CSV_LOGGER, init_args=Namespace(save_dir=str(root), name="logs")
+            )
+        if config.get("checkpoint") is not None and config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = os.path.join(str(root), "checkpoints")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``groundbreak train <fit|validate|test|predict> [--config FILE] [options]``."""
+    with warnings.catch_warnings():
+        # Called from the ``groundbreak`` dispatcher, sys.argv also holds "train ...": expected.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        _run_cli(argv)
+    return 0
+
+
+def _run_cli(argv: Sequence[str] | None) -> None:
+    ChangeTrainingCLI(
+        model_class=ChangeSegmentationTask,
+        datamodule_class=ChangeDataModule,
+        subclass_mode_model=False,
+        subclass_mode_data=False,
+        seed_everything_default=42,
+        trainer_defaults={"accelerator": "auto", "devices": "auto", "strategy": "auto"},
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        parser_kwargs={"prog": "groundbreak train"},
+        args=list(argv) if argv is not None else None,
+        run=True,
+    )

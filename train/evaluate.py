@@ -1,0 +1,224 @@
+"""``groundbreak evaluate``: score a model bundle on the labelled chips of one split.
+
+Usage::
+
+    groundbreak evaluate --model checkpoints/oscd-s2-default --chips chips/oscd \\
+        [--split val] [--threshold T] [--out metrics.json] [--batch-size 16] [--device auto]
+
+The bundle is run over every chip of the split (batched, without gradients, on the CPU or a
+CUDA GPU), with the bundle's own bands and normalisation, never the chips directory's. True and
+false positives and false negatives are pooled over all labelled pixels of the split (label 255,
+and pixels of unlabelled chips, are left out), then precision, recall, F1 and IoU of the change
+class are computed from the pooled counts; a ratio with nothing to count (0/0) is 0, never NaN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch.utils.data import DataLoader, Dataset
+
+from groundbreak.datasets.datamodule import ChipsDirectory
+from groundbreak.datasets.errors import InputError
+from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
+from groundbreak.train.metrics import PooledChangeMetrics
+
+IGNORE = 255
+
+
+class BundleChipDataset(Dataset[dict[str, torch.Tensor]]):
+    """The labelled chips of one split, as a bundle expects them (its bands, its normalisation).
+
+    Each item holds ``before`` and ``after`` float32 ``(C, H, W)`` tensors and ``mask`` uint8
+    ``(H, W)`` (0, 1, or 255 = ignore), all padded to ``size`` (0 in the images, 255 in the mask).
+    """
+
+    def __init__(
+        self, directory: ChipsDirectory, split: str, bundle: ModelBundle, size: int
+    ) -> None:
+        rows = directory.split_rows(split)
+        labelled = rows[rows["label"].fillna("").astype(str) != ""].reset_index(drop=True)
+        if labelled.empty:
+            raise InputError(directory.root, f"split {split!r} has no labelled chips to score")
+        self.root = directory.root
+        self.paths = [directory.root / str(p) for p in labelled["path"]]
+        self.band_count = len(directory.bands)
+        self.band_indices = [directory.bands.index(b) for b in bundle.bands]
+        self.bundle = bundle
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        path = self.paths[index]
+        before, after, label = self._read(path)
+        if max(label.shape) > self.size:
+            raise InputError(path, f"chip {label.shape} is larger than the chip size {self.size}")
+        pad_h, pad_w = self.size - label.shape[0], self.size - label.shape[1]
+        images = [
+            F.pad(torch.from_numpy(self.bundle.normalize(x)), (0, pad_w, 0, pad_h))
+            for x in (before, after)
+        ]
+        mask = F.pad(torch.from_numpy(label), (0, pad_w, 0, pad_h), value=IGNORE)
+        return {"before": images[0], "after": images[1], "mask": mask}
+
+    def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The bundle's bands of one chip file and its label."""
+        try:
+            with np.load(path, allow_pickle=False) as chip:
+                before, after = chip["before"], chip["after"]
+                label = chip.get("label")
+        except FileNotFoundError as err:
+            raise InputError(path, "chip file not found") from err
+        except KeyError as err:
+            raise InputError(path, f"chip file lacks array {err.args[0]!r}") from err
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            raise InputError(path, f"unreadable chip file ({err})") from err
+        if before.ndim != 3 or before.shape[0] != self.band_count or before.shape != after.shape:
+            raise InputError(
+                path,
+                f"before/after shapes {before.shape} and {after.shape} do not match the "
+                f"{self.band_count} bands of {self.root / 'dataset.json'}",
+            )
+        if label is None or label.shape != before.shape[1:]:
+            raise InputError(path, f"no label of shape {before.shape[1:]} in a labelled chip")
+        return before[self.band_indices], after[self.band_indices], label.astype(np.uint8)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(None, f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate_bundle(
+    bundle: ModelBundle,
+    chips_dir: str | Path,
+    split: str = "val",
+    threshold: float | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Pooled precision, recall, F1 and IoU of a bundle on one split of a chips directory.
+
+    Returns:
+        A JSON-ready dict: ``bundle``, ``bundle_path``, ``chips``, ``split``, ``threshold``,
+        ``chips_count``, ``pixels`` (labelled pixels scored), ``changed_pixels``, ``tp``,
+        ``fp``, ``fn``, ``precision``, ``recall``, ``f1``, ``iou``, and ``best_f1`` with its
+        ``best_threshold`` over a sweep of thresholds.
+
+    Raises:
+        InputError: When the chips lack the bundle's bands, the split is empty or unlabelled,
+            or a chip file is unreadable.
+    """
+    directory = ChipsDirectory(chips_dir)
+    bundle.check_scene_bands(directory.bands, source=directory.root / "dataset.json")
+    threshold = bundle.threshold if threshold is None else float(threshold)
+    stride = bundle.model.output_stride
+    size = -(-max(directory.chip_size, 1) // stride) * stride
+    dataset = BundleChipDataset(directory, split, bundle, size)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+
+    target = resolve_device(device)
+    model = bundle.model.to(target).eval()
+    metrics = PooledChangeMetrics(threshold=threshold, ignore_index=IGNORE).to(target)
+    pixels = changed = 0
+    try:
+        for batch in loader:
+            mask = batch["mask"].to(target)
+            logits = model(batch["before"].to(target), batch["after"].to(target))
+            metrics.update(torch.sigmoid(logits.float()), mask)
+            pixels += int((mask != IGNORE).sum())
+            changed += int((mask == 1).sum())
+    finally:
+        bundle.model.to("cpu")
+    counts = {name: int(getattr(metrics, name)) for name in ("tp", "fp", "fn")}
+    scores = {name: float(value) for name, value in metrics.compute().items()}
+    return {
+        "bundle": bundle.name,
+        "bundle_path": str(bundle.path.resolve()),
+        "chips": str(directory.root.resolve()),
+        "split": split,
+        "threshold": threshold,
+        "chips_count": len(dataset),
+        "pixels": pixels,
+        "changed_pixels": changed,
+        **counts,
+        **scores,
+    }
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must lie in (0, 1), got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``groundbreak evaluate`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="groundbreak evaluate",
+        description="Score a model bundle on the labelled chips of one split: pooled precision, "
+        "recall, F1 and IoU of the change class.",
+    )
+    parser.add_argument(
+        "--model", type=Path, help="model bundle folder (default: the shipped oscd-s2-default)"
+    )
+    parser.add_argument("--chips", type=Path, required=True, help="chips directory")
+    parser.add_argument("--split", default="val", help="manifest split to score (default: val)")
+    parser.add_argument(
+        "--threshold", type=_threshold, help="probability threshold (default: the bundle's)"
+    )
+    parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    parser.add_argument("--batch-size", type=_positive, default=16, help="chips per batch")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``groundbreak evaluate``."""
+    args = build_parser().parse_args(list(argv))
+    bundle = load_bundle(args.model if args.model is not None else default_bundle_path())
+    result = evaluate_bundle(
+        bundle,
+        args.chips,
+        split=args.split,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.workers,
+    )
+    print(
+        f"{result['bundle']} on {result['split']} ({result['chips_count']} chips, "
+        f"{result['pixels']} labelled pixels, threshold {result['threshold']:.3f}): "
+        f"precision {result['precision']:.4f}  recall {result['recall']:.4f}  "
+        f"F1 {result['f1']:.4f}  IoU {result['iou']:.4f}"
+    )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
