@@ -133,7 +133,25 @@ def time_variant(run, inputs: tuple[torch.Tensor, torch.Tensor], repeats: int) -
     return (time.perf_counter() - start) / repeats
 
 
-def variant_table(bundle: ModelBundle, window: int, batch: int, repeats: int, workdir: Path):
+VARIANTS = (
+    "eager fp32",
+    "channels_last fp32",
+    "bf16 autocast",
+    "channels_last + bf16",
+    "torch.compile fp32",
+    "torch.compile channels_last",
+    "onnxruntime fp32",
+)
+
+
+def variant_table(
+    bundle: ModelBundle,
+    window: int,
+    batch: int,
+    repeats: int,
+    workdir: Path,
+    names: tuple[str, ...] = VARIANTS,
+) -> dict[str, tuple[float | None, str]]:
     """Seconds per window of each CPU inference variant (None when it failed, with the reason)."""
     model = bundle.model.cpu().eval()
     channels = len(bundle.bands)
@@ -152,6 +170,8 @@ def variant_table(bundle: ModelBundle, window: int, batch: int, repeats: int, wo
     results: dict[str, tuple[float | None, str]] = {}
 
     def measure(name: str, make) -> None:
+        if name not in names:
+            return
         try:
             run, inputs = make()
             results[name] = (time_variant(run, inputs, repeats) / batch, "")
@@ -160,29 +180,29 @@ def variant_table(bundle: ModelBundle, window: int, batch: int, repeats: int, wo
 
     measure("eager fp32", lambda: (eager, (before, after)))
     measure("bf16 autocast", lambda: (bf16, (before, after)))
+    cl = torch.channels_last
+    last = (before.contiguous(memory_format=cl), after.contiguous(memory_format=cl))
 
-    def channels_last(run):
+    model.to(memory_format=cl)
+    measure("channels_last fp32", lambda: (eager, last))
+    measure("channels_last + bf16", lambda: (bf16, last))
+
+    def compiled(inputs):
         def make():
-            model.to(memory_format=torch.channels_last)
-            cl = torch.channels_last
-            return run, (before.contiguous(memory_format=cl), after.contiguous(memory_format=cl))
+            compiled_model = torch.compile(model)
+
+            def run(b, a):
+                with torch.inference_mode():
+                    return compiled_model(b, a)
+
+            return run, inputs
 
         return make
 
-    measure("channels_last fp32", channels_last(eager))
-    measure("channels_last + bf16", channels_last(bf16))
+    measure("torch.compile channels_last", compiled(last))
     model.to(memory_format=torch.contiguous_format)
-
-    def compiled():
-        compiled_model = torch.compile(model)
-
-        def run(b, a):
-            with torch.inference_mode():
-                return compiled_model(b, a)
-
-        return run, (before, after)
-
-    measure("torch.compile fp32", compiled)
+    torch._dynamo.reset()
+    measure("torch.compile fp32", compiled((before, after)))
     measure("onnxruntime fp32", lambda: onnx_runner(model, before, after, workdir))
     return results
 
@@ -232,7 +252,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tiny-model", action="store_true", help="a one-stage model (RSS check)")
     parser.add_argument("--skip-variants", action="store_true")
-    parser.add_argument("--variant-batch", type=int, default=2, help="windows per variant call")
+    parser.add_argument("--variant-batch", type=int, default=1, help="windows per variant call")
+    parser.add_argument("--variant-window", type=int, default=256, help="window of the variants")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated variants to time"
+    )
     parser.add_argument("--variant-repeats", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     # Internal: the child process that runs the prediction.
@@ -265,16 +289,21 @@ def main() -> None:
         print(f"model: {per_window:.2f} GFLOP per {window}x{window} window")
 
         if not args.skip_variants:
-            print(f"\nCPU variants ({args.variant_batch} windows of {window}^2 per call):")
-            print(f"{'variant':<24}{'s/window':>10}{'GFLOP/s':>10}{'of peak':>9}")
-            for name, (seconds, note) in variant_table(
-                bundle, window, args.variant_batch, args.variant_repeats, work
-            ).items():
+            size = args.variant_window
+            per_variant_window = window_gflops(bundle, size)
+            print(f"\nCPU variants ({args.variant_batch} window(s) of {size}^2 per call, "
+                  f"{per_variant_window:.2f} GFLOP per window):")
+            print(f"{'variant':<30}{'s/window':>10}{'GFLOP/s':>10}{'of peak':>9}")
+            table = variant_table(
+                bundle, size, args.variant_batch, args.variant_repeats, work,
+                tuple(v.strip() for v in args.variants.split(",")),
+            )
+            for name, (seconds, note) in table.items():
                 if seconds is None:
-                    print(f"{name:<24}{'failed':>10}  {note}")
+                    print(f"{name:<30}{'failed':>10}  {note}")
                 else:
-                    rate = per_window / seconds
-                    print(f"{name:<24}{seconds:>10.3f}{rate:>10.1f}{rate / peak:>9.1%}")
+                    rate = per_variant_window / seconds
+                    print(f"{name:<30}{seconds:>10.3f}{rate:>10.1f}{rate / peak:>9.1%}")
 
         child = subprocess.run(
             [sys.executable, __file__, "--child", "--bundle", str(bundle_path),

@@ -119,6 +119,29 @@ def score_cells(
     )
 
 
+def pixel_counts(probability: np.ndarray, threshold: float, label: np.ndarray) -> np.ndarray:
+    """TP, FP, FN of the change class over labelled pixels (each pixel counted once)."""
+    labelled = (label != 255) & np.isfinite(probability)
+    predicted = np.nan_to_num(probability) >= threshold
+    truth = label == 1
+    return np.array([
+        (predicted & truth & labelled).sum(),
+        (predicted & ~truth & labelled).sum(),
+        (~predicted & truth & labelled).sum(),
+    ], dtype=np.int64)
+
+
+def print_pixel_scores(name: str, counts: dict[str, np.ndarray]) -> None:
+    """Pixel precision, recall, F1 and IoU of each method (0 where undefined)."""
+    for method, (tp, fp, fn) in counts.items():
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        iou = tp / (tp + fp + fn) if tp + fp + fn else 0.0
+        print(f"    {method:<6} pixels: precision {precision:.3f}  recall {recall:.3f}  "
+              f"F1 {f1:.3f}  IoU {iou:.3f}   ({name})")
+
+
 def print_row(name: str, table: CellTable) -> None:
     base = table.positive.mean() if len(table.positive) else float("nan")
     print(f"{name:<11} cells {len(table.positive):>5}  construction {base:6.1%}")
@@ -137,6 +160,7 @@ def run(args: argparse.Namespace, bundle: ModelBundle) -> int:
           f"{CVA_THRESHOLD} x p99 magnitude")
     specs = [s for s in oscd_pairs(args.data / "oscd") if s.pair_id in args.cities]
     tables = []
+    pooled_pixels = {"model": np.zeros(3, np.int64), "CVA": np.zeros(3, np.int64)}
     with tempfile.TemporaryDirectory(prefix="ranking_quality_") as tmp:
         for spec in specs:
             started = time.perf_counter()
@@ -150,6 +174,10 @@ def run(args: argparse.Namespace, bundle: ModelBundle) -> int:
                                 args.positive_fraction, args.area_scale)
             tables.append(table)
             print_row(spec.pair_id, table)
+            city_pixels = {m: pixel_counts(p, t, label) for m, (p, t) in maps.items()}
+            for method, counts in city_pixels.items():
+                pooled_pixels[method] += counts
+            print_pixel_scores(spec.pair_id, city_pixels)
             print(f"    ({pair.grid.width}x{pair.grid.height} px, "
                   f"{time.perf_counter() - started:.1f} s)")
     if not tables:
@@ -160,6 +188,7 @@ def run(args: argparse.Namespace, bundle: ModelBundle) -> int:
         np.concatenate([t.positive for t in tables]),
     )
     print_row("pooled", pooled)
+    print_pixel_scores("pooled over the cities' pixels", pooled_pixels)
     return 0
 
 

@@ -1,1 +1,1 @@
-"""Inference of groundbreak: bundles, tiled prediction, sites, ranking, reports, the nightly batch."""
+"""Inference: bundles, tiled prediction, sites, ranking, reports, the nightly batch."""

@@ -36,6 +36,7 @@ from groundbreak.infer.predictor import (
     TiledPredictor,
     write_blended,
 )
+from groundbreak.infer.raster_io import bounded_gdal_cache
 from groundbreak.infer.tiling import Normalizer, WindowBatch, WindowLayout, read_batch
 
 Strategy = Literal["auto", "ddp_fork", "ddp_spawn", "ddp"]
@@ -68,7 +69,9 @@ class WindowBatchDataset(Dataset):
         return len(self.batches)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        data = read_batch(self.pair, self.bands, self.layout, self.batches[index], self.normalize)
+        with bounded_gdal_cache():
+            batch = self.batches[index]
+            data = read_batch(self.pair, self.bands, self.layout, batch, self.normalize)
         return {
             "index": index,
             "kept": torch.from_numpy(data.kept),
@@ -87,12 +90,14 @@ class WindowPredictionModule(pl.LightningModule):
         tta: bool = False,
         autocast: torch.dtype | None = None,
         channels_last: bool = False,
+        forward_batch: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model.eval()
         self.tta = tta
         self.autocast = autocast
         self.channels_last = channels_last
+        self.forward_batch = forward_batch
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Change probabilities ``(K, H, W)`` of the kept windows of one batch."""
@@ -106,6 +111,7 @@ class WindowPredictionModule(pl.LightningModule):
             tta=self.tta,
             autocast=self.autocast,
             channels_last=self.channels_last,
+            forward_batch=self.forward_batch,
         ).cpu()
 
 
@@ -212,6 +218,7 @@ class DistributedPredictor:
             tta=predictor.tta,
             autocast=predictor.autocast,
             channels_last=predictor.channels_last,
+            forward_batch=predictor.forward_batch,
         )
         trainer = pl.Trainer(
             accelerator=self.accelerator,
@@ -232,14 +239,15 @@ class DistributedPredictor:
                 trainer.predict(module, dataloaders=loader, return_predictions=False)
             if trainer.global_rank != 0:
                 return None
-            probability_path, mask_path, valid_fraction = write_blended(
-                read_shards(shard_dir, batches),
-                layout,
-                pair.grid,
-                out_dir,
-                predictor.threshold,
-                predictor.blend,
-            )
+            with bounded_gdal_cache():
+                probability_path, mask_path, valid_fraction = write_blended(
+                    read_shards(shard_dir, batches),
+                    layout,
+                    pair.grid,
+                    out_dir,
+                    predictor.threshold,
+                    predictor.blend,
+                )
         finally:
             if trainer.global_rank == 0:
                 shutil.rmtree(shard_dir, ignore_errors=True)

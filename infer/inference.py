@@ -16,12 +16,24 @@ Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 CPU_PRECISION: Precision = "fp32"
-"""What ``precision="auto"`` means on a CPU (bf16 autocast was slower on the CPUs measured, see
-``bench/predict_bench.py``); on CUDA it means bf16 autocast."""
-CPU_CHANNELS_LAST = False
-"""Whether ``channels_last=None`` means channels-last on a CPU (measured, as above).
+"""What ``precision="auto"`` means on a CPU; on CUDA it means bf16 autocast. Measured with
+``bench/predict_bench.py`` on a 2-core AMD EPYC (AVX2, no native bf16): bf16 autocast ran the
+default model ~70x slower than float32."""
+CPU_CHANNELS_LAST = True
+"""Whether ``channels_last=None`` means channels-last on a CPU (on CUDA it always does).
+Measured as above (a loaded machine, so noisy): channels-last float32 ran 1.0-2.3x as fast as
+the default memory format and beat ``torch.compile``; ONNX Runtime was faster still (1.6x over
+channels-last) but is not wired into the predictor."""
 
-On CUDA it does."""
+
+CPU_FORWARD_BATCH = 1
+"""Windows per forward pass on a CPU: larger batches are no faster there and each 512^2 window
+of the default model holds ~0.3 GB of activations."""
+
+
+def forward_batch_for(device: torch.device, batch_size: int) -> int:
+    """Windows per forward pass: the whole batch on an accelerator, CPU_FORWARD_BATCH on a CPU."""
+    return batch_size if device.type != "cpu" else min(batch_size, CPU_FORWARD_BATCH)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -60,13 +72,30 @@ def predict_probabilities(
     tta: bool = False,
     autocast: torch.dtype | None = None,
     channels_last: bool = False,
+    forward_batch: int | None = None,
 ) -> torch.Tensor:
     """Change probabilities ``(B, H, W)`` float32 of normalised windows ``(B, C, H, W)``.
 
     With ``tta``, the average of the probabilities of the identity, the horizontal flip and the
     vertical flip (each flipped back). ``autocast`` runs the model under ``torch.autocast`` with
-    that dtype.
+    that dtype. ``forward_batch`` caps the windows per forward pass (activation memory grows
+    with it); None = all at once.
     """
+    step = forward_batch or before.shape[0]
+    if step < before.shape[0]:
+        return torch.cat(
+            [
+                predict_probabilities(
+                    model,
+                    before[i : i + step],
+                    after[i : i + step],
+                    tta=tta,
+                    autocast=autocast,
+                    channels_last=channels_last,
+                )
+                for i in range(0, before.shape[0], step)
+            ]
+        )
     flips: list[tuple[int, ...]] = [()]
     if tta:
         flips += [(-1,), (-2,)]

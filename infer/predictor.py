@@ -26,11 +26,12 @@ from groundbreak.infer.blending import BLEND_MODES, BlendMode, RowBandBlender, b
 from groundbreak.infer.inference import (
     Precision,
     autocast_dtype,
+    forward_batch_for,
     predict_probabilities,
     resolve_device,
     use_channels_last,
 )
-from groundbreak.infer.raster_io import BLOCK_SIZE, PredictionRasterWriter
+from groundbreak.infer.raster_io import BLOCK_SIZE, PredictionRasterWriter, bounded_gdal_cache
 from groundbreak.infer.tiling import (
     BatchInput,
     WindowBatch,
@@ -118,7 +119,8 @@ class TiledPredictor:
             ``2 * bundle.chip_size`` (``256`` when the bundle has no chip size).
         overlap: Pixels shared by neighbouring windows, ``window - overlap`` a multiple of the
             output stride; default ``window // 4`` (rounded down to the output stride).
-        batch_size: Windows per model call.
+        batch_size: Windows read and predicted together (on a CPU the model sees them
+            ``CPU_FORWARD_BATCH`` at a time, which bounds activation memory).
         tta: Average the predictions of the identity, horizontal and vertical flips.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         blend: ``"cosine"`` (Hann weights, no seams) or ``"uniform"`` (plain average).
@@ -173,6 +175,7 @@ class TiledPredictor:
         self.precision: Precision = precision
         self.autocast = autocast_dtype(self.device, precision)
         self.channels_last = use_channels_last(self.device, channels_last)
+        self.forward_batch = forward_batch_for(self.device, self.batch_size)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = bundle.model.to(self.device, memory_format=memory_format).eval()
 
@@ -208,6 +211,7 @@ class TiledPredictor:
                         tta=self.tta,
                         autocast=self.autocast,
                         channels_last=self.channels_last,
+                        forward_batch=self.forward_batch,
                     )
                     .cpu()
                     .numpy()
@@ -229,14 +233,15 @@ class TiledPredictor:
         start = time.perf_counter()
         self.check_bands(pair)
         layout = self.layout_for(pair.grid)
-        probability_path, mask_path, valid_fraction = write_blended(
-            self.iter_predictions(pair, layout),
-            layout,
-            pair.grid,
-            out_dir,
-            self.threshold,
-            self.blend,
-        )
+        with bounded_gdal_cache():
+            probability_path, mask_path, valid_fraction = write_blended(
+                self.iter_predictions(pair, layout),
+                layout,
+                pair.grid,
+                out_dir,
+                self.threshold,
+                self.blend,
+            )
         return PredictionResult(
             probability_path=probability_path,
             mask_path=mask_path,

@@ -325,11 +325,7 @@ def rank_pairs(
             for o in outcomes
         ]
     )
-    write_sites_csv(ranked, out_dir / SITES_CSV)
-    write_sites_csv(alerts, out_dir / ALERTS_CSV)
-    write_sites_geojson(alerts, out_dir / ALERTS_GEOJSON)
-    write_changes_geojson(changes, out_dir / CHANGES_GEOJSON)
-    write_failures_csv(failures, out_dir / FAILURES_CSV)
+    write_run_tables(out_dir, ranked, alerts, changes, failures)
     probability_paths = {o.pair_id: o.probability_path for o in outcomes if o.probability_path}
     result = RankResult(out_dir, ranked, alerts, changes, failures, timings, probability_paths)
     if write_report:
@@ -394,6 +390,21 @@ def _process_pair(
         mask_path=Path(prediction.mask_path),
     )
     return outcome, scores
+
+
+def write_run_tables(
+    out_dir: Path,
+    sites: pd.DataFrame,
+    alerts: pd.DataFrame,
+    changes: pd.DataFrame,
+    failures: pd.DataFrame,
+) -> None:
+    """Write a run folder's tables: sites, alerts (CSV and GeoJSON), changes, failures."""
+    write_sites_csv(sites, out_dir / SITES_CSV)
+    write_sites_csv(alerts, out_dir / ALERTS_CSV)
+    write_sites_geojson(alerts, out_dir / ALERTS_GEOJSON)
+    write_changes_geojson(changes, out_dir / CHANGES_GEOJSON)
+    write_failures_csv(failures, out_dir / FAILURES_CSV)
 
 
 def _check_unique_ids(pairs: Sequence[PairSpec]) -> None:

@@ -36,6 +36,14 @@ PROBABILITY_FILE = "probability.tif"
 MASK_FILE = "mask.tif"
 PROBABILITY_NODATA = float("nan")
 MASK_NODATA = 255
+GDAL_CACHE_BYTES = 256 * 2**20
+"""GDAL's block cache during a prediction. GDAL's own default is 5% of the machine's RAM, which
+alone would break the memory bound on a large machine."""
+
+
+def bounded_gdal_cache(cache_bytes: int = GDAL_CACHE_BYTES) -> rasterio.Env:
+    """A rasterio environment whose GDAL block cache holds at most ``cache_bytes``."""
+    return rasterio.Env(GDAL_CACHEMAX=cache_bytes)
 
 
 def cog_driver_available() -> bool:

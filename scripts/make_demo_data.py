@@ -32,7 +32,7 @@ SITES = [
     ("lv-01", "Las Vegas: warehouse block", "lasvegas", 124, 104, 150, 160),
     ("lv-02", "Las Vegas: southeast housing tract", "lasvegas", 100, 205, 250, 255),
     ("lv-03", "Las Vegas: interstate earthworks", "lasvegas", 130, 150, 235, 210),
-    ("lv-04", "Las Vegas: desert parcel SW (control)", "lasvegas", 200, 0, 255, 90),
+    ("lv-04", "Las Vegas: desert parcel SW", "lasvegas", 200, 0, 255, 90),
     ("dx-01", "Dubai: highway interchange", "dubai", 140, 50, 255, 180),
     ("dx-02", "Dubai: villa cluster NE", "dubai", 28, 198, 58, 238),
     ("dx-03", "Dubai: compound west", "dubai", 98, 12, 132, 48),

@@ -35,13 +35,7 @@ from shapely import wkt
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
-from groundbreak.infer.alerts_io import (
-    FAILURE_COLUMNS,
-    write_changes_geojson,
-    write_failures_csv,
-    write_sites_csv,
-    write_sites_geojson,
-)
+from groundbreak.infer.alerts_io import FAILURE_COLUMNS
 from groundbreak.infer.nightly.atomic import (
     atomic_write_json,
     publish_dir,
@@ -60,16 +54,12 @@ from groundbreak.infer.nightly.sources import (
 )
 from groundbreak.infer.nightly.state import AlertOutcome, NightlyState, best_per_site
 from groundbreak.infer.ranking import (
-    ALERTS_CSV,
-    ALERTS_GEOJSON,
-    CHANGES_GEOJSON,
-    FAILURES_CSV,
     PAIRS_DIR,
     REPORT_HTML,
-    SITES_CSV,
     RankResult,
     rank_pairs,
     rank_sites,
+    write_run_tables,
 )
 
 RUNS_DIR = "runs"
@@ -383,11 +373,7 @@ def write_night_outputs(
     ]
     changes = pd.DataFrame([_expand_geometries(c) for c in state.night_changes(config.run_id)])
     failures = pd.DataFrame(summary.failures, columns=list(FAILURE_COLUMNS))
-    write_sites_csv(ranked, run_dir / SITES_CSV)
-    write_sites_csv(alerts, run_dir / ALERTS_CSV)
-    write_sites_geojson(alerts, run_dir / ALERTS_GEOJSON)
-    write_changes_geojson(changes, run_dir / CHANGES_GEOJSON)
-    write_failures_csv(failures, run_dir / FAILURES_CSV)
+    write_run_tables(run_dir, ranked, alerts, changes, failures)
     if config.report:
         from groundbreak.infer.report import write_report
 
