@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from rasterio.windows import Window
 
 from groundbreak.datasets.errors import InputError
@@ -287,8 +288,8 @@ def cut_chips(
     selected, pairs, skipped = _open_pairs(selected, skip_invalid_pairs)
     if not pairs:
         raise InputError(root or out, "no pair could be opened")
+    bands = resolve_bands(pairs, config.bands)  # before out_dir is touched: a bad band keeps it
     _prepare_out_dir(out, overwrite)
-    bands = resolve_bands(pairs, config.bands)
     cut_splits = {s.split for s in selected}
     stats_splits = {"train"} if "train" in cut_splits else cut_splits
     stats = BandStatistics(bands)
@@ -342,7 +343,7 @@ def read_manifest(chips_dir: str | Path) -> pd.DataFrame:
         raise InputError(path, "chip manifest does not exist (run 'groundbreak chips' first)")
     try:
         manifest = pd.read_parquet(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, pa.ArrowException) as err:
         raise InputError(path, f"cannot be read as a parquet manifest ({err})") from err
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:

@@ -24,15 +24,15 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from groundbreak.datasets.bands import normalize_band_name
+from groundbreak.datasets.chips import read_manifest
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.normalization import NormalizationStats
 from groundbreak.datasets.transforms import IGNORE_INDEX, build_train_augmentation
 
 ChipTransform = Callable[
     [np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]
 ]
 """Signature of a chip transform: ``(before, after, mask) -> (before, after, mask)``."""
-
-MANIFEST_COLUMNS = ("pair_id", "split", "label", "path")
 
 
 class ChipsDirectory:
@@ -50,22 +50,20 @@ class ChipsDirectory:
         if not self.root.is_dir():
             raise InputError(self.root, "chips directory not found (run 'groundbreak chips')")
         self.info: dict[str, Any] = _read_json(self.root / "dataset.json")
-        self.stats: dict[str, Any] = _read_json(self.root / "stats.json")
-        self.manifest = _read_manifest(self.root / "manifest.parquet")
-        self.bands: list[str] = [normalize_band_name(b) for b in self._field("bands", self.info)]
-        self.chip_size = int(self._field("chip_size", self.info))
+        self.stats = NormalizationStats.load(self.root / "stats.json")
+        self.manifest = read_manifest(self.root)
+        self.bands: list[str] = [normalize_band_name(b) for b in self._field("bands")]
+        self.chip_size = int(self._field("chip_size"))
         self.pixel_size_m: float | None = self.info.get("pixel_size_m")
-        stats_bands = [normalize_band_name(b) for b in self._field("bands", self.stats, "stats")]
-        mean = np.asarray(self._field("mean", self.stats, "stats"), dtype=np.float64)
-        std = np.asarray(self._field("std", self.stats, "stats"), dtype=np.float64)
-        if not len(stats_bands) == len(mean) == len(std):
-            raise InputError(self.root / "stats.json", "bands, mean and std differ in length")
-        self._stats_by_band = {b: (m, s) for b, m, s in zip(stats_bands, mean, std, strict=True)}
+        stats_bands = [normalize_band_name(b) for b in self.stats.bands]
+        self._stats_by_band = dict(
+            zip(stats_bands, zip(self.stats.mean, self.stats.std, strict=True), strict=True)
+        )
 
-    def _field(self, key: str, record: dict[str, Any], name: str = "dataset") -> Any:
-        if key not in record:
-            raise InputError(self.root / f"{name}.json", f"missing field {key!r}")
-        return record[key]
+    def _field(self, key: str) -> Any:
+        if key not in self.info:
+            raise InputError(self.root / "dataset.json", f"missing field {key!r}")
+        return self.info[key]
 
     def resolve_bands(self, bands: Sequence[str] | None) -> list[str]:
         """Canonical names of the requested bands (all bands when ``None``), checked to exist."""
@@ -102,6 +100,38 @@ class ChipsDirectory:
             present = ", ".join(sorted(self.manifest["split"].unique())) or "none"
             raise InputError(self.root, f"no chips in split {split!r} (splits present: {present})")
         return rows
+
+
+def read_chip(
+    path: Path, band_count: int, band_indices: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One chip file: before and after (float32, the selected bands) and its label, or None.
+
+    Checks that the file holds ``band_count`` bands and that the label matches the chip.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as chip:
+            absent = [key for key in ("before", "after") if key not in chip]
+            if absent:
+                raise InputError(path, f"chip file lacks array(s) {', '.join(absent)}")
+            before = np.asarray(chip["before"], dtype=np.float32)
+            after = np.asarray(chip["after"], dtype=np.float32)
+            label = np.asarray(chip["label"], dtype=np.uint8) if "label" in chip else None
+    except InputError:
+        raise
+    except FileNotFoundError as err:
+        raise InputError(path, "chip file not found") from err
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise InputError(path, f"unreadable chip file ({err})") from err
+    if before.ndim != 3 or before.shape[0] != band_count or before.shape != after.shape:
+        raise InputError(
+            path,
+            f"before/after shapes {before.shape} and {after.shape} do not match "
+            f"{band_count} bands of the chips directory",
+        )
+    if label is not None and label.shape != before.shape[1:]:
+        raise InputError(path, f"label shape {label.shape} differs from chip {before.shape[1:]}")
+    return before[list(band_indices)], after[list(band_indices)], label
 
 
 class ChangeChipDataset(Dataset[dict[str, torch.Tensor]]):
@@ -163,35 +193,11 @@ class ChangeChipDataset(Dataset[dict[str, torch.Tensor]]):
         }
 
     def _read_chip(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The raw arrays of one chip file, with the requested bands; checks shapes."""
-        try:
-            with np.load(path, allow_pickle=False) as chip:
-                absent = [key for key in ("before", "after") if key not in chip]
-                if absent:
-                    raise InputError(path, f"chip file lacks array(s) {', '.join(absent)}")
-                before = np.asarray(chip["before"], dtype=np.float32)
-                after = np.asarray(chip["after"], dtype=np.float32)
-                label = np.asarray(chip["label"], dtype=np.uint8) if "label" in chip else None
-        except InputError:
-            raise
-        except FileNotFoundError as err:
-            raise InputError(path, "chip file not found") from err
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-            raise InputError(path, f"unreadable chip file ({err})") from err
-        count = len(self.directory.bands)
-        if before.ndim != 3 or before.shape[0] != count or before.shape != after.shape:
-            raise InputError(
-                path,
-                f"before/after shapes {before.shape} and {after.shape} do not match "
-                f"{count} bands of the chips directory",
-            )
+        """The raw arrays of one chip file, with the requested bands (no label: all ignore)."""
+        before, after, label = read_chip(path, len(self.directory.bands), self.band_indices)
         if label is None:
             label = np.full(before.shape[1:], IGNORE_INDEX, dtype=np.uint8)
-        elif label.shape != before.shape[1:]:
-            raise InputError(
-                path, f"label shape {label.shape} differs from chip {before.shape[1:]}"
-            )
-        return before[self.band_indices], after[self.band_indices], label
+        return before, after, label
 
     def _normalize(self, image: np.ndarray) -> np.ndarray:
         """Per-band z-score; NaN (invalid) pixels become 0, the band mean."""
@@ -342,16 +348,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise InputError(path, "expected a JSON object")
     return record
-
-
-def _read_manifest(path: Path) -> pd.DataFrame:
-    try:
-        manifest = pd.read_parquet(path)
-    except FileNotFoundError as err:
-        raise InputError(path, "file not found (not a chips directory?)") from err
-    except Exception as err:  # pyarrow raises several unrelated types for a corrupt file
-        raise InputError(path, f"unreadable manifest ({err})") from err
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise InputError(path, f"manifest lacks column(s) {', '.join(missing)}")
-    return manifest

@@ -57,6 +57,7 @@ from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.features import rasterize
 from rasterio.warp import reproject, transform_bounds, transform_geom
 from rasterio.windows import Window, from_bounds
+from shapely.errors import ShapelyError
 from shapely.geometry import box, mapping, shape
 
 from groundbreak.datasets.errors import InputError
@@ -289,8 +290,10 @@ class VectorLabel(Label):
         source_crs = _geojson_crs(document, self.path)
         geometries = []
         for geometry in _polygons(document, self.path):
-            moved = transform_geom(source_crs, pair_grid.crs, geometry)
-            geometries.append(shape(moved))
+            try:
+                geometries.append(shape(transform_geom(source_crs, pair_grid.crs, geometry)))
+            except (TypeError, ValueError, KeyError, RasterioError, ShapelyError) as err:
+                raise InputError(self.path, f"invalid polygon geometry ({err})") from err
         self.geometries = [g for g in geometries if not g.is_empty]
         self._tree = shapely.STRtree(self.geometries)
 
@@ -403,14 +406,19 @@ def _mark_outside(out: np.ndarray, pair_grid: Grid, grid: Grid) -> None:
 def _load_geojson(path: Path) -> dict:
     """Parse a GeoJSON file, InputError when it is not JSON."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(path, f"cannot be read as GeoJSON ({err})") from err
+    if not isinstance(document, dict):
+        raise InputError(path, "cannot be read as GeoJSON (not a JSON object)")
+    return document
 
 
 def _geojson_crs(document: dict, path: Path) -> CRS:
     """The CRS a GeoJSON names in a legacy ``crs`` member, EPSG:4326 otherwise."""
-    named = (document.get("crs") or {}).get("properties", {}).get("name")
+    crs = document.get("crs")
+    properties = crs.get("properties") if isinstance(crs, dict) else None
+    named = properties.get("name") if isinstance(properties, dict) else None
     if not named:
         return CRS.from_epsg(4326)
     try:
@@ -423,7 +431,10 @@ def _polygons(document: dict, path: Path) -> list[dict]:
     """The polygon geometries of a GeoJSON document; other geometry types are an error."""
     kind = document.get("type")
     if kind == "FeatureCollection":
-        geometries = [f.get("geometry") for f in document.get("features", [])]
+        features = document.get("features", [])
+        if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
+            raise InputError(path, "GeoJSON features must be a list of Feature objects")
+        geometries = [f.get("geometry") for f in features]
     elif kind == "Feature":
         geometries = [document.get("geometry")]
     elif kind in ("Polygon", "MultiPolygon", "GeometryCollection"):
@@ -436,14 +447,13 @@ def _polygons(document: dict, path: Path) -> list[dict]:
     for geometry in geometries:
         if geometry is None:
             continue
-        if geometry.get("type") == "GeometryCollection":
+        if isinstance(geometry, dict) and geometry.get("type") == "GeometryCollection":
             parts = geometry.get("geometries", [])
         else:
             parts = [geometry]
-        for part in parts:
-            if part.get("type") not in ("Polygon", "MultiPolygon"):
-                raise InputError(
-                    path, f"vector labels must be polygons, found a {part.get('type')} geometry"
-                )
+        for part in parts if isinstance(parts, list) else [parts]:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if kind not in ("Polygon", "MultiPolygon"):
+                raise InputError(path, f"vector labels must be polygons, found a {kind} geometry")
             polygons.append(part)
     return polygons

@@ -224,6 +224,8 @@ def read_pairs_csv(path: str | Path) -> list[PairSpec]:
     base = path.parent
     specs = []
     for line, raw in enumerate(rows, start=2):
+        if None in raw:  # csv.DictReader files cells beyond the header under the key None
+            raise InputError(path, f"line {line}: more cells than the header has columns")
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         if not row["pair_id"] or not row["before"] or not row["after"]:
             raise InputError(path, f"line {line}: pair_id, before and after must not be empty")

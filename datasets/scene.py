@@ -1,6 +1,6 @@
 """A scene: one dated image whose bands are read by name, windowed, onto any target grid.
 
-Three on-disk forms are accepted (see :func:`open_scene`):
+Four on-disk forms are accepted (see :func:`open_scene`):
 
 1. one multi-band raster (GeoTIFF/COG, any dtype and band count);
 2. a folder of single-band rasters named by band, Sentinel-2 style (``..._B02.tif``), whose bands
@@ -230,8 +230,11 @@ def _band_names_of(
         except ValueError as err:
             raise InputError(path, str(err)) from err
     descriptions = [d for d in src.descriptions if d]
-    if len(descriptions) == src.count and len(set(descriptions)) == src.count:
-        return normalize_band_names(descriptions)
+    if len(descriptions) == src.count:
+        try:
+            return normalize_band_names(descriptions)
+        except ValueError:  # descriptions that name a band twice ("B2", "B02"): not band names
+            pass
     colours = [_COLOR_NAMES.get(ci) for ci in src.colorinterp]
     if src.count >= 3 and colours[:3] == list(RGB_BANDS):
         return list(RGB_BANDS) + [f"band{i + 1}" for i in range(3, src.count)]
@@ -267,7 +270,7 @@ def open_band_folder_scene(folder: str | Path, date: str | None = None) -> Scene
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
     if not files:
-        raise InputError(folder, "folder holds no raster files (.tif, .tiff, .jp2)")
+        raise InputError(folder, f"folder holds no raster files ({', '.join(RASTER_SUFFIXES)})")
     sources: dict[str, BandSource] = {}
     for file in files:
         name = band_name_from_filename(file.stem)

@@ -349,3 +349,5 @@ def _check_same_grid(src: rasterio.io.DatasetReader, grid: Grid, path: Path, oth
         raise InputError(
             path, f"size {src.height}x{src.width} differs from the mask {other} ({grid.shape})"
         )
+    if not dataset_grid(src).same_as(grid):
+        raise InputError(path, f"CRS or transform differs from the mask {other}")

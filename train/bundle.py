@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_weights
 
-from groundbreak.datasets.bands import normalize_band_names
+from groundbreak.datasets.bands import normalize_band_name, normalize_band_names
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.scene import Scene
 from groundbreak.train.model import ChangeUNet
@@ -110,7 +110,7 @@ class ModelBundle:
             available, source = scene.band_names, scene.path
         else:
             available = list(scene)
-        canonical = set(normalize_band_names(available))
+        canonical = {normalize_band_name(band) for band in available}  # repeats are harmless
         missing = [band for band in self.bands if band not in canonical]
         if missing:
             raise InputError(
@@ -143,7 +143,7 @@ def save_bundle(
     meta_path = out_dir / META_FILE
     record = {key: value for key, value in meta.items() if key != "format_version"}
     given = record.pop("architecture", None)
-    if given is not None and _architecture_of(given) != model.architecture:
+    if given is not None and _given_architecture(given, meta_path) != model.architecture:
         raise InputError(
             meta_path,
             f"meta architecture {dict(given)} differs from the model's {model.architecture}",
@@ -271,16 +271,13 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
         raise InputError(
             meta_path, f"format_version {version!r} is not supported (expected {FORMAT_VERSION})"
         )
-    missing = [key for key in ("architecture", *REQUIRED_META_KEYS) if key not in meta]
-    if missing:
-        raise InputError(meta_path, f"missing key(s): {', '.join(missing)}")
     _validate_meta(meta, meta_path)
     return meta
 
 
 def _validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
     """Check the keys every bundle needs; raise an InputError naming model.json."""
-    missing = [key for key in REQUIRED_META_KEYS if key not in meta]
+    missing = [key for key in ("architecture", *REQUIRED_META_KEYS) if key not in meta]
     if missing:
         raise InputError(meta_path, f"missing key(s): {', '.join(missing)}")
     bands = meta["bands"]
@@ -378,6 +375,14 @@ def _architecture_of(architecture: Mapping[str, Any]) -> dict[str, Any]:
         "decoder_channels": [int(c) for c in architecture.get("decoder_channels", [])],
         "in_channels": int(architecture.get("in_channels", 0)),
     }
+
+
+def _given_architecture(architecture: Any, meta_path: Path) -> dict[str, Any]:
+    """The canonical form of an architecture given to save_bundle, or an InputError."""
+    try:
+        return _architecture_of(architecture)
+    except (AttributeError, TypeError, ValueError) as err:
+        raise InputError(meta_path, f"meta architecture {architecture!r} is malformed") from err
 
 
 def _is_number(value: Any) -> bool:

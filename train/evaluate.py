@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch.utils.data import DataLoader, Dataset
 
-from groundbreak.datasets.datamodule import ChipsDirectory
+from groundbreak.datasets.datamodule import ChipsDirectory, read_chip
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.transforms import IGNORE_INDEX as IGNORE
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 from groundbreak.train.metrics import PooledChangeMetrics
-
-IGNORE = 255
 
 
 class BundleChipDataset(Dataset[dict[str, torch.Tensor]]):
@@ -73,34 +71,23 @@ class BundleChipDataset(Dataset[dict[str, torch.Tensor]]):
 
     def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The bundle's bands of one chip file and its label."""
-        try:
-            with np.load(path, allow_pickle=False) as chip:
-                before, after = chip["before"], chip["after"]
-                label = chip.get("label")
-        except FileNotFoundError as err:
-            raise InputError(path, "chip file not found") from err
-        except KeyError as err:
-            raise InputError(path, f"chip file lacks array {err.args[0]!r}") from err
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-            raise InputError(path, f"unreadable chip file ({err})") from err
-        if before.ndim != 3 or before.shape[0] != self.band_count or before.shape != after.shape:
-            raise InputError(
-                path,
-                f"before/after shapes {before.shape} and {after.shape} do not match the "
-                f"{self.band_count} bands of {self.root / 'dataset.json'}",
-            )
-        if label is None or label.shape != before.shape[1:]:
+        before, after, label = read_chip(path, self.band_count, self.band_indices)
+        if label is None:
             raise InputError(path, f"no label of shape {before.shape[1:]} in a labelled chip")
-        return before[self.band_indices], after[self.band_indices], label.astype(np.uint8)
+        return before, after, label
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when available, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise InputError(None, f"unknown device {name!r} (auto, cpu, cuda or cuda:N)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(None, f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
+    return device
 
 
 @torch.no_grad()

@@ -21,8 +21,8 @@ What goes into the bundle, and where it comes from:
   datamodule's saved hyperparameters;
 - **threshold**, first found of: ``--threshold``; the ``val/best_threshold`` recorded in the
   checkpoint (the validation epoch it was saved after); the CSV log ``metrics.csv`` of the run
-  (any below the checkpoint folder's parent, e.g. ``logs/version_0/metrics.csv``, newest
-  first): the row of the checkpoint's own epoch, or when that epoch was not logged, the epoch
+  (at most two folders below the checkpoint folder's parent, e.g. ``logs/version_0/metrics.csv``,
+  newest first): the row of the checkpoint's own epoch, or when that epoch was not logged, the epoch
   with the highest ``val/f1``; last, the task's ``threshold`` hyperparameter (0.5 by default);
 - **metrics**: the ``val/*`` scores from the same place as the threshold.
 """
@@ -55,8 +55,8 @@ from groundbreak.train.bundle import (
     save_bundle,
 )
 from groundbreak.train.model import ChangeUNet, SkippedStage
+from groundbreak.train.task import CHECKPOINT_KEY as CHECKPOINT_RECORD_KEY
 
-CHECKPOINT_RECORD_KEY = "groundbreak"
 MODEL_PREFIX = "model."
 
 
@@ -195,9 +195,14 @@ def checkpoint_normalization(
 
 
 def find_metrics_csvs(checkpoint_path: Path) -> list[Path]:
-    """The CSV logs of a checkpoint's run: ``metrics.csv`` below the run folder, newest first."""
+    """The CSV logs of a checkpoint's run: ``metrics.csv`` below the run folder, newest first.
+
+    Only the run folder and two levels below it (a CSVLogger's ``NAME/version_N``) are searched,
+    so a checkpoint kept outside a run folder does not make the export walk a whole tree.
+    """
     run_dir = checkpoint_path.resolve().parent.parent
-    found = [p for p in run_dir.rglob("metrics.csv") if p.is_file()]
+    patterns = ("metrics.csv", "*/metrics.csv", "*/*/metrics.csv")
+    found = [p for pattern in patterns for p in run_dir.glob(pattern) if p.is_file()]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 

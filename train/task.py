@@ -132,7 +132,8 @@ class ChangeSegmentationTask(LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Accumulate the pooled metrics; logs ``val/loss``."""
         logits, loss = self._shared_step(batch)
-        self.val_metrics.update(torch.sigmoid(logits), batch["mask"])
+        # float32 sigmoid: under bf16 autocast it would round probabilities near 0.5 together.
+        self.val_metrics.update(torch.sigmoid(logits.float()), batch["mask"])
         self.log(
             "val/loss", loss, on_epoch=True, prog_bar=True,
             batch_size=batch["mask"].shape[0], sync_dist=True,
@@ -143,12 +144,13 @@ class ChangeSegmentationTask(LightningModule):
         scores = self.val_metrics.compute()
         self.val_metrics.reset()
         self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=False, sync_dist=True)
-        self._last_val_scores = {k: float(v) for k, v in scores.items()}
+        if not self.trainer.sanity_checking:  # a few sanity batches are no validation to export
+            self._last_val_scores = {k: float(v) for k, v in scores.items()}
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Accumulate the pooled test metrics; logs ``test/loss``."""
         logits, loss = self._shared_step(batch)
-        self.test_metrics.update(torch.sigmoid(logits), batch["mask"])
+        self.test_metrics.update(torch.sigmoid(logits.float()), batch["mask"])
         self.log(
             "test/loss", loss, on_epoch=True, batch_size=batch["mask"].shape[0], sync_dist=True
         )

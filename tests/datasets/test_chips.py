@@ -166,6 +166,8 @@ def test_bands_are_checked_on_every_scene(tmp_path: Path) -> None:
     assert summary.bands == ["B04", "B08"]
     with pytest.raises(InputError, match=r"imgs_1: scene has no band\(s\) B13"):
         cut_chips(specs, tmp_path / "d", ChipConfig(chip_size=96, bands=["B04", "B13"]))
+    assert not (tmp_path / "d").exists()  # nothing written: a corrected rerun needs no overwrite
+    cut_chips(specs, tmp_path / "d", ChipConfig(chip_size=96, bands=["B04"]))
     with pytest.raises(InputError, match="no pair in the requested split"):
         cut_chips(specs, tmp_path / "e", ChipConfig(chip_size=96, splits=["predict"]))
 

@@ -233,6 +233,24 @@ def test_bad_vector_labels(tmp_path: Path) -> None:
         open_label(_square_geojson(tmp_path / "ok.geojson", WGS84, 0, 0, 1, 1, False), plain)
 
 
+@pytest.mark.parametrize(
+    "document",
+    [
+        [1, 2],
+        {"type": "FeatureCollection", "features": ["x"]},
+        {"type": "Feature", "geometry": "x"},
+        {"type": "Polygon", "coordinates": [[1, 2]]},
+        {"type": "Polygon"},
+    ],
+    ids=["list", "feature-not-object", "geometry-not-object", "bad-coordinates", "no-coordinates"],
+)
+def test_malformed_geojson_is_an_input_error(tmp_path: Path, document) -> None:
+    path = tmp_path / "bad.geojson"
+    path.write_text(json.dumps(document))
+    with pytest.raises(InputError, match=r"bad\.geojson: "):
+        open_label(path, PAIR_GRID)
+
+
 def test_missing_and_corrupt_label_files(tmp_path: Path, oscd_dir: Path) -> None:
     with pytest.raises(InputError, match=r"nope\.tif: label file does not exist"):
         open_label(tmp_path / "nope.tif", PAIR_GRID)

@@ -90,6 +90,13 @@ def test_multiband_raster_band_names_given_or_numbered(tmp_path: Path, make_rast
         open_scene(path, band_names=["red", "RED"])
 
 
+def test_descriptions_naming_a_band_twice_are_not_band_names(tmp_path: Path, make_raster) -> None:
+    data = np.ones((2, 4, 4), dtype=np.uint16)
+    path = make_raster(tmp_path / "x.tif", data, Affine(10, 0, 0, 0, -10, 40), UTM,
+                       descriptions=["B2", "B02"])
+    assert open_scene(path).band_names == ["band1", "band2"]
+
+
 def test_png_is_an_rgb_scene_without_georeference(levir_dir: Path) -> None:
     path = levir_dir / "A" / "train_36_0512_0512.png"
     scene = open_scene(path)
