@@ -56,7 +56,7 @@ class ChangeTrainingCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/f1",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # last.ckpt comes from LAST_CHECKPOINT, below
                 "checkpoint.save_top_k": 1,
                 "checkpoint.filename": "best-epoch{epoch:03d}-f1{val/f1:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
@@ -79,6 +79,25 @@ class ChangeTrainingCLI(LightningCLI):
             )
         if config.get("checkpoint") is not None and config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = os.path.join(str(root), "checkpoints")
+        if self.subcommand == "fit" and config.get("checkpoint") is not None:
+            last = last_checkpoint(config.checkpoint.dirpath)
+            trainer.callbacks = [*(trainer.callbacks or []), last]
+
+
+def last_checkpoint(dirpath: str) -> Namespace:
+    """A ModelCheckpoint that writes ``last.ckpt`` after every epoch, for resuming.
+
+    Lightning 2.6 writes ``save_last``'s ``last.ckpt`` only when a top-k checkpoint is saved at the
+    same step, so with ``save_top_k: 1`` it would be a copy of the best, and a resume would lose
+    every epoch since the last improvement. A second callback without a monitor keeps the latest.
+    """
+    return Namespace(
+        class_path="lightning.pytorch.callbacks.ModelCheckpoint",
+        init_args=Namespace(
+            dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
+            enable_version_counter=False,
+        ),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

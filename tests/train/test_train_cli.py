@@ -56,6 +56,19 @@ def test_fit_then_resume_from_last_checkpoint(
     assert resumed["epoch"] > first["epoch"]
 
 
+def test_last_checkpoint_is_the_last_epoch_even_without_a_new_best(
+    oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, oscd_chips_dir, tiny_model, bands=None)
+    # No best checkpoint is ever saved (top-k 0): last.ckpt must still follow every epoch.
+    args = ["train", "fit", "--config", str(config), "--checkpoint.save_top_k", "0"]
+    assert groundbreak([*args, "--trainer.max_epochs", "2"]) == 0
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=True)
+    assert last["epoch"] == 1
+    assert not list((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+
+
 def test_validate_links_in_channels_to_the_selected_bands(
     oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
