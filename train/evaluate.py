@@ -29,6 +29,7 @@ from groundbreak.datasets.datamodule import ChipsDirectory, read_chip
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.transforms import IGNORE_INDEX as IGNORE
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
+from groundbreak.train.export import threshold_argument
 from groundbreak.train.metrics import PooledChangeMetrics
 
 
@@ -149,13 +150,6 @@ def evaluate_bundle(
     }
 
 
-def _threshold(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"threshold must lie in (0, 1), got {text}")
-    return value
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -176,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chips", type=Path, required=True, help="chips directory")
     parser.add_argument("--split", default="val", help="manifest split to score (default: val)")
     parser.add_argument(
-        "--threshold", type=_threshold, help="probability threshold (default: the bundle's)"
+        "--threshold", type=threshold_argument, help="probability threshold (default: the bundle's)"
     )
     parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
     parser.add_argument("--batch-size", type=_positive, default=16, help="chips per batch")

@@ -320,7 +320,8 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def _threshold(text: str) -> float:
+def threshold_argument(text: str) -> float:
+    """An argparse type: a probability threshold strictly between 0 and 1."""
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"threshold must lie in (0, 1), got {text}")
@@ -343,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--chips", type=Path, help="chips directory whose stats.json gives the normalisation"
     )
     parser.add_argument(
-        "--threshold", type=_threshold, help="operating threshold (default: from validation)"
+        "--threshold",
+        type=threshold_argument,
+        help="operating threshold (default: from validation)",
     )
     parser.add_argument(
         "--trust-checkpoint",
