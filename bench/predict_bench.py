@@ -9,7 +9,9 @@ Reports, for ``groundbreak.infer.predictor.TiledPredictor``:
 - the achieved fraction of a float32 matmul peak measured in the same run on the same threads;
 - the peak RSS of the prediction (run in a child process so nothing else counts);
 - a table of CPU inference variants on a few windows (eager fp32, channels-last, bf16
-  autocast, torch.compile, ONNX Runtime when installed) to choose the predictor's defaults.
+  autocast, torch.compile, ONNX Runtime) to choose the predictor's defaults;
+- the whole prediction once per runtime (``--runtimes onnx,torch``), so the CPU default
+  (``infer/inference.py:CPU_RUNTIME``) is checked end to end.
 
 Usage::
 
@@ -149,7 +151,6 @@ def variant_table(
     window: int,
     batch: int,
     repeats: int,
-    workdir: Path,
     names: tuple[str, ...] = VARIANTS,
 ) -> dict[str, tuple[float | None, str]]:
     """Seconds per window of each CPU inference variant (None when it failed, with the reason)."""
@@ -203,23 +204,16 @@ def variant_table(
     model.to(memory_format=torch.contiguous_format)
     torch._dynamo.reset()
     measure("torch.compile fp32", compiled((before, after)))
-    measure("onnxruntime fp32", lambda: onnx_runner(model, before, after, workdir))
+    measure("onnxruntime fp32", lambda: onnx_runner(model, before, after))
     return results
 
 
-def onnx_runner(model, before, after, workdir: Path):
-    """An ONNX Runtime session of the model (exported here) and its inputs."""
-    import onnxruntime as ort
+def onnx_runner(model, before, after):
+    """The predictor's ONNX Runtime model (exported on the warm-up call) and its inputs."""
+    from groundbreak.infer.onnx_model import OnnxChangeModel
 
-    path = workdir / "model.onnx"
-    torch.onnx.export(
-        model, (before, after), str(path), input_names=["before", "after"], dynamo=True
-    )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feeds = {"before": before.numpy(), "after": after.numpy()}
-    return (lambda b, a: session.run(None, feeds)), (before, after)
+    onnx_model = OnnxChangeModel(model)
+    return onnx_model, (before, after)
 
 
 def predict_child(args: argparse.Namespace) -> None:
@@ -227,7 +221,8 @@ def predict_child(args: argparse.Namespace) -> None:
     bundle = load_bundle(args.bundle)
     pair = TilePair("bench", open_scene(args.before), open_scene(args.after))
     predictor = TiledPredictor(
-        bundle, window=args.window, batch_size=args.batch_size, device=args.device
+        bundle, window=args.window, batch_size=args.batch_size, device=args.device,
+        runtime=args.runtime,
     )
     result = predictor.predict_pair(pair, args.out)
     layout = predictor.layout_for(pair.grid)
@@ -238,6 +233,7 @@ def predict_child(args: argparse.Namespace) -> None:
                 "windows": layout.window_count,
                 "window": predictor.window,
                 "overlap": predictor.overlap,
+                "runtime": predictor.runtime,
                 "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )
@@ -250,6 +246,10 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=None, help="default: the predictor's")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--runtimes", default="onnx,torch",
+        help="comma-separated predictor runtimes to time the whole prediction with",
+    )
     parser.add_argument("--tiny-model", action="store_true", help="a one-stage model (RSS check)")
     parser.add_argument("--skip-variants", action="store_true")
     parser.add_argument("--variant-batch", type=int, default=1, help="windows per variant call")
@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("--bundle", "--before", "--after", "--out"):
         parser.add_argument(name, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--runtime", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         predict_child(args)
@@ -295,7 +296,7 @@ def main() -> None:
                   f"{per_variant_window:.2f} GFLOP per window):")
             print(f"{'variant':<30}{'s/window':>10}{'GFLOP/s':>10}{'of peak':>9}")
             table = variant_table(
-                bundle, size, args.variant_batch, args.variant_repeats, work,
+                bundle, size, args.variant_batch, args.variant_repeats,
                 tuple(v.strip() for v in args.variants.split(",")),
             )
             for name, (seconds, note) in table.items():
@@ -305,31 +306,46 @@ def main() -> None:
                     rate = per_variant_window / seconds
                     print(f"{name:<30}{seconds:>10.3f}{rate:>10.1f}{rate / peak:>9.1%}")
 
-        child = subprocess.run(
-            [sys.executable, __file__, "--child", "--bundle", str(bundle_path),
-             "--before", str(before), "--after", str(after), "--out", str(work / "out"),
-             "--batch-size", str(args.batch_size), "--device", args.device]
-            + (["--window", str(args.window)] if args.window else []),
-            check=True, capture_output=True, text=True,
-        )
-        figures = json.loads(child.stdout.strip().splitlines()[-1])
-        area_km2 = args.size**2 * PIXEL_SIZE_M**2 / 1e6
-        total_gflop = per_window * figures["windows"]
-        seconds = figures["seconds"]
-        print(f"\nprediction of {args.size}x{args.size} ({area_km2:.1f} km^2 at 10 m), "
-              f"window {figures['window']}, overlap {figures['overlap']}, "
-              f"{figures['windows']} windows, batch {args.batch_size}:")
-        print(f"  wall time       {seconds:.1f} s")
-        print(f"  throughput      {area_km2 / seconds:.3f} km^2/s")
-        print(f"  model compute   {total_gflop / area_km2:.1f} GFLOP/km^2 (overlap included)")
-        print(f"  achieved        {total_gflop / seconds:.1f} GFLOP/s = "
-              f"{total_gflop / seconds / peak:.1%} of the matmul peak")
-        print(f"  peak RSS        {figures['max_rss_mb']:.0f} MB")
-        if args.size != 10980:
-            scale = 10980**2 / args.size**2
-            print(f"  extrapolated to 10980^2 (x{scale:.1f} area): "
-                  f"{seconds * scale / 60:.1f} min at the same km^2/s")
+        for runtime in (r.strip() for r in args.runtimes.split(",")):
+            report_prediction(args, bundle_path, before, after, work, runtime, per_window, peak)
 
+
+def report_prediction(
+    args: argparse.Namespace,
+    bundle_path: Path,
+    before: Path,
+    after: Path,
+    work: Path,
+    runtime: str,
+    per_window: float,
+    peak: float,
+) -> None:
+    """Run one whole prediction in a child process and print its figures."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--child", "--bundle", str(bundle_path),
+         "--before", str(before), "--after", str(after), "--out", str(work / f"out-{runtime}"),
+         "--batch-size", str(args.batch_size), "--device", args.device, "--runtime", runtime]
+        + (["--window", str(args.window)] if args.window else []),
+        check=True, capture_output=True, text=True,
+    )
+    figures = json.loads(child.stdout.strip().splitlines()[-1])
+    area_km2 = args.size**2 * PIXEL_SIZE_M**2 / 1e6
+    total_gflop = per_window * figures["windows"]
+    seconds = figures["seconds"]
+    print(f"\nprediction of {args.size}x{args.size} ({area_km2:.1f} km^2 at 10 m), "
+          f"runtime {figures['runtime']}, window {figures['window']}, "
+          f"overlap {figures['overlap']}, {figures['windows']} windows, batch {args.batch_size}:")
+    export = " (the ONNX export included)" if figures["runtime"] == "onnx" else ""
+    print(f"  wall time       {seconds:.1f} s{export}")
+    print(f"  throughput      {area_km2 / seconds:.3f} km^2/s")
+    print(f"  model compute   {total_gflop / area_km2:.1f} GFLOP/km^2 (overlap included)")
+    print(f"  achieved        {total_gflop / seconds:.1f} GFLOP/s = "
+          f"{total_gflop / seconds / peak:.1%} of the matmul peak")
+    print(f"  peak RSS        {figures['max_rss_mb']:.0f} MB")
+    if args.size != 10980:
+        scale = 10980**2 / args.size**2
+        print(f"  extrapolated to 10980^2 (x{scale:.1f} area): "
+              f"{seconds * scale / 60:.1f} min at the same km^2/s")
 
 if __name__ == "__main__":
     main()

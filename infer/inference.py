@@ -7,11 +7,13 @@ Lightning module of :mod:`groundbreak.infer.distributed`, so both compute the sa
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
-from torch import nn
 
+ChangeModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``model(before, after) -> logits``: a torch change model or an ONNX Runtime one."""
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
@@ -20,11 +22,19 @@ CPU_PRECISION: Precision = "fp32"
 ``bench/predict_bench.py`` on a 2-core AMD EPYC (AVX2, no native bf16): bf16 autocast ran the
 default model ~70x slower than float32."""
 CPU_CHANNELS_LAST = True
-"""Whether ``channels_last=None`` means channels-last on a CPU (on CUDA it always does).
-Measured as above (a loaded machine, so noisy): channels-last float32 ran 1.0-2.3x as fast as
-the default memory format. On the shipped default model (256 px windows) ONNX Runtime was faster
-still (0.059 s a window vs 0.140 s channels-last, 0.104 s torch.compile) but is not wired into
-the predictor yet."""
+"""Whether ``channels_last=None`` means channels-last for the torch runtime on a CPU (on CUDA it
+always does). Measured as above (a loaded machine, so noisy): channels-last float32 ran 1.0-2.3x
+as fast as the default memory format."""
+
+Runtime = Literal["torch", "onnx"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+"""What runs the model. ``"torch"`` is the default everywhere. ``"onnx"`` (float32 on a CPU,
+the ``onnx`` extra) exports the model and runs it with ONNX Runtime. Measured on an idle 2-core
+AMD EPYC with the shipped model (``python bench/predict_bench.py --size 4096``): per 256 px
+window ONNX Runtime took 0.036 s against channels-last torch's 0.039 s (eager 0.060 s), but the
+whole 4096^2 prediction took 46.6 s against 42.2 s, since reading the scene is half the time and
+the export adds ~6 s. Torch stays the default; the bench's ``--runtimes onnx,torch`` shows
+which wins on another CPU."""
 
 
 CPU_FORWARD_BATCH = 1
@@ -58,6 +68,28 @@ def autocast_dtype(device: torch.device, precision: Precision = "auto") -> torch
     return torch.bfloat16 if precision == "bf16" else None
 
 
+def check_runtime(device: torch.device, runtime: Runtime, autocast: torch.dtype | None) -> Runtime:
+    """``runtime`` itself, when it can run on this device with this autocast.
+
+    Raises:
+        ValueError: For an unknown runtime, or ``"onnx"`` where it cannot run (CUDA, bf16, ONNX
+            Runtime not installed).
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx":
+        from groundbreak.infer.onnx_model import onnx_runtime_available
+
+        if device.type != "cpu" or autocast is not None:
+            raise ValueError("runtime 'onnx' runs float32 on a CPU only; use runtime 'torch'")
+        if not onnx_runtime_available():
+            raise ValueError(
+                "runtime 'onnx' needs onnxruntime, onnx and onnxscript: "
+                "pip install 'groundbreak[onnx]'"
+            )
+    return runtime
+
+
 def use_channels_last(device: torch.device, channels_last: bool | None = None) -> bool:
     """Whether to run in channels-last memory format (``None`` = the device's default)."""
     if channels_last is not None:
@@ -66,7 +98,7 @@ def use_channels_last(device: torch.device, channels_last: bool | None = None) -
 
 
 def predict_probabilities(
-    model: nn.Module,
+    model: ChangeModel,
     before: torch.Tensor,
     after: torch.Tensor,
     *,

@@ -19,6 +19,7 @@ from pathlib import Path
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
 from groundbreak.infer.blending import BLEND_MODES
+from groundbreak.infer.inference import RUNTIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blend", choices=BLEND_MODES, default="cosine", help="overlap blending")
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="what runs the model: torch, or onnx (ONNX Runtime, CPU only; see the README)",
     )
     parser.add_argument(
         "--devices",
@@ -90,6 +97,7 @@ def main(argv: Sequence[str]) -> int:
             tta=args.tta,
             device=args.device,
             blend=args.blend,
+            runtime=args.runtime,
         )
     except ValueError as err:
         parser.error(str(err))

@@ -24,8 +24,11 @@ from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.infer.blending import BLEND_MODES, BlendMode, RowBandBlender, blend_weights
 from groundbreak.infer.inference import (
+    ChangeModel,
     Precision,
+    Runtime,
     autocast_dtype,
+    check_runtime,
     forward_batch_for,
     predict_probabilities,
     resolve_device,
@@ -114,7 +117,7 @@ class TiledPredictor:
 
     Args:
         bundle: The model bundle. Its model is moved to ``device`` (and to channels-last memory
-            when that is used).
+            when the torch runtime uses that).
         window: Window side in pixels, a multiple of the model's output stride; default
             ``2 * bundle.chip_size`` (``256`` when the bundle has no chip size).
         overlap: Pixels shared by neighbouring windows, ``window - overlap`` a multiple of the
@@ -126,7 +129,11 @@ class TiledPredictor:
         blend: ``"cosine"`` (Hann weights, no seams) or ``"uniform"`` (plain average).
         precision: ``"auto"`` (bf16 autocast on CUDA, the measured best on CPU), ``"fp32"``
             or ``"bf16"``.
-        channels_last: Channels-last memory format; None = the device's measured default.
+        channels_last: Channels-last memory format for the torch runtime; None = the device's
+            measured default.
+        runtime: What runs the model: ``"torch"``, or ``"onnx"`` (ONNX Runtime, float32 on a
+            CPU; it exports the model on the first window of each shape, which takes seconds).
+            See :data:`~groundbreak.infer.inference.RUNTIMES` for the measurement.
 
     Raises:
         ValueError: For a window, overlap, batch size or blend mode that does not fit.
@@ -144,6 +151,7 @@ class TiledPredictor:
         *,
         precision: Precision = "auto",
         channels_last: bool | None = None,
+        runtime: Runtime = "torch",
     ) -> None:
         self.bundle = bundle
         self.multiple = int(getattr(bundle.model, "output_stride", 32))
@@ -174,10 +182,18 @@ class TiledPredictor:
         self.device = resolve_device(device)
         self.precision: Precision = precision
         self.autocast = autocast_dtype(self.device, precision)
-        self.channels_last = use_channels_last(self.device, channels_last)
+        self.runtime = check_runtime(self.device, runtime, self.autocast)
+        self.channels_last = self.runtime == "torch" and use_channels_last(
+            self.device, channels_last
+        )
         self.forward_batch = forward_batch_for(self.device, self.batch_size)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = bundle.model.to(self.device, memory_format=memory_format).eval()
+        self.runner: ChangeModel = self.model
+        if self.runtime == "onnx":
+            from groundbreak.infer.onnx_model import OnnxChangeModel
+
+            self.runner = OnnxChangeModel(self.model)
 
     @property
     def threshold(self) -> float:
@@ -205,7 +221,7 @@ class TiledPredictor:
             with torch.inference_mode():
                 probability = (
                     predict_probabilities(
-                        self.model,
+                        self.runner,
                         torch.from_numpy(data.before).to(self.device),
                         torch.from_numpy(data.after).to(self.device),
                         tta=self.tta,

@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from groundbreak.infer.inference import RUNTIMES
 from groundbreak.infer.ranking import (
     DEFAULT_ALERT_THRESHOLD,
     REPORT_HTML,
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=int, help="overlap of prediction windows in pixels")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per model call")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                        help="what runs the model: torch, or onnx (ONNX Runtime, CPU only; "
+                        "see the README)")
     parser.add_argument("--no-report", action="store_true", help="do not write report.html")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     return parser
@@ -95,8 +99,17 @@ def main(argv: Sequence[str]) -> int:
     pairs = read_pairs_csv(args.pairs)
     sites = load_watch_list(args.sites) if args.sites else None
     bundle = load_bundle(args.model if args.model else default_bundle_path())
-    predictor_kwargs = {"window": args.window, "overlap": args.overlap,
-                        "batch_size": args.batch_size, "tta": args.tta, "device": args.device}
+    from groundbreak.infer.predictor import TiledPredictor
+
+    try:
+        predictor = TiledPredictor(
+            bundle, window=args.window, overlap=args.overlap, batch_size=args.batch_size,
+            tta=args.tta, device=args.device, runtime=args.runtime,
+        )
+    except ValueError as err:
+        parser.print_usage(sys.stderr)
+        print(f"groundbreak rank: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if not args.quiet:
         what = f"{len(sites)} watch-list site(s)" if sites else "discovered change regions"
         print(f"ranking {len(pairs)} pair(s), {what}, model {bundle.name!r}")
@@ -107,7 +120,7 @@ def main(argv: Sequence[str]) -> int:
         sites=sites,
         min_area_m2=args.min_area,
         alert_threshold=args.alert_threshold,
-        predictor_kwargs=predictor_kwargs,
+        predictor=predictor,
         on_pair_done=None if args.quiet else _print_outcome,
         area_scale=args.area_scale,
         write_report=not args.no_report,

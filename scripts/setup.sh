@@ -9,4 +9,4 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip show torch >/dev/null 2>&1 || python -m pip install -q torch==2.14.1 torchvision==0.29.1
-python -m pip install -q -e '.[test]'
+python -m pip install -q -e '.[test,onnx]'

@@ -30,7 +30,11 @@ DEFAULT_FOOTPRINT_IOU = 0.9
 """Two STAC items without a tile id are the same ground when their footprints overlap this much."""
 
 SOURCE_KEYS: tuple[str, ...] = ("pairs", "stac", "drop_folder")
-PREDICTOR_KEYS: tuple[str, ...] = ("window", "overlap", "batch_size", "tta", "device")
+PREDICTOR_KEYS: tuple[str, ...] = (
+    "window", "overlap", "batch_size", "tta", "device", "runtime"
+)
+RUNTIME_ONLY_KEYS = ("device", "runtime")
+"""Predictor options that change how fast a pair runs, not its scores."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ KEYS: dict[str, KeySpec] = {
     ),
     "predictor": KeySpec(
         "mapping", {},
-        "Options of the tiled predictor: window, overlap, batch_size, tta, device.",
+        "Options of the tiled predictor: window, overlap, batch_size, tta, device, runtime "
+        "(torch or onnx).",
     ),
     "footprint_iou": KeySpec(
         "probability", DEFAULT_FOOTPRINT_IOU,
@@ -149,7 +154,9 @@ class NightlyConfig:
         return {
             "min_area_m2": self.min_area_m2,
             "area_scale": self.area_scale,
-            "predictor": {k: self.predictor[k] for k in sorted(self.predictor) if k != "device"},
+            "predictor": {
+                k: self.predictor[k] for k in sorted(self.predictor) if k not in RUNTIME_ONLY_KEYS
+            },
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -269,6 +276,10 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
         if unknown:
             raise fail(f"unknown option(s) {', '.join(map(str, unknown))}; "
                        f"known: {', '.join(PREDICTOR_KEYS)}")
+        from groundbreak.infer.inference import RUNTIMES  # imports torch: only when needed
+
+        if raw.get("runtime", "torch") not in RUNTIMES:
+            raise fail(f"runtime must be one of {', '.join(RUNTIMES)}, got {raw['runtime']!r}")
         return dict(raw)
     if kind == "run_id":
         text = str(raw)

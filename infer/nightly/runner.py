@@ -212,6 +212,12 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
 
         scorer = PairScorer(config, state, hasher, bundle, sites, sites_hash, model_hash,
                             attempt, run_dir)
+        if inputs.pairs:  # check the predictor options before the first pair
+            try:
+                scorer.predictor  # noqa: B018
+            except InputError:
+                state.finish_run(attempt, "failed", EXIT_BAD_CONFIG, summary.to_dict())
+                raise
         log.start_progress(len(inputs.pairs))
         try:
             for spec in inputs.pairs:
@@ -254,6 +260,16 @@ def read_source(config: NightlyConfig, state: NightlyState) -> NightInputs:
     return pairs_from_drop_folder(config.drop_folder, state.acquisitions())
 
 
+def build_predictor(bundle: Any, config: NightlyConfig) -> Any:
+    """The night's tiled predictor; an InputError names a predictor option that does not fit."""
+    from groundbreak.infer.predictor import TiledPredictor
+
+    try:
+        return TiledPredictor(bundle, **config.predictor)
+    except (TypeError, ValueError) as err:
+        raise InputError("nightly config", f"key 'predictor': {err}") from err
+
+
 class PairScorer:
     """Scores one pair at a time: skip it when done, else predict, publish, then mark it done."""
 
@@ -278,9 +294,7 @@ class PairScorer:
     def predictor(self) -> Any:
         """The tiled predictor, built on first use (a night with nothing to do builds none)."""
         if self._predictor is None:
-            from groundbreak.infer.predictor import TiledPredictor
-
-            self._predictor = TiledPredictor(self.bundle, **self.config.predictor)
+            self._predictor = build_predictor(self.bundle, self.config)
         return self._predictor
 
     def inputs_hash(self, spec: PairSpec) -> str:

@@ -335,6 +335,12 @@ def test_config_file_night_and_bad_config_exit_2(tmp_path: Path, bundle: Path,
     assert groundbreak(["nightly", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert f"{config}: key 'alert_threshold': expected a number" in err
+    config.write_text(f"state_dir: state\nmodel: {bundle}\npairs: pairs.csv\nrun_id: n2\n"
+                      "predictor: {window: 33}\n")
+    assert groundbreak(["nightly", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "key 'predictor': window 33 must be a positive multiple" in err
+    assert not (tmp_path / "state" / "runs" / "n2" / "pairs").exists()
     assert groundbreak(["nightly", "--pairs", "x.csv"]) == 2
     assert groundbreak(["nightly", "--state", str(tmp_path / "s2"), "--pairs",
                         str(tmp_path / "pairs.csv"), "--model", str(tmp_path)]) == 2

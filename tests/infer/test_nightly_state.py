@@ -179,6 +179,20 @@ def test_config_file_keys_resolve_and_flags_override(tmp_path: Path) -> None:
     assert override.pairs == tmp_path / "other.csv" and override.alert_threshold == 0.9
 
 
+def test_device_and_runtime_do_not_change_the_scoring_settings(tmp_path: Path) -> None:
+    (tmp_path / "pairs.csv").write_text("pair_id,before,after\n")
+    config_path = tmp_path / "nightly.yaml"
+    settings = []
+    for predictor in ("{window: 64}", "{window: 64, device: cpu, runtime: onnx}"):
+        config_path.write_text(f"state_dir: state\npairs: pairs.csv\npredictor: {predictor}\n")
+        config = build_config(read_config_file(config_path), config_path)
+        settings.append(config.scoring_settings())
+    assert settings[0] == settings[1] == {
+        "min_area_m2": settings[0]["min_area_m2"], "area_scale": settings[0]["area_scale"],
+        "predictor": {"window": 64},
+    }
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -189,6 +203,7 @@ def test_config_file_keys_resolve_and_flags_override(tmp_path: Path) -> None:
         ("state_dir: s\npairs: p.csv\nalert_threshold: 2\n", "key 'alert_threshold': must lie"),
         ("state_dir: s\npairs: p.csv\ndismiss_margin: high\n", "key 'dismiss_margin': expected"),
         ("state_dir: s\npairs: p.csv\npredictor: {speed: 3}\n", "key 'predictor': unknown"),
+        ("state_dir: s\npairs: p.csv\npredictor: {runtime: tvm}\n", "key 'predictor': runtime"),
         ("state_dir: s\npairs: p.csv\nlog_format: xml\n", "key 'log_format'"),
         ("state_dir: [unclosed\n", "not valid YAML"),
         ("- a list\n", "must be a mapping"),

@@ -310,3 +310,7 @@ def test_cli_exit_codes(tmp_path: Path, fixtures_dir: Path, s2_bundle, capsys) -
             "1.5", *common]
     assert groundbreak(args) == 2
     assert groundbreak(["rank", "--out", str(tmp_path / "x")]) == 2  # --pairs is required
+    args = ["rank", "--pairs", str(good), "--out", str(tmp_path / "w"), "--window", "33", *common]
+    assert groundbreak(args) == 2
+    assert "window 33 must be a positive multiple" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
