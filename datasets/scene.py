@@ -123,8 +123,11 @@ class Scene:
         names = self.check_bands(bands) if bands is not None else self.band_names
         target = grid or self.grid
         out = np.empty((len(names), target.height, target.width), dtype=np.float32)
+        by_file: dict[Path | str, dict[int, BandSource]] = {}
         for i, name in enumerate(names):
-            out[i] = _read_band(self.sources[name], target)
+            by_file.setdefault(self.sources[name].path, {})[i] = self.sources[name]
+        for path, sources in by_file.items():  # one open per file: it costs more than a read
+            _read_bands_into(out, path, sources, target)
         if require_valid and not np.isfinite(out).any():
             raise InputError(
                 self.path,
@@ -139,20 +142,26 @@ class Scene:
         return float(np.isfinite(data).mean())
 
 
-def _read_band(source: BandSource, target: Grid) -> np.ndarray:
-    """One band of one file onto a target grid, as float32 with NaN where invalid."""
+def _read_bands_into(
+    out: np.ndarray, path: Path | str, sources: Mapping[int, BandSource], target: Grid
+) -> None:
+    """Read bands of one file onto a target grid into ``out[i]`` (float32, NaN = invalid)."""
+    index = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(source.path) as src:
-                offset = _pixel_offset(source.grid, target)
-                if offset is not None:
-                    return _read_aligned(src, source.index, offset, target)
-                return _read_warped(src, source, target)
+            with rasterio.open(path) as src:
+                for i, source in sources.items():
+                    index = source.index
+                    offset = _pixel_offset(source.grid, target)
+                    if offset is not None:
+                        out[i] = _read_aligned(src, source.index, offset, target)
+                    else:
+                        out[i] = _read_warped(src, source, target)
     except RasterioError as err:
         detail = err.__cause__ or err
         raise InputError(
-            source.path, f"cannot read band {source.index}: truncated or corrupt file? ({detail})"
+            path, f"cannot read band {index}: truncated or corrupt file? ({detail})"
         ) from err
 
 

@@ -96,6 +96,8 @@ class OnnxChangeModel:
             ) from err
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
+        # Idle ORT threads would spin between windows and take the cores that read the next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self._sessions[shape] = session
         return session
