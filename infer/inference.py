@@ -19,22 +19,22 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 CPU_PRECISION: Precision = "fp32"
 """What ``precision="auto"`` means on a CPU; on CUDA it means bf16 autocast. Measured with
-``bench/predict_bench.py`` on a 2-core AMD EPYC (AVX2, no native bf16): bf16 autocast ran the
-default model ~70x slower than float32."""
+``bench/predict_bench.py --size 2048`` on a 2-core AMD EPYC (AVX2, no native bf16): bf16
+autocast ran the shipped model 8x slower than channels-last float32 (0.333 s vs 0.042 s a
+256 px window)."""
 CPU_CHANNELS_LAST = True
 """Whether ``channels_last=None`` means channels-last for the torch runtime on a CPU (on CUDA it
-always does). Measured as above (a loaded machine, so noisy): channels-last float32 ran 1.0-2.3x
-as fast as the default memory format."""
+always does). Measured as above: 0.042 s a window against 0.050 s in the default format."""
 
 Runtime = Literal["torch", "onnx"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
-"""What runs the model. ``"torch"`` is the default everywhere. ``"onnx"`` (float32 on a CPU,
-the ``onnx`` extra) exports the model and runs it with ONNX Runtime. Measured on an idle 2-core
-AMD EPYC with the shipped model (``python bench/predict_bench.py --size 4096``): per 256 px
-window ONNX Runtime took 0.036 s against channels-last torch's 0.039 s (eager 0.060 s), but the
-whole 4096^2 prediction took 46.6 s against 42.2 s, since reading the scene is half the time and
-the export adds ~6 s. Torch stays the default; the bench's ``--runtimes onnx,torch`` shows
-which wins on another CPU."""
+"""What runs the model: ``"torch"`` (the default everywhere) or ``"onnx"`` (float32 on a CPU,
+the ``onnx`` extra: exports the model, then runs it with ONNX Runtime). Measured with the
+shipped model on the 2-core AMD EPYC: alone, ONNX Runtime runs a 256 px window in 0.025-0.036 s
+against channels-last torch's 0.037-0.042 s, but inside the predictor that lead is gone: a
+whole 4096^2 pair took 36.8 s with ONNX Runtime (its ~6 s export included) against 27.3 s with
+torch (``python bench/predict_bench.py --size 4096 --runtimes torch,onnx``). Torch stays the
+default; that bench command shows which wins on another CPU."""
 
 
 CPU_FORWARD_BATCH = 1
