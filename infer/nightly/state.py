@@ -351,22 +351,36 @@ class NightlyState:
                     for c in changes
                 ],
             )
+            _unlink_pair(db, run_id, pair_id)
             db.execute(
-                "INSERT OR IGNORE INTO night_pairs (run_id, pair_row, reused) VALUES (?, ?, 0)",
+                "INSERT INTO night_pairs (run_id, pair_row, reused) VALUES (?, ?, 0)",
                 (run_id, row),
             )
         return row
 
     def link_reused(self, run_id: str, pair_row: int) -> bool:
-        """Rank a pair scored earlier in this night too; False when it was linked already."""
+        """Rank a pair scored earlier in this night too; False when it was linked already.
+
+        It replaces the night's link to another row of the same pair (scored on other inputs by
+        an earlier attempt of this night).
+        """
         with self.transaction() as db:
-            scored_by = db.execute("SELECT run_id FROM pairs WHERE id = ?", (pair_row,)).fetchone()
-            reused = int(scored_by is not None and scored_by["run_id"] != run_id)
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO night_pairs (run_id, pair_row, reused) VALUES (?, ?, ?)",
-                (run_id, pair_row, reused),
+            linked = db.execute(
+                "SELECT 1 FROM night_pairs WHERE run_id = ? AND pair_row = ?", (run_id, pair_row)
+            ).fetchone()
+            if linked:
+                return False
+            scored_by = db.execute(
+                "SELECT run_id, pair_id FROM pairs WHERE id = ?", (pair_row,)
+            ).fetchone()
+            if scored_by is None:
+                raise KeyError(f"no pair row {pair_row}")
+            _unlink_pair(db, run_id, scored_by["pair_id"])
+            db.execute(
+                "INSERT INTO night_pairs (run_id, pair_row, reused) VALUES (?, ?, ?)",
+                (run_id, pair_row, int(scored_by["run_id"] != run_id)),
             )
-        return cursor.rowcount > 0
+        return True
 
     def record_failed(
         self,
@@ -378,8 +392,9 @@ class NightlyState:
         reason: str,
         seconds: float,
     ) -> None:
-        """Record that a pair failed, and why."""
+        """Record that a pair failed, and why; the night no longer ranks its earlier scores."""
         with self.transaction() as db:
+            _unlink_pair(db, run_id, pair_id)
             db.execute(
                 "INSERT INTO pairs (run_id, attempt, pair_id, inputs_hash, model_hash, status, "
                 "reason, seconds, finished_at) VALUES (?, ?, ?, ?, ?, 'failed', ?, ?, ?)",
@@ -531,6 +546,15 @@ class NightlyState:
             "SELECT * FROM alert_events WHERE run_id = ? ORDER BY id", (run_id,)
         ).fetchall()
         return [dict(r) for r in rows]
+
+
+def _unlink_pair(db: sqlite3.Connection, run_id: str, pair_id: str) -> None:
+    """Drop a night's links to any row of a pair: a night ranks one outcome of each pair."""
+    db.execute(
+        "DELETE FROM night_pairs WHERE run_id = ? AND pair_row IN "
+        "(SELECT id FROM pairs WHERE pair_id = ?)",
+        (run_id, pair_id),
+    )
 
 
 def best_per_site(sites: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

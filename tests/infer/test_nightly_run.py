@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -160,6 +161,27 @@ def test_changed_input_or_model_is_scored_again(tmp_path: Path, bundle: Path,
     (other / "model.json").write_text(json.dumps({**meta, "threshold": 0.4}))
     assert nightly(state, other, "--pairs", str(pairs), "--run-id", "n3") == 0
     assert counter.calls == ["dubai", "dubai", "dubai"]
+
+
+def test_input_changed_between_two_attempts_of_a_night_ranks_only_the_new_scores(
+        tmp_path: Path, bundle: Path) -> None:
+    after = shutil.copytree(OSCD / "dubai" / "imgs_2", tmp_path / "after")
+    pairs = write_pairs(tmp_path / "pairs.csv", [("dubai", OSCD / "dubai" / "imgs_1", after)])
+    state = tmp_path / "state"
+    args = ("--pairs", str(pairs), "--run-id", "n1")
+    assert nightly(state, bundle, *args) == 0
+    first = pd.read_csv(state / "runs" / "n1" / "sites.csv")
+    band = next(after.glob("*_B04.tif"))
+    band.write_bytes(next((OSCD / "beirut" / "imgs_2").glob("*_B04.tif")).read_bytes())
+    assert nightly(state, bundle, *args) == 0
+    sites = pd.read_csv(state / "runs" / "n1" / "sites.csv")
+    assert len(first) > 0 and sites["site_id"].is_unique
+    with NightlyState(state) as db:
+        done = [r["id"] for r in db.pair_rows("n1") if r["status"] == "done"]
+        assert len(done) == 2
+        night = db.night_scores("n1")
+        assert {r["pair_row"] for r in night} == {done[-1]}
+        assert len(night) == len(sites)
 
 
 def test_second_run_refuses_while_the_lock_is_held(tmp_path: Path, bundle: Path,
