@@ -306,7 +306,8 @@ def _finest_grid(sources: Mapping[str, BandSource]) -> Grid:
     return finest.grid
 
 
-def _is_remote(location: str) -> bool:
+def is_remote(location: str) -> bool:
+    """True for an ``http(s)://``, ``s3://`` or GDAL ``/vsi...`` location (not a local file)."""
     return "://" in location or location.startswith("/vsi")
 
 
@@ -325,7 +326,7 @@ def open_band_files_scene(
         band = normalize_band_name(name)
         if band in sources:
             raise InputError(path, f"band {band} is given twice")
-        remote = isinstance(location, str) and _is_remote(location)
+        remote = isinstance(location, str) and is_remote(location)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -361,7 +362,7 @@ def read_scene_manifest(path: str | Path) -> dict[str, str]:
     for band, location in bands.items():
         if not isinstance(location, str) or not location:
             raise InputError(path, f"band {band!r}: location must be a non-empty string")
-        remote = _is_remote(location)
+        remote = is_remote(location)
         resolved[str(band)] = location if remote else str((path.parent / location).resolve())
     return resolved
 

@@ -20,6 +20,7 @@ from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
 from groundbreak.infer.blending import BLEND_MODES
 from groundbreak.infer.inference import RUNTIMES
+from groundbreak.train.arguments import positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=Path, default=None, help="model bundle folder (default: the shipped one)"
     )
     parser.add_argument("--tta", action="store_true", help="average identity and flips")
-    parser.add_argument("--batch-size", type=_positive, default=8, help="windows per model call")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per model call")
     parser.add_argument(
-        "--window", type=_positive, default=None, help="window side (default: 2 x chip size)"
+        "--window", type=positive_int, default=None, help="window side (default: 2 x chip size)"
     )
     parser.add_argument(
         "--overlap", type=int, default=None, help="window overlap (default: window / 4)"
@@ -55,23 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--devices",
-        type=_positive,
+        type=positive_int,
         default=1,
         help="processes/GPUs to share the windows among (through Lightning) when above 1",
     )
     parser.add_argument("--pair-id", default=None, help="name of the pair (default: OUT's name)")
     return parser
-
-
-def _positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: Sequence[str]) -> int:

@@ -22,6 +22,7 @@ from groundbreak.infer.ranking import (
 )
 from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2
 from groundbreak.infer.sites import DEFAULT_MIN_AREA_M2, load_watch_list
+from groundbreak.train.arguments import positive_int
 
 EXIT_OK = 0
 EXIT_PAIRS_FAILED = 1
@@ -56,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="changed area at which the score's area term reaches 0.63; "
                         f"default {DEFAULT_AREA_SCALE_M2:g}")
     parser.add_argument("--tta", action="store_true", help="average flipped predictions")
-    parser.add_argument("--window", type=int, help="prediction window side in pixels")
+    parser.add_argument("--window", type=positive_int, help="prediction window side in pixels")
     parser.add_argument("--overlap", type=int, help="overlap of prediction windows in pixels")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per model call")
+    parser.add_argument("--batch-size", type=positive_int, default=8,
+                        help="windows per model call")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
                         help="what runs the model: torch, or onnx (ONNX Runtime, CPU only; "

@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 from groundbreak.datasets.datamodule import ChipsDirectory, read_chip
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.transforms import IGNORE_INDEX as IGNORE
+from groundbreak.train.arguments import positive_int, threshold_argument
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
-from groundbreak.train.export import threshold_argument
 from groundbreak.train.metrics import PooledChangeMetrics
 
 
@@ -150,13 +150,6 @@ def evaluate_bundle(
     }
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``groundbreak evaluate`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -173,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=threshold_argument, help="probability threshold (default: the bundle's)"
     )
     parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
-    parser.add_argument("--batch-size", type=_positive, default=16, help="chips per batch")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="chips per batch")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return parser

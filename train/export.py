@@ -47,6 +47,7 @@ import torch
 from groundbreak.datasets.bands import normalize_band_names
 from groundbreak.datasets.datamodule import ChipsDirectory
 from groundbreak.datasets.errors import InputError
+from groundbreak.train.arguments import threshold_argument
 from groundbreak.train.bundle import (
     ARCHITECTURE_KEYS,
     ModelBundle,
@@ -318,14 +319,6 @@ def _training_record(
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
-
-
-def threshold_argument(text: str) -> float:
-    """An argparse type: a probability threshold strictly between 0 and 1."""
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"threshold must lie in (0, 1), got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,16 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.datasets.scene import read_scene_manifest
+from groundbreak.datasets.scene import is_remote, read_scene_manifest
 from groundbreak.infer.nightly.state import NightlyState
 
 _CHUNK = 1 << 20
 BUNDLE_FILES = ("model.json", "model.safetensors")
-
-
-def is_url(location: str) -> bool:
-    """True for an ``http(s)://``, ``s3://`` or GDAL ``/vsi...`` location (not hashed by bytes)."""
-    return "://" in location or location.startswith("/vsi")
 
 
 class ContentHasher:
@@ -74,7 +69,8 @@ class ContentHasher:
         if path.suffix.lower() == ".json" and path.is_file():
             bands = read_scene_manifest(path)
             return [
-                (band, _text_sha256(location) if is_url(location) else self.file_sha256(location))
+                (band, _text_sha256(location) if is_remote(location)
+                 else self.file_sha256(location))
                 for band, location in sorted(bands.items())
             ]
         return [(path.name, self.file_sha256(path))]
