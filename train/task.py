@@ -13,14 +13,14 @@ last validation scores with the best-F1 threshold.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from lightning.pytorch import LightningModule
 from torch.optim import AdamW
-from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
+from torch.optim.lr_scheduler import LambdaLR
 
 from groundbreak.train.losses import ChangeLoss, LossName
 from groundbreak.train.metrics import PooledChangeMetrics
@@ -29,6 +29,42 @@ from groundbreak.train.model import ChangeUNet, Fusion
 Scheduler = Literal["cosine", "onecycle", "none"]
 CHECKPOINT_KEY = "groundbreak"
 """Key of the export metadata inside a Lightning checkpoint."""
+
+
+ONECYCLE_WARMUP = 0.3
+"""Fraction of a one-cycle run spent warming up (as torch's OneCycleLR ``pct_start``)."""
+ONECYCLE_START = 1 / 25
+"""One-cycle learning rate at the first step, as a fraction of the peak (``1 / div_factor``)."""
+ONECYCLE_END = ONECYCLE_START / 1e4
+"""One-cycle learning rate at the last step, as a fraction of the peak (``final_div_factor``)."""
+
+
+def schedule_factor(scheduler: Scheduler, total_steps: int) -> Callable[[int], float]:
+    """The learning rate at each step of a run of ``total_steps``, as a fraction of the peak.
+
+    ``"cosine"`` anneals from 1 to 0. ``"onecycle"`` follows torch's OneCycleLR learning rate
+    (cosine warm-up from 1/25 to 1 over the first 30 % of steps, then cosine annealing to
+    1/250000), without its momentum cycle. Steps past the end keep the last value.
+    """
+    total = max(int(total_steps), 1)
+    warmup = min(max(round(ONECYCLE_WARMUP * total), 1), total - 1)
+
+    def anneal(start: float, end: float, fraction: float) -> float:
+        return end + (start - end) * (1 + math.cos(math.pi * min(fraction, 1.0))) / 2
+
+    def cosine(step: int) -> float:
+        return anneal(1.0, 0.0, step / total)
+
+    def onecycle(step: int) -> float:
+        if step < warmup:
+            return anneal(ONECYCLE_START, 1.0, step / warmup)
+        return anneal(1.0, ONECYCLE_END, (step - warmup) / max(total - warmup, 1))
+
+    if scheduler == "cosine":
+        return cosine
+    if scheduler == "onecycle":
+        return onecycle
+    raise ValueError(f"unknown scheduler {scheduler!r}; expected cosine or onecycle")
 
 
 class ChangeSegmentationTask(LightningModule):
@@ -46,7 +82,7 @@ class ChangeSegmentationTask(LightningModule):
         lr: Peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         scheduler: ``"cosine"`` (annealed to 0 over training, per step), ``"onecycle"`` (warm-up
-            then annealing, per step) or ``"none"``.
+            then annealing, per step; see :func:`schedule_factor`) or ``"none"``.
         threshold: Probability threshold of the pooled validation scores (``val/f1`` ...).
         channels_last: Keep the model and its inputs channels-last (NHWC): about 40 % faster
             training on this project's CPU, and the fast layout for mixed precision on GPUs.
@@ -167,7 +203,11 @@ class ChangeSegmentationTask(LightningModule):
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW, with a per-step cosine or one-cycle schedule over the whole run."""
+        """AdamW, with a per-step cosine or one-cycle schedule over the whole run.
+
+        The schedule is a function of the step and the run's length, which a checkpoint does not
+        store: a run resumed with more epochs stretches the schedule over its new length.
+        """
         hp = self.hparams
         optimizer = AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "none":
@@ -178,17 +218,22 @@ class ChangeSegmentationTask(LightningModule):
                 f"scheduler {hp.scheduler!r} needs a bounded run: set trainer.max_epochs or "
                 "trainer.max_steps, or use scheduler 'none'"
             )
-        total_steps = int(total_steps)
-        if hp.scheduler == "cosine":
-            scheduler: torch.optim.lr_scheduler.LRScheduler = CosineAnnealingLR(
-                optimizer, T_max=total_steps
-            )
-        else:
-            scheduler = OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total_steps)
+        scheduler = LambdaLR(optimizer, schedule_factor(hp.scheduler, int(total_steps)))
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    def on_train_start(self) -> None:
+        """Set the learning rate to where the schedule is (a resumed run restores the old one)."""
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, LambdaLR):
+                for group, base, factor in zip(
+                    scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas,
+                    strict=True,
+                ):
+                    group["lr"] = base * factor(scheduler.last_epoch)
 
     # -- export metadata ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

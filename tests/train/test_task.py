@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from groundbreak.datasets.datamodule import ChangeDataModule
-from groundbreak.train.task import CHECKPOINT_KEY, ChangeSegmentationTask
+from groundbreak.train.task import CHECKPOINT_KEY, ChangeSegmentationTask, schedule_factor
 
 VAL_KEYS = ("val/loss", "val/precision", "val/recall", "val/f1", "val/iou", "val/best_f1",
             "val/best_threshold")
@@ -92,3 +92,30 @@ def test_unbounded_run_needs_a_bounded_schedule(
     task = ChangeSegmentationTask(in_channels=dm.num_bands, scheduler="cosine", **tiny_model)
     with pytest.raises(ValueError, match="bounded run"):
         trainer(tmp_path, max_epochs=-1, max_steps=-1).fit(task, datamodule=dm)
+
+
+@pytest.mark.parametrize("total", [1, 7, 20])
+def test_schedules_cosine_and_one_cycle(total: int) -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    cosine = schedule_factor("cosine", total)
+    for step in range(total + 1):
+        assert 0.1 * cosine(step) == pytest.approx(reference.get_last_lr()[0], abs=1e-9)
+        optimizer.step()
+        reference.step()
+    assert cosine(total + 5) == pytest.approx(0.0)  # past the end: stays at the end
+
+    onecycle = [schedule_factor("onecycle", total)(step) for step in range(total + 1)]
+    peak = onecycle.index(max(onecycle))
+    warmup = min(max(round(0.3 * total), 1), total - 1)
+    assert peak == warmup and onecycle[peak] == pytest.approx(1.0)
+    assert onecycle[0] == pytest.approx(1 / 25 if warmup else 1.0)
+    assert onecycle[-1] == pytest.approx(1 / 25 / 1e4)
+    rising, falling = onecycle[: peak + 1], onecycle[peak:]
+    assert rising == sorted(rising) and falling == sorted(falling, reverse=True)
+
+
+def test_unknown_schedule_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown scheduler 'linear'"):
+        schedule_factor("linear", 10)  # type: ignore[arg-type]

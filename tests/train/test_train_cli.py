@@ -56,6 +56,25 @@ def test_fit_then_resume_from_last_checkpoint(
     assert resumed["epoch"] > first["epoch"]
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_resume_with_more_epochs_stretches_the_schedule(
+    scheduler: str, oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, oscd_chips_dir, tiny_model, bands=["B04", "B03", "B02"])
+    args = ["train", "fit", "--config", str(config), "--model.scheduler", scheduler,
+            "--model.lr", "0.01"]
+    assert groundbreak(args) == 0
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    # Two epochs of two steps more than the first run planned for (its schedule ended at 2).
+    assert groundbreak([*args, "--ckpt_path", str(last), "--trainer.max_epochs", "3"]) == 0
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 6
+    final_lr = resumed["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert final_lr < 0.01 * 1e-3  # the end of the stretched schedule, not a restarted cycle
+    lrs = pd.read_csv(tmp_path / "run" / "logs" / "version_1" / "metrics.csv")["lr-AdamW"]
+    assert lrs.dropna().is_monotonic_decreasing
+
+
 def test_last_checkpoint_is_the_last_epoch_even_without_a_new_best(
     oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path
 ) -> None:
