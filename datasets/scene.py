@@ -136,11 +136,6 @@ class Scene:
             )
         return out
 
-    def valid_fraction(self, grid: Grid, band: str | None = None) -> float:
-        """Fraction of a target grid that holds valid (not nodata, inside) pixels of one band."""
-        data = self.read([band or self.band_names[0]], grid)
-        return float(np.isfinite(data).mean())
-
 
 def _read_bands_into(
     out: np.ndarray, path: Path | str, sources: Mapping[int, BandSource], target: Grid

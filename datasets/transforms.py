@@ -30,8 +30,11 @@ import numpy as np
 import torch
 from albumentations.core.transforms_interface import BaseTransformInitSchema
 
-IGNORE_INDEX = 255
-"""Mask value of pixels that carry no label; also used to fill pixels warped in from outside."""
+from groundbreak.datasets.labels import IGNORE
+
+IGNORE_INDEX = IGNORE
+"""Mask value of pixels that carry no label (the labels' ``IGNORE``); also used to fill pixels
+warped in from outside."""
 
 
 class RandomGainOffset(A.ImageOnlyTransform):

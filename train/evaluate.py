@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from groundbreak.datasets.datamodule import ChipsDirectory, read_chip
 from groundbreak.datasets.errors import InputError
-from groundbreak.datasets.transforms import IGNORE_INDEX as IGNORE
+from groundbreak.datasets.labels import IGNORE
 from groundbreak.train.arguments import positive_int, threshold_argument
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 from groundbreak.train.metrics import PooledChangeMetrics
