@@ -2,7 +2,8 @@
 
 Each subcommand lives in the package of its stage and is imported only when it runs, so
 ``groundbreak --help`` stays fast. A subcommand is a function ``main(argv: list[str]) -> int``.
-Bad input (:class:`InputError`) is printed as one line, without a traceback, with exit code 2.
+Bad input (:class:`InputError`) is printed as one line, without a traceback, with exit code 2;
+an error of the machine (``OSError``: a full disk, a lost mount) with exit code 4.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from groundbreak.datasets.errors import InputError
+
+EXIT_STOPPED = 4
+"""Exit code of a run stopped by the machine (a full disk...); what was finished is kept."""
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "chips": ("groundbreak.datasets.cli", "cut a dataset into chips and write a manifest"),
@@ -49,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"groundbreak {name}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine's (a full disk...), not the input's
+        print(f"groundbreak {name}: stopped: {err}", file=sys.stderr)
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         print(f"groundbreak {name}: interrupted", file=sys.stderr)
         return 130

@@ -24,7 +24,8 @@ from groundbreak.infer.nightly.runner import EXIT_BAD_CONFIG, EXIT_LOCKED, run_n
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all pairs ok; 1 some pairs failed (the rest completed; see the night's "
-    "failures.csv and summary.json); 2 bad config or usage; 3 another run holds the lock."
+    "failures.csv and summary.json); 2 bad config or usage; 3 another run holds the lock; "
+    "4 stopped by the machine (a full disk...): the pairs done are kept, rerun the night."
 )
 
 

@@ -4,7 +4,8 @@
                      [--min-area M2] [--alert-threshold S] [--tta] ...
 
 Exit codes: 0 every pair was ranked; 1 some pairs failed (listed in ``RUNDIR/failures.csv``;
-every output is still written); 2 bad input or usage (bad CSV, watch-list or bundle).
+every output is still written); 2 bad input or usage (bad CSV, watch-list or bundle); 4 stopped
+by the machine (a full disk...).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict change on tile pairs, score sites (a watch-list, or discovered "
         "change regions) and write ranked alerts, GeoJSON and an offline HTML report.",
         epilog="Exit codes: 0 all pairs ranked, 1 some pairs failed (see failures.csv), "
-        "2 bad input or usage.",
+        "2 bad input or usage, 4 stopped by the machine (a full disk...).",
     )
     parser.add_argument("--pairs", required=True, metavar="PAIRS.csv",
                         help="CSV with pair_id,before,after[,before_date,after_date]; relative "

@@ -24,6 +24,7 @@ A watch-list site that lies on several pairs is scored on each: one row per (sit
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import time
@@ -73,6 +74,16 @@ REPORT_HTML = "report.html"
 PAIRS_DIR = "pairs"
 
 _UNSAFE_PAIR_ID = re.compile(r"^\.|[/\\]|^$")
+
+
+def stops_the_run(err: BaseException) -> bool:
+    """Whether an error is the machine's, not the pair's: a full disk or quota fails every pair,
+    so the run stops there (what is finished is kept) instead of failing the rest one by one."""
+    full = (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, OSError) and (
+        err.errno in full or any(f"[Errno {code}]" in str(err) for code in full)
+        or "No space left on device" in str(err)
+    )
 
 
 class PairPredictor(Protocol):
@@ -376,6 +387,8 @@ def _process_pair(
             spec.after_date or pair.after.date,
         )
     except Exception as err:  # one bad pair must not stop the run; the reason is recorded
+        if stops_the_run(err):
+            raise
         reason = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
         reason = " ".join(f"pair {spec.pair_id}: {reason}".split())
         log.debug("pair %s failed", spec.pair_id, exc_info=True)

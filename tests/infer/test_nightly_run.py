@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -182,6 +183,36 @@ def test_input_changed_between_two_attempts_of_a_night_ranks_only_the_new_scores
         night = db.night_scores("n1")
         assert {r["pair_row"] for r in night} == {done[-1]}
         assert len(night) == len(sites)
+
+
+def test_full_disk_stops_the_night_and_the_rerun_keeps_what_was_done(
+        tmp_path: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    from groundbreak.infer.predictor import TiledPredictor
+
+    original = TiledPredictor.predict_pair
+
+    def disk_fills_at_dubai(predictor, pair, out_dir):  # noqa: ANN001, ANN202
+        if pair.pair_id == "dubai":  # a full disk cannot be made portably: raise what it raises
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir))
+        return original(predictor, pair, out_dir)
+
+    monkeypatch.setattr(TiledPredictor, "predict_pair", disk_fills_at_dubai)
+    pairs = write_pairs(tmp_path / "pairs.csv", city_rows("beirut", "dubai", "abudhabi"))
+    state = tmp_path / "state"
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 4
+    err = capsys.readouterr().err
+    assert "groundbreak nightly: stopped: [Errno 28] No space left on device" in err
+    with NightlyState(state) as db:
+        assert [(r["pair_id"], r["status"]) for r in db.pair_rows()] == [("beirut", "done")]
+    assert not temp_files(state)
+
+    monkeypatch.setattr(TiledPredictor, "predict_pair", original)
+    counter = PredictionCounter(monkeypatch)
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
+    assert counter.calls == ["dubai", "abudhabi"]  # beirut was kept
+    summary = summary_of(state, "n1")
+    assert summary["counts"]["scored"] == 2 and summary["counts"]["reused"] == 1
 
 
 def test_second_run_refuses_while_the_lock_is_held(tmp_path: Path, bundle: Path,
