@@ -67,10 +67,7 @@ def open_state(state_dir: str | Path) -> NightlyState:
 def main(argv: Sequence[str]) -> int:
     """Run ``groundbreak alerts``; return the exit code."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    args = parser.parse_args(list(argv))
     with open_state(args.state) as state:
         if args.action == "list":
             print(format_rows(state.alerts(args.status), LIST_COLUMNS, args.format), end="")

@@ -1,9 +1,10 @@
 """The ``groundbreak`` console command: one entry point, one subcommand per pipeline stage.
 
 Each subcommand lives in the package of its stage and is imported only when it runs, so
-``groundbreak --help`` stays fast. A subcommand is a function ``main(argv: list[str]) -> int``.
-Bad input (:class:`InputError`) is printed as one line, without a traceback, with exit code 2;
-an error of the machine (``OSError``: a full disk, a lost mount) with exit code 4.
+``groundbreak --help`` stays fast. A subcommand is a function ``main(argv: list[str]) -> int``;
+:func:`main` returns every exit code rather than raising SystemExit. A usage error exits 2 with
+argparse's message; bad input (:class:`InputError`) is printed as one line, without a traceback,
+with exit code 2; an error of the machine (``OSError``: a full disk, a lost mount) exits 4.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"groundbreak {name}: error: {err}", file=sys.stderr)
         return 2
+    except SystemExit as exit_:  # argparse: 2 on a usage error, 0 after --help
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+            return 1
+        return int(exit_.code or 0)
     except OSError as err:  # the machine's (a full disk...), not the input's
         print(f"groundbreak {name}: stopped: {err}", file=sys.stderr)
         return EXIT_STOPPED

@@ -65,10 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     """Run ``groundbreak nightly``; return the exit code."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    args = parser.parse_args(list(argv))
     if args.help_config:
         print(describe_keys())
         return 0

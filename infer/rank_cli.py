@@ -82,10 +82,7 @@ def _print_outcome(outcome: PairOutcome) -> None:
 def main(argv: Sequence[str]) -> int:
     """Run ``groundbreak rank``; return the exit code."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exit_:  # argparse exits 2 on usage errors, 0 on --help
-        return int(exit_.code or 0)
+    args = parser.parse_args(list(argv))
     if not 0.0 <= args.alert_threshold <= 1.0:
         parser.print_usage(sys.stderr)
         print("groundbreak rank: error: --alert-threshold must lie in [0, 1]", file=sys.stderr)
