@@ -18,6 +18,7 @@ from typing import Literal
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.datasets.scene import is_remote
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "predict")
 OSCD_VAL_CITIES: tuple[str, ...] = ("cupertino", "hongkong", "nantes")
@@ -229,6 +230,12 @@ def read_pairs_csv(path: str | Path) -> list[PairSpec]:
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         if not row["pair_id"] or not row["before"] or not row["after"]:
             raise InputError(path, f"line {line}: pair_id, before and after must not be empty")
+        remote = [k for k in ("before", "after", "label") if is_remote(row.get(k) or "")]
+        if remote:
+            raise InputError(
+                path, f"line {line}: {remote[0]} is a URL; list a remote scene's band URLs in a "
+                "scene manifest (.json) and give the manifest's path"
+            )
         split = row.get("split") or "predict"
         if split not in SPLITS:
             raise InputError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -301,6 +302,10 @@ def _finest_grid(sources: Mapping[str, BandSource]) -> Grid:
     return finest.grid
 
 
+_COLLAPSED_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+"""A URL that went through ``pathlib.Path`` (``https://a`` -> ``https:/a``)."""
+
+
 def is_remote(location: str) -> bool:
     """True for an ``http(s)://``, ``s3://`` or GDAL ``/vsi...`` location (not a local file)."""
     return "://" in location or location.startswith("/vsi")
@@ -385,6 +390,11 @@ def open_scene(
     path: str | Path, band_names: Sequence[str] | None = None, date: str | None = None
 ) -> Scene:
     """Open a scene from a multi-band raster, a per-band folder, an RGB image or a manifest."""
+    if is_remote(str(path)) or _COLLAPSED_URL.match(str(path)):
+        raise InputError(
+            path, "a remote scene is read through a scene manifest (.json) that lists its band "
+            "URLs; give the manifest's path"
+        )
     path = Path(path)
     if not path.exists():
         raise InputError(path, "scene does not exist")

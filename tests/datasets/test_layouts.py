@@ -142,6 +142,7 @@ def test_pairs_csv(tmp_path: Path, oscd_dir: Path) -> None:
         ("pair_id,before,after\nx,a.tif,b.tif\nx,c.tif,d.tif\n", "pair id 'x' appears twice"),
         ("pair_id,before,after\n", "CSV lists no pairs"),
         ("pair_id,before,after\nx,a.tif,b.tif,extra\n", "line 2: more cells than the header"),
+        ("pair_id,before,after\nx,a.tif,s3://b/c.tif\n", "line 2: after is a URL; .* manifest"),
     ],
 )
 def test_bad_pairs_csv(tmp_path: Path, text: str, problem: str) -> None:

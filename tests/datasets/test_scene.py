@@ -182,6 +182,15 @@ def test_garbage_file_fails_at_open(oscd_dir: Path, tmp_path: Path) -> None:
         open_scene(folder)
 
 
+@pytest.mark.parametrize(
+    "location", ["https://example.com/scene.tif", "/vsis3/bucket/scene.tif", "s3://b/scene.tif"]
+)
+def test_a_url_scene_points_to_the_scene_manifest(location: str) -> None:
+    for given in (location, Path(location)):  # Path() collapses '//': https:/example.com
+        with pytest.raises(InputError, match="remote scene is read through a scene manifest"):
+            open_scene(given)
+
+
 def test_missing_path_and_empty_folders(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nope\.tif: scene does not exist"):
         open_scene(tmp_path / "nope.tif")
