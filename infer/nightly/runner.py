@@ -210,14 +210,13 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
         for baseline in inputs.baselines:
             log.event("baseline_stored", ground=baseline.ground_id, acquired=baseline.acquired)
 
-        scorer = PairScorer(config, state, hasher, bundle, sites, sites_hash, model_hash,
-                            attempt, run_dir)
-        if inputs.pairs:  # check the predictor options before the first pair
-            try:
-                scorer.predictor  # noqa: B018
-            except InputError:
-                state.finish_run(attempt, "failed", EXIT_BAD_CONFIG, summary.to_dict())
-                raise
+        try:  # the predictor options are checked before the first pair
+            predictor = build_predictor(bundle, config) if inputs.pairs else None
+        except InputError:
+            state.finish_run(attempt, "failed", EXIT_BAD_CONFIG, summary.to_dict())
+            raise
+        scorer = PairScorer(config, state, hasher, bundle, predictor, sites, sites_hash,
+                            model_hash, attempt, run_dir)
         log.start_progress(len(inputs.pairs))
         try:
             for spec in inputs.pairs:
@@ -279,6 +278,7 @@ class PairScorer:
         state: NightlyState,
         hasher: ContentHasher,
         bundle: Any,
+        predictor: Any,
         sites: Sequence[Any] | None,
         sites_hash: str | None,
         model_hash: str,
@@ -288,14 +288,7 @@ class PairScorer:
         self.config, self.state, self.hasher, self.bundle = config, state, hasher, bundle
         self.sites, self.sites_hash, self.model_hash = sites, sites_hash, model_hash
         self.attempt, self.run_dir = attempt, run_dir
-        self._predictor: Any = None
-
-    @property
-    def predictor(self) -> Any:
-        """The tiled predictor, built on first use (a night with nothing to do builds none)."""
-        if self._predictor is None:
-            self._predictor = build_predictor(self.bundle, self.config)
-        return self._predictor
+        self.predictor = predictor
 
     def inputs_hash(self, spec: PairSpec) -> str:
         """The hash of everything a pair's scores depend on, besides the model."""
