@@ -142,7 +142,7 @@ def _read_bands_into(
     out: np.ndarray, path: Path | str, sources: Mapping[int, BandSource], target: Grid
 ) -> None:
     """Read bands of one file onto a target grid into ``out[i]`` (float32, NaN = invalid)."""
-    index = 0
+    index = next(iter(sources.values())).index  # the band being read, for the error message
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
