@@ -68,6 +68,8 @@ def main(argv: Sequence[str]) -> int:
     """Run ``groundbreak predict``; InputError propagates to the dispatcher (exit code 2)."""
     parser = build_parser()
     args = parser.parse_args(list(argv))
+    if args.devices > 1 and args.runtime != "torch":
+        parser.error("--devices above 1 runs the model with torch; leave out --runtime onnx")
 
     from groundbreak.infer.predictor import TiledPredictor
     from groundbreak.train.bundle import default_bundle_path, load_bundle

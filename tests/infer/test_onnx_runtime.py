@@ -91,10 +91,15 @@ def test_a_model_that_does_not_export_gets_a_clear_error() -> None:
         OnnxChangeModel(BranchOnTheData())(x, x)
 
 
-def test_onnx_runtime_refuses_what_it_cannot_run(shipped: ModelBundle) -> None:
+def test_onnx_runtime_refuses_what_it_cannot_run(
+    shipped: ModelBundle, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(ValueError, match="float32 on a CPU only"):
         TiledPredictor(shipped, device="cpu", precision="bf16", runtime="onnx")
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
         TiledPredictor(shipped, device="cpu", runtime="tensorrt")  # type: ignore[arg-type]
     predictor = TiledPredictor(shipped, device="cpu", runtime="onnx")
     assert predictor.runtime == "onnx" and not predictor.channels_last
+    code = groundbreak(["predict", "--before", "a", "--after", "b", "--out", "c", "--devices", "2",
+                        "--runtime", "onnx"])
+    assert code == 2 and "runs the model with torch" in capsys.readouterr().err
