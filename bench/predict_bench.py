@@ -10,7 +10,7 @@ Reports, for ``groundbreak.infer.predictor.TiledPredictor``:
 - the peak RSS of the prediction (run in a child process so nothing else counts);
 - a table of CPU inference variants on a few windows (eager fp32, channels-last, bf16
   autocast, torch.compile, ONNX Runtime) to choose the predictor's defaults;
-- the whole prediction once per runtime (``--runtimes torch,onnx``), which is how the
+- the whole prediction once per runtime (``--runtimes torch,onnx,compile``), which is how the
   predictor's default runtime was chosen (see ``infer/inference.py:RUNTIMES``).
 
 Usage::
@@ -220,10 +220,13 @@ def predict_child(args: argparse.Namespace) -> None:
     """Run one prediction and print its figures as JSON (run in a child process)."""
     bundle = load_bundle(args.bundle)
     pair = TilePair("bench", open_scene(args.before), open_scene(args.after))
+    compiled = args.runtime == "compile"  # bench only: torch.compile of the torch runtime
     predictor = TiledPredictor(
         bundle, window=args.window, batch_size=args.batch_size, device=args.device,
-        runtime=args.runtime,
+        runtime="torch" if compiled else args.runtime,
     )
+    if compiled:
+        predictor.runner = torch.compile(predictor.model)
     result = predictor.predict_pair(pair, args.out)
     layout = predictor.layout_for(pair.grid)
     print(
@@ -233,7 +236,8 @@ def predict_child(args: argparse.Namespace) -> None:
                 "windows": layout.window_count,
                 "window": predictor.window,
                 "overlap": predictor.overlap,
-                "runtime": predictor.runtime,
+                "runtime": args.runtime,
+                "export_seconds": getattr(predictor.runner, "export_seconds", 0.0),
                 "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )
@@ -248,7 +252,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--runtimes", default="torch,onnx",
-        help="comma-separated predictor runtimes to time the whole prediction with",
+        help="comma-separated predictor runtimes to time the whole prediction with: torch, "
+        "onnx, and compile (torch.compile of the torch runtime, measured here only)",
     )
     parser.add_argument("--tiny-model", action="store_true", help="a one-stage model (RSS check)")
     parser.add_argument("--skip-variants", action="store_true")
@@ -335,7 +340,10 @@ def report_prediction(
     print(f"\nprediction of {args.size}x{args.size} ({area_km2:.1f} km^2 at 10 m), "
           f"runtime {figures['runtime']}, window {figures['window']}, "
           f"overlap {figures['overlap']}, {figures['windows']} windows, batch {args.batch_size}:")
-    export = " (the ONNX export included)" if figures["runtime"] == "onnx" else ""
+    export = {
+        "onnx": f" (the ONNX export included: {figures['export_seconds']:.1f} s)",
+        "compile": " (compiling included)",
+    }.get(figures["runtime"], "")
     print(f"  wall time       {seconds:.1f} s{export}")
     print(f"  throughput      {area_km2 / seconds:.3f} km^2/s")
     print(f"  model compute   {total_gflop / area_km2:.1f} GFLOP/km^2 (overlap included)")

@@ -31,10 +31,11 @@ RUNTIMES: tuple[str, ...] = get_args(Runtime)
 """What runs the model: ``"torch"`` (the default everywhere) or ``"onnx"`` (float32 on a CPU,
 the ``onnx`` extra: exports the model, then runs it with ONNX Runtime). Measured with the
 shipped model on the 2-core AMD EPYC: alone, ONNX Runtime runs a 256 px window in 0.025-0.036 s
-against channels-last torch's 0.037-0.042 s, but inside the predictor that lead is gone: a
-whole 4096^2 pair took 36.8 s with ONNX Runtime (its ~6 s export included) against 27.3 s with
-torch (``python bench/predict_bench.py --size 4096 --runtimes torch,onnx``). Torch stays the
-default; that bench command shows which wins on another CPU."""
+against channels-last torch's 0.037-0.042 s, but inside the predictor that lead is gone. Whole
+4096^2 pairs, the runtimes interleaved (``python bench/predict_bench.py --size 4096
+--skip-variants --runtimes torch,onnx,torch,onnx``): torch 28.4 and 25.9 s, ONNX Runtime 32.7
+and 31.0 s, of which 5.8 and 5.0 s were the export. Torch stays the default; that bench command
+shows which wins on another CPU."""
 
 
 CPU_FORWARD_BATCH = 1

@@ -9,6 +9,7 @@ predictor sees one window shape for scenes of at least a window, so it exports o
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,8 @@ class OnnxChangeModel:
         self.model = model
         self.threads = int(threads or torch.get_num_threads())
         self._sessions: dict[tuple[int, ...], onnxruntime.InferenceSession] = {}
+        self.export_seconds = 0.0
+        """Time spent exporting the model and starting its sessions so far."""
 
     def __call__(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, 1, H, W)`` of normalised float32 windows ``(B, C, H, W)``."""
@@ -86,6 +89,7 @@ class OnnxChangeModel:
             return self._sessions[shape]
         import onnxruntime as ort
 
+        started = time.perf_counter()
         try:
             graph = export_onnx(self.model, before.cpu(), after.cpu())
         except Exception as err:  # the exporter raises many kinds
@@ -100,4 +104,5 @@ class OnnxChangeModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self._sessions[shape] = session
+        self.export_seconds += time.perf_counter() - started
         return session
