@@ -234,9 +234,10 @@ class TiledPredictor:
                 )
         return BatchPrediction(data.batch, data.kept, probability, data.valid)
 
-    def iter_predictions(self, pair: TilePair, layout: WindowLayout) -> Iterator[BatchPrediction]:
-        """Read and predict every batch of windows of a pair, in batch order."""
-        bands = self.check_bands(pair)
+    def iter_predictions(
+        self, pair: TilePair, layout: WindowLayout, bands: list[str]
+    ) -> Iterator[BatchPrediction]:
+        """Read and predict every batch of windows of a pair (bands checked), in batch order."""
         for batch in layout.batches(self.batch_size):
             yield self.predict_batch(read_batch(pair, bands, layout, batch, self.bundle.normalize))
 
@@ -247,11 +248,11 @@ class TiledPredictor:
             InputError: When a scene lacks a band of the model or cannot be read.
         """
         start = time.perf_counter()
-        self.check_bands(pair)
+        bands = self.check_bands(pair)  # before any output is written
         layout = self.layout_for(pair.grid)
         with bounded_gdal_cache():
             probability_path, mask_path, valid_fraction = write_blended(
-                self.iter_predictions(pair, layout),
+                self.iter_predictions(pair, layout, bands),
                 layout,
                 pair.grid,
                 out_dir,
