@@ -241,6 +241,8 @@ class ChangeDataModule(LightningDataModule):
             is seen often enough; otherwise the train chips are shuffled.
         augment: Augment train chips (flips, rot90, per-date gain/offset and noise).
         affine_p: Probability of a small affine warp in the augmentation (0 disables it).
+        product_shift_p: Probability of a product-level radiometric shift shared by both dates
+            (L1C against L2A reflectance; 0 disables it), for models meant to run on both.
         train_split: Manifest split used for training.
         val_split: Manifest split used for validation.
         test_split: Manifest split used by ``trainer.test`` (``None``: no test set).
@@ -260,6 +262,7 @@ class ChangeDataModule(LightningDataModule):
         balance: bool = True,
         augment: bool = True,
         affine_p: float = 0.0,
+        product_shift_p: float = 0.0,
         train_split: str = "train",
         val_split: str = "val",
         test_split: str | None = None,
@@ -291,7 +294,9 @@ class ChangeDataModule(LightningDataModule):
         """Open the datasets a stage needs (``fit``, ``validate``, ``test``)."""
         hp = self.hparams
         if stage == "fit" and self.train_dataset is None:
-            augmentation = build_train_augmentation(affine_p=hp.affine_p, seed=hp.seed)
+            augmentation = build_train_augmentation(
+                affine_p=hp.affine_p, seed=hp.seed, product_shift_p=hp.product_shift_p
+            )
             self.train_dataset = self._dataset(
                 hp.train_split, augmentation if hp.augment else None
             )

@@ -5,7 +5,9 @@ geometric transform (flip, 90-degree rotation, small affine warp) must move all 
 way, or the mask no longer marks the pixels that changed; :class:`ChangeAugmentation` runs them as
 one Albumentations call with ``after`` registered as an additional ``image`` target. Photometric
 transforms model differences between acquisitions (sun angle, haze, sensor noise), so each date
-gets its own random draw: the photometric pipeline is called once per date.
+gets its own random draw: the photometric pipeline is called once per date. A *product shift*
+(:func:`product_shift_transforms`) models a change of processing level that hits both dates alike
+(L1C top-of-atmosphere against L2A bottom-of-atmosphere reflectance): one draw, applied to both.
 
 Inputs are normalised float32 chips of ANY band count (z-scores, NaN already replaced by 0).
 Albumentations' own photometric transforms assume float images in ``[0, 1]`` and clip to it
@@ -158,12 +160,28 @@ def photometric_transforms(
     ]
 
 
+def product_shift_transforms(
+    gain: tuple[float, float] = (0.95, 1.7),
+    offset: tuple[float, float] = (-1.0, 0.5),
+    p: float = 0.5,
+) -> list[A.BasicTransform]:
+    """A per-band gain/offset (z-score units) shared by both dates: a different product level.
+
+    The default ranges cover what Sen2Cor does to L1C reflectance over the real two-date
+    L1C/L2A sample in ``shared/data/clouds/sen2r-barbellino-2dates``: per band, a least-squares
+    fit ``BOA = a * TOA + b`` over both dates gives gains 1.05-1.63 and, on the OSCD band
+    statistics, z-score offsets of -0.84 (B02) to +0.37 (B12) for the bands B02-B08, B11, B12.
+    """
+    return [RandomGainOffset(gain=gain, offset=offset, per_channel=True, p=p)]
+
+
 class ChangeAugmentation:
     """Augment a (before, after, mask) chip: shared geometry, independent photometry per date.
 
     Args:
         geometric: Transforms applied identically to before, after and mask.
         photometric: Transforms applied to each date separately (independent random draws).
+        shared_photometric: Transforms applied to both dates with one draw (a product shift).
         seed: Seed of the Albumentations random state. Inside a DataLoader worker the state is
             re-seeded from ``torch.initial_seed()`` (distinct per worker and per epoch, and
             reproducible under ``seed_everything``), so workers never repeat each other's draws.
@@ -177,6 +195,7 @@ class ChangeAugmentation:
         geometric: list[A.BasicTransform] | None = None,
         photometric: list[A.BasicTransform] | None = None,
         seed: int | None = None,
+        shared_photometric: list[A.BasicTransform] | None = None,
     ) -> None:
         self.geometric = A.Compose(
             geometric if geometric is not None else geometric_transforms(),
@@ -185,6 +204,9 @@ class ChangeAugmentation:
         )
         self.photometric = A.Compose(
             photometric if photometric is not None else photometric_transforms(), seed=seed
+        )
+        self.shared_photometric = A.Compose(
+            shared_photometric or [], additional_targets={"after": "image"}, seed=seed
         )
         self._worker_seed: int | None = None
 
@@ -198,6 +220,7 @@ class ChangeAugmentation:
             self._worker_seed = seed
             self.geometric.set_random_seed(seed)
             self.photometric.set_random_seed(seed + 1)
+            self.shared_photometric.set_random_seed(seed + 2)
 
     def __call__(
         self, before: np.ndarray, after: np.ndarray, mask: np.ndarray
@@ -213,19 +236,27 @@ class ChangeAugmentation:
         shared = self.geometric(
             image=_to_hwc(before), after=_to_hwc(after), mask=np.ascontiguousarray(mask)
         )
-        before_hwc = self.photometric(image=shared["image"])["image"]
-        after_hwc = self.photometric(image=shared["after"])["image"]
+        shifted = self.shared_photometric(image=shared["image"], after=shared["after"])
+        before_hwc = self.photometric(image=shifted["image"])["image"]
+        after_hwc = self.photometric(image=shifted["after"])["image"]
         return _to_chw(before_hwc), _to_chw(after_hwc), np.ascontiguousarray(shared["mask"])
 
 
 def build_train_augmentation(
-    photometric: bool = True, affine_p: float = 0.0, seed: int | None = None
+    photometric: bool = True,
+    affine_p: float = 0.0,
+    seed: int | None = None,
+    product_shift_p: float = 0.0,
 ) -> ChangeAugmentation:
-    """The default training augmentation: flips, rot90, optional affine, per-date photometry."""
+    """The training augmentation: flips, rot90, optional affine, per-date photometry and,
+    with probability ``product_shift_p``, a product-level shift shared by both dates."""
     return ChangeAugmentation(
         geometric=geometric_transforms(affine_p=affine_p),
         photometric=photometric_transforms() if photometric else [],
         seed=seed,
+        shared_photometric=product_shift_transforms(p=product_shift_p)
+        if product_shift_p > 0
+        else [],
     )
 
 

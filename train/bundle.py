@@ -5,7 +5,8 @@ A bundle is a folder with two files::
     model.safetensors   the state dict of a ChangeUNet (tensors only, no pickle)
     model.json          {"format_version": 1, "name", "architecture": {...}, "bands": [...],
                          "normalization": {"mean": [...], "std": [...]}, "chip_size",
-                         "threshold", "pixel_size_m", "training": {...}, "metrics": {...}}
+                         "threshold", "pixel_size_m", "radiometry": {...}, "training": {...},
+                         "metrics": {...}}
 
 :func:`save_bundle` writes one (``groundbreak export`` calls it), :func:`load_bundle` reads and
 checks one. Nothing here ever unpickles a file: Lightning ``.ckpt`` and other torch pickles are
@@ -30,6 +31,7 @@ from safetensors.torch import save as save_weights
 
 from groundbreak.datasets.bands import normalize_band_name, normalize_band_names
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.radiometry import OSCD_CONVENTION, Radiometry
 from groundbreak.datasets.scene import Scene
 from groundbreak.train.model import ChangeUNet
 
@@ -78,6 +80,17 @@ class ModelBundle:
         """Ground pixel size of the training imagery in metres, when known."""
         value = self.meta.get("pixel_size_m")
         return float(value) if value is not None else None
+
+    @property
+    def radiometry(self) -> Radiometry:
+        """The input convention the model was trained on (``model.json["radiometry"]``).
+
+        Bundles that do not state one were trained on OSCD: L1C reflectance x 10000, no offset.
+        """
+        record = self.meta.get("radiometry")
+        if record is None:
+            return OSCD_CONVENTION
+        return Radiometry.from_dict(record, source=f"model {self.name!r}")
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """Normalise raw band values ``(C, H, W)`` or ``(B, C, H, W)``: ``(x - mean) / std``.
@@ -155,6 +168,7 @@ def save_bundle(
         **record,
     }
     record.setdefault("pixel_size_m", None)
+    record.setdefault("radiometry", OSCD_CONVENTION.to_dict())
     record.setdefault("training", {})
     record.setdefault("metrics", {})
     record = _json_safe(record)
@@ -327,6 +341,14 @@ def _validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
     for key in ("training", "metrics"):
         if not isinstance(meta.get(key, {}), Mapping):
             raise InputError(meta_path, f"{key} must be an object")
+    radiometry = meta.get("radiometry")
+    if radiometry is not None:
+        if not isinstance(radiometry, Mapping):
+            raise InputError(meta_path, f"radiometry must be an object, got {radiometry!r}")
+        try:
+            Radiometry.from_dict(radiometry)
+        except (TypeError, ValueError) as err:
+            raise InputError(meta_path, f"radiometry: {err}") from err
 
 
 def _read_weights(weights_path: Path, model: ChangeUNet) -> dict[str, torch.Tensor]:
