@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from groundbreak.datasets.errors import InputError
+from groundbreak.infer.alerts_io import spreadsheet_safe
 from groundbreak.infer.nightly.state import ALERT_STATUSES, DB_NAME, NightlyState
 
 LIST_COLUMNS: tuple[str, ...] = (
@@ -90,9 +91,10 @@ def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str
         return json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=2) + "\n"
     if fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+        writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
+                                quoting=csv.QUOTE_NONNUMERIC)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({c: spreadsheet_safe(row.get(c)) for c in columns} for row in rows)
         return buffer.getvalue()
     if not rows:
         return "no alerts\n"

@@ -8,10 +8,15 @@ Columns of ``sites.csv`` and ``alerts.csv`` (one row per site and pair, best fir
 :data:`SITE_COLUMNS` then :data:`DETAIL_COLUMNS`. ``changed_area_m2`` is in square metres on
 georeferenced grids; on grids without a CRS (plain PNG pairs) it counts pixels, and the row's
 ``area_unit`` says ``px`` instead of ``m2`` (lon/lat are then empty).
+
+Text cells that a spreadsheet would read as a formula (starting with ``=``, ``+``, ``-``, ``@``, a
+tab or a carriage return) are written with a leading ``'``, and every text cell is quoted (OWASP's
+advice on CSV injection), so a site named ``=HYPERLINK(...)`` stays text in a spreadsheet.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -44,6 +49,9 @@ CHANGE_COLUMNS: tuple[str, ...] = (
 FAILURE_COLUMNS: tuple[str, ...] = ("pair_id", "reason")
 """Columns of ``failures.csv``."""
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet evaluate a cell (OWASP, CSV injection)."""
+
 _DECIMALS = {
     "score": 4, "confidence": 4, "max_probability": 4, "valid_fraction": 4,
     "changed_area_m2": 1, "lon": 7, "lat": 7,
@@ -74,9 +82,20 @@ def write_table_csv(
     for column, decimals in _DECIMALS.items():
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").round(decimals)
+    frame = frame.map(spreadsheet_safe)
     buffer = io.StringIO()
-    frame.to_csv(buffer, index=False)
+    frame.to_csv(buffer, index=False, quoting=csv.QUOTE_NONNUMERIC)
     return atomic_write_text(path, buffer.getvalue())
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet shows as text: ``'`` before a formula's first character.
+
+    Numbers (negative longitudes included) and other non-text values are returned as they are.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 def write_sites_csv(sites: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
