@@ -23,7 +23,7 @@ from groundbreak.infer.ranking import (
 )
 from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2
 from groundbreak.infer.sites import DEFAULT_MIN_AREA_M2, load_watch_list
-from groundbreak.train.arguments import positive_int
+from groundbreak.train.arguments import non_negative_float, positive_float, positive_int
 
 EXIT_OK = 0
 EXIT_PAIRS_FAILED = 1
@@ -48,13 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="RUNDIR", help="run folder to write")
     parser.add_argument("--model", metavar="BUNDLE",
                         help="model bundle folder (default: the shipped default bundle)")
-    parser.add_argument("--min-area", type=float, default=DEFAULT_MIN_AREA_M2, metavar="M2",
+    parser.add_argument("--min-area", type=non_negative_float, default=DEFAULT_MIN_AREA_M2,
+                        metavar="M2",
                         help="smallest discovered change region in m² (pixels on images "
                         f"without a CRS); default {DEFAULT_MIN_AREA_M2:g}")
     parser.add_argument("--alert-threshold", type=float, default=DEFAULT_ALERT_THRESHOLD,
                         metavar="S", help="sites scoring at least S are alerts; default "
                         f"{DEFAULT_ALERT_THRESHOLD:g}")
-    parser.add_argument("--area-scale", type=float, default=DEFAULT_AREA_SCALE_M2, metavar="M2",
+    parser.add_argument("--area-scale", type=positive_float, default=DEFAULT_AREA_SCALE_M2,
+                        metavar="M2",
                         help="changed area at which the score's area term reaches 0.63; "
                         f"default {DEFAULT_AREA_SCALE_M2:g}")
     parser.add_argument("--tta", action="store_true", help="average flipped predictions")

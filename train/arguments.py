@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def positive_int(text: str) -> int:
@@ -24,4 +25,31 @@ def threshold_argument(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from err
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"threshold must lie in (0, 1), got {text}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    """A finite number (nan and inf are refused)."""
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from err
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0."""
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number of at least 0."""
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
