@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from functools import lru_cache
 
+import numpy as np
 from affine import Affine
+from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
-_EARTH_RADIUS_M = 6_371_008.8
+_GEOD = Geod(ellps="WGS84")
+
+
+@lru_cache(maxsize=32)
+def _to_wgs84(crs: CRS) -> Transformer:
+    """A transformer from ``crs`` to longitude/latitude (WGS84), x/y order."""
+    return Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
 
 
 @dataclass(frozen=True)
@@ -51,21 +59,42 @@ class Grid:
         return Window(0, 0, self.width, self.height)
 
     def pixel_area_m2(self) -> float:
-        """Approximate ground area of one pixel in square metres (at the grid's centre).
+        """Geodesic ground area of the grid's centre pixel in square metres (WGS84 ellipsoid).
 
-        Geographic CRSs are handled with a spherical-earth approximation; grids without a CRS
-        report 1.0 (one pixel is one unit).
+        Grids without a CRS report 1.0 (one pixel is one unit). For areas over many rows, such
+        as a site's, use :meth:`row_pixel_areas_m2`.
         """
         if self.crs is None:
             return 1.0
-        a, e = abs(self.transform.a), abs(self.transform.e)
-        if self.crs.is_geographic:
-            lat = math.radians((self.bounds[1] + self.bounds[3]) / 2)
-            dy = math.radians(e) * _EARTH_RADIUS_M
-            dx = math.radians(a) * _EARTH_RADIUS_M * math.cos(lat)
-            return dx * dy
-        factor = self.crs.linear_units_factor[1] if self.crs.is_projected else 1.0
-        return a * e * factor * factor
+        return float(self._pixel_areas(self.height // 2, 1, self.width // 2)[0])
+
+    def row_pixel_areas_m2(self) -> np.ndarray:
+        """Geodesic ground area (m²) of one pixel of each row, shape ``(height, 1)``.
+
+        Measured on the ellipsoid (pyproj ``Geod``) for the pixel in the middle column, so it is
+        right in any CRS, equal-area or not (Web Mercator, geographic); within a row the area
+        varies only with the projection's scale across columns (under 0.1 % in UTM). Grids
+        without a CRS give ones. Multiply by a mask of pixels and sum to get their ground area.
+        """
+        if self.crs is None:
+            return np.ones((self.height, 1))
+        return self._pixel_areas(0, self.height, self.width // 2)[:, None]
+
+    def _pixel_areas(self, row0: int, rows: int, col: int) -> np.ndarray:
+        """Geodesic areas of the pixels ``(row0 .. row0 + rows - 1, col)``."""
+        edge_rows = np.arange(row0, row0 + rows + 1, dtype=float)
+        xs = np.concatenate([np.full(rows + 1, float(col)), np.full(rows + 1, col + 1.0)])
+        ys = np.concatenate([edge_rows, edge_rows])
+        x, y = self.transform * (xs, ys)
+        lon, lat = _to_wgs84(self.crs).transform(np.asarray(x), np.asarray(y))
+        left, right = slice(0, rows + 1), slice(rows + 1, None)
+        lon_l, lat_l, lon_r, lat_r = lon[left], lat[left], lon[right], lat[right]
+        areas = np.empty(rows)
+        for i in range(rows):
+            ring_lon = [lon_l[i], lon_r[i], lon_r[i + 1], lon_l[i + 1]]
+            ring_lat = [lat_l[i], lat_r[i], lat_r[i + 1], lat_l[i + 1]]
+            areas[i] = abs(_GEOD.polygon_area_perimeter(ring_lon, ring_lat)[0])
+        return areas
 
     def same_as(self, other: Grid, tolerance: float = 1e-9) -> bool:
         """True when both grids have the same size, CRS and (almost) the same transform."""

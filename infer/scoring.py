@@ -90,7 +90,7 @@ class SiteMeasure:
 def measure_site(
     probability: np.ndarray,
     threshold: float,
-    pixel_area: float,
+    pixel_area: float | np.ndarray,
     inside: np.ndarray | None = None,
     changed: np.ndarray | None = None,
     area_scale: float = DEFAULT_AREA_SCALE_M2,
@@ -100,7 +100,9 @@ def measure_site(
     Args:
         probability: change probabilities (any shape), NaN where invalid.
         threshold: operating threshold; a pixel with probability >= threshold is changed.
-        pixel_area: ground area of one pixel (m², or 1.0 on grids without a CRS).
+        pixel_area: ground area of one pixel (m², or 1.0 on grids without a CRS), or an array
+            of per-pixel areas that broadcasts to ``probability`` (e.g. one per row, ``(H, 1)``,
+            from :meth:`Grid.row_pixel_areas_m2`).
         inside: boolean mask of the site's pixels, same shape; None means every pixel.
         changed: boolean mask of changed pixels (e.g. a discovered region's own pixels); None
             means ``probability >= threshold``.
@@ -116,7 +118,8 @@ def measure_site(
     values = probability[valid]
     changed_values = probability[changed]
     n_changed = int(changed_values.size)
-    changed_area = n_changed * float(pixel_area)
+    areas = np.broadcast_to(np.asarray(pixel_area, dtype=np.float64), probability.shape)
+    changed_area = float(areas[changed].sum())
     confidence = float(changed_values.mean()) if n_changed else 0.0
     return SiteMeasure(
         pixels=int(inside.sum()),

@@ -42,6 +42,10 @@ WGS84 = CRS.from_epsg(4326)
 DEFAULT_MIN_AREA_M2 = 300.0
 """Smallest discovered change region kept (m², or pixels on grids without a CRS): 3 S2 pixels."""
 
+MIN_AREA_TOLERANCE = 0.01
+"""A region this close below the minimum area is kept: a minimum set in whole pixels (3 S2 pixels
+is 300 m²) is not defeated by a projection's scale factor (UTM pixels are 0.1 % off nominal)."""
+
 SMALL_SITE_PIXELS = 16.0
 """Sites smaller than this many pixels are rasterised with ``all_touched`` so they get pixels."""
 
@@ -262,12 +266,14 @@ def measure_watch_site(
     window = geometry_window(geometry, grid)
     if window is None:
         return None
-    inside = site_pixels(geometry, grid.subgrid(window))
+    subgrid = grid.subgrid(window)
+    inside = site_pixels(geometry, subgrid)
     if not inside.any():
         return None
     probability = read_probability(src, window)
     measure = measure_site(
-        probability, threshold, grid.pixel_area_m2(), inside=inside, area_scale=area_scale
+        probability, threshold, subgrid.row_pixel_areas_m2(), inside=inside,
+        area_scale=area_scale,
     )
     return measure, window
 
@@ -289,15 +295,17 @@ def discover_change_regions(
 ) -> list[ChangeRegion]:
     """Connected changed regions of a mask (8-connectivity), polygonised and scored.
 
-    Regions smaller than ``min_area_m2`` (pixels on grids without a CRS) are dropped. Ids read
+    Regions smaller than ``min_area_m2`` (pixels on grids without a CRS) are dropped; areas are
+    geodesic, summed over each region's own pixels (:meth:`Grid.row_pixel_areas_m2`). Ids read
     ``<id_prefix>-c0001``, numbered in raster order. Each region's probabilities are read over
     its own bounding box only.
     """
     with _open(mask_path) as src:
         grid = dataset_grid(src)
         changed = src.read(1, masked=True).filled(0) == 1
-    pixel_area = grid.pixel_area_m2()
-    min_pixels = max(1, math.ceil(min_area_m2 / pixel_area - 1e-9)) if min_area_m2 > 0 else 1
+    row_areas = grid.row_pixel_areas_m2()
+    floor_m2 = min_area_m2 * (1 - MIN_AREA_TOLERANCE)
+    min_pixels = max(1, math.ceil(floor_m2 / row_areas.max() - 1e-9)) if min_area_m2 > 0 else 1
     labels, count = ndimage.label(changed, structure=EIGHT_CONNECTED)
     if count == 0:
         return []
@@ -311,9 +319,12 @@ def discover_change_regions(
             rows, cols = slices
             window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
             own = labels[slices] == number
+            areas = row_areas[rows]
+            if float((own * areas).sum()) < floor_m2:
+                continue
             probability = read_probability(prob_src, window)
             measure = measure_site(
-                probability, threshold, pixel_area, inside=own, changed=own, area_scale=area_scale
+                probability, threshold, areas, inside=own, changed=own, area_scale=area_scale
             )
             geometry = region_polygon(own, grid.window_transform(window))
             region_id = f"{id_prefix}-c{len(regions) + 1:04d}"

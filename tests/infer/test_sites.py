@@ -191,7 +191,7 @@ def test_watch_site_is_reprojected_and_measured_over_its_box_only(
     assert (window.col_off, window.row_off, window.width, window.height) == (75, 45, 30, 20)
     assert measure.pixels == 600
     assert measure.changed_pixels == 200
-    assert measure.changed_area == pytest.approx(200 * 100.0)
+    assert measure.changed_area == pytest.approx(200 * 100.0, rel=1e-3)  # geodesic, UTM scale
     assert measure.confidence == pytest.approx(0.9)
 
 
@@ -270,7 +270,7 @@ def test_discovery_uses_eight_connectivity_and_minimum_area(tmp_path: Path) -> N
     assert [r.region_id for r in regions] == ["pair-c0001", "pair-c0002"]
     first, second = regions
     assert first.measure.changed_pixels == 25
-    assert first.measure.changed_area == pytest.approx(2_500.0)
+    assert first.measure.changed_area == pytest.approx(2_500.0, rel=1e-3)  # geodesic
     assert first.measure.confidence == pytest.approx(0.8)
     assert first.geometry.is_valid  # the two blocks touch at one corner only
     assert first.geometry.area == pytest.approx(25 * 100.0)
