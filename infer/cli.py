@@ -3,26 +3,37 @@
 Each subcommand lives in the package of its stage and is imported only when it runs, so
 ``groundbreak --help`` stays fast. A subcommand is a function ``main(argv: list[str]) -> int``;
 :func:`main` returns every exit code rather than raising SystemExit. A usage error exits 2 with
-argparse's message; bad input (:class:`InputError`) is printed as one line, without a traceback,
-with exit code 2; an error of the machine (``OSError``: a full disk, a lost mount) exits 4.
+argparse's message; bad input (:class:`InputError`) or a user's bad path (any other ``OSError``:
+a missing folder, a missing permission, an ``--out`` that is a file) is printed as one line,
+without a traceback, with exit code 2; a full disk or quota (ENOSPC, EDQUOT, also when GDAL or
+SQLite is the writer) exits 4; a damaged nightly state database exits 5.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 
-from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.errors import InputError, is_disk_full
+
+EXIT_BAD_INPUT = 2
+"""Exit code of bad input or usage: a bad file, option or path; nothing was done."""
 
 EXIT_STOPPED = 4
-"""Exit code of a run stopped by the machine (a full disk...); what was finished is kept."""
+"""Exit code of a run stopped by a full disk or quota; what was finished is kept."""
+
+EXIT_STATE_DAMAGED = 5
+"""Exit code of a nightly state database that cannot be read (see docs/operator.md, recovery)."""
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "chips": ("groundbreak.datasets.cli", "cut a dataset into chips and write a manifest"),
     "train": ("groundbreak.train.cli", "train a change model (LightningCLI: fit, validate, ...)"),
     "export": ("groundbreak.train.export", "export a training checkpoint to a model bundle"),
-    "evaluate": ("groundbreak.train.evaluate", "score a model bundle on a labelled split"),
+    "evaluate": ("groundbreak.train.evaluate", "score a model bundle on labelled scenes or chips"),
+    "cv": ("groundbreak.train.crossval", "cross-validate a training config by held-out city"),
     "predict": ("groundbreak.infer.predict_cli", "change maps for one tile pair"),
     "rank": ("groundbreak.infer.rank_cli", "score and rank sites over many tile pairs"),
     "nightly": ("groundbreak.infer.nightly_cli", "the nightly batch over a watch-list"),
@@ -49,22 +60,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"groundbreak: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
+    # GDAL's errors come back as exceptions; its log lines would only repeat them on stderr.
+    logging.getLogger("rasterio").addHandler(logging.NullHandler())
     try:
         return int(module.main(rest) or 0)
     except InputError as err:
         print(f"groundbreak {name}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except SystemExit as exit_:  # argparse: 2 on a usage error, 0 after --help
         if isinstance(exit_.code, str):
             print(exit_.code, file=sys.stderr)
             return 1
         return int(exit_.code or 0)
-    except OSError as err:  # the machine's (a full disk...), not the input's
-        print(f"groundbreak {name}: stopped: {err}", file=sys.stderr)
-        return EXIT_STOPPED
+    except (OSError, sqlite3.DatabaseError) as err:
+        if is_disk_full(err):  # the machine's: rerun once there is space
+            print(f"groundbreak {name}: stopped: {' '.join(str(err).split())}", file=sys.stderr)
+            return EXIT_STOPPED
+        if isinstance(err, sqlite3.DatabaseError):
+            print(f"groundbreak {name}: error: the nightly state database cannot be read "
+                  f"({_one_line(err)}); see 'Backup and recovery' in docs/operator.md",
+                  file=sys.stderr)
+            return EXIT_STATE_DAMAGED
+        print(f"groundbreak {name}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"groundbreak {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line: ``<path>: <reason>`` for an OSError that names a path."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from groundbreak.infer import rank_cli
+from groundbreak.train.arguments import device_argument
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 DEMO_PAIRS = DEMO_DATA / "pairs.csv"
@@ -29,7 +30,8 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--out", default="demo-run", help="run folder to write (default: demo-run)")
     parser.add_argument("--model", help="model bundle (default: the shipped default bundle)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    parser.add_argument("--device", type=device_argument, default="auto",
+                        help="auto, cpu, cuda, ...")
     args = parser.parse_args(list(argv))
     rank_args = ["--pairs", str(DEMO_PAIRS), "--sites", str(DEMO_SITES), "--out", args.out]
     rank_args += ["--device", args.device] + (["--model", args.model] if args.model else [])

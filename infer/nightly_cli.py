@@ -21,6 +21,7 @@ from groundbreak.infer.nightly.config import build_config, describe_keys, read_c
 from groundbreak.infer.nightly.lock import LockHeldError
 from groundbreak.infer.nightly.logging import LOG_FORMATS, NightLog
 from groundbreak.infer.nightly.runner import EXIT_BAD_CONFIG, EXIT_LOCKED, run_night
+from groundbreak.train.arguments import device_argument
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all pairs ok; 1 some pairs failed (the rest completed; see the night's "
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="key alert_threshold")
     parser.add_argument("--dismiss-margin", type=float, metavar="M", help="key dismiss_margin")
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="key log_format")
-    parser.add_argument("--device", help="predictor device: auto, cpu, cuda... (key predictor)")
+    parser.add_argument("--device", type=device_argument,
+                        help="predictor device: auto, cpu, cuda... (key predictor)")
     parser.add_argument("--no-report", dest="report", action="store_false", default=None,
                         help="do not write report.html (key report)")
     return parser

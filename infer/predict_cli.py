@@ -20,7 +20,7 @@ from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
 from groundbreak.infer.blending import BLEND_MODES
 from groundbreak.infer.inference import RUNTIMES
-from groundbreak.train.arguments import positive_int
+from groundbreak.train.arguments import device_argument, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--blend", choices=BLEND_MODES, default="cosine", help="overlap blending")
     parser.add_argument(
-        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
+        "--device", type=device_argument, default="auto",
+        help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
     )
     parser.add_argument(
         "--runtime",

@@ -23,7 +23,12 @@ from groundbreak.infer.ranking import (
 )
 from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2
 from groundbreak.infer.sites import DEFAULT_MIN_AREA_M2, load_watch_list
-from groundbreak.train.arguments import non_negative_float, positive_float, positive_int
+from groundbreak.train.arguments import (
+    device_argument,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 
 EXIT_OK = 0
 EXIT_PAIRS_FAILED = 1
@@ -64,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=int, help="overlap of prediction windows in pixels")
     parser.add_argument("--batch-size", type=positive_int, default=8,
                         help="windows per model call")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", type=device_argument, default="auto",
+                        help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
                         help="what runs the model: torch, or onnx (ONNX Runtime, CPU only; "
                         "see the README)")

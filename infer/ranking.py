@@ -24,7 +24,6 @@ A watch-list site that lies on several pairs is scored on each: one row per (sit
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 import time
@@ -36,7 +35,7 @@ from typing import Any, Protocol
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
-from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.errors import InputError, is_disk_full
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.pair_spec import PairSpec
@@ -79,11 +78,7 @@ _UNSAFE_PAIR_ID = re.compile(r"^\.|[/\\]|^$")
 def stops_the_run(err: BaseException) -> bool:
     """Whether an error is the machine's, not the pair's: a full disk or quota fails every pair,
     so the run stops there (what is finished is kept) instead of failing the rest one by one."""
-    full = (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(err, OSError) and (
-        err.errno in full or any(f"[Errno {code}]" in str(err) for code in full)
-        or "No space left on device" in str(err)
-    )
+    return is_disk_full(err)
 
 
 class PairPredictor(Protocol):

@@ -13,13 +13,22 @@ The prediction outputs (:class:`PredictionRasterWriter`):
 - ``mask.tif``: uint8, 1 where the probability is at least the threshold, else 0; nodata 255.
 
 Both have exactly the pair grid's size, CRS and transform (no CRS for images without one).
+
+GDAL's own lines on stderr (libtiff's ``_tiffWriteProc: No space left on device``...) are
+captured during each write instead of being shown; a write that fails on a full disk or quota is
+raised as ``OSError(ENOSPC)`` (the run stops, exit code 4), whatever words GDAL used.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 
@@ -29,6 +38,7 @@ import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from groundbreak.datasets.errors import is_disk_full
 from groundbreak.datasets.grid import Grid
 
 BLOCK_SIZE = 256
@@ -46,10 +56,104 @@ def bounded_gdal_cache(cache_bytes: int = GDAL_CACHE_BYTES) -> rasterio.Env:
     return rasterio.Env(GDAL_CACHEMAX=cache_bytes)
 
 
+_GDAL_WRITE_FAILURE = re.compile(
+    r"Write failed|Write error|Seek error|IO error writing|TIFFAppendToStrip|errno[ =:]*(28|122)\b",
+    re.IGNORECASE,
+)
+LOW_SPACE_BYTES = 1 << 20
+"""A GDAL write failure in a folder with less free space than this is a full disk."""
+
+
+@contextmanager
+def gdal_stderr() -> Iterator[list[str]]:
+    """Capture what C code (GDAL, libtiff) prints on stderr during a call, instead of showing it.
+
+    The captured text is appended to the yielded list when the call ends. Writes beyond the
+    pipe's buffer are dropped, never blocked.
+    """
+    captured: list[str] = []
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    saved = os.dup(2)
+    try:
+        os.dup2(write_fd, 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            with suppress(BlockingIOError):
+                captured.append(os.read(read_fd, 1 << 16).decode("utf-8", "replace"))
+    finally:
+        for fd in (read_fd, write_fd, saved):
+            os.close(fd)
+
+
+@contextmanager
+def gdal_writes(path: Path) -> Iterator[None]:
+    """Run GDAL writes to ``path`` quietly; a failure on a full disk becomes ``OSError(ENOSPC)``."""
+    captured: list[str] = []
+    try:
+        with gdal_stderr() as captured:
+            yield
+    except Exception as err:
+        if is_disk_full(err):
+            raise
+        messages, cause = [], err
+        while cause is not None and len(messages) < 10:
+            messages.append(str(cause))
+            cause = cause.__cause__ or cause.__context__
+        said = " ".join(" ".join([*messages, *captured]).split())
+        if _GDAL_WRITE_FAILURE.search(said) is None:
+            raise
+        if not (is_disk_full(OSError(said)) or _free_bytes(path.parent) < LOW_SPACE_BYTES):
+            raise
+        raise OSError(
+            errno.ENOSPC, f"No space left on device (GDAL: {said[:200]})", str(path)
+        ) from err
+
+
+def _free_bytes(folder: Path) -> int:
+    """Free bytes for this user in a folder's file system (large when it cannot be told)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 1 << 62
+
+
 def cog_driver_available() -> bool:
     """True when the GDAL inside rasterio has the COG driver (GDAL >= 3.1)."""
     with rasterio.Env() as env:
         return "COG" in env.drivers()
+
+
+_PARTIAL_NAME = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.(partial|cog)\.tif$")
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Delete the hidden temporary rasters a killed writer left in a folder.
+
+    A temporary raster's name holds its writer's pid; only those of processes that no longer
+    run on this machine are removed, so a writer running beside this one keeps its files.
+    """
+    removed: list[Path] = []
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        match = _PARTIAL_NAME.match(entry.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
 
 
 class TiledRasterWriter:
@@ -89,7 +193,7 @@ class TiledRasterWriter:
         self.block_size = block_size
         self.overview_resampling = overview_resampling
         self.cog = cog_driver_available() if cog is None else cog
-        token = uuid.uuid4().hex[:8]
+        token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._partial = self.path.with_name(f".{self.path.name}.{token}.partial.tif")
         self._cog_partial = self.path.with_name(f".{self.path.name}.{token}.cog.tif")
         self._dataset: rasterio.io.DatasetWriter | None = None
@@ -97,6 +201,7 @@ class TiledRasterWriter:
 
     def __enter__(self) -> TiledRasterWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.path.parent)
         profile = {
             "driver": "GTiff",
             "width": self.grid.width,
@@ -115,7 +220,7 @@ class TiledRasterWriter:
             "predictor": 3 if self.dtype.kind == "f" else 2,
             "bigtiff": "IF_SAFER",
         }
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), gdal_writes(self._partial):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._dataset = rasterio.open(self._partial, "w", **profile)
         return self
@@ -127,16 +232,18 @@ class TiledRasterWriter:
         if rows.ndim != 2 or rows.shape[1] != self.grid.width:
             raise ValueError(f"expected rows of width {self.grid.width}, got shape {rows.shape}")
         window = Window(0, row_off, self.grid.width, rows.shape[0])
-        self._dataset.write(rows.astype(self.dtype, copy=False), 1, window=window)
+        with gdal_writes(self._partial):
+            self._dataset.write(rows.astype(self.dtype, copy=False), 1, window=window)
 
     def commit(self) -> Path:
         """Finish the file: convert to COG if asked, then rename it to its final name."""
         if self._dataset is None:
             raise RuntimeError("the writer is not open; use it as a context manager")
-        self._dataset.close()
-        self._dataset = None
+        dataset, self._dataset = self._dataset, None
+        with gdal_writes(self._partial):
+            dataset.close()
         if self.cog:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), gdal_writes(self._cog_partial):
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 rasterio.shutil.copy(
                     self._partial,
@@ -162,8 +269,13 @@ class TiledRasterWriter:
         traceback: TracebackType | None,
     ) -> None:
         if self._dataset is not None:
-            self._dataset.close()
-            self._dataset = None
+            dataset, self._dataset = self._dataset, None
+            try:
+                with gdal_stderr():
+                    dataset.close()
+            except Exception:  # already failing: the error being raised is the one to report
+                if exc is None:
+                    raise
         for partial in (self._partial, self._cog_partial):
             partial.unlink(missing_ok=True)
 

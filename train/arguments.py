@@ -53,3 +53,37 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def device_argument(text: str) -> str:
+    """A torch device name: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``..."""
+    try:
+        return check_device_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def check_device_name(name: object) -> str:
+    """``name`` when it is ``auto`` or a device torch knows; ValueError (one line) otherwise."""
+    if name == "auto":
+        return name
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"device must be a name such as auto, cpu or cuda:0, got {name!r}")
+    import torch  # only when a device is named
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N, ...)") from err
+    return name

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from jsonargparse import Namespace
@@ -102,11 +103,36 @@ def last_checkpoint(dirpath: str) -> Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``groundbreak train <fit|validate|test|predict> [--config FILE] [options]``."""
+    check_ckpt_path(argv)
     with warnings.catch_warnings():
         # Called from the ``groundbreak`` dispatcher, sys.argv also holds "train ...": expected.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         _run_cli(argv)
     return 0
+
+
+CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")
+"""``--ckpt_path`` values that Lightning resolves itself, not files."""
+
+
+def check_ckpt_path(argv: Sequence[str] | None) -> None:
+    """Refuse a ``--ckpt_path`` that is not a checkpoint a safe load accepts, before training.
+
+    Lightning would raise from deep inside ``torch.load`` (a pickle, a text file, a missing file).
+    """
+    from groundbreak.train.export import load_checkpoint
+
+    args = list(argv or ())
+    for i, arg in enumerate(args):
+        if arg.startswith("--ckpt_path="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--ckpt_path" and i + 1 < len(args):
+            value = args[i + 1]
+        else:
+            continue
+        keyword = value.split(":", 1)[0] in CKPT_PATH_KEYWORDS or value.lower() == "null"
+        if value and not keyword and "://" not in value:
+            load_checkpoint(Path(value))
 
 
 def _run_cli(argv: Sequence[str] | None) -> None:

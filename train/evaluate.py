@@ -28,7 +28,12 @@ from torch.utils.data import DataLoader, Dataset
 from groundbreak.datasets.datamodule import ChipsDirectory, read_chip
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.labels import IGNORE
-from groundbreak.train.arguments import positive_int, threshold_argument
+from groundbreak.train.arguments import (
+    device_argument,
+    non_negative_int,
+    positive_int,
+    threshold_argument,
+)
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 from groundbreak.train.metrics import PooledChangeMetrics
 
@@ -167,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="chips per batch")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--device", type=device_argument, default="auto",
+                        help="auto, cpu, cuda or cuda:N")
     return parser
 
 

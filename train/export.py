@@ -266,22 +266,29 @@ def export_checkpoint(
     """Write the model bundle of a ChangeSegmentationTask checkpoint and load it back."""
     path = Path(checkpoint_path)
     checkpoint = load_checkpoint(path, trust=trust_checkpoint)
-    model = checkpoint_model(checkpoint, path)
-    normalization = checkpoint_normalization(
-        checkpoint, path, Path(chips_dir) if chips_dir else None, model.in_channels
-    )
-    validation = checkpoint_validation(checkpoint, path, threshold)
     out_dir = Path(out_dir)
-    meta = {
-        "name": name or out_dir.resolve().name,
-        "bands": normalization.bands,
-        "normalization": {"mean": normalization.mean, "std": normalization.std},
-        "chip_size": normalization.chip_size,
-        "threshold": validation.threshold,
-        "pixel_size_m": normalization.pixel_size_m,
-        "training": _training_record(checkpoint, path, normalization, validation),
-        "metrics": validation.metrics,
-    }
+    try:  # a checkpoint's contents are input: a wrong type anywhere in them is bad input
+        model = checkpoint_model(checkpoint, path)
+        normalization = checkpoint_normalization(
+            checkpoint, path, Path(chips_dir) if chips_dir else None, model.in_channels
+        )
+        validation = checkpoint_validation(checkpoint, path, threshold)
+        meta = {
+            "name": name or out_dir.resolve().name,
+            "bands": normalization.bands,
+            "normalization": {"mean": normalization.mean, "std": normalization.std},
+            "chip_size": normalization.chip_size,
+            "threshold": validation.threshold,
+            "pixel_size_m": normalization.pixel_size_m,
+            "training": _training_record(checkpoint, path, normalization, validation),
+            "metrics": validation.metrics,
+        }
+    except InputError:
+        raise
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        raise InputError(
+            path, f"has malformed contents ({type(err).__name__}: {' '.join(str(err).split())})"
+        ) from err
     save_bundle(model, meta, out_dir)
     return load_bundle(out_dir)  # checked exactly as inference will load it
 

@@ -201,6 +201,10 @@ def build_config(
     """
     where = Path(origin) if origin is not None else None
     base = where.parent if where is not None else Path.cwd()
+    not_names = [repr(k) for k in values if not isinstance(k, str)]
+    if not_names:
+        raise InputError(where or "config", f"key(s) {', '.join(not_names)} are not names; "
+                         f"known keys: {', '.join(KEYS)}")
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise InputError(
@@ -272,12 +276,17 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
     if kind == "mapping":
         if not isinstance(raw, dict):
             raise fail(f"expected a mapping, got {raw!r}")
-        unknown = sorted(set(raw) - set(PREDICTOR_KEYS))
+        unknown = sorted(str(k) for k in set(raw) - set(PREDICTOR_KEYS))
         if unknown:
             raise fail(f"unknown option(s) {', '.join(map(str, unknown))}; "
                        f"known: {', '.join(PREDICTOR_KEYS)}")
         from groundbreak.infer.inference import RUNTIMES  # imports torch: only when needed
+        from groundbreak.train.arguments import check_device_name
 
+        try:
+            check_device_name(raw.get("device", "auto"))
+        except ValueError as err:
+            raise fail(str(err)) from None
         if raw.get("runtime", "torch") not in RUNTIMES:
             raise fail(f"runtime must be one of {', '.join(RUNTIMES)}, got {raw['runtime']!r}")
         return dict(raw)
