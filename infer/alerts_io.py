@@ -2,7 +2,8 @@
 
 Every file is written atomically (a hidden temporary file in the same folder, then a rename), so a
 reader such as the nightly batch or an analyst's QGIS sees the previous file or the whole new one,
-never half of one. GeoJSON is written in EPSG:4326 (RFC 7946, no ``crs`` member).
+never half of one. GeoJSON is written in EPSG:4326 (RFC 7946, no ``crs`` member), with every
+polygon wound as RFC 7946 says: exterior rings counter-clockwise, holes clockwise.
 
 Columns of ``sites.csv`` and ``alerts.csv`` (one row per site and pair, best first):
 :data:`SITE_COLUMNS` then :data:`DETAIL_COLUMNS`. ``changed_area_m2`` is in square metres on
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from shapely.geometry import mapping
+from shapely.geometry import GeometryCollection, MultiPolygon, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
+from shapely.geometry.polygon import orient
 
 SITE_COLUMNS: tuple[str, ...] = (
     "rank", "site_id", "name", "pair_id", "score", "changed_area_m2", "lon", "lat",
@@ -132,11 +134,25 @@ def write_feature_collection(
             {
                 "type": "Feature",
                 "properties": {c: _json_value(row.get(c), c) for c in columns},
-                "geometry": mapping(geometry) if isinstance(geometry, BaseGeometry) else None,
+                "geometry": (
+                    mapping(rfc7946_winding(geometry))
+                    if isinstance(geometry, BaseGeometry) else None
+                ),
             }
         )
     document = {"type": "FeatureCollection", "features": features}
     return atomic_write_text(path, json.dumps(document, allow_nan=False) + "\n")
+
+
+def rfc7946_winding(geometry: BaseGeometry) -> BaseGeometry:
+    """The geometry with every polygon's exterior counter-clockwise and holes clockwise."""
+    if isinstance(geometry, Polygon):
+        return orient(geometry, sign=1.0)
+    if isinstance(geometry, MultiPolygon):
+        return MultiPolygon([orient(part, sign=1.0) for part in geometry.geoms])
+    if isinstance(geometry, GeometryCollection):
+        return GeometryCollection([rfc7946_winding(part) for part in geometry.geoms])
+    return geometry
 
 
 def _json_value(value: Any, column: str) -> Any:
