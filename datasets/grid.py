@@ -85,7 +85,7 @@ class Grid:
         edge_rows = np.arange(row0, row0 + rows + 1, dtype=float)
         xs = np.concatenate([np.full(rows + 1, float(col)), np.full(rows + 1, col + 1.0)])
         ys = np.concatenate([edge_rows, edge_rows])
-        x, y = self.transform * (xs, ys)
+        x, y = self.transform @ (xs, ys)
         lon, lat = _to_wgs84(self.crs).transform(np.asarray(x), np.asarray(y))
         left, right = slice(0, rows + 1), slice(rows + 1, None)
         lon_l, lat_l, lon_r, lat_r = lon[left], lat[left], lon[right], lat[right]

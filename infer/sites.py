@@ -86,7 +86,8 @@ def load_watch_list(path: str | Path) -> list[Site]:
     The CRS comes from the file's ``crs`` member and is EPSG:4326 without one. Raises an
     :class:`InputError` naming the file for anything that is not a valid watch-list: unreadable
     JSON, a feature without ``site_id`` or ``name``, a geometry that is not a (multi)polygon or
-    has no area, duplicate ids, or no features at all.
+    has no area, coordinates that are not finite or fall off the globe once reprojected to
+    EPSG:4326 (longitude in [-180, 180], latitude in [-90, 90]), duplicate ids, or no features.
     """
     path = Path(path)
     if not path.is_file():
@@ -160,11 +161,39 @@ def _site_from_feature(feature: object, number: int, crs: CRS, path: Path) -> Si
         polygon = shape(geometry)
     except Exception as err:  # shapely raises several types for malformed coordinates
         raise InputError(path, f"{where} has malformed coordinates ({err})") from err
+    _check_coordinates(polygon, crs, path, where)
     if not polygon.is_valid:
         polygon = _polygonal_part(shapely.make_valid(polygon))
     if polygon.is_empty or polygon.area <= 0:
         raise InputError(path, f"{where} has no area")
     return Site(site_id, str(name), polygon, crs)
+
+
+def _check_coordinates(polygon: BaseGeometry, crs: CRS, path: Path, where: str) -> None:
+    """InputError unless the polygon's coordinates are finite and, in EPSG:4326, on the globe."""
+    coords = shapely.get_coordinates(polygon)
+    if not np.isfinite(coords).all():
+        raise InputError(path, f"{where} has non-finite coordinates")
+    try:
+        wgs84 = to_crs(polygon, crs, WGS84)
+        # PROJ maps some far-off points to plausible ones (UTM northing 1e30 lands in the
+        # Pacific): only coordinates that come back from EPSG:4326 are taken as real.
+        back = shapely.get_coordinates(to_crs(wgs84, WGS84, crs))
+    except Exception as err:  # rasterio/PROJ raise several types for impossible points
+        raise InputError(path, f"{where} cannot be reprojected to EPSG:4326 ({err})") from err
+    if back.shape != coords.shape or not np.allclose(back, coords, rtol=1e-7, atol=1e-2):
+        raise InputError(path, f"{where} has coordinates that {crs} cannot place on the globe")
+    lonlat = shapely.get_coordinates(wgs84)
+    if lonlat.size == 0:
+        return  # an empty polygon is refused for having no area
+    lon, lat = lonlat[:, 0], lonlat[:, 1]
+    if not (np.isfinite(lonlat).all() and (np.abs(lon) <= 180).all() and (np.abs(lat) <= 90).all()):
+        raise InputError(
+            path,
+            f"{where} has coordinates off the globe (longitude {lon.min():g} to {lon.max():g}, "
+            f"latitude {lat.min():g} to {lat.max():g} in EPSG:4326; longitudes must lie in "
+            "[-180, 180] and latitudes in [-90, 90])",
+        )
 
 
 def _polygonal_part(geometry: BaseGeometry) -> BaseGeometry:
