@@ -222,9 +222,18 @@ class ChangeChipDataset(Dataset[dict[str, torch.Tensor]]):
 
 
 def balanced_sample_weights(labels: Sequence[str]) -> torch.Tensor:
-    """Sampling weights giving every label class the same expected share of draws."""
-    counts = Counter(labels)
-    weights = [1.0 / (len(counts) * counts[label]) for label in labels]
+    """Sampling weights giving every label class the same expected share of draws.
+
+    Unlabelled chips (label ``""``) weigh 0: every pixel of theirs is ignored by the loss, so
+    drawing them would only make empty batches. The weights sum to 1.
+
+    Raises:
+        ValueError: When no chip is labelled.
+    """
+    counts = Counter(label for label in labels if label)
+    if not counts:
+        raise ValueError("no chip is labelled, so there is nothing to balance or learn from")
+    weights = [1.0 / (len(counts) * counts[label]) if label else 0.0 for label in labels]
     return torch.tensor(weights, dtype=torch.double)
 
 
@@ -238,7 +247,8 @@ class ChangeDataModule(LightningDataModule):
         num_workers: DataLoader worker processes (0 reads in the main process).
         balance: Draw ``construction`` and ``no_construction`` train chips with equal expected
             share (a WeightedRandomSampler with ``num_samples = len(train)``), so sparse change
-            is seen often enough; otherwise the train chips are shuffled.
+            is seen often enough, and never draw unlabelled chips (they give no loss);
+            otherwise the train chips are shuffled.
         augment: Augment train chips (flips, rot90, per-date gain/offset and noise).
         affine_p: Probability of a small affine warp in the augmentation (0 disables it).
         product_shift_p: Probability of a product-level radiometric shift shared by both dates
@@ -323,8 +333,14 @@ class ChangeDataModule(LightningDataModule):
         assert self.train_dataset is not None, "call setup('fit') first"
         generator = torch.Generator().manual_seed(self.hparams.seed)
         if self.hparams.balance:
+            try:
+                weights = balanced_sample_weights(self.train_dataset.labels)
+            except ValueError as err:
+                raise InputError(
+                    self.directory.root, f"split {self.hparams.train_split!r}: {err}"
+                ) from err
             sampler = WeightedRandomSampler(
-                balanced_sample_weights(self.train_dataset.labels),
+                weights,
                 num_samples=len(self.train_dataset),
                 replacement=True,
                 generator=generator,

@@ -188,3 +188,26 @@ def test_datamodule_rejects_bad_settings(tmp_path: Path) -> None:
     dm = ChangeDataModule(tmp_path, val_split="train")
     with pytest.raises(InputError, match="no test_split"):
         dm.setup("test")
+
+
+def test_balanced_sampling_never_draws_unlabelled_chips(tmp_path: Path) -> None:
+    """Unlabelled chips (all pixels ignored) get no share of the draws: they give zero loss."""
+    labels = ["no_construction"] * 8 + ["construction"] * 2 + [""] * 10
+    weights = balanced_sample_weights(labels)
+    assert weights[-10:].sum() == 0
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[labels.index("construction")] == pytest.approx(0.25)
+    write_chips_dir(tmp_path, labels)
+    dm = ChangeDataModule(tmp_path, val_split="train", balance=True, seed=0)
+    dm.setup("fit")
+    drawn = Counter(labels[i] for _ in range(50) for i in dm.train_dataloader().sampler)
+    assert drawn[""] == 0
+    assert 0.4 < drawn["construction"] / sum(drawn.values()) < 0.6
+
+
+def test_balanced_sampling_without_labelled_chips_is_an_input_error(tmp_path: Path) -> None:
+    write_chips_dir(tmp_path, ["", ""], unlabelled=True)
+    dm = ChangeDataModule(tmp_path, val_split="train", balance=True)
+    dm.setup("fit")
+    with pytest.raises(InputError, match="no chip is labelled"):
+        dm.train_dataloader()
