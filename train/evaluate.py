@@ -1,9 +1,20 @@
-"""``groundbreak evaluate``: score a model bundle on the labelled chips of one split.
+"""``groundbreak evaluate``: score a model bundle on whole labelled scenes, or on chips.
 
 Usage::
 
-    groundbreak evaluate --model checkpoints/oscd-s2-default --chips chips/oscd \\
-        [--split val] [--threshold T] [--out metrics.json] [--batch-size 16] [--device auto]
+    groundbreak evaluate --model BUNDLE --oscd-root ../shared/data/oscd \\
+        --cities cupertino,hongkong,nantes [--threshold T] [--maps DIR] [--out metrics.json]
+    groundbreak evaluate --model BUNDLE --pairs pairs.csv [--cities ID,ID]
+    groundbreak evaluate --model BUNDLE --chips chips/oscd [--split val] [--batch-size 16]
+
+With ``--oscd-root`` or ``--pairs`` every pair is predicted whole by the tiled predictor that
+``groundbreak predict`` uses and every labelled pixel counts once; the pooled scores at the
+bundle's threshold (or ``--threshold``), the best pooled threshold and each pair's scores are
+printed (see :mod:`groundbreak.train.scene_evaluate`). This is the evaluation the model card and a
+bundle's threshold rest on.
+
+With ``--chips`` the bundle scores the chips of one split instead (overlapping chips count a pixel
+up to four times, unblended: a quick check, not the figure to publish).
 
 The bundle is run over every chip of the split (batched, without gradients, on the CPU or a
 CUDA GPU), with the bundle's own bands and normalisation, never the chips directory's. True and
@@ -159,20 +170,34 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``groundbreak evaluate`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="groundbreak evaluate",
-        description="Score a model bundle on the labelled chips of one split: pooled precision, "
+        description="Score a model bundle on whole labelled scenes (--oscd-root or --pairs, "
+        "through the tiled predictor) or on the chips of one split (--chips): pooled precision, "
         "recall, F1 and IoU of the change class.",
     )
     parser.add_argument(
         "--model", type=Path, help="model bundle folder (default: the shipped oscd-s2-default)"
     )
-    parser.add_argument("--chips", type=Path, required=True, help="chips directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--oscd-root", type=Path, help="OSCD folder: score whole city scenes")
+    source.add_argument("--pairs", type=Path, help="pairs CSV with labels: score whole scenes")
+    source.add_argument("--chips", type=Path, help="chips directory: score the chips of --split")
+    parser.add_argument(
+        "--cities", type=comma_list, help="pairs (OSCD: cities) to score, comma-separated "
+        "(default: every labelled one)",
+    )
+    parser.add_argument("--maps", type=Path, help="keep each pair's probability/mask rasters here")
+    parser.add_argument("--tta", action="store_true", help="average identity and flips")
     parser.add_argument("--split", default="val", help="manifest split to score (default: val)")
     parser.add_argument(
         "--threshold", type=threshold_argument, help="probability threshold (default: the bundle's)"
     )
     parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="chips per batch")
-    parser.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=16, help="chips (or windows) per batch"
+    )
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=0, help="DataLoader worker processes"
+    )
     parser.add_argument("--device", type=device_argument, default="auto",
                         help="auto, cpu, cuda or cuda:N")
     return parser
@@ -180,7 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Run ``groundbreak evaluate``."""
-    args = build_parser().parse_args(list(argv))
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    if args.chips is None:
+        return _main_scenes(args)
+    if args.cities is not None or args.maps is not None or args.tta:
+        parser.error("--cities, --maps and --tta score whole scenes: use --oscd-root or --pairs")
     bundle = load_bundle(args.model if args.model is not None else default_bundle_path())
     result = evaluate_bundle(
         bundle,
@@ -200,5 +230,41 @@ def main(argv: Sequence[str]) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a,b, c"`` -> ``["a", "b", "c"]``; an empty list is an error."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return items
+
+
+def _main_scenes(args: argparse.Namespace) -> int:
+    """``groundbreak evaluate --oscd-root/--pairs``: whole-scene evaluation."""
+    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.train import scene_evaluate
+
+    bundle = load_bundle(args.model if args.model is not None else default_bundle_path())
+    specs = scene_evaluate.labelled_pair_specs(args.oscd_root, args.pairs, args.cities)
+    predictor = TiledPredictor(
+        bundle, batch_size=args.batch_size, tta=args.tta, device=args.device
+    )
+    pairs = scene_evaluate.open_labelled_pairs(specs, predictor)
+    threshold = bundle.threshold if args.threshold is None else float(args.threshold)
+    results = scene_evaluate.evaluate_scenes(predictor, pairs, maps_dir=args.maps)
+    result = {
+        "bundle": bundle.name,
+        "bundle_path": str(bundle.path.resolve()),
+        "source": str((args.oscd_root or args.pairs).resolve()),
+        "tta": args.tta,
+        **scene_evaluate.summary(results, threshold),
+    }
+    print(scene_evaluate.format_summary(result, bundle.name))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(scene_evaluate.dumps(result))
         print(f"wrote {args.out}")
     return 0

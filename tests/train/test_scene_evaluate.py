@@ -1,0 +1,162 @@
+"""Whole-scene ``groundbreak evaluate`` (--oscd-root / --pairs) on the OSCD fixtures.
+
+The model of these tests is a ChangeUNet with every weight zero and the head's bias set to
+logit(0.7): it predicts 0.7 at every pixel, so every count is known from the label alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from groundbreak.infer.cli import main as groundbreak
+from groundbreak.train.bundle import save_bundle
+from groundbreak.train.model import ChangeUNet
+from groundbreak.train.scene_evaluate import ChangeHistogram
+
+BANDS = ["B02", "B03", "B04", "B08"]
+CONSTANT = 0.7
+
+
+def constant_bundle(out: Path, bands: list[str] = BANDS, threshold: float = 0.5) -> Path:
+    """A bundle whose model predicts CONSTANT everywhere."""
+    model = ChangeUNet(
+        in_channels=len(bands), fusion="siamese_diff", encoder_name="resnet18",
+        encoder_depth=3, decoder_channels=(16, 8, 8),
+    )
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.segmentation_head[0].bias.fill_(math.log(CONSTANT / (1 - CONSTANT)))
+    meta = {
+        "bands": bands,
+        "normalization": {"mean": [0.0] * len(bands), "std": [1.0] * len(bands)},
+        "chip_size": 32,
+        "threshold": threshold,
+    }
+    return save_bundle(model, meta, out)
+
+
+@pytest.fixture(scope="module")
+def constant(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The constant bundle, threshold 0.5."""
+    return constant_bundle(tmp_path_factory.mktemp("bundles") / "constant")
+
+
+def raw_counts(fixtures_dir: Path, city: str) -> tuple[int, int]:
+    """(changed, unchanged) pixels of an OSCD label read straight from the file (2 / 1)."""
+    with rasterio.open(fixtures_dir / "oscd" / city / "cm" / f"{city}-cm.tif") as src:
+        label = src.read(1)
+    return int((label == 2).sum()), int((label == 1).sum())
+
+
+def test_histogram_counts_by_hand() -> None:
+    histogram = ChangeHistogram()
+    probability = np.array([[0.1, 0.37, 0.37, 0.9], [0.6, np.nan, 0.9, 0.2]], np.float32)
+    label = np.array([[0, 1, 0, 1], [255, 1, 0, 0]], np.uint8)
+    assert histogram.add(probability, label) == 1  # the NaN pixel: no prediction, "no change"
+    assert histogram.counts(0.3) == {"tp": 2, "fp": 2, "fn": 1, "tn": 2}
+    assert histogram.counts(0.5) == {"tp": 1, "fp": 1, "fn": 2, "tn": 3}
+    assert histogram.counts(0.95) == {"tp": 0, "fp": 0, "fn": 3, "tn": 4}
+    at = histogram.scores(0.3)
+    assert (at["precision"], at["recall"], at["f1"], at["iou"]) == pytest.approx(
+        (1 / 2, 2 / 3, 4 / 7, 2 / 5)
+    )
+    assert histogram.scores(0.95)["precision"] == 0.0  # 0/0 is 0, not NaN
+    best = histogram.best()  # F1 4/7 for every threshold in (0.2, 0.37]: the nearest 0.5
+    assert best["threshold"] == 0.37 and best["f1"] == pytest.approx(4 / 7)
+    again = ChangeHistogram.from_json(json.loads(json.dumps(histogram.to_json())))
+    assert (again + histogram).counts(0.3) == {"tp": 4, "fp": 4, "fn": 2, "tn": 4}
+
+
+def test_whole_scenes_of_a_constant_model(
+    fixtures_dir: Path, constant: Path, tmp_path: Path
+) -> None:
+    bundle = constant
+    out = tmp_path / "metrics.json"
+    code = groundbreak([
+        "evaluate", "--model", str(bundle), "--oscd-root", str(fixtures_dir / "oscd"),
+        "--cities", "beirut,abudhabi", "--out", str(out), "--maps", str(tmp_path / "maps"),
+    ])
+    assert code == 0
+    result = json.loads(out.read_text())
+    counts = {city: raw_counts(fixtures_dir, city) for city in ("beirut", "abudhabi")}
+    changed = sum(c for c, _ in counts.values())
+    unchanged = sum(u for _, u in counts.values())
+    pooled = result["pooled"]  # 0.7 >= 0.5 everywhere: every pixel predicted changed
+    assert (pooled["tp"], pooled["fp"], pooled["fn"]) == (changed, unchanged, 0)
+    assert pooled["precision"] == pytest.approx(changed / (changed + unchanged))
+    assert pooled["recall"] == 1.0
+    assert result["pixels"] == changed + unchanged and result["unpredicted_pixels"] == 0
+    for row in result["per_pair"]:
+        assert (row["tp"], row["fp"]) == counts[row["pair_id"]]
+    # Every threshold up to 0.7 gives the same F1, every one above gives 0: the nearest 0.5.
+    assert result["best"]["threshold"] == 0.5
+    assert (tmp_path / "maps" / "beirut" / "probability.tif").is_file()
+
+
+def test_a_threshold_above_every_probability_scores_zero(
+    fixtures_dir: Path, constant: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = constant
+    pairs = tmp_path / "pairs.csv"
+    city = fixtures_dir / "oscd" / "beirut"
+    pairs.write_text(
+        f"pair_id,before,after,label\nbeirut,{city}/imgs_1,{city}/imgs_2,{city}/cm/beirut-cm.tif\n"
+    )
+    code = groundbreak(
+        ["evaluate", "--model", str(bundle), "--pairs", str(pairs), "--threshold", "0.9"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "pooled at threshold 0.900: precision 0.0000  recall 0.0000  F1 0.0000" in printed
+    assert "best pooled threshold 0.50" in printed
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert groundbreak(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_inputs_are_one_line_errors(
+    fixtures_dir: Path, constant: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = str(constant)
+    oscd = str(fixtures_dir / "oscd")
+    base = ["evaluate", "--model", bundle, "--oscd-root", oscd, "--cities"]
+    assert "unknown pair(s) atlantis" in one_line_error(capsys, [*base, "beirut,atlantis"])
+    assert "pair dubai has no label" in one_line_error(capsys, [*base, "dubai"])
+
+    rgb = str(constant_bundle(tmp_path / "rgb", bands=["red", "green", "blue"]))
+    err = one_line_error(capsys, ["evaluate", "--model", rgb, "--oscd-root", oscd])
+    assert "needs band(s) red, green, blue" in err
+
+    broken = tmp_path / "oscd"
+    shutil.copytree(fixtures_dir / "oscd", broken)
+    (broken / "abudhabi" / "cm" / "abudhabi-cm.tif").unlink()
+    err = one_line_error(capsys, ["evaluate", "--model", bundle, "--oscd-root", str(broken)])
+    assert "label of train city abudhabi does not exist" in err
+
+    pairs = tmp_path / "pairs.csv"
+    city = fixtures_dir / "oscd" / "dubai"
+    pairs.write_text(f"pair_id,before,after\ndubai,{city}/imgs_1,{city}/imgs_2\n")
+    err = one_line_error(capsys, ["evaluate", "--model", bundle, "--pairs", str(pairs)])
+    assert "pair dubai has no label" in err
+
+
+def test_whole_scene_options_need_a_scene_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = groundbreak(["evaluate", "--chips", str(tmp_path), "--cities", "beirut"])
+    assert code == 2
+    assert "use --oscd-root or --pairs" in capsys.readouterr().err
+    assert groundbreak(["evaluate", "--chips", str(tmp_path), "--pairs", "x.csv"]) == 2

@@ -1,0 +1,291 @@
+"""Whole-scene evaluation: score a model bundle on labelled tile pairs, as ``predict`` runs it.
+
+Every pair is predicted by the same :class:`~groundbreak.infer.predictor.TiledPredictor` that
+``groundbreak predict`` uses (overlapping windows, blended), its ``probability.tif`` is read back
+in row bands beside the label, and every labelled pixel is counted once (label 255 is left out).
+A labelled pixel the model could not predict (invalid input on a date) counts as "no change", so
+a detector is never rewarded for declining to answer; their number is reported.
+
+Counts are kept as a histogram of probabilities per class (:class:`ChangeHistogram`, 1000 bins),
+so memory does not grow with the scenes and the pooled F1 of any threshold on the sweep (0.01 to
+0.99 by 0.01) is exact: the best threshold is chosen from pooled counts, never per scene.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.labels import IGNORE
+from groundbreak.datasets.layouts import oscd_pairs, read_pairs_csv
+from groundbreak.datasets.pair import TilePair
+from groundbreak.datasets.pair_spec import PairSpec
+
+HISTOGRAM_BINS = 1000
+"""Bins of the probability histogram: bin k holds k/1000 <= p < (k+1)/1000 (p = 1 in the last)."""
+SWEEP: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 100))
+"""Thresholds among which the best pooled F1 is chosen."""
+ROWS_PER_READ = 512
+
+
+def scores(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """Precision, recall, F1 and IoU of the change class; 0/0 is 0, never NaN."""
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else 0.0
+
+    return {
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "iou": ratio(tp, tp + fp + fn),
+    }
+
+
+@dataclass
+class ChangeHistogram:
+    """Labelled pixels counted by class (changed / unchanged) and probability bin."""
+
+    changed: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, np.int64))
+    unchanged: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, np.int64))
+
+    @property
+    def bins(self) -> int:
+        """Number of probability bins."""
+        return len(self.changed)
+
+    def add(self, probability: np.ndarray, label: np.ndarray) -> int:
+        """Count the labelled pixels of one block; returns how many had no prediction (NaN)."""
+        labelled = label != IGNORE
+        values = probability[labelled].astype(np.float64)
+        missing = ~np.isfinite(values)
+        values[missing] = 0.0  # no prediction: counted as "no change"
+        index = np.clip(np.floor(values * self.bins), 0, self.bins - 1).astype(np.int64)
+        truth = label[labelled] == 1
+        self.changed += np.bincount(index[truth], minlength=self.bins)
+        self.unchanged += np.bincount(index[~truth], minlength=self.bins)
+        return int(missing.sum())
+
+    def __add__(self, other: ChangeHistogram) -> ChangeHistogram:
+        return ChangeHistogram(self.changed + other.changed, self.unchanged + other.unchanged)
+
+    def counts(self, threshold: float) -> dict[str, int]:
+        """``tp``, ``fp``, ``fn``, ``tn`` of ``probability >= threshold``.
+
+        Exact for a threshold on the bin edges (a multiple of 0.001), the nearest edge above
+        otherwise.
+        """
+        first = min(max(int(np.ceil(round(threshold * self.bins, 6))), 0), self.bins)
+        tp = int(self.changed[first:].sum())
+        fp = int(self.unchanged[first:].sum())
+        return {
+            "tp": tp,
+            "fp": fp,
+            "fn": int(self.changed.sum()) - tp,
+            "tn": int(self.unchanged.sum()) - fp,
+        }
+
+    def scores(self, threshold: float) -> dict[str, Any]:
+        """Counts and scores at one threshold."""
+        counts = self.counts(threshold)
+        tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
+        return {"threshold": threshold, **counts, **scores(tp, fp, fn)}
+
+    def best(self, thresholds: Sequence[float] = SWEEP) -> dict[str, Any]:
+        """Scores at the threshold of the best F1 (ties: the one nearest 0.5)."""
+        table = [self.scores(t) for t in thresholds]
+        top = max(row["f1"] for row in table)
+        return min((r for r in table if r["f1"] == top), key=lambda r: abs(r["threshold"] - 0.5))
+
+    def to_json(self) -> dict[str, list[int]]:
+        """The histogram as plain lists."""
+        return {"changed": self.changed.tolist(), "unchanged": self.unchanged.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[int]]) -> ChangeHistogram:
+        """The inverse of :meth:`to_json`."""
+        return cls(np.asarray(data["changed"], np.int64), np.asarray(data["unchanged"], np.int64))
+
+
+@dataclass
+class PairEvaluation:
+    """One scored pair: its histogram, pixel counts and prediction time."""
+
+    pair_id: str
+    histogram: ChangeHistogram
+    pixels: int
+    changed_pixels: int
+    unpredicted_pixels: int
+    seconds: float
+
+    def to_json(self, threshold: float) -> dict[str, Any]:
+        """Counts and scores at ``threshold``, and the histogram."""
+        return {
+            "pair_id": self.pair_id,
+            "pixels": self.pixels,
+            "changed_pixels": self.changed_pixels,
+            "unpredicted_pixels": self.unpredicted_pixels,
+            "seconds": round(self.seconds, 2),
+            **self.histogram.scores(threshold),
+            "histogram": self.histogram.to_json(),
+        }
+
+
+def labelled_pair_specs(
+    oscd_root: str | Path | None = None,
+    pairs_csv: str | Path | None = None,
+    cities: Sequence[str] | None = None,
+) -> list[PairSpec]:
+    """The labelled pairs to score: OSCD cities or rows of a pairs CSV, optionally selected.
+
+    Without ``cities``: every labelled OSCD train city, or every row of the CSV (each must have
+    a label).
+
+    Raises:
+        InputError: For an unknown city or pair id, or a selected pair without a label.
+    """
+    if (oscd_root is None) == (pairs_csv is None):
+        raise ValueError("give exactly one of oscd_root and pairs_csv")
+    source = Path(oscd_root if oscd_root is not None else pairs_csv)  # type: ignore[arg-type]
+    if oscd_root is not None:
+        specs = oscd_pairs(oscd_root)
+        if cities is None:
+            specs = [s for s in specs if s.label is not None]
+    else:
+        specs = read_pairs_csv(pairs_csv)  # type: ignore[arg-type]
+    if cities is not None:
+        by_id = {s.pair_id: s for s in specs}
+        unknown = [c for c in cities if c not in by_id]
+        if unknown:
+            known = ", ".join(s.pair_id for s in specs if s.label is not None)
+            raise InputError(
+                source, f"unknown pair(s) {', '.join(unknown)}; the labelled ones are: {known}"
+            )
+        specs = [by_id[c] for c in dict.fromkeys(cities)]
+    if not specs:
+        raise InputError(source, "no labelled pair to score")
+    for spec in specs:
+        if spec.label is None:
+            raise InputError(source, f"pair {spec.pair_id} has no label to score against")
+    return specs
+
+
+def open_labelled_pairs(specs: Sequence[PairSpec], predictor: Any) -> list[TilePair]:
+    """Open every pair and its label, and check it has the model's bands, before predicting."""
+    pairs = []
+    for spec in specs:
+        pair = spec.open()
+        if pair.label is None:
+            raise InputError(spec.before, f"pair {spec.pair_id} has no label to score against")
+        predictor.check_bands(pair)
+        pairs.append(pair)
+    return pairs
+
+
+def score_probability_map(pair: TilePair, probability_path: Path) -> PairEvaluation:
+    """Count the labelled pixels of a pair against a probability raster on its grid."""
+    histogram = ChangeHistogram()
+    pixels = changed = missing = 0
+    with rasterio.open(probability_path) as src:
+        if (src.height, src.width) != pair.grid.shape:
+            raise InputError(probability_path, f"is not on the grid of pair {pair.pair_id}")
+        for row in range(0, src.height, ROWS_PER_READ):
+            window = Window(0, row, src.width, min(ROWS_PER_READ, src.height - row))
+            probability = src.read(1, window=window)
+            label = pair.read_label(window)
+            assert label is not None
+            missing += histogram.add(probability, label)
+            pixels += int((label != IGNORE).sum())
+            changed += int((label == 1).sum())
+    return PairEvaluation(pair.pair_id, histogram, pixels, changed, missing, 0.0)
+
+
+def evaluate_scenes(
+    predictor: Any,
+    pairs: Sequence[TilePair],
+    maps_dir: str | Path | None = None,
+    progress: Any = None,
+) -> list[PairEvaluation]:
+    """Predict every pair with ``predictor`` (a TiledPredictor) and score its whole scene.
+
+    ``maps_dir`` keeps each pair's ``probability.tif`` and ``mask.tif`` in ``maps_dir/<pair_id>``;
+    without it they are written to a temporary folder and removed.
+    """
+    results = []
+    with tempfile.TemporaryDirectory(prefix="groundbreak-evaluate-") as tmp:
+        base = Path(maps_dir) if maps_dir is not None else Path(tmp)
+        for pair in pairs:
+            start = time.perf_counter()
+            prediction = predictor.predict_pair(pair, base / pair.pair_id)
+            result = score_probability_map(pair, prediction.probability_path)
+            result.seconds = time.perf_counter() - start
+            results.append(result)
+            if progress is not None:
+                progress(result)
+    return results
+
+
+def pooled(results: Sequence[PairEvaluation]) -> ChangeHistogram:
+    """The histogram of all pairs together."""
+    total = ChangeHistogram()
+    for result in results:
+        total = total + result.histogram
+    return total
+
+
+def summary(results: Sequence[PairEvaluation], threshold: float) -> dict[str, Any]:
+    """Pooled scores at ``threshold`` and at the best threshold, and every pair's, as JSON."""
+    histogram = pooled(results)
+    best = histogram.best()
+    return {
+        "threshold": threshold,
+        "pairs_count": len(results),
+        "pixels": sum(r.pixels for r in results),
+        "changed_pixels": sum(r.changed_pixels for r in results),
+        "unpredicted_pixels": sum(r.unpredicted_pixels for r in results),
+        "pooled": histogram.scores(threshold),
+        "best": best,
+        "per_pair": [r.to_json(threshold) for r in results],
+        "pooled_histogram": histogram.to_json(),
+    }
+
+
+def format_summary(result: dict[str, Any], name: str) -> str:
+    """The lines ``groundbreak evaluate`` prints for a whole-scene evaluation."""
+    at, best = result["pooled"], result["best"]
+    lines = [
+        f"{name} on {result['pairs_count']} whole scene(s), {result['pixels']} labelled pixels "
+        f"({result['changed_pixels']} changed, {result['unpredicted_pixels']} unpredicted):",
+        f"  pooled at threshold {at['threshold']:.3f}: precision {at['precision']:.4f}  "
+        f"recall {at['recall']:.4f}  F1 {at['f1']:.4f}  IoU {at['iou']:.4f}",
+        f"  best pooled threshold {best['threshold']:.2f}: precision {best['precision']:.4f}  "
+        f"recall {best['recall']:.4f}  F1 {best['f1']:.4f}  IoU {best['iou']:.4f}",
+        f"  {'pair':<14} {'pixels':>9} {'changed':>8} {'precision':>9} {'recall':>7} "
+        f"{'F1':>6} {'IoU':>6} {'s':>6}",
+    ]
+    for row in result["per_pair"]:
+        lines.append(
+            f"  {row['pair_id']:<14} {row['pixels']:>9} {row['changed_pixels']:>8} "
+            f"{row['precision']:>9.4f} {row['recall']:>7.4f} {row['f1']:>6.4f} "
+            f"{row['iou']:>6.4f} {row['seconds']:>6.1f}"
+        )
+    return "\n".join(lines)
+
+
+def dumps(data: Any) -> str:
+    """JSON with two-space indentation and lists of numbers (histograms) on one line."""
+    text = json.dumps(data, indent=2)
+    return re.sub(
+        r"\[\s+([-\d.eE+,\s]+?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text
+    ) + "\n"
