@@ -1,0 +1,99 @@
+"""``groundbreak cv``: folds by city, settings kept, and a 2-fold run end to end on the fixtures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.layouts import oscd_pairs
+from groundbreak.infer.cli import main as groundbreak
+from groundbreak.train.crossval import balanced_folds, read_folds
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def tiny_config(tmp_path: Path, tiny_model: dict) -> Path:
+    """A one-epoch CPU training config on four bands."""
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": 1, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 1,
+            "enable_progress_bar": False, "enable_model_summary": False,
+        },
+        "model": {**tiny_model, "fusion": "siamese_diff", "scheduler": "none"},
+        "data": {"chips_dir": "set-by-cv", "bands": ["B02", "B03", "B04", "B08"],
+                 "batch_size": 4, "augment": False},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_balanced_folds_and_fold_files(fixtures_dir: Path, tmp_path: Path) -> None:
+    specs = [s for s in oscd_pairs(fixtures_dir / "oscd") if s.label is not None]
+    assert sorted(balanced_folds(specs, 2)) == [["abudhabi"], ["beirut"]]
+    with pytest.raises(InputError, match="between 2 and 2 folds"):
+        balanced_folds(specs, 3)
+    cities = ["abudhabi", "beirut"]
+    path = tmp_path / "folds.yaml"
+    path.write_text("folds: [[beirut], [abudhabi]]\n")
+    assert read_folds(path, cities) == [["beirut"], ["abudhabi"]]
+    for text, problem in [
+        ("folds: [[beirut], [abudhabi, beirut]]", "twice: beirut"),
+        ("folds: [[beirut], [atlantis]]", "unknown or unlabelled cities: atlantis"),
+        ("folds: [[beirut]]", "at least two"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(InputError, match=problem):
+            read_folds(path, cities)
+
+
+def test_the_committed_oscd_folds_cover_the_14_cities_once() -> None:
+    cities = [
+        "aguasclaras", "bercy", "bordeaux", "nantes", "paris", "rennes", "saclay_e", "abudhabi",
+        "cupertino", "pisa", "beihai", "hongkong", "beirut", "mumbai",
+    ]
+    folds = read_folds(CONFIGS / "cv" / "oscd_folds5.yaml", cities)
+    assert len(folds) == 5
+
+
+@pytest.mark.slow
+def test_two_fold_cv_end_to_end_then_resume(
+    fixtures_dir: Path, tiny_model: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_config(tmp_path, tiny_model)
+    out = tmp_path / "cv"
+    argv = [
+        "cv", "--config", str(config), "--folds", "2", "--out", str(out),
+        "--oscd-root", str(fixtures_dir / "oscd"), "--size", "32", "--stride", "32",
+    ]
+    assert groundbreak([*argv, "--only-folds", "1"]) == 0
+    assert "1 of 2 folds done" in capsys.readouterr().out
+    assert groundbreak(argv) == 0
+    printed = capsys.readouterr().out
+    assert "fold 1: done, skipped" in printed and "out-of-fold, 2 folds, 2 cities" in printed
+    for k, held_out in enumerate(balanced_folds(
+        [s for s in oscd_pairs(fixtures_dir / "oscd") if s.label is not None], 2
+    )):
+        fold = out / f"fold{k}"
+        record = json.loads((fold / "evaluation.json").read_text())
+        assert record["held_out"] == held_out and held_out[0] not in record["trained_on"]
+        chips = json.loads((fold / "chips" / "dataset.json").read_text())
+        assert [p["pair_id"] for p in chips["pairs"]] == record["trained_on"]  # held out: unseen
+        assert (fold / "train" / "checkpoints" / "last.ckpt").is_file()
+        assert not list((fold / "train" / "checkpoints").glob("best*"))  # no selection
+        assert (fold / "bundle" / "model.json").is_file()
+    result = json.loads((out / "cv.json").read_text())
+    assert set(result["per_city_f1"]) == {"abudhabi", "beirut"}
+    assert len(result["per_fold_f1"]) == 2 and 0.0 <= result["pooled"]["f1"] <= 1.0
+    assert "| cv | " in (out / "cv.md").read_text()
+
+    # Done folds are skipped; other settings in the same folder are refused.
+    assert groundbreak(argv) == 0
+    assert "fold 0: done, skipped" in capsys.readouterr().out
+    assert groundbreak([*argv[:-1], "64"]) == 2
+    assert "started with other settings (stride)" in capsys.readouterr().err

@@ -1,0 +1,331 @@
+"""``groundbreak cv``: K-fold cross-validation by city on OSCD, scored on whole held-out scenes.
+
+Usage::
+
+    groundbreak cv --config configs/oscd_s2.yaml --folds configs/cv/oscd_folds5.yaml \\
+        --out runs/cv/NAME [--oscd-root ../shared/data/oscd] [--size 128] [--stride 64] \\
+        [--only-folds 0,3] [--device auto] [--keep-maps] [-- TRAIN OVERRIDES...]
+
+For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
+
+1. ``chips/``: chips of the *other* cities only (``--size``/``--stride``), statistics from them;
+2. ``train/``: ``groundbreak train fit --config CONFIG`` on those chips for the config's fixed
+   number of epochs (plus the overrides after ``--``), **without validation**; the model is the
+   last epoch's (``last.ckpt``). Nothing about the held-out cities (epoch, threshold,
+   normalisation) is seen before they are scored. An interrupted run resumes from ``last.ckpt``;
+3. ``bundle/``: the exported model bundle of ``last.ckpt``;
+4. ``evaluation.json``: the held-out cities predicted whole by the tiled predictor, counted as a
+   histogram of probabilities per class (:mod:`groundbreak.train.scene_evaluate`).
+
+A fold with ``evaluation.json`` is done and skipped on a rerun. When every fold is done, the
+out-of-fold (OOF) histograms of all cities are pooled: the OOF threshold is the best pooled F1
+over the sweep, and pooled precision/recall/F1/IoU, per-city F1 and per-fold F1 (mean, std, min,
+max) at that threshold go to ``OUT/cv.json`` and ``OUT/cv.md`` (a table row for the model card).
+
+``--folds`` is a YAML/JSON file (``folds: [[city, ...], ...]``, every labelled city once) or a
+number N: the cities, largest change first, each dealt to the fold with the fewest changed pixels
+so far. The folds and settings are recorded in ``OUT/cv_settings.json``; a rerun with other
+settings is refused (use another ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from groundbreak.datasets.chips import ChipConfig, cut_chips
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.layouts import oscd_pairs
+from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.train import scene_evaluate
+from groundbreak.train.arguments import positive_int
+from groundbreak.train.evaluate import comma_list
+
+DEFAULT_OSCD_ROOT = Path("../shared/data/oscd")
+NO_VALIDATION = [
+    "--data.val_split", "train",  # never read: validation is off
+    "--trainer.limit_val_batches", "0",
+    "--trainer.num_sanity_val_steps", "0",
+    "--checkpoint.save_top_k", "0",  # no "best": the model is last.ckpt
+]
+
+
+def changed_pixels(spec: PairSpec) -> int:
+    """Changed pixels of a labelled pair."""
+    label = spec.open().read_label()
+    return int((label == 1).sum()) if label is not None else 0
+
+
+def balanced_folds(specs: Sequence[PairSpec], count: int) -> list[list[str]]:
+    """Cities dealt, largest change first, to the fold with the fewest changed pixels so far."""
+    if not 2 <= count <= len(specs):
+        raise InputError(None, f"--folds {count}: need between 2 and {len(specs)} folds")
+    sizes = {s.pair_id: changed_pixels(s) for s in specs}
+    folds: list[list[str]] = [[] for _ in range(count)]
+    totals = [0] * count
+    for city in sorted(sizes, key=lambda c: (-sizes[c], c)):
+        k = min(range(count), key=lambda i: (totals[i], i))
+        folds[k].append(city)
+        totals[k] += sizes[city]
+    return folds
+
+
+def read_folds(path: Path, cities: Sequence[str]) -> list[list[str]]:
+    """The folds of a YAML/JSON file; each labelled city must appear exactly once."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(path, f"cannot be read as YAML ({err})") from err
+    folds = data.get("folds") if isinstance(data, dict) else None
+    if not isinstance(folds, list) or len(folds) < 2 or not all(
+        isinstance(f, list) and f and all(isinstance(c, str) for c in f) for f in folds
+    ):
+        raise InputError(path, "expected 'folds:' with at least two non-empty lists of cities")
+    listed = [c for fold in folds for c in fold]
+    unknown = sorted(set(listed) - set(cities))
+    if unknown:
+        raise InputError(path, f"unknown or unlabelled cities: {', '.join(unknown)}")
+    twice = sorted({c for c in listed if listed.count(c) > 1})
+    missing = sorted(set(cities) - set(listed))
+    if twice or missing:
+        raise InputError(
+            path, f"every labelled city must be in one fold (twice: {', '.join(twice) or '-'}; "
+            f"in none: {', '.join(missing) or '-'})"
+        )
+    return folds
+
+
+def resolve_folds(text: str, specs: Sequence[PairSpec]) -> list[list[str]]:
+    """``--folds``: a number (balanced folds) or a folds file."""
+    if text.isdigit():
+        return balanced_folds(specs, int(text))
+    path = Path(text)
+    if not path.is_file():
+        raise InputError(path, "folds file does not exist (or give a number of folds)")
+    return read_folds(path, [s.pair_id for s in specs])
+
+
+def check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Record the run's settings, or refuse when ``out`` was started with others."""
+    path = out / "cv_settings.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != settings:
+            changed = sorted(k for k in settings if previous.get(k) != settings[k])
+            raise InputError(
+                path, f"this run was started with other settings ({', '.join(changed)}); "
+                "give another --out"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".partial")
+    temporary.write_text(json.dumps(settings, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def train_command(
+    config: Path, chips: Path, train_dir: Path, extra: Sequence[str]
+) -> list[str]:
+    """The ``groundbreak train fit`` command of one fold (resuming from its last.ckpt)."""
+    command = [
+        sys.executable, "-m", "groundbreak.infer.cli", "train", "fit", "--config", str(config),
+        "--trainer.default_root_dir", str(train_dir), "--data.chips_dir", str(chips),
+        *NO_VALIDATION, *extra,
+    ]
+    last = train_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        command += ["--ckpt_path", str(last)]
+    return command
+
+
+def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argparse.Namespace,
+             extra: Sequence[str]) -> None:
+    """Chips, training, export and whole-scene scoring of one fold (each step skipped if done)."""
+    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.train.export import export_checkpoint
+
+    fold_dir = args.out / f"fold{k}"
+    chips, train_dir = fold_dir / "chips", fold_dir / "train"
+    training = [s for s in specs if s.pair_id not in held_out]
+    if not (chips / "manifest.parquet").is_file():
+        print(f"fold {k}: chips of {', '.join(s.pair_id for s in training)}", flush=True)
+        cut_chips(
+            [replace(s, split="train") for s in training], chips,
+            ChipConfig(chip_size=args.size, stride=args.stride, splits=["train"]),
+            layout="oscd", root=args.oscd_root, overwrite=True,
+        )
+    done = train_dir / "DONE"
+    if not done.is_file():
+        command = train_command(args.config, chips, train_dir, extra)
+        print(f"fold {k}: training ({' '.join(command[3:])})", flush=True)
+        start = time.perf_counter()
+        code = subprocess.call(command)
+        if code != 0:
+            raise InputError(train_dir, f"fold {k}: training exited with code {code}")
+        done.write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}) + "\n")
+    bundle = export_checkpoint(
+        train_dir / "checkpoints" / "last.ckpt", fold_dir / "bundle",
+        name=f"{args.out.name}-fold{k}", chips_dir=chips,
+    )
+    predictor = TiledPredictor(bundle, device=args.device)
+    pairs = scene_evaluate.open_labelled_pairs([s for s in specs if s.pair_id in held_out],
+                                               predictor)
+    maps = fold_dir / "maps" if args.keep_maps else None
+    results = scene_evaluate.evaluate_scenes(predictor, pairs, maps_dir=maps)
+    record = {
+        "fold": k,
+        "held_out": held_out,
+        "trained_on": [s.pair_id for s in training],
+        "train_seconds": json.loads(done.read_text())["seconds"],
+        "per_pair": [r.to_json(0.5) for r in results],
+    }
+    path = fold_dir / "evaluation.json"
+    path.with_suffix(".partial").write_text(scene_evaluate.dumps(record))
+    os.replace(path.with_suffix(".partial"), path)
+    f1 = scene_evaluate.pooled(results).scores(0.5)["f1"]
+    print(f"fold {k}: held-out {', '.join(held_out)}: F1 {f1:.4f} at 0.5", flush=True)
+
+
+def aggregate(out: Path, folds: Sequence[Sequence[str]], name: str) -> dict[str, Any]:
+    """Pool the out-of-fold histograms of every fold: the OOF threshold and scores."""
+    records = [json.loads((out / f"fold{k}" / "evaluation.json").read_text())
+               for k in range(len(folds))]
+    cities = {
+        row["pair_id"]: scene_evaluate.ChangeHistogram.from_json(row["histogram"])
+        for record in records for row in record["per_pair"]
+    }
+    total = scene_evaluate.ChangeHistogram()
+    for histogram in cities.values():
+        total = total + histogram
+    best = total.best()
+    threshold = best["threshold"]
+    fold_f1 = []
+    for record in records:
+        fold_total = scene_evaluate.ChangeHistogram()
+        for row in record["per_pair"]:
+            fold_total = fold_total + cities[row["pair_id"]]
+        fold_f1.append(fold_total.scores(threshold)["f1"])
+    return {
+        "name": name,
+        "folds": [list(f) for f in folds],
+        "oof_threshold": threshold,
+        "pooled": best,
+        "pooled_at_0.5": total.scores(0.5),
+        "per_city_f1": {c: round(h.scores(threshold)["f1"], 4) for c, h in cities.items()},
+        "per_fold_f1": [round(f, 4) for f in fold_f1],
+        "fold_f1_mean": statistics.fmean(fold_f1),
+        "fold_f1_std": statistics.stdev(fold_f1) if len(fold_f1) > 1 else 0.0,
+        "train_minutes": round(sum(r["train_seconds"] for r in records) / 60, 1),
+    }
+
+
+def markdown(result: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The CV result as markdown: one recipe-table row and the per-city F1."""
+    p = result["pooled"]
+    extra = " ".join(settings["train_overrides"]) or "-"
+    cities = result["per_city_f1"]
+    return "\n".join([
+        "| run | config | overrides | chips | OOF F1 | precision | recall | IoU | OOF threshold "
+        "| F1 at 0.5 | fold F1 mean ± std (min-max) | train min |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {result['name']} | {settings['config']} | {extra} | {settings['size']}/"
+        f"{settings['stride']} | **{p['f1']:.3f}** | {p['precision']:.3f} | {p['recall']:.3f} | "
+        f"{p['iou']:.3f} | {result['oof_threshold']:.2f} | {result['pooled_at_0.5']['f1']:.3f} | "
+        f"{result['fold_f1_mean']:.3f} ± {result['fold_f1_std']:.3f} "
+        f"({min(result['per_fold_f1']):.3f}-{max(result['per_fold_f1']):.3f}) | "
+        f"{result['train_minutes']} |",
+        "",
+        "| " + " | ".join(cities) + " |",
+        "|" + " --- |" * len(cities),
+        "| " + " | ".join(f"{v:.3f}" for v in cities.values()) + " |",
+        "",
+    ])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``groundbreak cv`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="groundbreak cv",
+        description="K-fold cross-validation by city on OSCD: per fold, chips of the training "
+        "cities, a fixed-length training (last epoch, no validation), export, and the held-out "
+        "cities scored on whole scenes; pooled out-of-fold scores at the end. Arguments after "
+        "'--' go to 'groundbreak train fit'.",
+    )
+    parser.add_argument("--config", type=Path, required=True, help="training config (YAML)")
+    parser.add_argument("--folds", required=True,
+                        help="folds file (YAML: folds: [[city, ...], ...]) or a number of folds")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (resumable)")
+    parser.add_argument("--oscd-root", type=Path, default=DEFAULT_OSCD_ROOT, help="OSCD folder")
+    parser.add_argument("--size", type=positive_int, default=128, help="chip size (default 128)")
+    parser.add_argument("--stride", type=positive_int, default=64, help="chip stride (default 64)")
+    parser.add_argument("--only-folds", type=comma_list,
+                        help="run only these folds (e.g. 0,1), e.g. one process per core")
+    parser.add_argument("--device", default="auto", help="device of the held-out prediction")
+    parser.add_argument("--keep-maps", action="store_true",
+                        help="keep the held-out probability/mask rasters in OUT/foldK/maps")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``groundbreak cv``."""
+    argv = list(argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.config.is_file():
+        raise InputError(args.config, "training config does not exist")
+    specs = [s for s in oscd_pairs(args.oscd_root) if s.label is not None]
+    folds = resolve_folds(args.folds, specs)
+    only = range(len(folds))
+    if args.only_folds is not None:
+        if not all(f.isdigit() and int(f) < len(folds) for f in args.only_folds):
+            parser.error(f"--only-folds: fold numbers between 0 and {len(folds) - 1}")
+        only = [int(f) for f in args.only_folds]
+    settings = {
+        "config": str(args.config),
+        "config_sha256": hashlib.sha256(args.config.read_bytes()).hexdigest(),
+        "oscd_root": str(args.oscd_root.resolve()),
+        "size": args.size,
+        "stride": args.stride,
+        "folds": folds,
+        "train_overrides": extra,
+    }
+    check_settings(args.out, settings)
+    for k in only:
+        if (args.out / f"fold{k}" / "evaluation.json").is_file():
+            print(f"fold {k}: done, skipped", flush=True)
+            continue
+        run_fold(k, folds[k], specs, args, extra)
+    done = [k for k in range(len(folds)) if (args.out / f"fold{k}" / "evaluation.json").is_file()]
+    if len(done) < len(folds):
+        print(f"{len(done)} of {len(folds)} folds done; rerun for the rest")
+        return 0
+    result = aggregate(args.out, folds, args.out.name)
+    (args.out / "cv.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "cv.md").write_text(markdown(result, settings))
+    p = result["pooled"]
+    print(
+        f"out-of-fold, {len(folds)} folds, {len(result['per_city_f1'])} cities, threshold "
+        f"{result['oof_threshold']:.2f} (best pooled): F1 {p['f1']:.4f}  precision "
+        f"{p['precision']:.4f}  recall {p['recall']:.4f}  IoU {p['iou']:.4f}"
+    )
+    print(f"F1 at 0.5: {result['pooled_at_0.5']['f1']:.4f}; per fold: "
+          f"{', '.join(f'{f:.3f}' for f in result['per_fold_f1'])} "
+          f"(mean {result['fold_f1_mean']:.3f} ± {result['fold_f1_std']:.3f})")
+    print("per city: " + ", ".join(f"{c} {f:.3f}" for c, f in result["per_city_f1"].items()))
+    print(f"wrote {args.out / 'cv.json'} and {args.out / 'cv.md'}")
+    return 0
+
