@@ -49,6 +49,8 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 CONSTRUCTION = "construction"
 NO_CONSTRUCTION = "no_construction"
 SPLIT_ORDER: tuple[str, ...] = ("train", "val", "test", "predict")
+INCOMPLETE_MARK = ".chips-incomplete"
+"""Present in a chip dataset folder while it is being written: its leftovers may be replaced."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,7 @@ def cut_chips(
     normalization.save(out / "stats.json")
     summary = ChipSummary(out, bands, counts, manifest, normalization, pair_records, skipped)
     _write_dataset_json(summary, config, layout, root, pairs)
+    (out / INCOMPLETE_MARK).unlink(missing_ok=True)  # complete: a rerun needs --overwrite now
     return summary
 
 
@@ -357,12 +360,17 @@ def _ordered(splits: set[str]) -> list[str]:
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Create the output folder; refuse to mix with an earlier chip dataset unless overwriting."""
+    """Create the output folder; refuse to mix with an earlier chip dataset unless overwriting.
+
+    The leftovers of a run that did not finish (failed or killed: the folder still holds
+    :data:`INCOMPLETE_MARK`) are replaced without ``overwrite``.
+    """
     if out.exists() and not out.is_dir():
         raise InputError(out, "output path exists and is not a folder")
     previous = [out / n for n in ("manifest.parquet", "dataset.json", "stats.json", "chips")]
+    unfinished = (out / INCOMPLETE_MARK).is_file()
     if any(p.exists() for p in previous):
-        if not overwrite:
+        if not (overwrite or unfinished):
             raise InputError(
                 out, "already holds a chip dataset; choose another folder or overwrite"
             )
@@ -372,6 +380,7 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
             elif path.exists():
                 path.unlink()
     (out / "chips").mkdir(parents=True, exist_ok=True)
+    (out / INCOMPLETE_MARK).write_text("a 'groundbreak chips' run is writing this folder\n")
 
 
 def _pair_record(spec: PairSpec, pair: TilePair) -> dict:

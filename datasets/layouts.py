@@ -18,6 +18,7 @@ from typing import Literal
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.datasets.path_ids import check_path_id
 from groundbreak.datasets.scene import is_remote
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "predict")
@@ -241,6 +242,7 @@ def read_pairs_csv(path: str | Path) -> list[PairSpec]:
             raise InputError(
                 path, f"line {line}: unknown split {split!r} (use {', '.join(SPLITS)})"
             )
+        check_path_id(row["pair_id"], f"line {line}: pair_id", path)
         specs.append(
             PairSpec(
                 pair_id=row["pair_id"],

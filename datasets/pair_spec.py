@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from groundbreak.datasets.pair import TilePair
+from groundbreak.datasets.path_ids import check_path_id
 from groundbreak.datasets.scene import open_scene
 
 
@@ -26,6 +27,9 @@ class PairSpec:
     before_date: str | None = None
     after_date: str | None = None
     label_convention: str | None = None
+
+    def __post_init__(self) -> None:
+        check_path_id(self.pair_id)  # it names the pair's chip and prediction folders
 
     def open(self, with_label: bool = True) -> TilePair:
         """Open both scenes (and the label) as a :class:`TilePair` on the before-scene's grid."""

@@ -61,6 +61,8 @@ def open_raster(path: str | Path) -> rasterio.io.DatasetReader:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
+    if not path.is_file():  # a FIFO or a device would hang or never end
+        raise InputError(path, "is not a regular file (a folder, device, FIFO or socket)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -398,6 +400,14 @@ def open_scene(
     path = Path(path)
     if not path.exists():
         raise InputError(path, "scene does not exist")
+    if not path.is_dir() and not path.is_file():  # a FIFO or a device would hang or never end
+        raise InputError(path, "is not a regular file or a folder (a device, FIFO or socket)")
+    if path.suffix.lower() == ".json":  # a STAC Item is a scene too (None: not STAC)
+        from groundbreak.datasets.stac_scene import open_stac_item_scene
+
+        stac_scene = open_stac_item_scene(path, date)
+        if stac_scene is not None:
+            return stac_scene
     if path.is_dir():
         if band_names is not None:
             raise InputError(path, "band names cannot be given for a folder of per-band files")

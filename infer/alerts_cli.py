@@ -8,7 +8,9 @@
 
 A dismissed site does not alert again unless its score rises by the config's ``dismiss_margin``
 (default 0.15) above its score when dismissed. Safe to run while a nightly run is going on.
-Exit codes: 0 done; 2 bad usage, no state there, or an unknown site.
+Exit codes: 0 done; 2 bad usage, no state there, or an unknown site; 5 the state database is
+damaged (see "Backup and recovery" in docs/operator.md). ``list`` and ``history`` only read:
+they work on a read-only copy or mount of the state.
 """
 
 from __future__ import annotations
@@ -56,20 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_state(state_dir: str | Path) -> NightlyState:
-    """The state of an existing state directory, or an InputError naming it."""
+def open_state(state_dir: str | Path, read_only: bool = False) -> NightlyState:
+    """The state of an existing state directory (read-only for reading), or an InputError.
+
+    A damaged database raises :class:`StateDamagedError` (exit code 5).
+    """
     path = Path(state_dir)
     if not (path / DB_NAME).is_file():
         raise InputError(path, f"not a nightly state directory (no {DB_NAME}); run "
                                "'groundbreak nightly' first")
-    return NightlyState(path)
+    return NightlyState(path, read_only=read_only, existing=True)
 
 
 def main(argv: Sequence[str]) -> int:
     """Run ``groundbreak alerts``; return the exit code."""
     parser = build_parser()
     args = parser.parse_args(list(argv))
-    with open_state(args.state) as state:
+    with open_state(args.state, read_only=args.action in ("list", "history")) as state:
         if args.action == "list":
             print(format_rows(state.alerts(args.status), LIST_COLUMNS, args.format), end="")
             return 0

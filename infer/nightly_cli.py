@@ -7,7 +7,7 @@
 
 Flags override the config file's keys. Exit codes: 0 every pair was scored (or reused);
 1 some pairs (or source entries) failed, the rest of the night completed; 2 bad config or usage;
-3 another run holds the state directory's lock.
+3 another run holds the state directory's lock; 4 a full disk or quota; 5 a damaged state database.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from groundbreak.train.arguments import device_argument
 EXIT_CODES_HELP = (
     "Exit codes: 0 all pairs ok; 1 some pairs failed (the rest completed; see the night's "
     "failures.csv and summary.json); 2 bad config or usage; 3 another run holds the lock; "
-    "4 stopped by the machine (a full disk...): the pairs done are kept, rerun the night."
+    "4 stopped by a full disk or quota: the pairs done are kept, rerun the night; "
+    "5 the state database is damaged (see docs/operator.md, Backup and recovery)."
 )
 
 

@@ -29,6 +29,9 @@ DEFAULT_DISMISS_MARGIN = 0.15
 DEFAULT_FOOTPRINT_IOU = 0.9
 """Two STAC items without a tile id are the same ground when their footprints overlap this much."""
 
+DEFAULT_SITE_MATCH_IOU = 0.3
+"""A discovered change region is an earlier discovered site when their IoU reaches this."""
+
 SOURCE_KEYS: tuple[str, ...] = ("pairs", "stac", "drop_folder")
 PREDICTOR_KEYS: tuple[str, ...] = (
     "window", "overlap", "batch_size", "tta", "device", "runtime"
@@ -105,6 +108,18 @@ KEYS: dict[str, KeySpec] = {
         "STAC items without an MGRS tile id are the same ground when their footprints' "
         "intersection over union reaches this.",
     ),
+    "site_match_iou": KeySpec(
+        "probability", DEFAULT_SITE_MATCH_IOU,
+        "Without a watch-list: a discovered change region keeps the id of the earlier discovered "
+        "site whose outline overlaps it with at least this intersection over union, so history, "
+        "dismissals and 'ongoing' follow it across nights (above 0, at most 1).",
+    ),
+    "remote_hosts": KeySpec(
+        "hosts", None,
+        "Hosts that band URLs (STAC assets, scene manifests) may be read from; '.example.com' "
+        "admits subdomains. Default: any public host; loopback, link-local (cloud metadata) "
+        "and private addresses are refused unless listed here.",
+    ),
     "report": KeySpec("bool", True, "Write the HTML report (report.html) of each night."),
     "run_id": KeySpec(
         "run_id", None,
@@ -135,6 +150,8 @@ class NightlyConfig:
     area_scale: float = DEFAULT_AREA_SCALE_M2
     predictor: dict[str, Any] = field(default_factory=dict)
     footprint_iou: float = DEFAULT_FOOTPRINT_IOU
+    site_match_iou: float = DEFAULT_SITE_MATCH_IOU
+    remote_hosts: tuple[str, ...] | None = None
     report: bool = True
     run_id: str = ""
     log_format: str = "auto"
@@ -269,6 +286,10 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
         if kind == "positive" and value <= 0:
             raise fail(f"must be > 0, got {value}")
         return value
+    if kind == "hosts":
+        if not isinstance(raw, list) or not all(isinstance(h, str) and h.strip() for h in raw):
+            raise fail(f"expected a list of host names, got {raw!r}")
+        return tuple(h.strip().lower() for h in raw)
     if kind == "bool":
         if not isinstance(raw, bool):
             raise fail(f"expected true or false, got {raw!r}")

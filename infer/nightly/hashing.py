@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat as stat_mode
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.datasets.scene import is_remote, read_scene_manifest
+from groundbreak.datasets.scene import RASTER_SUFFIXES, is_remote, read_scene_manifest
 from groundbreak.infer.nightly.state import NightlyState
 
 _CHUNK = 1 << 20
@@ -38,12 +39,14 @@ class ContentHasher:
             raise InputError(path, "file does not exist") from None
         except OSError as err:
             raise InputError(path, f"cannot be read ({err.strerror})") from err
+        if not stat_mode.S_ISREG(stat.st_mode):  # a FIFO or /dev/zero would never end
+            raise InputError(path, "is not a regular file (a device, FIFO or socket)")
         cached = self.state.cached_hash(str(path), stat.st_size, stat.st_mtime_ns)
         if cached is not None:
             return cached
         digest = hashlib.sha256()
         try:
-            with open(path, "rb") as fh:
+            with open(path, "rb", opener=_open_regular) as fh:
                 while chunk := fh.read(_CHUNK):
                     digest.update(chunk)
         except OSError as err:
@@ -62,7 +65,10 @@ class ContentHasher:
         """
         path = Path(scene)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            files = sorted(  # a raster name that is no regular file fails in file_sha256
+                p for p in path.iterdir() if not p.name.startswith(".") and (
+                    p.is_file() or (p.suffix.lower() in RASTER_SUFFIXES and not p.is_dir()))
+            )
             if not files:
                 raise InputError(path, "scene folder is empty")
             return [(p.name, self.file_sha256(p)) for p in files]
@@ -83,6 +89,15 @@ class ContentHasher:
     def optional_file_sha256(self, path: str | os.PathLike[str] | None) -> str | None:
         """sha256 of a file, or None when no file is given."""
         return None if path is None else self.file_sha256(path)
+
+
+def _open_regular(path: str, flags: int) -> int:
+    """Open without blocking (a file swapped for a FIFO since its stat must not hang us)."""
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    if not stat_mode.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(0, "not a regular file")
+    return fd
 
 
 def digest_of(obj: Mapping[str, Any] | Iterable[Any]) -> str:

@@ -46,11 +46,13 @@ from groundbreak.infer.nightly.config import NightlyConfig
 from groundbreak.infer.nightly.hashing import ContentHasher, digest_of
 from groundbreak.infer.nightly.lock import RunLock
 from groundbreak.infer.nightly.logging import NightLog, utc_now
+from groundbreak.infer.nightly.remote import refusal
 from groundbreak.infer.nightly.sources import (
     NightInputs,
     pairs_from_csv,
     pairs_from_drop_folder,
     pairs_from_stac,
+    read_item_collection,
 )
 from groundbreak.infer.nightly.state import AlertOutcome, NightlyState, best_per_site
 from groundbreak.infer.ranking import (
@@ -61,6 +63,7 @@ from groundbreak.infer.ranking import (
     rank_sites,
     write_run_tables,
 )
+from groundbreak.infer.raster_io import MASK_FILE, PROBABILITY_FILE
 
 RUNS_DIR = "runs"
 SUMMARY_JSON = "summary.json"
@@ -167,6 +170,8 @@ def run_night(config: NightlyConfig, log: NightLog | None = None) -> NightSummar
         InputError: For a bad model bundle, watch-list or unreadable source (nothing is scored).
     """
     log = log or NightLog("json")
+    if config.stac is not None:  # a single Item or a bad file: refused before anything is written
+        read_item_collection(config.stac)
     with RunLock(config.state_dir), NightlyState(config.state_dir) as state:
         return _run_locked(config, state, log)
 
@@ -306,14 +311,16 @@ class PairScorer:
         run_id = self.config.run_id
         inputs_hash: str | None = None
         try:
+            self.check_remote_bands(spec)
             inputs_hash = self.inputs_hash(spec)
         except InputError as err:
             return self._failed(spec.pair_id, None, f"pair {spec.pair_id}: {err}", started)
         done = self.state.find_done(spec.pair_id, inputs_hash, self.model_hash)
-        if done is not None:
+        outputs = self.state.pair_outputs(done) if done is not None else None
+        if done is not None and outputs_exist(outputs):
             self.state.link_reused(run_id, done)
             return PairRecord(spec.pair_id, "reused", time.perf_counter() - started,
-                              outputs=self.state.pair_outputs(done))
+                              outputs=outputs)
         final = self.run_dir / PAIRS_DIR / spec.pair_id
         staging = temp_sibling(final)
         shutil.rmtree(staging, ignore_errors=True)
@@ -332,11 +339,25 @@ class PairScorer:
             sites = [_unranked(row) for row in result.sites.to_dict("records")]
             changes = result.changes.to_dict("records")
             seconds = time.perf_counter() - started
+            match_iou = self.config.site_match_iou if self.sites is None else None
             self.state.record_done(run_id, self.attempt, spec.pair_id, inputs_hash,
-                                   self.model_hash, str(final), seconds, sites, changes)
+                                   self.model_hash, str(final), seconds, sites, changes,
+                                   site_match_iou=match_iou)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return PairRecord(spec.pair_id, "scored", seconds, outputs=str(final))
+
+    def check_remote_bands(self, spec: PairSpec) -> None:
+        """Refuse a pair whose scenes name band URLs on hosts the night may not read."""
+        from groundbreak.datasets.stac_scene import json_scene_bands
+
+        for scene in (Path(spec.before), Path(spec.after)):
+            if scene.suffix.lower() != ".json" or not scene.is_file():
+                continue
+            for band, location in json_scene_bands(scene).items():
+                why = refusal(location, self.config.remote_hosts)
+                if why is not None:
+                    raise InputError(scene, f"band {band}: {location}: {why}")
 
     def _failed(
         self, pair_id: str, inputs_hash: str | None, reason: str, started: float
@@ -346,6 +367,13 @@ class PairScorer:
         self.state.record_failed(self.config.run_id, self.attempt, pair_id, inputs_hash,
                                  self.model_hash, reason, seconds)
         return PairRecord(pair_id, "failed", seconds, reason=reason)
+
+
+def outputs_exist(outputs: str | None) -> bool:
+    """Whether a done pair's published rasters are still there (an operator may prune nights)."""
+    return outputs is not None and all(
+        (Path(outputs) / name).is_file() for name in (PROBABILITY_FILE, MASK_FILE)
+    )
 
 
 def _unranked(row: Mapping[str, Any]) -> dict[str, Any]:

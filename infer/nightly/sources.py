@@ -51,6 +51,7 @@ from shapely.geometry.base import BaseGeometry
 from groundbreak.datasets.bands import band_name_from_filename, normalize_band_name
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.datasets.path_ids import GROUND_ID, check_ground_id
 from groundbreak.datasets.scene import RASTER_SUFFIXES
 from groundbreak.infer.nightly.atomic import atomic_write_json
 from groundbreak.infer.nightly.state import AcquisitionRecord
@@ -99,7 +100,7 @@ def pair_acquisitions(
         The pairs, and the new acquisitions that have no earlier one (baselines).
     """
     by_ground: dict[str, dict[str, AcquisitionRecord]] = {}
-    for record in known:
+    for record in (r for r in known if GROUND_ID.match(r.ground_id)):  # ids checked on entry
         by_ground.setdefault(record.ground_id, {})[record.acquired] = record
     for record in new:  # the source's own record of an acquisition wins over the stored one
         by_ground.setdefault(record.ground_id, {})[record.acquired] = record
@@ -127,43 +128,70 @@ def pair_acquisitions(
 # -- drop folder ---------------------------------------------------------------------------------
 
 
-def drop_folder_acquisitions(folder: str | Path) -> tuple[list[AcquisitionRecord], list[str]]:
-    """The acquisitions in a drop folder, and the names that do not follow the naming rule."""
+def drop_folder_acquisitions(
+    folder: str | Path,
+) -> tuple[list[AcquisitionRecord], list[str], list[tuple[str, str]]]:
+    """The acquisitions in a drop folder, the names that do not follow the naming rule, and
+    (entry, reason) for entries that cannot be used (each is skipped; the rest go on)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "drop folder does not exist")
     records: dict[tuple[str, str], AcquisitionRecord] = {}
     ignored: list[str] = []
+    problems: list[tuple[str, str]] = []
     for entry in sorted(folder.iterdir()):
         name = entry.name
         if name.startswith(".") or name.endswith(IGNORED_SUFFIXES):
             continue
-        match = DROP_NAME.match(name)
-        usable = entry.is_dir() or entry.suffix.lower() in (*RASTER_SUFFIXES, ".json")
-        if match is None or not usable:
-            ignored.append(name)
-            continue
         try:
-            acquired = _iso_date(match["date"])
-        except ValueError:
+            record = _drop_entry(entry)
+        except Exception as err:  # one bad entry must not stop the night: it is recorded
+            reason = err.problem if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+            problems.append((f"drop entry {name}", " ".join(reason.split())))
+            continue
+        if record is None:
             ignored.append(name)
             continue
-        key = (match["ground"], acquired)
+        key = (record.ground_id, record.acquired)
         if key in records:
-            raise InputError(
-                entry, f"a second scene of ground {key[0]} on {acquired} ({records[key].scene})"
-            )
-        records[key] = AcquisitionRecord(key[0], acquired, str(entry.resolve()), "drop_folder")
-    return list(records.values()), ignored
+            problems.append((f"drop entry {name}", f"a second scene of ground {key[0]} on "
+                             f"{key[1]} ({records[key].scene}); skipped"))
+            continue
+        records[key] = record
+    return list(records.values()), ignored, problems
+
+
+def _drop_entry(entry: Path) -> AcquisitionRecord | None:
+    """The acquisition of one drop-folder entry, or None when its name does not follow the rule."""
+    match = DROP_NAME.match(entry.name)
+    if match is None:
+        return None
+    if entry.is_dir():
+        usable = True
+    elif entry.suffix.lower() in (*RASTER_SUFFIXES, ".json"):
+        usable = entry.is_file()  # a regular file (or a link to one): never a FIFO or a device
+        if not usable and entry.exists():
+            raise InputError(entry, "is not a regular file")
+    else:
+        usable = False
+    if not usable:
+        return None
+    try:
+        acquired = _iso_date(match["date"])
+    except ValueError:
+        return None
+    ground = check_ground_id(match["ground"], entry)
+    return AcquisitionRecord(ground, acquired, str(entry.resolve()), "drop_folder")
 
 
 def pairs_from_drop_folder(
     folder: str | Path, known: Sequence[AcquisitionRecord]
 ) -> NightInputs:
     """The night's pairs from a drop folder, paired against the acquisitions the state knows."""
-    records, ignored = drop_folder_acquisitions(folder)
+    records, ignored, problems = drop_folder_acquisitions(folder)
     pairs, baselines = pair_acquisitions(records, known)
-    return NightInputs(pairs=pairs, acquisitions=records, baselines=baselines, ignored=ignored)
+    return NightInputs(pairs=pairs, acquisitions=records, baselines=baselines, ignored=ignored,
+                       problems=problems)
 
 
 # -- STAC ----------------------------------------------------------------------------------------
@@ -178,30 +206,25 @@ def pairs_from_stac(
     """The night's pairs from a STAC ItemCollection JSON file (see the module docstring).
 
     Raises:
-        InputError: When the file is not a readable ItemCollection. A single unusable item is
-            reported in ``problems`` instead.
+        InputError: When the file is not a readable ItemCollection. An unusable item (any error
+            of its own) is reported in ``problems`` instead, and the other items go on.
     """
     import pystac
 
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        collection = pystac.ItemCollection.from_dict(document, preserve_dict=False)
-    except FileNotFoundError:
-        raise InputError(path, "STAC ItemCollection does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(path, f"is not a readable JSON file ({err})") from err
-    except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError) as err:
-        raise InputError(path, f"is not a STAC ItemCollection ({err})") from err
-
+    features = read_item_collection(path)
     grounds = GroundMatcher(known, footprint_iou)
     inputs = NightInputs()
     seen: dict[tuple[str, str], str] = {}
-    for item in collection.items:
+    for number, feature in enumerate(features, start=1):
+        name = feature.get("id") if isinstance(feature, dict) else None
+        name = name if isinstance(name, str) else f"#{number}"
         try:
+            item = pystac.Item.from_dict(feature, preserve_dict=True)
             record = _acquisition_of_item(item, path, Path(state_dir), grounds)
-        except InputError as err:
-            inputs.problems.append((f"stac item {item.id}", err.problem))
+        except Exception as err:  # one bad item must not stop the night: it is recorded
+            reason = err.problem if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+            inputs.problems.append((f"stac item {name}", " ".join(reason.split())))
             continue
         key = (record.ground_id, record.acquired)
         if key in seen:
@@ -214,6 +237,31 @@ def pairs_from_stac(
         inputs.acquisitions.append(record)
     inputs.pairs, inputs.baselines = pair_acquisitions(inputs.acquisitions, known)
     return inputs
+
+
+def read_item_collection(path: str | Path) -> list[Any]:
+    """The features of a STAC ItemCollection JSON file; an InputError for anything else.
+
+    A single STAC Item (``"type": "Feature"``) is refused with a hint: the nightly batch reads
+    collections of new acquisitions (a single Item can be a scene of ``groundbreak predict``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "does not exist" if not path.exists() else "is not a regular file"
+        raise InputError(path, f"STAC ItemCollection {what}")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"is not a readable JSON file ({err})") from err
+    kind = document.get("type") if isinstance(document, dict) else None
+    if kind == "Feature":
+        raise InputError(path, "is a single STAC Item, not an ItemCollection; wrap it as "
+                         '{"type": "FeatureCollection", "features": [ITEM]}')
+    features = document.get("features") if isinstance(document, dict) else None
+    if kind != "FeatureCollection" or not isinstance(features, list):
+        raise InputError(path, 'is not a STAC ItemCollection ({"type": "FeatureCollection", '
+                         '"features": [...]})')
+    return features
 
 
 class GroundMatcher:
@@ -275,6 +323,7 @@ def _acquisition_of_item(
                 collection_path, f"item {item.id} has neither an MGRS tile nor a geometry"
             )
         ground_id = grounds.ground_of(footprint)
+    check_ground_id(ground_id, collection_path)  # it names the scene folder and the pairs
     acquired = when.date().isoformat()
     safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", item.id)
     manifest = state_dir / SCENES_DIR / ground_id / f"{safe_id}.json"

@@ -17,7 +17,13 @@ Tables (``STATE_DIR/state.sqlite``):
 - ``night_pairs``: which done pairs each night ranked (``reused`` = scored by an earlier run);
 - ``acquisitions``: dated scenes per ground (the baseline of a ground is its first);
 - ``file_hashes``: sha256 per (path, size, mtime_ns);
+- ``discovered_sites``: the latest outline of every discovered site, for stable ids across nights
+  (see :mod:`~groundbreak.infer.nightly.site_identity`);
 - ``alerts`` and ``alert_events``: alert status per site and every change to it.
+
+Read commands (``groundbreak alerts list``, ``history``) open it with ``read_only=True``: no
+write, no WAL switch, no schema statement (a read-only copy or mount works). A file that is not
+a readable state database raises :class:`StateDamagedError`.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
+from groundbreak.datasets.errors import is_disk_full
 from groundbreak.infer.nightly.logging import utc_now
 
 DB_NAME = "state.sqlite"
@@ -133,6 +141,16 @@ CREATE TABLE IF NOT EXISTS alerts (
     note TEXT,
     updated_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS discovered_sites (
+    number INTEGER PRIMARY KEY AUTOINCREMENT,
+    site_id TEXT NOT NULL UNIQUE,
+    space TEXT NOT NULL,
+    outline TEXT NOT NULL,
+    minx REAL NOT NULL, miny REAL NOT NULL, maxx REAL NOT NULL, maxy REAL NOT NULL,
+    first_pair_id TEXT NOT NULL,
+    first_run_id TEXT NOT NULL,
+    last_run_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alert_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     site_id TEXT NOT NULL,
@@ -167,26 +185,70 @@ class AlertOutcome:
     suppressed: list[str] = field(default_factory=list)
 
 
-class NightlyState:
-    """The SQLite state of a state directory. Open one per process; close it when done."""
+class StateDamagedError(sqlite3.DatabaseError):
+    """The state database is damaged, truncated, or not a groundbreak state at all."""
 
-    def __init__(self, state_dir: str | Path) -> None:
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+
+
+class NightlyState:
+    """The SQLite state of a state directory. Open one per process; close it when done.
+
+    Args:
+        state_dir: The state directory (created when missing, unless ``existing`` or
+            ``read_only``).
+        read_only: Open for reading only (``mode=ro``): no WAL switch, no schema statement.
+        existing: Refuse a missing or empty database instead of creating one.
+
+    Raises:
+        StateDamagedError: When the database cannot be read as a state (corrupt, truncated,
+            empty where one must exist, or another kind of file).
+    """
+
+    def __init__(
+        self, state_dir: str | Path, read_only: bool = False, existing: bool = False
+    ) -> None:
         self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.state_dir / DB_NAME
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
+        if read_only or existing:
+            if not self.path.is_file() or self.path.stat().st_size == 0:
+                raise StateDamagedError(self.path, "is missing or empty (0 bytes); not a state "
+                                        "made by 'groundbreak nightly'")
+        else:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = self._connect(read_only)
+        except sqlite3.DatabaseError as err:
+            if is_disk_full(err) or "locked" in str(err):
+                raise
+            raise StateDamagedError(self.path, f"is damaged or not a state database ({err})") \
+                from err
+
+    def _connect(self, read_only: bool) -> sqlite3.Connection:
+        if read_only:
+            db = _connect_read_only(self.path)
+        else:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        db.row_factory = sqlite3.Row
+        if read_only:
+            _check_schema(db)
+            return db
+        self.db = db
+        if self.path.stat().st_size > 0:
+            _check_schema(db)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
         with self.transaction():
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
-                    self.db.execute(statement)
-            self.db.execute(
+                    db.execute(statement)
+            db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+        return db
 
     def close(self) -> None:
         """Close the connection."""
@@ -315,19 +377,43 @@ class NightlyState:
         seconds: float,
         sites: Sequence[Mapping[str, Any]],
         changes: Sequence[Mapping[str, Any]] = (),
+        site_match_iou: float | None = None,
     ) -> int:
         """Mark a pair done with its sites and change regions, linked to the night, atomically.
 
         Call it only after the pair's outputs are in their final place. Site and change rows
         are ranking rows; their columns beyond the site columns go to ``details`` (JSON).
+        With ``site_match_iou``, discovered sites take stable ids (see :mod:`.site_identity`).
+        A pair done before with the same hashes (scored again because its outputs were
+        removed) keeps its row, with the new outputs and scores.
         """
         with self.transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO pairs (run_id, attempt, pair_id, inputs_hash, model_hash, status, "
-                "outputs, seconds, finished_at) VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?)",
-                (run_id, attempt, pair_id, inputs_hash, model_hash, outputs, seconds, utc_now()),
-            )
-            row = int(cursor.lastrowid)
+            if site_match_iou is not None:
+                sites, changes = _stable_discovered_ids(
+                    db, run_id, pair_id, sites, changes, site_match_iou
+                )
+            earlier = db.execute(
+                "SELECT id FROM pairs WHERE pair_id = ? AND inputs_hash = ? AND model_hash = ? "
+                "AND status = 'done'",
+                (pair_id, inputs_hash, model_hash),
+            ).fetchone()
+            if earlier is not None:
+                row = int(earlier["id"])
+                db.execute(
+                    "UPDATE pairs SET outputs = ?, seconds = ?, finished_at = ? WHERE id = ?",
+                    (outputs, seconds, utc_now(), row),
+                )
+                db.execute("DELETE FROM site_scores WHERE pair_row = ?", (row,))
+                db.execute("DELETE FROM change_regions WHERE pair_row = ?", (row,))
+            else:
+                cursor = db.execute(
+                    "INSERT INTO pairs (run_id, attempt, pair_id, inputs_hash, model_hash, "
+                    "status, outputs, seconds, finished_at) "
+                    "VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?)",
+                    (run_id, attempt, pair_id, inputs_hash, model_hash, outputs, seconds,
+                     utc_now()),
+                )
+                row = int(cursor.lastrowid)
             db.executemany(
                 "INSERT INTO site_scores (pair_row, site_id, name, score, changed_area_m2, lon, "
                 "lat, before_date, after_date, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -357,6 +443,11 @@ class NightlyState:
                 (run_id, row),
             )
         return row
+
+    def discovered_sites(self) -> list[dict[str, Any]]:
+        """Every discovered site with its stable id and latest outline (WKT), oldest first."""
+        rows = self.db.execute("SELECT * FROM discovered_sites ORDER BY number").fetchall()
+        return [dict(r) for r in rows]
 
     def link_reused(self, run_id: str, pair_row: int) -> bool:
         """Rank a pair scored earlier in this night too; False when it was linked already.
@@ -546,6 +637,111 @@ class NightlyState:
             "SELECT * FROM alert_events WHERE run_id = ? ORDER BY id", (run_id,)
         ).fetchall()
         return [dict(r) for r in rows]
+
+
+def _stable_discovered_ids(
+    db: sqlite3.Connection,
+    run_id: str,
+    pair_id: str,
+    sites: Sequence[Mapping[str, Any]],
+    changes: Sequence[Mapping[str, Any]],
+    min_iou: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Give a pair's discovered sites (and their change regions) their stable ids."""
+    from shapely import wkt
+
+    from groundbreak.infer.nightly.site_identity import discovered_id, match_regions
+
+    sites = [dict(s) for s in sites]
+    found = [
+        (i, *_outline(s, pair_id)) for i, s in enumerate(sites) if s.get("kind") == "discovered"
+    ]
+    found = [(i, space, outline) for i, space, outline in found if outline is not None]
+    renamed: dict[str, str] = {}
+    for space in sorted({space for _, space, _ in found}):
+        regions = [(i, outline) for i, s, outline in found if s == space]
+        minx = min(o.bounds[0] for _, o in regions)
+        miny = min(o.bounds[1] for _, o in regions)
+        maxx = max(o.bounds[2] for _, o in regions)
+        maxy = max(o.bounds[3] for _, o in regions)
+        known = db.execute(
+            "SELECT site_id, outline FROM discovered_sites WHERE space = ? AND maxx >= ? AND "
+            "minx <= ? AND maxy >= ? AND miny <= ?",
+            (space, minx, maxx, miny, maxy),
+        ).fetchall()
+        matched = match_regions(
+            [outline for _, outline in regions],
+            [(k["site_id"], wkt.loads(k["outline"])) for k in known], min_iou,
+        )
+        for position, (i, outline) in enumerate(regions):
+            site_id = matched.get(position)
+            bounds = (*outline.bounds, run_id)
+            if site_id is None:
+                number = db.execute(
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM discovered_sites"
+                ).fetchone()[0]
+                site_id = discovered_id(int(number))
+                db.execute(
+                    "INSERT INTO discovered_sites (number, site_id, space, outline, minx, miny, "
+                    "maxx, maxy, first_pair_id, first_run_id, last_run_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (number, site_id, space, outline.wkt, *outline.bounds, pair_id, run_id,
+                     run_id),
+                )
+            else:  # follow the site as it grows: the latest outline is matched next time
+                db.execute(
+                    "UPDATE discovered_sites SET outline = ?, minx = ?, miny = ?, maxx = ?, "
+                    "maxy = ?, last_run_id = ? WHERE site_id = ?",
+                    (outline.wkt, *bounds, site_id),
+                )
+            first = db.execute(
+                "SELECT first_pair_id FROM discovered_sites WHERE site_id = ?", (site_id,)
+            ).fetchone()[0]
+            renamed[str(sites[i]["site_id"])] = site_id
+            sites[i]["site_id"] = site_id
+            sites[i]["name"] = f"Discovered site {site_id} (first seen in {first})"
+    changes = [
+        {**c, "region_id": renamed.get(str(c.get("region_id")), c.get("region_id"))}
+        for c in changes
+    ]
+    return sites, changes
+
+
+def _outline(site: Mapping[str, Any], pair_id: str) -> tuple[str, Any]:
+    """(matching space, outline) of a site row: lon/lat when georeferenced, else pair pixels."""
+    geometry = site.get("geometry")
+    if hasattr(geometry, "wkt") and not geometry.is_empty:
+        return "EPSG:4326", geometry
+    grid_geometry = site.get("grid_geometry")
+    if hasattr(grid_geometry, "wkt") and not grid_geometry.is_empty:
+        return f"px:{pair_id}", grid_geometry
+    return "", None
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; ``immutable`` where SQLite cannot make its WAL index (a read-only
+    folder without the ``-shm`` file: nobody can be writing there)."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as err:
+        db.close()
+        if "unable to open" not in str(err):
+            raise
+        db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+    db.execute("PRAGMA query_only=ON")
+    return db
+
+
+def _check_schema(db: sqlite3.Connection) -> None:
+    """Raise sqlite3.DatabaseError unless the database holds a state's tables."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        raise sqlite3.DatabaseError("no schema version")
+    check = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if check != "ok":
+        raise sqlite3.DatabaseError(str(check))
 
 
 def _unlink_pair(db: sqlite3.Connection, run_id: str, pair_id: str) -> None:

@@ -139,3 +139,38 @@ def test_invalid_pairs_stop_the_run_or_are_skipped(levir_dir: Path, tmp_path: Pa
     meta = json.loads((tmp_path / "b" / "dataset.json").read_text())
     assert [p["pair_id"] for p in meta["skipped_pairs"]] == ["odd"]
     assert len(meta["pairs"]) == 3 and meta["counts"]["train"]["chips"] == 4
+
+
+def test_a_failed_chips_run_does_not_block_its_rerun(oscd_dir: Path, tmp_path: Path,
+                                                     capsys) -> None:
+    broken = shutil.copytree(oscd_dir / "dubai" / "imgs_2", tmp_path / "broken")
+    for band in broken.glob("*.tif"):  # the headers open, the pixels cannot be read
+        band.write_bytes(band.read_bytes()[: band.stat().st_size * 3 // 5])
+    rows = "pair_id,before,after\n" + f"beirut,{oscd_dir}/beirut/imgs_1,{oscd_dir}/beirut/imgs_2\n"
+    good = tmp_path / "good.csv"
+    good.write_text(rows)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(rows + f"dubai,{oscd_dir}/dubai/imgs_1,{broken}\n")
+    out = tmp_path / "chips"
+    args = ["chips", "--layout", "csv", "--size", "48", "--out", str(out), "--bands", "B02,B03"]
+    assert groundbreak([*args, "--root", str(bad)]) == 2
+    assert "broken" in capsys.readouterr().err and (out / "chips").is_dir()
+    assert groundbreak([*args, "--root", str(good)]) == 0  # no --overwrite needed
+    assert sorted(p.name for p in (out / "chips").iterdir()) == ["beirut"]
+    capsys.readouterr()
+    assert groundbreak([*args, "--root", str(good)]) == 2  # a finished dataset is kept
+    assert "already holds a chip dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pair_id", ["../../escaped", "/tmp/abs", ".hidden", "a\\b"])
+def test_a_csv_pair_id_that_is_no_folder_name_is_refused(oscd_dir: Path, tmp_path: Path,
+                                                          pair_id: str, capsys) -> None:
+    csv = tmp_path / "sub" / "pairs.csv"
+    csv.parent.mkdir()
+    csv.write_text("pair_id,before,after\n"
+                   f"{pair_id},{oscd_dir}/beirut/imgs_1,{oscd_dir}/beirut/imgs_2\n")
+    out = tmp_path / "sub" / "chips"
+    assert groundbreak(["chips", "--layout", "csv", "--root", str(csv), "--size", "48",
+                        "--out", str(out)]) == 2
+    assert "line 2: pair_id" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "escaped").exists()

@@ -85,3 +85,51 @@ def test_unknown_site_and_missing_state_are_clear_errors(
 def test_empty_state_lists_no_alerts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     NightlyState(tmp_path / "s").close()
     assert run(capsys, "list", "--state", str(tmp_path / "s")) == (0, "no alerts\n", "")
+
+
+def test_reading_commands_do_not_write_the_state(state_dir: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    database = state_dir / "state.sqlite"
+    before = database.read_bytes()
+    assert run(capsys, "list", "--state", str(state_dir))[0] == 0
+    assert run(capsys, "history", "dubai-c0001", "--state", str(state_dir))[0] == 0
+    assert database.read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated"])
+def test_damaged_state_is_one_line_and_exit_5(state_dir: Path, damage: str,
+                                              capsys: pytest.CaptureFixture) -> None:
+    database = state_dir / "state.sqlite"
+    data = database.read_bytes()
+    database.write_bytes({"empty": b"", "garbage": b"not a database " * 300,
+                          "truncated": data[: len(data) // 2]}[damage])
+    damaged = database.read_bytes()
+    for args in (["list"], ["history", "dubai-c0001"], ["dismiss", "dubai-c0001"]):
+        code, out, err = run(capsys, *args, "--state", str(state_dir))
+        assert code == 5, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "state.sqlite" in err and "Backup and recovery" in err
+    assert database.read_bytes() == damaged  # nothing was written into it
+    if damage != "empty":  # a 0-byte file holds no state yet: the night starts a new one
+        code = groundbreak(["nightly", "--state", str(state_dir), "--pairs", str(database)])
+        assert code == 5 and "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0,
+                    reason="mounting a read-only file system needs root")
+def test_list_works_on_a_read_only_file_system(state_dir: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        shutil.copytree(state_dir, mount / "state")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        code, out, err = run(capsys, "list", "--state", str(mount / "state"))
+        assert (code, err) == (0, "") and "Marina lot" in out
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

@@ -398,3 +398,110 @@ def test_config_file_night_and_bad_config_exit_2(tmp_path: Path, bundle: Path,
     assert groundbreak(["nightly", "--state", str(tmp_path / "s2"), "--pairs",
                         str(tmp_path / "pairs.csv"), "--model", str(tmp_path)]) == 2
     assert "model.json" in capsys.readouterr().err
+
+
+def test_single_stac_item_is_refused_before_anything_is_written(
+        tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixture) -> None:
+    item = tmp_path / "item.json"
+    item.write_text(json.dumps(stac_item(OSCD / "beirut" / "imgs_1", "one", "2015-08-20")))
+    state = tmp_path / "state"
+    assert nightly(state, bundle, "--stac", str(item), "--run-id", "n1") == 2
+    assert "is a single STAC Item" in capsys.readouterr().err
+    assert not state.exists()
+
+
+def test_reused_pair_whose_outputs_were_pruned_is_scored_again(
+        tmp_path: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = PredictionCounter(monkeypatch)
+    pairs = write_pairs(tmp_path / "pairs.csv", city_rows("dubai"))
+    state = tmp_path / "state"
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
+    shutil.rmtree(state / "runs" / "n1")  # an operator prunes an old night
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n2") == 0
+    assert counter.calls == ["dubai", "dubai"]
+    n2 = summary_of(state, "n2")
+    assert [(p["status"], p["outputs"]) for p in n2["pairs"]] == [
+        ("scored", str(state / "runs" / "n2" / "pairs" / "dubai"))]
+    assert (state / "runs" / "n2" / "pairs" / "dubai" / "probability.tif").is_file()
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n3") == 0
+    assert counter.calls == ["dubai", "dubai"]  # n2's outputs are there: reused
+    with NightlyState(state) as db:
+        assert [r["status"] for r in db.pair_rows()] == ["done"]
+
+
+def test_pair_ids_that_would_leave_their_folder_are_refused(
+        tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixture) -> None:
+    pairs = write_pairs(tmp_path / "pairs.csv", [
+        ("../../escaped", OSCD / "dubai" / "imgs_1", OSCD / "dubai" / "imgs_2")])
+    state = tmp_path / "state"
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 2
+    assert "line 2: pair_id '../../escaped' cannot name a folder" in capsys.readouterr().err
+    assert not (tmp_path / "escaped").exists() and not any(tmp_path.rglob("escaped*"))
+
+
+def test_fifo_or_device_as_a_band_fails_the_pair_instead_of_hanging(
+        tmp_path: Path, bundle: Path) -> None:
+    after = shutil.copytree(OSCD / "dubai" / "imgs_2", tmp_path / "after")
+    band = next(after.glob("*_B04.tif"))
+    band.unlink()
+    os.mkfifo(band)
+    zero = shutil.copytree(OSCD / "dubai" / "imgs_2", tmp_path / "zero")
+    band = next(zero.glob("*_B03.tif"))
+    band.unlink()
+    band.symlink_to("/dev/zero")
+    pairs = write_pairs(tmp_path / "pairs.csv", [
+        ("fifo", OSCD / "dubai" / "imgs_1", after), ("zero", OSCD / "dubai" / "imgs_1", zero),
+        *city_rows("dubai")])
+    state = tmp_path / "state"
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 1
+    reasons = {f["pair_id"]: f["reason"] for f in summary_of(state, "n1")["failures"]}
+    assert set(reasons) == {"fifo", "zero"}
+    assert all("not a regular file" in reason for reason in reasons.values())
+    assert groundbreak(["rank", "--pairs", str(pairs), "--out", str(tmp_path / "run"),
+                        "--model", str(bundle), "--no-report", "-q"]) == 1
+
+
+def test_band_urls_on_private_hosts_are_refused_unless_listed(
+        tmp_path: Path, bundle: Path) -> None:
+    scene = tmp_path / "after.json"
+    scene.write_text(json.dumps({"bands": {
+        "B02": "http://169.254.169.254/latest/meta-data/B02.tif",
+        "B03": "/vsicurl/http://localhost:8080/B03.tif"}}))
+    pairs = write_pairs(tmp_path / "pairs.csv", [("meta", OSCD / "dubai" / "imgs_1", scene)])
+    state = tmp_path / "state"
+    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 1
+    (failure,) = summary_of(state, "n1")["failures"]
+    assert "169.254.169.254" in failure["reason"] and "non-public address" in failure["reason"]
+    config = tmp_path / "nightly.yaml"
+    config.write_text(f"state_dir: state\nmodel: {bundle}\npairs: pairs.csv\nrun_id: n2\n"
+                      "log_format: json\nreport: false\nremote_hosts: [data.example.com]\n")
+    assert groundbreak(["nightly", "--config", str(config)]) == 1
+    (failure,) = summary_of(state, "n2")["failures"]
+    assert "is not in the config's remote_hosts" in failure["reason"]
+
+
+def test_discovered_sites_keep_their_id_across_nights(
+        tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixture) -> None:
+    state = tmp_path / "state"
+    before, after = OSCD / "dubai" / "imgs_1", OSCD / "dubai" / "imgs_2"
+    night1 = write_pairs(tmp_path / "n1.csv", [("dubai_20151211_20180330", before, after)])
+    assert nightly(state, bundle, "--pairs", str(night1), "--alert-threshold", "0",
+                   "--run-id", "n1") == 0
+    first = pd.read_csv(state / "runs" / "n1" / "sites.csv")
+    assert len(first) > 1 and first["site_id"].str.match(r"^d-\d{6}$").all()
+    top = str(first["site_id"].iloc[0])
+    capsys.readouterr()
+    assert groundbreak(["alerts", "dismiss", top, "--state", str(state)]) == 0
+    # the next acquisition of the same ground: a new pair id, the same changed regions
+    night2 = write_pairs(tmp_path / "n2.csv", [("dubai_20151211_20190101", before, after)])
+    assert nightly(state, bundle, "--pairs", str(night2), "--alert-threshold", "0",
+                   "--run-id", "n2") == 0
+    n2 = summary_of(state, "n2")
+    second = pd.read_csv(state / "runs" / "n2" / "sites.csv")
+    assert set(second["site_id"]) == set(first["site_id"])  # the same regions, the same ids
+    assert n2["counts"]["suppressed_alerts"] == 1 and n2["counts"]["new_alerts"] == 0
+    assert n2["counts"]["ongoing_alerts"] == len(first) - 1
+    assert top not in (state / "runs" / "n2" / "alerts.csv").read_text()
+    with NightlyState(state) as db:
+        assert db.alert(top)["status"] == "dismissed"
+        assert [e["event"] for e in db.alert_events(top)] == ["new", "dismissed", "suppressed"]

@@ -99,9 +99,44 @@ def test_bad_stac_file_names_the_file(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(InputError, match="items.json: is not a readable JSON"):
         pairs_from_stac(bad, tmp_path / "s", [])
-    bad.write_text(json.dumps({"type": "FeatureCollection", "features": [{"id": 1}]}))
+    bad.write_text(json.dumps({"type": "Collection", "features": "none"}))
     with pytest.raises(InputError, match="items.json: is not a STAC ItemCollection"):
         pairs_from_stac(bad, tmp_path / "s", [])
+    bad.write_text(json.dumps(stac_item(OSCD / "beirut" / "imgs_1", "one", "2015-08-20",
+                                        tmp_path)))
+    with pytest.raises(InputError, match="items.json: is a single STAC Item"):
+        pairs_from_stac(bad, tmp_path / "s", [])
+
+
+def test_one_bad_stac_item_is_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
+    def item(item_id: str, when: str = "2017-10-03", **properties) -> dict:
+        return stac_item(OSCD / "beirut" / "imgs_2", item_id, when, tmp_path, **properties)
+
+    bad_geometry = item("bad-geometry")
+    bad_geometry["geometry"] = {"type": "Polygon", "coordinates": "nope"}
+    bad_band = item("bad-band", **{"s2:mgrs_tile": "36SYD"})
+    bad_band["assets"]["b02"]["eo:bands"] = [{"name": 42}]
+    items = [
+        {"id": 1},
+        item("bad-zone", **{"mgrs:utm_zone": "x", "mgrs:latitude_band": "S",
+                            "mgrs:grid_square": "YC"}),
+        bad_geometry,
+        bad_band,
+        item("escape", **{"s2:mgrs_tile": "../../../outside"}),
+        item("escape2", **{"mgrs:utm_zone": 36, "mgrs:latitude_band": "/tmp",
+                           "mgrs:grid_square": "x"}),
+        item("good", **{"s2:mgrs_tile": "36SYC"}),
+    ]
+    state = tmp_path / "state"
+    inputs = pairs_from_stac(write_collection(tmp_path / "c.json", items), state, [])
+    assert [b.ground_id for b in inputs.baselines] == ["MGRS-36SYC"]
+    assert [entry for entry, _ in inputs.problems] == [
+        "stac item #1", "stac item bad-zone", "stac item bad-geometry", "stac item bad-band",
+        "stac item escape", "stac item escape2"]
+    assert "cannot be" not in inputs.problems[4][1] and "ground" in inputs.problems[4][1]
+    written = [p for p in tmp_path.rglob("*.json") if p.parent != tmp_path]
+    assert all(p.is_relative_to(state / "scenes") for p in written)
+    assert not (tmp_path / "outside").exists()
 
 
 @pytest.mark.parametrize(
@@ -146,13 +181,28 @@ def test_drop_folder_pairs_with_a_stored_scene_no_longer_in_the_folder(tmp_path:
         (OSCD / "beirut" / "imgs_1", "2015-08-20")]
 
 
-def test_same_ground_twice_on_one_date_is_refused(tmp_path: Path) -> None:
+def test_same_ground_twice_on_one_date_is_a_problem_and_the_rest_go_on(tmp_path: Path) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
     (drop / "beirut_20150820").symlink_to(OSCD / "beirut" / "imgs_1")
     (drop / "beirut_2015-08-20_v2").symlink_to(OSCD / "beirut" / "imgs_1")
-    with pytest.raises(InputError, match="a second scene of ground beirut on 2015-08-20"):
-        drop_folder_acquisitions(drop)
+    (drop / "dubai_20151211").symlink_to(OSCD / "dubai" / "imgs_1")
+    records, ignored, problems = drop_folder_acquisitions(drop)
+    assert sorted(r.ground_id for r in records) == ["beirut", "dubai"] and ignored == []
+    assert [(entry, reason.split(" (")[0]) for entry, reason in problems] == [
+        ("drop entry beirut_20150820", "a second scene of ground beirut on 2015-08-20")]
+
+
+def test_drop_folder_entry_that_is_no_regular_file_is_a_problem(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    os.mkfifo(drop / "beirut_20150820.tif")
+    (drop / "dubai_20151211.tif").symlink_to("/dev/zero")
+    (drop / "abudhabi_20160120").symlink_to(OSCD / "abudhabi" / "imgs_1")
+    records, _, problems = drop_folder_acquisitions(drop)
+    assert [r.ground_id for r in records] == ["abudhabi"]
+    assert [(entry, "regular file" in reason) for entry, reason in problems] == [
+        ("drop entry beirut_20150820.tif", True), ("drop entry dubai_20151211.tif", True)]
 
 
 def test_pairing_rule_uses_the_latest_earlier_acquisition() -> None:

@@ -51,10 +51,11 @@ def test_pair_is_done_at_most_once(state: NightlyState) -> None:
     row = state.record_done("n1", attempt, "p1", "h", "m", "out", 1.0, [_site("s1", 0.7)])
     assert state.find_done("p1", "h", "m") == row
     assert state.find_done("p1", "h", "other-model") is None
-    with pytest.raises(Exception, match="UNIQUE"):
-        state.record_done("n1", attempt, "p1", "h", "m", "out", 1.0, [])
-    assert len(state.pair_rows()) == 1  # the failed transaction left no half row
-    assert [s["site_id"] for s in state.night_scores("n1")] == ["s1"]
+    # scored again (its outputs were pruned): the same row, with the new outputs and scores
+    assert state.record_done("n2", attempt, "p1", "h", "m", "out2", 1.0, [_site("s2", 0.6)]) == row
+    assert [(r["status"], r["outputs"]) for r in state.pair_rows()] == [("done", "out2")]
+    assert [s["site_id"] for s in state.night_scores("n2")] == ["s2"]
+    assert [s["site_id"] for s in state.night_scores("n1")] == ["s2"]
 
 
 def test_reused_pair_joins_a_later_night(state: NightlyState) -> None:
