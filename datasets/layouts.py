@@ -10,6 +10,7 @@ Splits are always by pair (a city, an image), never by chip.
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -200,15 +201,20 @@ def _check_unique_ids(specs: list[PairSpec], source: Path) -> None:
 
 
 CSV_REQUIRED = ("pair_id", "before", "after")
-CSV_OPTIONAL = ("label", "split", "before_date", "after_date")
+CSV_OPTIONAL = (
+    "label", "split", "before_date", "after_date", "before_mask", "after_mask",
+    "before_add_offset", "after_add_offset", "nodata",
+)
 
 
 def read_pairs_csv(path: str | Path) -> list[PairSpec]:
     """Pairs listed in a CSV file.
 
-    Columns ``pair_id,before,after`` and optionally ``label,split,before_date,after_date``.
-    Relative paths resolve against the CSV's folder; an empty optional cell means None (and
-    split ``predict``).
+    Columns ``pair_id,before,after`` and optionally ``label,split,before_date,after_date``,
+    ``before_mask,after_mask`` (cloud/shadow mask rasters), ``before_add_offset,after_add_offset``
+    (radiometric offset in DN, e.g. -1000 for Sentinel-2 baseline 04.00 and later) and
+    ``nodata``. Relative paths resolve against the CSV's folder; an empty optional cell means
+    None (and split ``predict``).
     """
     path = Path(path)
     if not path.is_file():
@@ -252,12 +258,31 @@ def read_pairs_csv(path: str | Path) -> list[PairSpec]:
                 split=split,
                 before_date=row.get("before_date") or None,
                 after_date=row.get("after_date") or None,
+                before_mask=_resolve(base, row["before_mask"]) if row.get("before_mask") else None,
+                after_mask=_resolve(base, row["after_mask"]) if row.get("after_mask") else None,
+                before_add_offset=_number(row, "before_add_offset", path, line),
+                after_add_offset=_number(row, "after_add_offset", path, line),
+                nodata=_number(row, "nodata", path, line),
             )
         )
     if not specs:
         raise InputError(path, "CSV lists no pairs")
     _check_unique_ids(specs, path)
     return specs
+
+
+def _number(row: dict[str, str], column: str, path: Path, line: int) -> float | None:
+    """A finite number from an optional CSV cell (None when empty)."""
+    text = row.get(column) or ""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InputError(path, f"line {line}: {column} must be a number, got {text!r}")
+    return value
 
 
 def _resolve(base: Path, value: str) -> Path:

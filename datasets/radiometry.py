@@ -28,6 +28,11 @@ DEFAULT_QUANTIFICATION = 10000.0
 """Sentinel-2's ``QUANTIFICATION_VALUE`` (L1C) and ``BOA_QUANTIFICATION_VALUE`` (L2A)."""
 
 
+class RadiometryWarning(UserWarning):
+    """A scene's radiometric convention is unknown where it matters (see
+    :func:`unknown_radiometry_warning`)."""
+
+
 @dataclass(frozen=True)
 class Radiometry:
     """A DN convention: ``reflectance = (DN + offset[band]) / quantification``.

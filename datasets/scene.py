@@ -8,7 +8,12 @@ Four on-disk forms are accepted (see :func:`open_scene`):
 3. an image without georeference (PNG/JPEG), whose bands are ``red, green, blue``;
 4. a scene manifest, a JSON file ``{"bands": {"B02": "path or URL", ...}, "date": ...}`` naming
    one single-band raster per band (e.g. the assets of a STAC item); relative paths resolve
-   against the manifest's folder.
+   against the manifest's folder;
+5. a Sentinel-2 product, a ``.SAFE`` folder or its zip, L1C or L2A (:mod:`.sentinel2`), with its
+   date, radiometric offsets, SCL and sun angles from the product metadata.
+
+A scene knows its radiometric convention (:mod:`.radiometry`) when something states it (product
+metadata, a manifest's keys, STAC): :meth:`Scene.read` converts values to a model's convention.
 
 Reading never loads a whole scene: :meth:`Scene.read` reads only what a target grid needs, through
 a windowed read when the grids line up and a ``WarpedVRT`` (bilinear) when they do not.
@@ -22,7 +27,7 @@ import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +45,13 @@ from groundbreak.datasets.bands import (
 )
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.grid import Grid
+from groundbreak.datasets.radiometry import (
+    BASELINE_04_OFFSET,
+    DEFAULT_QUANTIFICATION,
+    UNKNOWN_RADIOMETRY,
+    Radiometry,
+    convert_radiometry,
+)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -77,7 +89,20 @@ def dataset_grid(src: rasterio.io.DatasetReader) -> Grid:
 
 
 class Scene:
-    """One dated image: named bands on a reference grid, read windowed onto any grid."""
+    """One dated image: named bands on a reference grid, read windowed onto any grid.
+
+    Args:
+        path: Where the scene lives (named in errors).
+        sources: Where each band lives, by canonical band name.
+        grid: The scene's reference grid.
+        date: Acquisition date (ISO 8601), when known.
+        radiometry: How the DNs map to reflectance (see :mod:`.radiometry`); unknown by default.
+        nodata: A nodata value that overrides the files' own (Sentinel-2 products: 0).
+        scl: The Sen2Cor scene classification layer of an L2A product, when there is one.
+        cloud_mask: A user-given mask raster of the scene (non-zero = cloud or shadow).
+        level: Processing level of a Sentinel-2 product (``"L1C"``, ``"L2A"``), when known.
+        sun_angles: Mean sun (azimuth, zenith) in degrees, when known (for cloud shadows).
+    """
 
     def __init__(
         self,
@@ -85,13 +110,28 @@ class Scene:
         sources: dict[str, BandSource],
         grid: Grid,
         date: str | None = None,
+        *,
+        radiometry: Radiometry = UNKNOWN_RADIOMETRY,
+        nodata: float | None = None,
+        scl: BandSource | None = None,
+        cloud_mask: Path | str | None = None,
+        level: str | None = None,
+        sun_angles: tuple[float, float] | None = None,
     ) -> None:
         if not sources:
             raise InputError(path, "scene has no bands")
         self.path = Path(path)
+        if nodata is not None:
+            sources = {name: replace(s, nodata=float(nodata)) for name, s in sources.items()}
+            scl = replace(scl, nodata=float(nodata)) if scl is not None else None
         self.sources = sources
         self.grid = grid
         self.date = date
+        self.radiometry = radiometry
+        self.scl = scl
+        self.cloud_mask = cloud_mask
+        self.level = level
+        self.sun_angles = sun_angles
 
     def __repr__(self) -> str:
         return f"Scene({str(self.path)!r}, bands={self.band_names}, grid={self.grid.shape})"
@@ -112,16 +152,25 @@ class Scene:
             )
         return wanted
 
+    @property
+    def is_sentinel2(self) -> bool:
+        """True when the scene's bands carry Sentinel-2 names (``B02``...)."""
+        return any(re.fullmatch(r"B(0[1-9]|1[0-2]|8A)", name) for name in self.sources)
+
     def read(
         self,
         bands: Sequence[str] | None = None,
         grid: Grid | None = None,
         require_valid: bool = False,
+        radiometry: Radiometry | None = None,
+        resampling: Resampling = Resampling.bilinear,
     ) -> np.ndarray:
         """Read bands onto a target grid (default: the scene's own grid) as float32 (C, H, W).
 
         Pixels that are nodata or fall outside the scene are NaN. With ``require_valid``, a target
-        grid without a single valid pixel is an :class:`InputError` naming the scene.
+        grid without a single valid pixel is an :class:`InputError` naming the scene. With
+        ``radiometry``, values are converted from the scene's convention to that one.
+        ``resampling`` applies where a band's grid differs from the target's.
         """
         names = self.check_bands(bands) if bands is not None else self.band_names
         target = grid or self.grid
@@ -130,18 +179,41 @@ class Scene:
         for i, name in enumerate(names):
             by_file.setdefault(self.sources[name].path, {})[i] = self.sources[name]
         for path, sources in by_file.items():  # one open per file: it costs more than a read
-            _read_bands_into(out, path, sources, target)
+            _read_bands_into(out, path, sources, target, resampling)
         if require_valid and not np.isfinite(out).any():
             raise InputError(
                 self.path,
                 f"the requested {target.width}x{target.height} window holds no valid pixels "
                 "(all nodata or outside the scene)",
             )
+        if radiometry is not None:
+            convert_radiometry(out, names, self.radiometry, radiometry)
         return out
+
+    def read_classes(self, grid: Grid | None = None) -> np.ndarray | None:
+        """The scene classification layer (SCL) on a grid, nearest-neighbour; 0 = no data.
+
+        Returns None when the scene has no SCL.
+        """
+        if self.scl is None:
+            return None
+        classes = read_band(self.scl, grid or self.grid, Resampling.nearest)
+        return np.nan_to_num(classes, nan=0.0).astype(np.uint8)
+
+
+def read_band(source: BandSource, grid: Grid, resampling: Resampling) -> np.ndarray:
+    """One band onto a grid as float32 (H, W), NaN = invalid."""
+    out = np.empty((1, grid.height, grid.width), dtype=np.float32)
+    _read_bands_into(out, source.path, {0: source}, grid, resampling)
+    return out[0]
 
 
 def _read_bands_into(
-    out: np.ndarray, path: Path | str, sources: Mapping[int, BandSource], target: Grid
+    out: np.ndarray,
+    path: Path | str,
+    sources: Mapping[int, BandSource],
+    target: Grid,
+    resampling: Resampling = Resampling.bilinear,
 ) -> None:
     """Read bands of one file onto a target grid into ``out[i]`` (float32, NaN = invalid)."""
     index = next(iter(sources.values())).index  # the band being read, for the error message
@@ -153,9 +225,9 @@ def _read_bands_into(
                     index = source.index
                     offset = _pixel_offset(source.grid, target)
                     if offset is not None:
-                        out[i] = _read_aligned(src, source.index, offset, target)
+                        out[i] = _read_aligned(src, source, offset, target)
                     else:
-                        out[i] = _read_warped(src, source, target)
+                        out[i] = _read_warped(src, source, target, resampling)
     except RasterioError as err:
         detail = err.__cause__ or err
         raise InputError(
@@ -164,12 +236,14 @@ def _read_bands_into(
 
 
 def _read_aligned(
-    src: rasterio.io.DatasetReader, index: int, offset: tuple[int, int], target: Grid
+    src: rasterio.io.DatasetReader, source: BandSource, offset: tuple[int, int], target: Grid
 ) -> np.ndarray:
     """Read the pixels a target grid shares with the file; NaN outside it and where invalid.
 
-    Only the part inside the file is read (a plain windowed read, no boundless VRT).
+    Only the part inside the file is read (a plain windowed read, no boundless VRT). A nodata
+    value of the source that the file does not declare (an override) is honoured too.
     """
+    index = source.index
     out = np.full(target.shape, np.nan, dtype=np.float32)
     row, col = offset
     r0, c0 = max(row, 0), max(col, 0)
@@ -183,10 +257,17 @@ def _read_aligned(
     else:
         data = src.read(index, window=window, masked=True)
         inside[:] = data.astype(np.float32).filled(np.nan)
+    if source.nodata is not None and source.nodata != src.nodata:
+        inside[inside == source.nodata] = np.nan
     return out
 
 
-def _read_warped(src: rasterio.io.DatasetReader, source: BandSource, target: Grid) -> np.ndarray:
+def _read_warped(
+    src: rasterio.io.DatasetReader,
+    source: BandSource,
+    target: Grid,
+    resampling: Resampling = Resampling.bilinear,
+) -> np.ndarray:
     """Resample (bilinear) or reproject one band onto a target grid; NaN where invalid."""
     nodata_args = (
         {"src_nodata": source.nodata, "nodata": source.nodata}
@@ -199,7 +280,7 @@ def _read_warped(src: rasterio.io.DatasetReader, source: BandSource, target: Gri
         transform=target.transform,
         width=target.width,
         height=target.height,
-        resampling=Resampling.bilinear,
+        resampling=resampling,
         dtype="float32",  # no rounding of resampled values to the file dtype
         **nodata_args,
     ) as vrt:
@@ -314,12 +395,15 @@ def is_remote(location: str) -> bool:
 
 
 def open_band_files_scene(
-    bands: Mapping[str, str | Path], path: str | Path | None = None, date: str | None = None
+    bands: Mapping[str, str | Path],
+    path: str | Path | None = None,
+    date: str | None = None,
+    nodata: float | None = None,
 ) -> Scene:
     """A scene from a ``{band name: single-band raster path or URL}`` mapping.
 
     The scene's grid is the finest band grid, as for a folder of per-band files. ``path`` names
-    the scene in errors (default: the first band's file).
+    the scene in errors (default: the first band's file); ``nodata`` overrides the files' own.
     """
     if not bands:
         raise InputError(path, "scene names no band files")
@@ -328,24 +412,12 @@ def open_band_files_scene(
         band = normalize_band_name(name)
         if band in sources:
             raise InputError(path, f"band {band} is given twice")
-        remote = isinstance(location, str) and is_remote(location)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                src = rasterio.open(location) if remote else open_raster(location)
-        except RasterioError as err:
-            raise InputError(location, f"cannot be read as a raster ({err})") from err
-        with src:
-            if src.count != 1:
-                raise InputError(
-                    location, f"expected a single-band raster, found {src.count} bands"
-                )
-            sources[band] = BandSource(
-                location if remote else Path(location), 1, dataset_grid(src), src.nodata
-            )
+        sources[band] = single_band_source(location)
     ordered = dict(sorted(sources.items(), key=lambda kv: _band_sort_key(kv[0])))
     first = next(iter(ordered.values())).path
-    return Scene(path if path is not None else first, ordered, _finest_grid(sources), date)
+    return Scene(
+        path if path is not None else first, ordered, _finest_grid(sources), date, nodata=nodata
+    )
 
 
 def read_scene_manifest(path: str | Path) -> dict[str, str]:
@@ -369,14 +441,121 @@ def read_scene_manifest(path: str | Path) -> dict[str, str]:
     return resolved
 
 
-def open_scene_manifest(path: str | Path, date: str | None = None) -> Scene:
-    """A scene from a scene manifest (JSON ``{"bands": {...}, "date": ...}``)."""
+def open_scene_manifest(
+    path: str | Path, date: str | None = None, nodata: float | None = None
+) -> Scene:
+    """A scene from a scene manifest (JSON ``{"bands": {...}, "date": ...}``).
+
+    Optional keys: ``date``; ``nodata`` (a value that overrides the files' own); ``scl`` (the
+    path of an L2A scene classification layer); ``cloud_mask`` (a mask raster, non-zero = cloud
+    or shadow); and the radiometric convention, ``add_offset`` (DN, e.g. -1000) with
+    ``quantification_value`` (default 10000), or ``processing_baseline`` (``"04.00"`` and later
+    mean an offset of -1000).
+    """
     path = Path(path)
     bands = read_scene_manifest(path)
+    document = json.loads(path.read_text(encoding="utf-8"))
     if date is None:
-        document = json.loads(path.read_text(encoding="utf-8"))
         date = document.get("date") if isinstance(document.get("date"), str) else None
-    return open_band_files_scene(bands, path, date)
+    try:
+        radiometry = radiometry_from_keys(document, f"{path.name}")
+        if nodata is None and document.get("nodata") is not None:
+            nodata = float(document["nodata"])
+    except (TypeError, ValueError) as err:
+        raise InputError(path, str(err)) from err
+    scene = open_band_files_scene(bands, path, date, nodata=nodata)
+    scene.radiometry = radiometry or scene.radiometry
+    for key in ("scl", "cloud_mask"):
+        location = document.get(key)
+        if location is None:
+            continue
+        if not isinstance(location, str) or not location:
+            raise InputError(path, f"{key!r} must be a path or URL")
+        resolved = location if is_remote(location) else str((path.parent / location).resolve())
+        if key == "scl":
+            scene.scl = single_band_source(resolved, nodata=0.0)
+        else:
+            scene.cloud_mask = resolved
+    return scene
+
+
+def radiometry_from_keys(record: Mapping[str, object], source: str) -> Radiometry | None:
+    """The convention stated by ``add_offset`` / ``quantification_value`` /
+    ``processing_baseline`` keys (a scene manifest, a pairs CSV row), or None when none is there.
+
+    Raises:
+        ValueError: For a value that is not a number (or baseline string).
+    """
+    offset, quantification = record.get("add_offset"), record.get("quantification_value")
+    baseline = record.get("processing_baseline")
+    if offset in (None, "") and quantification in (None, "") and baseline in (None, ""):
+        return None
+    if offset in (None, ""):
+        offset = BASELINE_04_OFFSET if _baseline_at_least_4(baseline) else 0.0
+    return Radiometry.from_dict(
+        {
+            "add_offset": offset,
+            "quantification_value": quantification
+            if quantification not in (None, "")
+            else DEFAULT_QUANTIFICATION,
+        },
+        source=source,
+    )
+
+
+def _baseline_at_least_4(baseline: object) -> bool:
+    if baseline in (None, ""):
+        return False
+    try:
+        return float(str(baseline)) >= 4.0
+    except ValueError as err:
+        raise ValueError(f"processing_baseline {baseline!r} is not a number like '04.00'") from err
+
+
+def single_band_source(location: str | Path, nodata: float | None = None) -> BandSource:
+    """The source of a single-band raster (path or URL); ``nodata`` overrides the file's."""
+    remote = isinstance(location, str) and is_remote(location)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(location) if remote else open_raster(location)
+    except RasterioError as err:
+        raise InputError(location, f"cannot be read as a raster ({err})") from err
+    with src:
+        if src.count != 1:
+            raise InputError(location, f"expected a single-band raster, found {src.count} bands")
+        return BandSource(
+            location if remote else Path(location),
+            1,
+            dataset_grid(src),
+            nodata if nodata is not None else src.nodata,
+        )
+
+
+def check_mask_raster(path: str | Path) -> Path:
+    """A user-given cloud mask raster, checked to be a readable single-band raster."""
+    single_band_source(path)
+    return Path(path)
+
+
+def open_product_scene(path: str | Path, date: str | None = None) -> Scene:
+    """A scene from a Sentinel-2 ``.SAFE`` product folder or zip (L1C or L2A).
+
+    Its date, radiometric convention, level, SCL and sun angles come from the product
+    metadata; DN 0 is no data.
+    """
+    from groundbreak.datasets.sentinel2 import PRODUCT_NODATA, product_files
+
+    path = Path(path)
+    files = product_files(path)
+    meta = files.metadata
+    scene = open_band_files_scene(files.bands, path, date or meta.date, nodata=PRODUCT_NODATA)
+    scene.radiometry = meta.radiometry
+    scene.level = meta.level
+    scene.sun_angles = meta.sun_angles
+    if files.scl is not None:
+        scene.scl = single_band_source(files.scl, nodata=0.0)
+    return scene
 
 
 def _band_sort_key(name: str) -> tuple[int, str]:
@@ -389,14 +568,23 @@ def _band_sort_key(name: str) -> tuple[int, str]:
 
 
 def open_scene(
-    path: str | Path, band_names: Sequence[str] | None = None, date: str | None = None
+    path: str | Path,
+    band_names: Sequence[str] | None = None,
+    date: str | None = None,
+    nodata: float | None = None,
 ) -> Scene:
-    """Open a scene from a multi-band raster, a per-band folder, an RGB image or a manifest."""
+    """Open a scene from a multi-band raster, a per-band folder, a Sentinel-2 product
+    (``.SAFE`` folder or zip), an RGB image or a scene manifest.
+
+    ``nodata`` overrides the files' own nodata value (Sentinel-2 products: 0, always).
+    """
     if is_remote(str(path)) or _COLLAPSED_URL.match(str(path)):
         raise InputError(
             path, "a remote scene is read through a scene manifest (.json) that lists its band "
             "URLs; give the manifest's path"
         )
+    from groundbreak.datasets.sentinel2 import is_product
+
     path = Path(path)
     if not path.exists():
         raise InputError(path, "scene does not exist")
@@ -408,10 +596,24 @@ def open_scene(
         stac_scene = open_stac_item_scene(path, date)
         if stac_scene is not None:
             return stac_scene
+    if is_product(path):
+        if band_names is not None:
+            raise InputError(path, "band names cannot be given for a Sentinel-2 product")
+        return open_product_scene(path, date)
     if path.is_dir():
         if band_names is not None:
             raise InputError(path, "band names cannot be given for a folder of per-band files")
-        return open_band_folder_scene(path, date)
-    if path.suffix.lower() == ".json":
-        return open_scene_manifest(path, date)
-    return open_raster_scene(path, band_names, date)
+        scene = open_band_folder_scene(path, date)
+    elif path.suffix.lower() == ".json":
+        return open_scene_manifest(path, date, nodata)
+    else:
+        scene = open_raster_scene(path, band_names, date)
+    return with_nodata(scene, nodata)
+
+
+def with_nodata(scene: Scene, nodata: float | None) -> Scene:
+    """The scene with every band's nodata value overridden (unchanged for ``None``)."""
+    if nodata is None:
+        return scene
+    scene.sources = {name: replace(s, nodata=float(nodata)) for name, s in scene.sources.items()}
+    return scene

@@ -37,7 +37,7 @@ from groundbreak.infer.predictor import (
     write_blended,
 )
 from groundbreak.infer.raster_io import bounded_gdal_cache
-from groundbreak.infer.tiling import Normalizer, WindowBatch, WindowLayout, read_batch
+from groundbreak.infer.tiling import PairInput, WindowBatch, WindowLayout, read_batch
 
 Strategy = Literal["auto", "ddp_fork", "ddp_spawn", "ddp"]
 SHARD_FOLDER = ".prediction-shards"
@@ -53,17 +53,13 @@ class WindowBatchDataset(Dataset):
 
     def __init__(
         self,
-        pair: TilePair,
-        bands: Sequence[str],
+        source: PairInput,
         layout: WindowLayout,
         batches: Sequence[WindowBatch],
-        normalize: Normalizer,
     ) -> None:
-        self.pair = pair
-        self.bands = list(bands)
+        self.source = source
         self.layout = layout
         self.batches = list(batches)
-        self.normalize = normalize
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -71,7 +67,7 @@ class WindowBatchDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         with bounded_gdal_cache():
             batch = self.batches[index]
-            data = read_batch(self.pair, self.bands, self.layout, batch, self.normalize)
+            data = read_batch(self.source, self.layout, batch)
         return {
             "index": index,
             "kept": torch.from_numpy(data.kept),
@@ -198,7 +194,7 @@ class DistributedPredictor:
         """Write ``probability.tif`` and ``mask.tif`` for a pair; None on ranks other than 0."""
         start = time.perf_counter()
         predictor = self.predictor
-        bands = predictor.check_bands(pair)
+        source = predictor.prepare(pair)
         layout = predictor.layout_for(pair.grid)
         batches = layout.batches(predictor.batch_size)
         out_dir = Path(out_dir)
@@ -208,7 +204,7 @@ class DistributedPredictor:
             shutil.rmtree(shard_dir, ignore_errors=True)
         shard_dir.mkdir(parents=True, exist_ok=True)
         loader = DataLoader(
-            WindowBatchDataset(pair, bands, layout, batches, predictor.bundle.normalize),
+            WindowBatchDataset(source, layout, batches),
             batch_size=None,
             shuffle=False,
             num_workers=self.num_workers,
@@ -258,4 +254,6 @@ class DistributedPredictor:
             threshold=predictor.threshold,
             valid_fraction=valid_fraction,
             seconds=time.perf_counter() - start,
+            unobserved_fraction=source.unobserved_fraction,
+            cloud_masks=source.cloud_masks,
         )

@@ -13,11 +13,13 @@ their paths.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 from groundbreak.datasets.pair import TilePair
-from groundbreak.datasets.scene import open_scene
+from groundbreak.datasets.scene import check_mask_raster, open_scene
 from groundbreak.infer.blending import BLEND_MODES
 from groundbreak.infer.inference import RUNTIMES
 from groundbreak.train.arguments import device_argument, positive_int
@@ -61,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="processes/GPUs to share the windows among (through Lightning) when above 1",
     )
+    parser.add_argument(
+        "--cloud-mask",
+        choices=CLOUD_MASK_MODES,
+        default="auto",
+        help="clouds and shadows on either date are unobserved (nodata), never change: auto "
+        "(a given mask, else the product's SCL, else s2cloudless on Sentinel-2 L1C), "
+        "s2cloudless, scl, none",
+    )
+    parser.add_argument("--before-mask", type=Path, default=None,
+                        help="a cloud/shadow mask raster of the before-scene (non-zero = hidden)")
+    parser.add_argument("--after-mask", type=Path, default=None,
+                        help="a cloud/shadow mask raster of the after-scene (non-zero = hidden)")
+    parser.add_argument("--nodata", type=float, default=None,
+                        help="a nodata value for both scenes that overrides the files' own")
     parser.add_argument("--pair-id", default=None, help="name of the pair (default: OUT's name)")
     return parser
 
@@ -76,8 +92,11 @@ def main(argv: Sequence[str]) -> int:
     from groundbreak.train.bundle import default_bundle_path, load_bundle
 
     bundle = load_bundle(args.model if args.model is not None else default_bundle_path())
-    before = open_scene(args.before)
-    after = open_scene(args.after)
+    before = open_scene(args.before, nodata=args.nodata)
+    after = open_scene(args.after, nodata=args.nodata)
+    for scene, mask in ((before, args.before_mask), (after, args.after_mask)):
+        if mask is not None:
+            scene.cloud_mask = str(check_mask_raster(mask))
     for scene in (before, after):
         bundle.check_scene_bands(scene)
     pair = TilePair(args.pair_id or args.out.resolve().name, before, after)
@@ -91,6 +110,7 @@ def main(argv: Sequence[str]) -> int:
             device=args.device,
             blend=args.blend,
             runtime=args.runtime,
+            cloud_mask=args.cloud_mask,
         )
     except ValueError as err:
         parser.error(str(err))
@@ -105,4 +125,10 @@ def main(argv: Sequence[str]) -> int:
         result = predictor.predict_pair(pair, args.out)
     print(result.probability_path)
     print(result.mask_path)
+    if result.unobserved_fraction > 0:
+        print(
+            f"clouds/shadows hide {result.unobserved_fraction:.1%} of the pair "
+            f"(cloud mask: before {result.cloud_masks[0]}, after {result.cloud_masks[1]})",
+            file=sys.stderr,
+        )
     return 0

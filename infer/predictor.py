@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from groundbreak.datasets.clouds import CLOUD_MASK_MODES, CloudMaskMode, scene_cloud_mask
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
+from groundbreak.datasets.radiometry import RadiometryWarning, unknown_radiometry_warning
 from groundbreak.infer.blending import BLEND_MODES, BlendMode, RowBandBlender, blend_weights
 from groundbreak.infer.inference import (
     ChangeModel,
@@ -37,6 +40,7 @@ from groundbreak.infer.inference import (
 from groundbreak.infer.raster_io import BLOCK_SIZE, PredictionRasterWriter, bounded_gdal_cache
 from groundbreak.infer.tiling import (
     BatchInput,
+    PairInput,
     WindowBatch,
     WindowLayout,
     read_batch,
@@ -60,8 +64,11 @@ class PredictionResult:
             255 = nodata.
         grid: The pair grid both rasters lie on.
         threshold: The threshold the mask was cut at.
-        valid_fraction: Fraction of the grid with a valid prediction (valid input on both dates).
+        valid_fraction: Fraction of the grid with a valid prediction (valid input on both dates,
+            seen by both: not hidden by a cloud or its shadow).
         seconds: Wall time of the prediction, reading and writing included.
+        unobserved_fraction: Fraction of the grid hidden by a cloud or shadow on either date.
+        cloud_masks: The cloud-mask method used for the before and the after date.
     """
 
     probability_path: Path
@@ -70,6 +77,8 @@ class PredictionResult:
     threshold: float
     valid_fraction: float
     seconds: float
+    unobserved_fraction: float = 0.0
+    cloud_masks: tuple[str, str] = ("none", "none")
 
 
 @dataclass
@@ -134,6 +143,9 @@ class TiledPredictor:
         runtime: What runs the model: ``"torch"``, or ``"onnx"`` (ONNX Runtime, float32 on a
             CPU; it exports the model on the first window of each shape, which takes seconds).
             See :data:`~groundbreak.infer.inference.RUNTIMES` for the measurement.
+        cloud_mask: How clouds and their shadows are found on each date (``auto``,
+            ``s2cloudless``, ``scl``, ``none``; see :mod:`groundbreak.datasets.clouds`). Pixels
+            hidden on either date are nodata in the outputs.
 
     Raises:
         ValueError: For a window, overlap, batch size or blend mode that does not fit.
@@ -152,7 +164,13 @@ class TiledPredictor:
         precision: Precision = "auto",
         channels_last: bool | None = None,
         runtime: Runtime = "torch",
+        cloud_mask: CloudMaskMode = "auto",
     ) -> None:
+        if cloud_mask not in CLOUD_MASK_MODES:
+            raise ValueError(
+                f"unknown cloud mask {cloud_mask!r}; expected one of {', '.join(CLOUD_MASK_MODES)}"
+            )
+        self.cloud_mask: CloudMaskMode = cloud_mask
         self.bundle = bundle
         self.multiple = int(getattr(bundle.model, "output_stride", 32))
         chip = int(bundle.chip_size or 0)
@@ -206,6 +224,41 @@ class TiledPredictor:
             self.bundle.check_scene_bands(scene)
         return list(self.bundle.bands)
 
+    def prepare(self, pair: TilePair) -> PairInput:
+        """Check a pair's bands, find its clouds, and say what reading its windows needs.
+
+        Warns (:class:`~groundbreak.datasets.radiometry.RadiometryWarning`) for a scene whose
+        radiometric convention is unknown but whose date needs one stated.
+
+        Raises:
+            InputError: When a scene lacks a band of the model, or an explicitly asked cloud
+                mask cannot run on it.
+        """
+        bands = self.check_bands(pair)
+        for scene in (pair.before, pair.after):
+            if not scene.radiometry.known:
+                message = unknown_radiometry_warning(scene.path, scene.date)
+                if message:
+                    warnings.warn(message, RadiometryWarning, stacklevel=2)
+        masks = [scene_cloud_mask(s, pair.grid, self.cloud_mask) for s in (pair.before, pair.after)]
+        present = [m for m in masks if m is not None]
+        unobserved = None
+        if present:
+            unobserved = present[0].unobserved
+            for mask in present[1:]:
+                unobserved = unobserved | mask.unobserved
+        return PairInput(
+            pair=pair,
+            bands=bands,
+            normalize=self.bundle.normalize,
+            radiometry=self.bundle.radiometry,
+            unobserved=unobserved,
+            factor=present[0].factor if present else 1,
+            cloud_masks=(masks[0].method if masks[0] else "none",
+                         masks[1].method if masks[1] else "none"),
+            unobserved_fraction=float(unobserved.mean()) if unobserved is not None else 0.0,
+        )
+
     def layout_for(self, grid: Grid) -> WindowLayout:
         """The windows this predictor lays over a grid."""
         return WindowLayout.for_scene(
@@ -235,11 +288,11 @@ class TiledPredictor:
         return BatchPrediction(data.batch, data.kept, probability, data.valid)
 
     def iter_predictions(
-        self, pair: TilePair, layout: WindowLayout, bands: list[str]
+        self, source: PairInput, layout: WindowLayout
     ) -> Iterator[BatchPrediction]:
-        """Read and predict every batch of windows of a pair (bands checked), in batch order."""
+        """Read and predict every batch of windows of a prepared pair, in batch order."""
         for batch in layout.batches(self.batch_size):
-            yield self.predict_batch(read_batch(pair, bands, layout, batch, self.bundle.normalize))
+            yield self.predict_batch(read_batch(source, layout, batch))
 
     def predict_pair(self, pair: TilePair, out_dir: str | os.PathLike[str]) -> PredictionResult:
         """Write ``out_dir/probability.tif`` and ``out_dir/mask.tif`` for a tile pair.
@@ -248,11 +301,11 @@ class TiledPredictor:
             InputError: When a scene lacks a band of the model or cannot be read.
         """
         start = time.perf_counter()
-        bands = self.check_bands(pair)  # before any output is written
-        layout = self.layout_for(pair.grid)
         with bounded_gdal_cache():
+            source = self.prepare(pair)  # before any output is written
+            layout = self.layout_for(pair.grid)
             probability_path, mask_path, valid_fraction = write_blended(
-                self.iter_predictions(pair, layout, bands),
+                self.iter_predictions(source, layout),
                 layout,
                 pair.grid,
                 out_dir,
@@ -266,4 +319,6 @@ class TiledPredictor:
             threshold=self.threshold,
             valid_fraction=valid_fraction,
             seconds=time.perf_counter() - start,
+            unobserved_fraction=source.unobserved_fraction,
+            cloud_masks=source.cloud_masks,
         )

@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 from groundbreak.infer.inference import RUNTIMES
 from groundbreak.infer.ranking import (
     DEFAULT_ALERT_THRESHOLD,
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
                         help="what runs the model: torch, or onnx (ONNX Runtime, CPU only; "
                         "see the README)")
+    parser.add_argument("--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
+                        help="clouds and shadows on either date are unobserved, never change: "
+                        "auto (SCL, else s2cloudless on Sentinel-2 L1C), s2cloudless, scl, none")
     parser.add_argument("--no-report", action="store_true", help="do not write report.html")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     return parser
@@ -112,7 +116,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         predictor = TiledPredictor(
             bundle, window=args.window, overlap=args.overlap, batch_size=args.batch_size,
-            tta=args.tta, device=args.device, runtime=args.runtime,
+            tta=args.tta, device=args.device, runtime=args.runtime, cloud_mask=args.cloud_mask,
         )
     except ValueError as err:
         parser.print_usage(sys.stderr)

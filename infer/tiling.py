@@ -19,13 +19,15 @@ one batch is read as one block of the scene (:func:`read_batch`) and output rows
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from rasterio.windows import Window
 
+from groundbreak.datasets.clouds import window_of
 from groundbreak.datasets.pair import TilePair
+from groundbreak.datasets.radiometry import Radiometry
 
 Normalizer = Callable[[np.ndarray], np.ndarray]
 """Maps raw band values ``(C, H, W)`` to model input, NaN to 0 (``ModelBundle.normalize``)."""
@@ -180,23 +182,51 @@ def reflect_pad(array: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarra
     return np.pad(array, widths, mode=mode)
 
 
-def read_batch(
-    pair: TilePair,
-    bands: Sequence[str],
-    layout: WindowLayout,
-    batch: WindowBatch,
-    normalize: Normalizer,
-) -> BatchInput:
+@dataclass
+class PairInput:
+    """What reading a pair's windows needs: the pair, the model's bands, the input convention,
+    the normaliser and the unobserved (cloud, shadow) pixels of either date.
+
+    Attributes:
+        pair: The tile pair.
+        bands: The model's bands, in channel order.
+        normalize: Raw band values -> model input (NaN becomes 0).
+        radiometry: The model's radiometric convention; each scene is converted to it before
+            normalisation. None reads values as they are.
+        unobserved: Cloud or shadow on either date, on a coarse grid (see
+            :func:`groundbreak.datasets.clouds.window_of`), or None for no cloud mask.
+        factor: Pair-grid pixels per ``unobserved`` pixel.
+        cloud_masks: The cloud-mask method of each date (``none`` when it has none).
+        unobserved_fraction: Share of the pair that either date's cloud mask hides.
+    """
+
+    pair: TilePair
+    bands: list[str]
+    normalize: Normalizer
+    radiometry: Radiometry | None = None
+    unobserved: np.ndarray | None = None
+    factor: int = 1
+    cloud_masks: tuple[str, str] = ("none", "none")
+    unobserved_fraction: float = 0.0
+
+
+def read_batch(source: PairInput, layout: WindowLayout, batch: WindowBatch) -> BatchInput:
     """Read one batch of windows of a pair as one block, normalised and cut into windows.
 
-    A pixel is valid when every band of both dates is finite there; invalid pixels enter the
-    model as 0 after normalisation (``normalize`` maps NaN to 0).
+    A pixel is valid when every band of both dates is finite there and neither date's cloud
+    mask hides it; invalid pixels enter the model as 0 after normalisation (``normalize`` maps
+    NaN to 0) and are nodata in the outputs.
     """
     window, pads = layout.block_of(batch)
-    before, after = pair.read(bands, window)
+    pair, bands = source.pair, source.bands
+    target = pair.grid.subgrid(window)
+    before = pair.before.read(bands, target, radiometry=source.radiometry)
+    after = pair.after.read(bands, target, radiometry=source.radiometry)
     valid = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
-    before = reflect_pad(normalize(before), pads)
-    after = reflect_pad(normalize(after), pads)
+    if source.unobserved is not None:
+        valid &= ~window_of(source.unobserved, source.factor, window)
+    before = reflect_pad(source.normalize(before), pads)
+    after = reflect_pad(source.normalize(after), pads)
     valid = np.pad(valid, [pads[:2], pads[2:]])
 
     kept, cuts = [], []

@@ -34,7 +34,7 @@ DEFAULT_SITE_MATCH_IOU = 0.3
 
 SOURCE_KEYS: tuple[str, ...] = ("pairs", "stac", "drop_folder")
 PREDICTOR_KEYS: tuple[str, ...] = (
-    "window", "overlap", "batch_size", "tta", "device", "runtime"
+    "window", "overlap", "batch_size", "tta", "device", "runtime", "cloud_mask"
 )
 RUNTIME_ONLY_KEYS = ("device", "runtime")
 """Predictor options that change how fast a pair runs, not its scores."""
@@ -100,7 +100,8 @@ KEYS: dict[str, KeySpec] = {
     ),
     "predictor": KeySpec(
         "mapping", {},
-        "Options of the tiled predictor: window, overlap, batch_size, tta, device, runtime "
+        "Options of the tiled predictor: window, overlap, batch_size, tta, device, runtime, "
+        "cloud_mask "
         "(torch or onnx).",
     ),
     "footprint_iou": KeySpec(
@@ -310,6 +311,11 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
             raise fail(str(err)) from None
         if raw.get("runtime", "torch") not in RUNTIMES:
             raise fail(f"runtime must be one of {', '.join(RUNTIMES)}, got {raw['runtime']!r}")
+        from groundbreak.datasets.clouds import CLOUD_MASK_MODES
+
+        if raw.get("cloud_mask", "auto") not in CLOUD_MASK_MODES:
+            raise fail(f"cloud_mask must be one of {', '.join(CLOUD_MASK_MODES)}, "
+                       f"got {raw['cloud_mask']!r}")
         return dict(raw)
     if kind == "run_id":
         text = str(raw)
