@@ -4,7 +4,7 @@ Usage::
 
     groundbreak cv --config configs/oscd_s2.yaml --folds configs/cv/oscd_folds5.yaml \\
         --out runs/cv/NAME [--oscd-root ../shared/data/oscd] [--size 128] [--stride 64] \\
-        [--only-folds 0,3] [--device auto] [--keep-maps] [-- TRAIN OVERRIDES...]
+        [--only-folds 0,3] [--device auto] [--keep-maps] [--final] [-- TRAIN OVERRIDES...]
 
 For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
 
@@ -16,6 +16,9 @@ For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
 3. ``bundle/``: the exported model bundle of ``last.ckpt``;
 4. ``evaluation.json``: the held-out cities predicted whole by the tiled predictor, counted as a
    histogram of probabilities per class (:mod:`groundbreak.train.scene_evaluate`).
+
+With ``--final``, a model is then trained the same way on every labelled city (``OUT/final/``)
+and exported at the out-of-fold threshold, its ``metrics`` the out-of-fold scores.
 
 A fold with ``evaluation.json`` is done and skipped on a rerun. When every fold is done, the
 out-of-fold (OOF) histograms of all cities are pooled: the OOF threshold is the best pooled F1
@@ -59,6 +62,7 @@ NO_VALIDATION = [
     "--trainer.limit_val_batches", "0",
     "--trainer.num_sanity_val_steps", "0",
     "--checkpoint.save_top_k", "0",  # no "best": the model is last.ckpt
+    "--checkpoint.save_last", "false",  # last.ckpt comes from groundbreak train's own callback
 ]
 
 
@@ -150,17 +154,18 @@ def train_command(
     return command
 
 
-def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argparse.Namespace,
-             extra: Sequence[str]) -> None:
-    """Chips, training, export and whole-scene scoring of one fold (each step skipped if done)."""
-    from groundbreak.infer.predictor import TiledPredictor
-    from groundbreak.train.export import export_checkpoint
+def train_last(
+    work_dir: Path, training: Sequence[PairSpec], args: argparse.Namespace,
+    extra: Sequence[str], what: str,
+) -> tuple[Path, Path, float]:
+    """Chips of ``training`` and a fixed-length training in ``work_dir`` (each skipped if done).
 
-    fold_dir = args.out / f"fold{k}"
-    chips, train_dir = fold_dir / "chips", fold_dir / "train"
-    training = [s for s in specs if s.pair_id not in held_out]
+    Returns:
+        The chips folder, the ``last.ckpt`` to export and the training's wall seconds.
+    """
+    chips, train_dir = work_dir / "chips", work_dir / "train"
     if not (chips / "manifest.parquet").is_file():
-        print(f"fold {k}: chips of {', '.join(s.pair_id for s in training)}", flush=True)
+        print(f"{what}: chips of {', '.join(s.pair_id for s in training)}", flush=True)
         cut_chips(
             [replace(s, split="train") for s in training], chips,
             ChipConfig(chip_size=args.size, stride=args.stride, splits=["train"]),
@@ -169,15 +174,27 @@ def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argpa
     done = train_dir / "DONE"
     if not done.is_file():
         command = train_command(args.config, chips, train_dir, extra)
-        print(f"fold {k}: training ({' '.join(command[3:])})", flush=True)
+        print(f"{what}: training ({' '.join(command[3:])})", flush=True)
         start = time.perf_counter()
         code = subprocess.call(command)
         if code != 0:
-            raise InputError(train_dir, f"fold {k}: training exited with code {code}")
+            raise InputError(train_dir, f"{what}: training exited with code {code}")
         done.write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}) + "\n")
+    seconds = float(json.loads(done.read_text())["seconds"])
+    return chips, train_dir / "checkpoints" / "last.ckpt", seconds
+
+
+def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argparse.Namespace,
+             extra: Sequence[str]) -> None:
+    """Chips, training, export and whole-scene scoring of one fold (each step skipped if done)."""
+    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.train.export import export_checkpoint
+
+    fold_dir = args.out / f"fold{k}"
+    training = [s for s in specs if s.pair_id not in held_out]
+    chips, last, seconds = train_last(fold_dir, training, args, extra, f"fold {k}")
     bundle = export_checkpoint(
-        train_dir / "checkpoints" / "last.ckpt", fold_dir / "bundle",
-        name=f"{args.out.name}-fold{k}", chips_dir=chips,
+        last, fold_dir / "bundle", name=f"{args.out.name}-fold{k}", chips_dir=chips
     )
     predictor = TiledPredictor(bundle, device=args.device)
     pairs = scene_evaluate.open_labelled_pairs([s for s in specs if s.pair_id in held_out],
@@ -188,7 +205,7 @@ def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argpa
         "fold": k,
         "held_out": held_out,
         "trained_on": [s.pair_id for s in training],
-        "train_seconds": json.loads(done.read_text())["seconds"],
+        "train_seconds": seconds,
         "per_pair": [r.to_json(0.5) for r in results],
     }
     path = fold_dir / "evaluation.json"
@@ -196,6 +213,41 @@ def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argpa
     os.replace(path.with_suffix(".partial"), path)
     f1 = scene_evaluate.pooled(results).scores(0.5)["f1"]
     print(f"fold {k}: held-out {', '.join(held_out)}: F1 {f1:.4f} at 0.5", flush=True)
+
+
+def train_final(
+    specs: Sequence[PairSpec], args: argparse.Namespace, extra: Sequence[str],
+    result: dict[str, Any],
+) -> Path:
+    """Train on every labelled city with the same settings; export at the out-of-fold threshold.
+
+    The bundle's ``metrics`` are the out-of-fold scores (``oof/*``), its ``training`` record names
+    the CV run.
+    """
+    from groundbreak.train.bundle import save_bundle
+    from groundbreak.train.export import export_checkpoint
+
+    work_dir = args.out / "final"
+    chips, last, seconds = train_last(work_dir, specs, args, extra, "final")
+    bundle = export_checkpoint(
+        last, work_dir / "bundle", name=args.out.name, chips_dir=chips,
+        threshold=result["oof_threshold"],
+    )
+    meta = json.loads((bundle.path / "model.json").read_text())
+    pooled = result["pooled"]
+    meta["metrics"] = {
+        **{f"oof/{k}": pooled[k] for k in ("precision", "recall", "f1", "iou")},
+        "oof/threshold": result["oof_threshold"],
+        "oof/fold_f1_mean": result["fold_f1_mean"],
+        "oof/fold_f1_std": result["fold_f1_std"],
+    }
+    meta["training"]["threshold_source"] = (
+        f"best pooled out-of-fold F1 of {len(result['folds'])}-fold cross-validation by city "
+        f"({args.out / 'cv.json'})"
+    )
+    meta["training"]["train_seconds"] = seconds
+    save_bundle(bundle.model, meta, bundle.path)
+    return bundle.path
 
 
 def aggregate(out: Path, folds: Sequence[Sequence[str]], name: str) -> dict[str, Any]:
@@ -273,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only-folds", type=comma_list,
                         help="run only these folds (e.g. 0,1), e.g. one process per core")
     parser.add_argument("--device", default="auto", help="device of the held-out prediction")
+    parser.add_argument("--final", action="store_true",
+                        help="after the folds, train on every labelled city (OUT/final) and "
+                        "export it at the out-of-fold threshold")
     parser.add_argument("--keep-maps", action="store_true",
                         help="keep the held-out probability/mask rasters in OUT/foldK/maps")
     return parser
@@ -327,5 +382,9 @@ def main(argv: Sequence[str]) -> int:
           f"(mean {result['fold_f1_mean']:.3f} ± {result['fold_f1_std']:.3f})")
     print("per city: " + ", ".join(f"{c} {f:.3f}" for c, f in result["per_city_f1"].items()))
     print(f"wrote {args.out / 'cv.json'} and {args.out / 'cv.md'}")
+    if args.final:
+        path = train_final(specs, args, extra, result)
+        print(f"final bundle (all {len(specs)} cities, threshold {result['oof_threshold']:.2f}): "
+              f"{path}")
     return 0
 

@@ -11,6 +11,7 @@ import yaml
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.infer.cli import main as groundbreak
+from groundbreak.train.bundle import load_bundle
 from groundbreak.train.crossval import balanced_folds, read_folds
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -25,6 +26,7 @@ def tiny_config(tmp_path: Path, tiny_model: dict) -> Path:
             "enable_progress_bar": False, "enable_model_summary": False,
         },
         "model": {**tiny_model, "fusion": "siamese_diff", "scheduler": "none"},
+        "checkpoint": {"save_last": True},  # as configs/oscd_s2.yaml: one last.ckpt all the same
         "data": {"chips_dir": "set-by-cv", "bands": ["B02", "B03", "B04", "B08"],
                  "batch_size": 4, "augment": False},
     }
@@ -73,7 +75,7 @@ def test_two_fold_cv_end_to_end_then_resume(
     ]
     assert groundbreak([*argv, "--only-folds", "1"]) == 0
     assert "1 of 2 folds done" in capsys.readouterr().out
-    assert groundbreak(argv) == 0
+    assert groundbreak([*argv, "--final"]) == 0
     printed = capsys.readouterr().out
     assert "fold 1: done, skipped" in printed and "out-of-fold, 2 folds, 2 cities" in printed
     for k, held_out in enumerate(balanced_folds(
@@ -84,13 +86,18 @@ def test_two_fold_cv_end_to_end_then_resume(
         assert record["held_out"] == held_out and held_out[0] not in record["trained_on"]
         chips = json.loads((fold / "chips" / "dataset.json").read_text())
         assert [p["pair_id"] for p in chips["pairs"]] == record["trained_on"]  # held out: unseen
-        assert (fold / "train" / "checkpoints" / "last.ckpt").is_file()
-        assert not list((fold / "train" / "checkpoints").glob("best*"))  # no selection
+        checkpoints = sorted(p.name for p in (fold / "train" / "checkpoints").iterdir())
+        assert checkpoints == ["last.ckpt"]  # no "best": nothing selected on the held-out city
         assert (fold / "bundle" / "model.json").is_file()
     result = json.loads((out / "cv.json").read_text())
     assert set(result["per_city_f1"]) == {"abudhabi", "beirut"}
     assert len(result["per_fold_f1"]) == 2 and 0.0 <= result["pooled"]["f1"] <= 1.0
     assert "| cv | " in (out / "cv.md").read_text()
+    final = load_bundle(out / "final" / "bundle")  # trained on both cities, OOF threshold
+    assert final.threshold == result["oof_threshold"]
+    assert final.meta["metrics"]["oof/f1"] == pytest.approx(result["pooled"]["f1"])
+    trained = json.loads((out / "final" / "chips" / "dataset.json").read_text())["pairs"]
+    assert sorted(p["pair_id"] for p in trained) == ["abudhabi", "beirut"]
 
     # Done folds are skipped; other settings in the same folder are refused.
     assert groundbreak(argv) == 0
