@@ -47,3 +47,40 @@ def normalize_band_names(names: Sequence[str]) -> list[str]:
     if duplicates:
         raise ValueError(f"duplicate band names: {', '.join(duplicates)}")
     return canonical
+
+
+STAC_SENTINEL2_NAMES: dict[str, str] = {
+    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04",
+    "rededge1": "B05", "rededge2": "B06", "rededge3": "B07", "nir": "B08",
+    "nir08": "B8A", "nir09": "B09", "cirrus": "B10", "swir16": "B11", "swir22": "B12",
+    "scl": "SCL",
+}
+"""Asset keys and band names of Sentinel-2 items in STAC catalogues (the Earth Search v1 set,
+which are also ``eo:bands`` common names), as Sentinel-2 band ids; ``-jp2`` variants map alike.
+``SCL`` is the L2A scene classification, not a data band."""
+
+SENTINEL2_CENTRE_UM: dict[str, float] = {
+    "B01": 0.443, "B02": 0.490, "B03": 0.560, "B04": 0.665, "B05": 0.705, "B06": 0.740,
+    "B07": 0.783, "B08": 0.842, "B8A": 0.865, "B09": 0.945, "B10": 1.375, "B11": 1.610,
+    "B12": 2.190,
+}
+"""Centre wavelengths (µm) of the Sentinel-2 MSI bands, to tell the three red-edge bands
+apart when a catalogue names them only by the common name ``rededge``."""
+
+
+def sentinel2_band_of(name: str, centre_um: float | None = None) -> str | None:
+    """The Sentinel-2 band id a catalogue name stands for (``nir08`` -> ``B8A``), or None.
+
+    Accepts band ids (``B8A``, ``b02``), the STAC names of :data:`STAC_SENTINEL2_NAMES` (also
+    with a ``-jp2`` suffix) and, with its centre wavelength, the common name ``rededge``.
+    """
+    key = name.strip().lower().removesuffix("-jp2")
+    if re.fullmatch(r"b(0?[1-9]|1[0-2]|8a)", key):
+        return normalize_band_name(key)
+    if key in STAC_SENTINEL2_NAMES:
+        return STAC_SENTINEL2_NAMES[key]
+    if centre_um is not None:
+        band, centre = min(SENTINEL2_CENTRE_UM.items(), key=lambda kv: abs(kv[1] - centre_um))
+        if abs(centre - centre_um) <= 0.015:
+            return band
+    return None

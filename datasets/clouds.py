@@ -138,7 +138,7 @@ def coarse_grid(grid: Grid, factor: int) -> Grid:
     return Grid(
         math.ceil(grid.width / factor),
         math.ceil(grid.height / factor),
-        grid.transform * Affine.scale(factor),
+        grid.transform @ Affine.scale(factor),
         grid.crs,
     )
 

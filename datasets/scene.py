@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -429,6 +430,11 @@ def read_scene_manifest(path: str | Path) -> dict[str, str]:
         raise InputError(path, "scene manifest does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(path, f"scene manifest is not valid JSON ({err})") from err
+    return _manifest_bands(document, path)
+
+
+def _manifest_bands(document: object, path: Path) -> dict[str, str]:
+    """The checked ``bands`` of a parsed manifest, relative paths made absolute."""
     bands = document.get("bands") if isinstance(document, dict) else None
     if not isinstance(bands, dict) or not bands:
         raise InputError(path, 'scene manifest needs a non-empty "bands" object {band: path}')
@@ -448,23 +454,36 @@ def open_scene_manifest(
 
     Optional keys: ``date``; ``nodata`` (a value that overrides the files' own); ``scl`` (the
     path of an L2A scene classification layer); ``cloud_mask`` (a mask raster, non-zero = cloud
-    or shadow); and the radiometric convention, ``add_offset`` (DN, e.g. -1000) with
-    ``quantification_value`` (default 10000), or ``processing_baseline`` (``"04.00"`` and later
-    mean an offset of -1000).
+    or shadow); ``sun_azimuth`` / ``sun_zenith`` (degrees, for cloud shadows); and the
+    radiometric convention: ``add_offset`` (DN, e.g. -1000), ``band_offsets`` (``{band: DN}``)
+    and ``quantification_value`` (default 10000), or ``processing_baseline`` (``"04.00"`` and
+    later mean an offset of -1000).
     """
     path = Path(path)
-    bands = read_scene_manifest(path)
+    read_scene_manifest(path)  # checks the file and its "bands"
     document = json.loads(path.read_text(encoding="utf-8"))
+    return scene_from_manifest(document, path, date, nodata)
+
+
+def scene_from_manifest(
+    document: Mapping[str, Any], path: Path, date: str | None = None, nodata: float | None = None
+) -> Scene:
+    """A scene from a parsed scene manifest (see :func:`open_scene_manifest`); ``path`` names
+    it in errors and anchors relative paths."""
+    bands = _manifest_bands(document, path)
     if date is None:
         date = document.get("date") if isinstance(document.get("date"), str) else None
     try:
         radiometry = radiometry_from_keys(document, f"{path.name}")
         if nodata is None and document.get("nodata") is not None:
             nodata = float(document["nodata"])
+        sun = (document.get("sun_azimuth"), document.get("sun_zenith"))
+        sun_angles = (float(sun[0]), float(sun[1])) if None not in sun else None
     except (TypeError, ValueError) as err:
         raise InputError(path, str(err)) from err
     scene = open_band_files_scene(bands, path, date, nodata=nodata)
     scene.radiometry = radiometry or scene.radiometry
+    scene.sun_angles = sun_angles
     for key in ("scl", "cloud_mask"):
         location = document.get(key)
         if location is None:
@@ -488,8 +507,11 @@ def radiometry_from_keys(record: Mapping[str, object], source: str) -> Radiometr
     """
     offset, quantification = record.get("add_offset"), record.get("quantification_value")
     baseline = record.get("processing_baseline")
-    if offset in (None, "") and quantification in (None, "") and baseline in (None, ""):
+    stated = (offset, quantification, baseline, record.get("band_offsets"))
+    if all(value in (None, "") for value in stated):
         return None
+    if not isinstance(record.get("band_offsets") or {}, Mapping):
+        raise ValueError("band_offsets must be an object {band: DN}")
     if offset in (None, ""):
         offset = BASELINE_04_OFFSET if _baseline_at_least_4(baseline) else 0.0
     return Radiometry.from_dict(
@@ -498,6 +520,10 @@ def radiometry_from_keys(record: Mapping[str, object], source: str) -> Radiometr
             "quantification_value": quantification
             if quantification not in (None, "")
             else DEFAULT_QUANTIFICATION,
+            "band_offsets": {
+                normalize_band_name(str(b)): v
+                for b, v in (record.get("band_offsets") or {}).items()  # type: ignore[union-attr]
+            },
         },
         source=source,
     )

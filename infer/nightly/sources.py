@@ -4,9 +4,10 @@
 
 **STAC ItemCollection** (a JSON file of new acquisitions) — each item is one acquisition whose
 assets are single-band rasters (local paths, ``file://`` or remote URLs; relative hrefs resolve
-against the JSON file's folder). An asset's band is the ``name`` of its single ``eo:bands``
-(or STAC 1.1 ``bands``) entry, else its asset key (``B02``, ``b8a``, ``red``...); assets with a
-role other than ``data``, or that are not GeoTIFF/JP2, are skipped. The item's *ground* is:
+against the JSON file's folder). Bands, SCL, radiometric convention and sun angles are read as
+for a STAC Item scene (:func:`groundbreak.datasets.stac_scene.stac_item_manifest`: Sentinel-2
+catalogue names such as Earth Search's ``blue``, ``nir08``, ``swir16``, ``scl`` are band ids).
+The item's *ground* is:
 
 1. its MGRS tile: the ``mgrs:utm_zone`` + ``mgrs:latitude_band`` + ``mgrs:grid_square``
    properties, else ``grid:code``, else ``s2:mgrs_tile`` (as ``MGRS-36SYC``);
@@ -42,17 +43,16 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from shapely import wkt
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from groundbreak.datasets.bands import band_name_from_filename, normalize_band_name
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.datasets.path_ids import GROUND_ID, check_ground_id
 from groundbreak.datasets.scene import RASTER_SUFFIXES
+from groundbreak.datasets.stac_scene import stac_item_manifest
 from groundbreak.infer.nightly.atomic import atomic_write_json
 from groundbreak.infer.nightly.state import AcquisitionRecord
 
@@ -61,7 +61,6 @@ DROP_NAME = re.compile(
     r"^(?P<ground>[A-Za-z0-9][A-Za-z0-9-]*)_(?P<date>\d{8}|\d{4}-\d{2}-\d{2})(?:[_.].*)?$"
 )
 IGNORED_SUFFIXES = (".partial", ".tmp")
-_RASTER_MEDIA = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff")
 
 
 @dataclass
@@ -221,7 +220,7 @@ def pairs_from_stac(
         name = name if isinstance(name, str) else f"#{number}"
         try:
             item = pystac.Item.from_dict(feature, preserve_dict=True)
-            record = _acquisition_of_item(item, path, Path(state_dir), grounds)
+            record = _acquisition_of_item(item, feature, path, Path(state_dir), grounds)
         except Exception as err:  # one bad item must not stop the night: it is recorded
             reason = err.problem if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
             inputs.problems.append((f"stac item {name}", " ".join(reason.split())))
@@ -304,17 +303,20 @@ def mgrs_ground(properties: dict[str, Any]) -> str | None:
 
 
 def _acquisition_of_item(
-    item: Any, collection_path: Path, state_dir: Path, grounds: GroundMatcher
+    item: Any,
+    feature: dict[str, Any],
+    collection_path: Path,
+    state_dir: Path,
+    grounds: GroundMatcher,
 ) -> AcquisitionRecord:
     """Write the scene manifest of one STAC item and return its acquisition."""
     when = item.datetime or item.common_metadata.start_datetime
     if when is None:
         raise InputError(collection_path, f"item {item.id} has no datetime")
-    bands = band_assets(item, collection_path.parent)
-    if not bands:
-        raise InputError(
-            collection_path, f"item {item.id} has no single-band raster (GeoTIFF/JP2) asset"
-        )
+    try:
+        scene = stac_item_manifest(feature, collection_path)
+    except InputError as err:
+        raise InputError(collection_path, f"item {item.id}: {err.problem}") from err
     footprint = shape(item.geometry) if item.geometry else None
     ground_id = mgrs_ground(item.properties)
     if ground_id is None:
@@ -327,48 +329,13 @@ def _acquisition_of_item(
     acquired = when.date().isoformat()
     safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", item.id)
     manifest = state_dir / SCENES_DIR / ground_id / f"{safe_id}.json"
-    document = {"bands": bands, "date": acquired, "stac_item": item.id,
+    document = {**scene, "date": acquired, "stac_item": item.id,
                 "source": str(collection_path)}
     if not manifest.is_file() or json.loads(manifest.read_text()) != document:
         atomic_write_json(manifest, document)
     return AcquisitionRecord(
         ground_id, acquired, str(manifest), "stac", footprint.wkt if footprint else None
     )
-
-
-def band_assets(item: Any, base: Path) -> dict[str, str]:
-    """``{band: location}`` of a STAC item's single-band raster assets."""
-    bands: dict[str, str] = {}
-    for key, asset in item.assets.items():
-        if asset.roles and "data" not in asset.roles:
-            continue
-        href = _location(asset.href, base)
-        media = (asset.media_type or "").lower()
-        suffix = Path(urlparse(href).path).suffix.lower()
-        if not (any(media.startswith(m) for m in _RASTER_MEDIA) or suffix in RASTER_SUFFIXES):
-            continue
-        described = asset.extra_fields.get("eo:bands") or asset.extra_fields.get("bands")
-        if isinstance(described, list) and len(described) > 1:
-            continue
-        name = None
-        if isinstance(described, list) and described and isinstance(described[0], dict):
-            name = described[0].get("name") or described[0].get("common_name")
-        band = normalize_band_name(name) if name else (
-            band_name_from_filename(key) or normalize_band_name(key)
-        )
-        bands.setdefault(band, href)
-    return bands
-
-
-def _location(href: str, base: Path) -> str:
-    """An asset href as an absolute local path or a URL."""
-    parsed = urlparse(href)
-    if parsed.scheme == "file":
-        return str(Path(unquote(parsed.path)).resolve())
-    if parsed.scheme and len(parsed.scheme) > 1:
-        return href
-    path = Path(href)
-    return str((path if path.is_absolute() else base / path).resolve())
 
 
 def _iso_date(text: str) -> str:

@@ -91,7 +91,8 @@ def test_stac_item_without_band_assets_is_a_problem_not_a_crash(tmp_path: Path) 
     item["assets"] = {"thumbnail": item["assets"]["thumbnail"]}
     inputs = pairs_from_stac(write_collection(tmp_path / "c.json", [item]), tmp_path / "s", [])
     assert inputs.problems == [
-        ("stac item empty", "item empty has no single-band raster (GeoTIFF/JP2) asset")]
+        ("stac item empty",
+         "item empty: STAC Item has no single-band raster (GeoTIFF/JP2) data asset")]
 
 
 def test_bad_stac_file_names_the_file(tmp_path: Path) -> None:
