@@ -3,14 +3,27 @@
 A bundle is a folder with two files::
 
     model.safetensors   the state dict of a ChangeUNet (tensors only, no pickle)
-    model.json          {"format_version": 1, "name", "architecture": {...}, "bands": [...],
+    model.json          {"format_version": 2, "name", "architecture": {...}, "bands": [...],
                          "normalization": {"mean": [...], "std": [...]}, "chip_size",
-                         "threshold", "pixel_size_m", "radiometry": {...}, "training": {...},
-                         "metrics": {...}}
+                         "threshold", "pixel_size_m", "radiometry": {...}, "versions": {...},
+                         "training": {...}, "metrics": {...}}
 
 :func:`save_bundle` writes one (``groundbreak export`` calls it), :func:`load_bundle` reads and
 checks one. Nothing here ever unpickles a file: Lightning ``.ckpt`` and other torch pickles are
 refused with a pointer to ``groundbreak export``.
+
+Format versions (:func:`upgrade_meta` reads every one of them as the current one):
+
+- **2**: ``architecture.encoder_name`` is smp's public name (``tu-regnetx_002``, not the
+  deprecated alias ``timm-regnetx_002``); ``versions`` records the segmentation-models-pytorch,
+  timm and torch versions that wrote the bundle (null where unknown).
+- **1**: the first format; upgraded by mapping the encoder name to its public name (the same
+  weights) and adding ``versions`` with unknown (null) values.
+
+Before any model is built, the architecture is checked value by value and against the tensor
+shapes in the safetensors header (read without loading a tensor), so a crafted ``model.json``
+cannot make the loader allocate a huge model; the weights are then checked for shape, dtype
+and finiteness.
 """
 
 from __future__ import annotations
@@ -18,12 +31,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import segmentation_models_pytorch as smp
+import timm
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -33,9 +49,9 @@ from groundbreak.datasets.bands import normalize_band_name, normalize_band_names
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.radiometry import OSCD_CONVENTION, Radiometry
 from groundbreak.datasets.scene import Scene
-from groundbreak.train.model import ChangeUNet
+from groundbreak.train.model import FUSIONS, ChangeUNet, is_known_encoder, public_encoder_name
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "oscd-s2-default"
@@ -44,6 +60,15 @@ ARCHITECTURE_KEYS = ("fusion", "encoder_name", "encoder_depth", "decoder_channel
 REQUIRED_META_KEYS = ("bands", "normalization", "chip_size", "threshold")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".pkl", ".pickle", ".bin", ".joblib")
 _LISTED = 5  # how many offending tensor names an error message lists
+MAX_DECODER_CHANNELS = 1024
+"""Widest decoder block accepted (smp's default U-Net is 256 wide); bounds memory on load."""
+MAX_IN_CHANNELS = 256
+"""Most bands per date accepted in a bundle."""
+VERSION_KEYS = ("segmentation_models_pytorch", "timm", "torch")
+"""The libraries whose versions ``model.json["versions"]`` records."""
+_MAX_HEADER_BYTES = 100_000_000
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+_INT_DTYPES = {"I64", "I32"}
 
 
 @dataclass
@@ -169,6 +194,7 @@ def save_bundle(
     }
     record.setdefault("pixel_size_m", None)
     record.setdefault("radiometry", OSCD_CONVENTION.to_dict())
+    record["versions"] = library_versions()
     record.setdefault("training", {})
     record.setdefault("metrics", {})
     record = _json_safe(record)
@@ -182,6 +208,7 @@ def save_bundle(
     record["bands"] = normalize_band_names(record["bands"])
 
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    check_state_dict(state, model, out_dir / WEIGHTS_FILE, "the model")  # finite weights only
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_tmp = out_dir / f".{WEIGHTS_FILE}.tmp"
     meta_tmp = out_dir / f".{META_FILE}.tmp"
@@ -202,6 +229,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     folder = _bundle_folder(Path(path))
     meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
     meta = _read_meta(meta_path)
+    check_weights_header(weights_path, meta["architecture"])
     try:
         model = ChangeUNet(**_architecture_of(meta["architecture"]))
     except (TypeError, ValueError) as err:
@@ -224,6 +252,47 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
         threshold=float(meta["threshold"]),
         meta=meta,
     )
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions recorded in ``model.json["versions"]``."""
+    return {
+        "segmentation_models_pytorch": smp.__version__,
+        "timm": timm.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def upgrade_meta(meta: dict[str, Any], meta_path: Path) -> dict[str, Any]:
+    """``model.json`` of any supported format version, in the current format (a new dict).
+
+    Raises:
+        InputError: For a format version that is not supported.
+    """
+    version = meta.get("format_version")
+    if version == 1:
+        meta = _upgrade_v1(meta)
+        version = meta["format_version"]
+    if isinstance(version, bool) or version != FORMAT_VERSION:
+        raise InputError(
+            meta_path,
+            f"format_version {version!r} is not supported (expected 1 or {FORMAT_VERSION}; "
+            "a newer groundbreak may read it)",
+        )
+    return meta
+
+
+def _upgrade_v1(meta: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 to 2: the encoder by its public smp name (same weights), versions unknown."""
+    upgraded = dict(meta)
+    architecture = meta.get("architecture")
+    if isinstance(architecture, Mapping) and isinstance(architecture.get("encoder_name"), str):
+        architecture = dict(architecture)
+        architecture["encoder_name"] = public_encoder_name(architecture["encoder_name"])
+        upgraded["architecture"] = architecture
+    upgraded.setdefault("versions", dict.fromkeys(VERSION_KEYS))
+    upgraded["format_version"] = 2
+    return upgraded
 
 
 def default_bundle_path() -> Path:
@@ -280,11 +349,7 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
         raise InputError(meta_path, f"cannot be parsed as JSON ({err})") from err
     if not isinstance(meta, dict):
         raise InputError(meta_path, "must hold a JSON object")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise InputError(
-            meta_path, f"format_version {version!r} is not supported (expected {FORMAT_VERSION})"
-        )
+    meta = upgrade_meta(meta, meta_path)
     _validate_meta(meta, meta_path)
     return meta
 
@@ -311,6 +376,7 @@ def _validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
     missing = [key for key in ARCHITECTURE_KEYS if key not in meta["architecture"]]
     if missing:
         raise InputError(meta_path, f"architecture is missing key(s): {', '.join(missing)}")
+    _validate_architecture(meta["architecture"], meta_path)
     in_channels = meta["architecture"]["in_channels"]
     if in_channels != len(bands):
         raise InputError(
@@ -329,6 +395,7 @@ def _validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
             )
     if not all(s > 0 for s in norm["std"]):
         raise InputError(meta_path, f"normalization.std must be positive, got {norm['std']}")
+    _check_float32_normalization(norm["mean"], norm["std"], meta_path)
     chip_size = meta["chip_size"]
     if isinstance(chip_size, bool) or not isinstance(chip_size, int) or chip_size < 1:
         raise InputError(meta_path, f"chip_size must be a positive integer, got {chip_size!r}")
@@ -341,6 +408,11 @@ def _validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
     for key in ("training", "metrics"):
         if not isinstance(meta.get(key, {}), Mapping):
             raise InputError(meta_path, f"{key} must be an object")
+    versions = meta.get("versions", {})
+    if not isinstance(versions, Mapping) or not all(
+        isinstance(v, str) or v is None for v in versions.values()
+    ):
+        raise InputError(meta_path, f"versions must map library names to strings, got {versions!r}")
     radiometry = meta.get("radiometry")
     if radiometry is not None:
         if not isinstance(radiometry, Mapping):
@@ -349,6 +421,131 @@ def _validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
             Radiometry.from_dict(radiometry)
         except (TypeError, ValueError) as err:
             raise InputError(meta_path, f"radiometry: {err}") from err
+
+
+def _validate_architecture(architecture: Mapping[str, Any], meta_path: Path) -> None:
+    """Check each architecture value's type and bounds (before anything is built)."""
+    fusion = architecture["fusion"]
+    if fusion not in FUSIONS:
+        raise InputError(
+            meta_path, f"architecture.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}"
+        )
+    encoder = architecture["encoder_name"]
+    if not is_known_encoder(encoder):
+        raise InputError(
+            meta_path,
+            f"architecture.encoder_name must name a segmentation-models-pytorch encoder, got "
+            f"{encoder!r}",
+        )
+    depth = architecture["encoder_depth"]
+    if not _is_int(depth) or not 1 <= depth <= 5:
+        raise InputError(
+            meta_path, f"architecture.encoder_depth must be an integer 1 to 5, got {depth!r}"
+        )
+    channels = architecture["decoder_channels"]
+    if (
+        not isinstance(channels, list)
+        or len(channels) != depth
+        or not all(_is_int(c) and 1 <= c <= MAX_DECODER_CHANNELS for c in channels)
+    ):
+        raise InputError(
+            meta_path,
+            f"architecture.decoder_channels must list {depth} integers (one per encoder stage) "
+            f"from 1 to {MAX_DECODER_CHANNELS}, got {channels!r}",
+        )
+    in_channels = architecture["in_channels"]
+    if not _is_int(in_channels) or not 1 <= in_channels <= MAX_IN_CHANNELS:
+        raise InputError(
+            meta_path,
+            f"architecture.in_channels must be an integer 1 to {MAX_IN_CHANNELS}, got "
+            f"{in_channels!r}",
+        )
+
+
+def _check_float32_normalization(mean: list[float], std: list[float], meta_path: Path) -> None:
+    """Refuse mean/std that are not usable in float32, the dtype ``normalize`` computes in."""
+    with np.errstate(over="ignore", divide="ignore"):
+        mean32, std32 = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        scale = np.float32(1) / std32
+    tiny = np.finfo(np.float32).tiny
+    if not np.isfinite(mean32).all() or not (std32 >= tiny).all() or not np.isfinite(scale).all():
+        raise InputError(
+            meta_path,
+            f"normalization is not usable in float32 (mean {mean}, std {std}): every mean must "
+            f"lie within +-{float(np.finfo(np.float32).max):.3g} and every std from {tiny:.3g} "
+            "up",
+        )
+
+
+def read_weights_header(weights_path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The tensors a safetensors file holds, ``{name: {"dtype", "shape"}}``, from its header only.
+
+    Raises:
+        InputError: When the file is not a readable safetensors file.
+    """
+    weights_path = Path(weights_path)
+    try:
+        with open(weights_path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            (length,) = struct.unpack("<Q", handle.read(8).ljust(8, b"\xff"))
+            if length > min(size - 8, _MAX_HEADER_BYTES):
+                raise ValueError(f"header of {length} bytes in a {size} byte file")
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise InputError(weights_path, f"cannot be read as safetensors ({err})") from err
+    if not isinstance(header, dict):
+        raise InputError(weights_path, "cannot be read as safetensors (header is not an object)")
+    header.pop("__metadata__", None)
+    tensors = {}
+    for name, entry in header.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list):
+            raise InputError(weights_path, f"cannot be read as safetensors (entry {name!r})")
+        tensors[name] = {"dtype": entry.get("dtype"), "shape": entry["shape"]}
+    return tensors
+
+
+def check_weights_header(weights_path: Path, architecture: Mapping[str, Any]) -> None:
+    """Check the recorded architecture against the weights' shapes and dtypes, from the header.
+
+    Runs before the model is built: the decoder widths, the head and the tensor dtypes must
+    match the file, so a ``model.json`` that asks for more than its weights hold is refused
+    without allocating anything.
+    """
+    tensors = read_weights_header(weights_path)
+    wrong_dtype = [
+        f"{name} ({t['dtype']})" for name, t in tensors.items() if not _header_dtype_ok(name, t)
+    ]
+    if wrong_dtype:
+        listed = ", ".join(wrong_dtype[:_LISTED]) + (", ..." if len(wrong_dtype) > _LISTED else "")
+        raise InputError(
+            weights_path,
+            f"{len(wrong_dtype)} tensor(s) of an unsupported dtype (weights must be floating "
+            f"point, F16/BF16/F32/F64): {listed}",
+        )
+    channels = list(architecture["decoder_channels"])
+    # (tensor, axis, size): the output widths of each decoder block and the head's input width.
+    expected = [("segmentation_head.0.weight", 1, channels[-1])]
+    for i, width in enumerate(channels):
+        expected += [(f"decoder.blocks.{i}.conv{k}.0.weight", 0, width) for k in (1, 2)]
+    problems = []
+    for name, axis, size in expected:
+        shape = tensors.get(name, {}).get("shape") or []
+        if len(shape) <= axis:
+            problems.append(f"{name} is missing")
+        elif shape[axis] != size:
+            problems.append(f"{name} has shape {tuple(shape)}, not {size} channels on axis {axis}")
+    if problems:
+        listed = "; ".join(problems[:_LISTED]) + ("; ..." if len(problems) > _LISTED else "")
+        raise InputError(
+            weights_path,
+            f"does not fit the architecture in model.json (decoder_channels {channels}): {listed}",
+        )
+
+
+def _header_dtype_ok(name: str, entry: Mapping[str, Any]) -> bool:
+    """Floating-point weights; integer batch-norm counters."""
+    allowed = _INT_DTYPES if name.endswith("num_batches_tracked") else _FLOAT_DTYPES
+    return entry["dtype"] in allowed
 
 
 def _read_weights(weights_path: Path, model: ChangeUNet) -> dict[str, torch.Tensor]:
@@ -369,7 +566,9 @@ def check_state_dict(
 ) -> None:
     """Raise an InputError naming ``source`` when tensors are missing, extra or misshapen.
 
-    The message lists a few of each kind, so a mismatched architecture is easy to spot.
+    Floating-point tensors must be floating point (not integer, bool or complex) and finite;
+    integer buffers (batch-norm counters) must be integers. The message lists a few of each
+    kind, so a mismatched architecture is easy to spot.
     """
     expected = model.state_dict()
     missing = [name for name in expected if name not in state]
@@ -379,8 +578,24 @@ def check_state_dict(
         for name, tensor in expected.items()
         if name in state and state[name].shape != tensor.shape
     ]
+    wrong_dtype = [
+        f"{name} ({state[name].dtype})"
+        for name, tensor in expected.items()
+        if name in state and not _same_kind(state[name], tensor)
+    ]
+    non_finite = [
+        name
+        for name, tensor in state.items()
+        if name in expected and tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
     problems = []
-    for label, names in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)):
+    for label, names in (
+        ("missing", missing),
+        ("unexpected", extra),
+        ("wrong shape", wrong),
+        ("wrong dtype", wrong_dtype),
+        ("non-finite (NaN or inf)", non_finite),
+    ):
         if names:
             listed = ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
             problems.append(f"{len(names)} {label} tensor(s): {listed}")
@@ -388,11 +603,19 @@ def check_state_dict(
         raise InputError(source, f"does not fit {what}: " + "; ".join(problems))
 
 
+def _same_kind(tensor: torch.Tensor, reference: torch.Tensor) -> bool:
+    """Whether a loaded tensor may stand for the model's: real floats for floats, ints for ints."""
+    if reference.is_floating_point():
+        return tensor.is_floating_point()
+    return not (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool)
+
+
 def _architecture_of(architecture: Mapping[str, Any]) -> dict[str, Any]:
     """The architecture keys in canonical form (lists, ints), ready for ``ChangeUNet(**...)``."""
+    encoder = architecture.get("encoder_name")
     return {
         "fusion": architecture.get("fusion"),
-        "encoder_name": architecture.get("encoder_name"),
+        "encoder_name": public_encoder_name(encoder) if isinstance(encoder, str) else encoder,
         "encoder_depth": int(architecture.get("encoder_depth", 0)),
         "decoder_channels": [int(c) for c in architecture.get("decoder_channels", [])],
         "in_channels": int(architecture.get("in_channels", 0)),
@@ -405,6 +628,11 @@ def _given_architecture(architecture: Any, meta_path: Path) -> dict[str, Any]:
         return _architecture_of(architecture)
     except (AttributeError, TypeError, ValueError) as err:
         raise InputError(meta_path, f"meta architecture {architecture!r} is malformed") from err
+
+
+def _is_int(value: Any) -> bool:
+    """An int (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:

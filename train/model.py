@@ -10,9 +10,14 @@ Three ways to fuse the two dates (Caye Daudt et al., ICIP 2018):
   every scale, so the decoder sees twice the encoder's channels (FC-Siam-conc).
 
 Every variant has the same three parts, ``encoder``, ``decoder`` and ``segmentation_head``, so a
-state dict's keys depend only on the architecture, never on how the model was trained. Encoders
+state dict's keys depend only on the architecture, never on how the model was trained. The parts
+come from smp's public API: ``smp.create_model("unet", ...)`` builds them (the siamese_concat
+decoder is a second instance of the same decoder class, for the doubled channels). Encoders
 are always built without pretrained weights (nothing is downloaded), and encoder stages deeper
 than ``encoder_depth`` are dropped (smp keeps them), so every parameter is trained and saved.
+Encoder names are recorded by their public name: smp's deprecated ``timm-`` aliases of timm
+models (``timm-regnetx_002``) become the ``tu-`` name smp builds them as (``tu-regnetx_002``),
+with the same weights (:func:`public_encoder_name`).
 The siamese encoders read both dates in one pass (the batch is doubled, then split).
 
 Inputs: ``before`` and ``after`` are float tensors ``(B, in_channels, H, W)`` whose ``H`` and ``W``
@@ -25,15 +30,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
+import segmentation_models_pytorch as smp
+import timm
 import torch
-from segmentation_models_pytorch.base import SegmentationHead
-from segmentation_models_pytorch.base import initialization as smp_init
-from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
-from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
 
 Fusion = Literal["early", "siamese_diff", "siamese_concat"]
 FUSIONS: tuple[str, ...] = get_args(Fusion)
+
+_TIMM_UNIVERSAL_ALIASES = ("timm-regnet", "timm-res2", "timm-resnest", "timm-mobilenetv3",
+                           "timm-gernet")
+"""smp's deprecated ``timm-`` encoder names that it builds as ``tu-`` (timm universal) encoders."""
+
+
+def public_encoder_name(name: str) -> str:
+    """The public smp name of an encoder: deprecated ``timm-`` aliases become their ``tu-`` name.
+
+    smp (>= 0.5) builds these aliases as the ``tu-`` encoder itself, so the weights are the same
+    (``timm-regnetx_002`` is ``tu-regnetx_002``; ``timm-mobilenetv3_*`` is ``tu-tf_mobilenetv3_*``).
+    Other names are returned unchanged.
+    """
+    if name.startswith(_TIMM_UNIVERSAL_ALIASES):
+        name = "tu-" + name[len("timm-"):]
+        if "mobilenetv3" in name:
+            name = name.replace("tu-", "tu-tf_", 1)
+    return name
+
+
+def is_known_encoder(name: object) -> bool:
+    """Whether ``name`` is a string smp can build as an encoder (a public or aliased name)."""
+    if not isinstance(name, str) or not name:
+        return False
+    name = public_encoder_name(name)
+    if name.startswith("tu-"):
+        return bool(timm.is_model(name[3:]))
+    return name in smp.encoders.get_encoder_names()
 
 
 class ChangeUNet(nn.Module):
@@ -44,7 +75,8 @@ class ChangeUNet(nn.Module):
         fusion: How the two dates are combined: ``"early"``, ``"siamese_diff"`` or
             ``"siamese_concat"`` (see the module docstring).
         encoder_name: Any segmentation-models-pytorch encoder name (``"resnet18"``,
-            ``"mobilenet_v2"``, ``"efficientnet-b0"``, ...); always randomly initialised.
+            ``"mobilenet_v2"``, ``"efficientnet-b0"``, ``"tu-regnetx_002"``...); always randomly
+            initialised. Deprecated aliases are recorded by their public name.
         encoder_depth: Number of encoder stages (downsamplings), 1 to 5.
         decoder_channels: Output channels of each decoder block; one per encoder stage.
 
@@ -75,36 +107,37 @@ class ChangeUNet(nn.Module):
                 f"{encoder_depth}; give one width per encoder stage"
             )
 
+        if not is_known_encoder(encoder_name):
+            raise ValueError(f"unknown encoder {encoder_name!r}")
+
         self.in_channels = int(in_channels)
         self.fusion: Fusion = fusion
-        self.encoder_name = encoder_name
+        self.encoder_name = public_encoder_name(encoder_name)
         self.encoder_depth = int(encoder_depth)
         self.decoder_channels = decoder_channels
 
         encoder_in = 2 * self.in_channels if fusion == "early" else self.in_channels
-        try:
-            self.encoder = get_encoder(
-                encoder_name, in_channels=encoder_in, depth=self.encoder_depth, weights=None
-            )
-        except KeyError as err:
-            raise ValueError(f"unknown encoder {encoder_name!r}") from err
-
-        _drop_unused_stages(self.encoder, encoder_in)
-
-        encoder_channels = list(self.encoder.out_channels)
-        if fusion == "siamese_concat":
-            encoder_channels = [2 * c for c in encoder_channels]
-        self.decoder = UnetDecoder(
-            encoder_channels=encoder_channels,
+        unet = smp.create_model(
+            "unet",
+            encoder_name=self.encoder_name,
+            encoder_weights=None,
+            in_channels=encoder_in,
+            classes=1,
+            encoder_depth=self.encoder_depth,
             decoder_channels=decoder_channels,
-            n_blocks=self.encoder_depth,
-            add_center_block=encoder_name.startswith("vgg"),
         )
-        self.segmentation_head = SegmentationHead(
-            in_channels=decoder_channels[-1], out_channels=1, kernel_size=3
-        )
-        smp_init.initialize_decoder(self.decoder)
-        smp_init.initialize_head(self.segmentation_head)
+        if fusion == "siamese_concat":  # the decoder reads both dates' features side by side
+            unet.decoder = type(unet.decoder)(
+                encoder_channels=[2 * c for c in unet.encoder.out_channels],
+                decoder_channels=decoder_channels,
+                n_blocks=self.encoder_depth,
+                add_center_block=self.encoder_name.startswith("vgg"),
+            )
+            unet.initialize()
+        self.encoder = unet.encoder
+        self.decoder = unet.decoder
+        self.segmentation_head = unet.segmentation_head
+        _drop_unused_stages(self.encoder, encoder_in)
 
     @property
     def output_stride(self) -> int:

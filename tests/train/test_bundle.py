@@ -73,7 +73,8 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, fusion: str) -> None
 
 def test_saved_files_follow_the_contract(saved: Path) -> None:
     meta = json.loads((saved / "model.json").read_text())
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
+    assert set(meta["versions"]) == {"segmentation_models_pytorch", "timm", "torch"}
     assert meta["architecture"] == {
         "fusion": "siamese_concat",
         "encoder_name": "resnet18",
@@ -187,7 +188,7 @@ def test_unparsable_model_json(saved: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"format_version": 2}, "format_version 2 is not supported"),
+        ({"format_version": 3}, "format_version 3 is not supported"),
         ({"threshold": None}, "threshold must be a number"),
         ({"threshold": 1.5}, "threshold must be a number"),
         ({"chip_size": "big"}, "chip_size must be a positive integer"),
@@ -222,7 +223,7 @@ def test_architecture_that_cannot_be_built(saved: Path) -> None:
     meta = json.loads((saved / "model.json").read_text())
     meta["architecture"]["encoder_name"] = "resnet-nope"
     (saved / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(InputError, match="architecture cannot be built: unknown encoder"):
+    with pytest.raises(InputError, match="encoder_name must name a segmentation-models-pytorch"):
         load_bundle(saved)
 
 
@@ -231,7 +232,7 @@ def test_weights_missing_extra_or_misshapen_tensors_are_listed(saved: Path) -> N
     tensors = load_file(str(path))
     del tensors["segmentation_head.0.bias"]
     tensors["classifier.weight"] = torch.zeros(2)
-    tensors["decoder.blocks.0.conv1.0.weight"] = torch.zeros(1, 1, 3, 3)
+    tensors["decoder.blocks.0.conv1.0.weight"] = torch.zeros(16, 1, 3, 3)
     save_file(tensors, str(path))
     with pytest.raises(InputError) as err:
         load_bundle(saved)
@@ -239,7 +240,7 @@ def test_weights_missing_extra_or_misshapen_tensors_are_listed(saved: Path) -> N
     assert err.value.path == str(path)
     assert "1 missing tensor(s): segmentation_head.0.bias" in message
     assert "1 unexpected tensor(s): classifier.weight" in message
-    assert "wrong shape tensor(s): decoder.blocks.0.conv1.0.weight (1, 1, 3, 3) !=" in message
+    assert "wrong shape tensor(s): decoder.blocks.0.conv1.0.weight (16, 1, 3, 3) !=" in message
 
 
 def test_weights_of_another_architecture(tmp_path: Path) -> None:
