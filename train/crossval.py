@@ -49,6 +49,7 @@ from typing import Any
 import yaml
 
 from groundbreak.datasets.chips import ChipConfig, cut_chips
+from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.datasets.pair_spec import PairSpec
@@ -196,7 +197,7 @@ def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argpa
     bundle = export_checkpoint(
         last, fold_dir / "bundle", name=f"{args.out.name}-fold{k}", chips_dir=chips
     )
-    predictor = TiledPredictor(bundle, device=args.device)
+    predictor = TiledPredictor(bundle, device=args.device, cloud_mask=args.cloud_mask)
     pairs = scene_evaluate.open_labelled_pairs([s for s in specs if s.pair_id in held_out],
                                                predictor)
     maps = fold_dir / "maps" if args.keep_maps else None
@@ -325,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only-folds", type=comma_list,
                         help="run only these folds (e.g. 0,1), e.g. one process per core")
     parser.add_argument("--device", default="auto", help="device of the held-out prediction")
+    parser.add_argument("--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
+                        help="cloud masking of the held-out prediction, as in predict")
     parser.add_argument("--final", action="store_true",
                         help="after the folds, train on every labelled city (OUT/final) and "
                         "export it at the out-of-fold threshold")
@@ -357,6 +360,7 @@ def main(argv: Sequence[str]) -> int:
         "stride": args.stride,
         "folds": folds,
         "train_overrides": extra,
+        "cloud_mask": args.cloud_mask,
     }
     check_settings(args.out, settings)
     for k in only:

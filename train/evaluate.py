@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch.utils.data import DataLoader, Dataset
 
+from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 from groundbreak.datasets.datamodule import ChipsDirectory, read_chip
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.labels import IGNORE
@@ -187,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--maps", type=Path, help="keep each pair's probability/mask rasters here")
     parser.add_argument("--tta", action="store_true", help="average identity and flips")
+    parser.add_argument(
+        "--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
+        help="as in predict: clouds/shadows are unobserved (their labelled pixels count as no "
+        "change); auto, s2cloudless, scl, none",
+    )
     parser.add_argument("--split", default="val", help="manifest split to score (default: val)")
     parser.add_argument(
         "--threshold", type=threshold_argument, help="probability threshold (default: the bundle's)"
@@ -209,8 +215,11 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.chips is None:
         return _main_scenes(args)
-    if args.cities is not None or args.maps is not None or args.tta:
-        parser.error("--cities, --maps and --tta score whole scenes: use --oscd-root or --pairs")
+    if args.cities is not None or args.maps is not None or args.tta or args.cloud_mask != "auto":
+        parser.error(
+            "--cities, --maps, --tta and --cloud-mask score whole scenes: "
+            "use --oscd-root or --pairs"
+        )
     bundle = load_bundle(args.model if args.model is not None else default_bundle_path())
     result = evaluate_bundle(
         bundle,
@@ -250,7 +259,8 @@ def _main_scenes(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.model if args.model is not None else default_bundle_path())
     specs = scene_evaluate.labelled_pair_specs(args.oscd_root, args.pairs, args.cities)
     predictor = TiledPredictor(
-        bundle, batch_size=args.batch_size, tta=args.tta, device=args.device
+        bundle, batch_size=args.batch_size, tta=args.tta, device=args.device,
+        cloud_mask=args.cloud_mask,
     )
     pairs = scene_evaluate.open_labelled_pairs(specs, predictor)
     threshold = bundle.threshold if args.threshold is None else float(args.threshold)
@@ -260,6 +270,7 @@ def _main_scenes(args: argparse.Namespace) -> int:
         "bundle_path": str(bundle.path.resolve()),
         "source": str((args.oscd_root or args.pairs).resolve()),
         "tta": args.tta,
+        "cloud_mask": args.cloud_mask,
         **scene_evaluate.summary(results, threshold),
     }
     print(scene_evaluate.format_summary(result, bundle.name))

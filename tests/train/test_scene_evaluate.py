@@ -160,3 +160,35 @@ def test_whole_scene_options_need_a_scene_source(
     assert code == 2
     assert "use --oscd-root or --pairs" in capsys.readouterr().err
     assert groundbreak(["evaluate", "--chips", str(tmp_path), "--pairs", "x.csv"]) == 2
+
+
+def test_unobserved_labelled_pixels_count_as_no_change(
+    fixtures_dir: Path, constant: Path, tmp_path: Path
+) -> None:
+    city = fixtures_dir / "oscd" / "beirut"
+    band = next((city / "imgs_1").glob("*_B02.tif"))
+    with rasterio.open(band) as src:
+        profile = {**src.profile, "dtype": "uint8", "count": 1, "nodata": None}
+        hidden = np.zeros((src.height, src.width), np.uint8)
+    hidden[:, : src.width // 2] = 1  # clouds over the left half of the before date
+    with rasterio.open(tmp_path / "clouds.tif", "w", **profile) as dst:
+        dst.write(hidden, 1)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(
+        "pair_id,before,after,label,before_mask\n"
+        f"beirut,{city}/imgs_1,{city}/imgs_2,{city}/cm/beirut-cm.tif,{tmp_path}/clouds.tif\n"
+    )
+    out = tmp_path / "metrics.json"
+    argv = ["evaluate", "--model", str(constant), "--pairs", str(pairs), "--out", str(out)]
+    assert groundbreak([*argv, "--maps", str(tmp_path / "maps")]) == 0
+    result = json.loads(out.read_text())
+    with rasterio.open(tmp_path / "maps" / "beirut" / "mask.tif") as src:
+        unobserved = src.read(1) == 255
+    with rasterio.open(city / "cm" / "beirut-cm.tif") as src:
+        label = src.read(1)  # 2 = change, 1 = no change
+    assert unobserved[:, 0].all() and not unobserved[:, -1].any()
+    pooled = result["pooled"]  # seen pixels: all predicted changed; unobserved: "no change"
+    assert result["unpredicted_pixels"] == int(unobserved.sum())
+    assert pooled["tp"] == int(((label == 2) & ~unobserved).sum())
+    assert pooled["fn"] == int(((label == 2) & unobserved).sum()) > 0
+    assert pooled["fp"] == int(((label == 1) & ~unobserved).sum())
