@@ -21,6 +21,7 @@ from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import check_mask_raster, open_scene
 from groundbreak.infer.blending import BLEND_MODES
+from groundbreak.infer.coverage import too_little_valid_data
 from groundbreak.infer.inference import RUNTIMES
 from groundbreak.train.arguments import device_argument, positive_int
 
@@ -125,6 +126,9 @@ def main(argv: Sequence[str]) -> int:
         result = predictor.predict_pair(pair, args.out)
     print(result.probability_path)
     print(result.mask_path)
+    too_little = too_little_valid_data(result)
+    if too_little:
+        print(f"groundbreak predict: warning: {too_little}", file=sys.stderr)
     if result.unobserved_fraction > 0:
         print(
             f"clouds/shadows hide {result.unobserved_fraction:.1%} of the pair "

@@ -47,6 +47,7 @@ from groundbreak.infer.alerts_io import (
     write_sites_csv,
     write_sites_geojson,
 )
+from groundbreak.infer.coverage import too_little_valid_data
 from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2, SiteMeasure
 from groundbreak.infer.sites import (
     DEFAULT_MIN_AREA_M2,
@@ -370,6 +371,9 @@ def _process_pair(
             )
         pair = spec.open(with_label=False)
         prediction = predictor.predict_pair(pair, out_dir / PAIRS_DIR / spec.pair_id)
+        too_little = too_little_valid_data(prediction)
+        if too_little:  # an all-nodata map is no evidence of "no change"
+            raise InputError(None, too_little)
         scores = score_prediction(
             spec.pair_id,
             prediction.probability_path,
