@@ -273,6 +273,7 @@ letter-spacing:1.2px;font-weight:600}
 .stat span{color:var(--muted);font-size:12px}
 .stat.stat-alert b{color:var(--high)} .stat.stat-fail b{color:var(--mid)}
 main{padding:4px 32px 40px;max-width:1320px}
+.sub{overflow-wrap:anywhere}
 .alert{background:var(--panel);border:1px solid var(--line);border-radius:10px;
 margin:0 0 16px;padding:14px 16px;display:grid;grid-template-columns:250px 1fr;gap:16px}
 .alert.high{border-left:5px solid var(--high)} .alert.mid{border-left:5px solid var(--mid)}
@@ -285,25 +286,31 @@ background:#262d36}
 dl{display:grid;grid-template-columns:auto 1fr;gap:3px 10px;margin:10px 0 0;font-size:13px}
 dt{color:var(--muted)} dd{margin:0;font-variant-numeric:tabular-nums}
 .crops{display:flex;gap:10px;flex-wrap:wrap;align-items:flex-start}
-figure{margin:0} figure img{display:block;width:240px;height:auto;image-rendering:pixelated;
-border-radius:4px;border:1px solid var(--line)}
+figure{margin:0;max-width:100%} figure img{display:block;width:240px;max-width:100%;height:auto;
+image-rendering:pixelated;border-radius:4px;border:1px solid var(--line)}
 figcaption{color:var(--muted);font-size:12px;margin-top:4px}
-.legend{height:8px;width:240px;border-radius:4px;margin-top:6px;
+.legend{height:8px;width:240px;max-width:100%;border-radius:4px;margin-top:6px;
 background:linear-gradient(90deg,rgba(0,0,4,0),#550f6d,#ba3655,#f98c0a,#fcffa4)}
-.legend-scale{display:flex;justify-content:space-between;width:240px;color:var(--muted);
+.legend-scale{display:flex;justify-content:space-between;width:240px;max-width:100%;
+color:var(--muted);
 font-size:11px}
 .none{color:var(--muted);background:var(--panel);border:1px dashed var(--line);border-radius:10px;
 padding:18px}
 table{border-collapse:collapse;width:100%;font-size:13px;font-variant-numeric:tabular-nums}
 th,td{padding:6px 10px;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap}
 th{color:var(--muted);font-weight:600;position:sticky;top:0;background:var(--bg)}
+.table-wrap{overflow-x:auto;max-width:100%}
 tr.is-alert td:first-child{border-left:3px solid var(--high)}
+.tag{display:inline-block;margin-left:6px;padding:0 6px;border-radius:8px;font-size:11px;
+color:var(--muted);border:1px solid var(--line)}
 td.num{text-align:right}
 .bar{display:inline-block;height:8px;border-radius:4px;background:var(--accent);
 vertical-align:middle;margin-right:8px}
 .failures li{margin:4px 0;color:var(--mid)} code{color:var(--text)}
 #page-errors{color:#ff8080;white-space:pre-wrap}
-footer{color:var(--muted);font-size:12px;padding:0 32px 30px}
+footer{color:var(--muted);font-size:12px;padding:0 32px 30px;overflow-wrap:anywhere}
+@media (max-width:640px){header{padding:16px 14px 12px} main{padding:4px 12px 28px}
+footer{padding:0 12px 24px} .alert{grid-template-columns:minmax(0,1fr);padding:12px}}
 """
 
 _HEAD_SCRIPT = """
@@ -323,6 +330,13 @@ window.addEventListener("load", function () {
   body.setAttribute("data-images", String(images.length));
   body.setAttribute("data-broken-images", String(broken.length));
   body.setAttribute("data-errors", String(window.__reportErrors.length));
+  var page = document.documentElement;
+  body.setAttribute("data-overflow-x", String(Math.max(0, page.scrollWidth - page.clientWidth)));
+  var clipped = images.filter(function (img) {
+    var box = img.getBoundingClientRect();
+    return box.left < 0 || box.right > page.clientWidth + 0.5;
+  });
+  body.setAttribute("data-clipped-images", String(clipped.length));
   body.setAttribute("data-ready", "true");
 });
 """
@@ -429,7 +443,12 @@ def _card(
     )
 
 
-def _table(sites: pd.DataFrame, alert_threshold: float) -> str:
+def _table(sites: pd.DataFrame, alerts: pd.DataFrame, alert_threshold: float) -> str:
+    """The table of every scored site; only the run's alerts are highlighted as alerts.
+
+    A site that scores above the alert threshold but is not an alert (dismissed by an analyst
+    in the nightly state, or otherwise suppressed) is tagged as such, never highlighted.
+    """
     esc = html.escape
     if sites.empty:
         return '<p class="none">No site was scored.</p>'
@@ -437,13 +456,20 @@ def _table(sites: pd.DataFrame, alert_threshold: float) -> str:
         "<tr><th>#</th><th>site</th><th>name</th><th>pair</th><th>score</th>"
         "<th>changed</th><th>confidence</th><th>lat, lon</th><th>before</th><th>after</th></tr>"
     )
+    alerted = _alert_keys(alerts)
     rows = []
     for row in sites.to_dict("records"):
         score = float(row["score"])
-        is_alert = ' class="is-alert"' if score >= alert_threshold else ""
+        is_alert = (str(row["site_id"]), str(row["pair_id"])) in alerted
+        css = ' class="is-alert"' if is_alert else ""
+        tag = (
+            '<span class="tag" title="scores above the alert threshold but is not an alert '
+            '(dismissed or suppressed)">no alert</span>'
+            if not is_alert and score >= alert_threshold else ""
+        )
         rows.append(
-            f"<tr{is_alert}><td class=\"num\">{int(row['rank'])}</td>"
-            f"<td>{esc(str(row['site_id']))}</td><td>{esc(str(row['name']))}</td>"
+            f"<tr{css}><td class=\"num\">{int(row['rank'])}</td>"
+            f"<td>{esc(str(row['site_id']))}{tag}</td><td>{esc(str(row['name']))}</td>"
             f"<td>{esc(str(row['pair_id']))}</td>"
             f'<td><span class="bar" style="width:{max(score, 0.01) * 60:.0f}px"></span>'
             f"{score:.3f}</td>"
@@ -453,7 +479,17 @@ def _table(sites: pd.DataFrame, alert_threshold: float) -> str:
             f"<td>{esc(format_date(row.get('before_date')))}</td>"
             f"<td>{esc(format_date(row.get('after_date')))}</td></tr>"
         )
-    return f'<table id="sites"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return (
+        f'<div class="table-wrap"><table id="sites"><thead>{head}</thead>'
+        f'<tbody>{"".join(rows)}</tbody></table></div>'
+    )
+
+
+def _alert_keys(alerts: pd.DataFrame) -> set[tuple[str, str]]:
+    """The (site_id, pair_id) of every alert row."""
+    if alerts.empty:
+        return set()
+    return set(zip(alerts["site_id"].astype(str), alerts["pair_id"].astype(str), strict=True))
 
 
 def _page(
@@ -509,7 +545,8 @@ def _page(
         f"{esc(generated)}</div><div class=\"stats\">{stat_html}</div></header><main>"
         '<pre id="page-errors" hidden></pre>'
         f'<h2>Alerts, highest score first</h2><section id="alerts">{alerts_html}</section>'
-        f"<h2>All scored sites</h2>{_table(result.sites, alert_threshold)}{failures}</main>"
+        f"<h2>All scored sites</h2>{_table(result.sites, result.alerts, alert_threshold)}"
+        f"{failures}</main>"
         f"<footer>Score = mean change probability over the site's changed pixels × "
         f"(1 − exp(−changed area / area scale)); outlines in cyan. {setting_text}</footer>"
         f"<script>{_LOAD_SCRIPT}</script></body></html>\n"

@@ -159,3 +159,15 @@ def test_report_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:
     colours = np.unique(pixels.reshape(-1, 3) @ np.array([65536, 256, 1]))
     assert pixels.std() > 10.0
     assert colours.size > 1000, "satellite crops bring thousands of colours"
+
+
+def test_report_reflows_at_phone_width(report: Path, tmp_path: Path) -> None:
+    """At 375 px the page does not scroll sideways and no crop is cut off (the table scrolls
+    inside its own box)."""
+    page = parse(chromium(tmp_path, "--window-size=375,800", "--dump-dom", report.as_uri()))
+    assert page.body.get("data-ready") == "true"
+    assert int(page.body["data-images"]) == 3 * len(page.cards) > 0
+    assert page.body.get("data-overflow-x") == "0"
+    assert page.body.get("data-clipped-images") == "0"
+    wide = parse(chromium(tmp_path, "--window-size=1280,900", "--dump-dom", report.as_uri()))
+    assert wide.body.get("data-overflow-x") == "0"

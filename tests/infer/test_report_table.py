@@ -1,0 +1,37 @@
+"""The report's table highlights only the run's alerts: a dismissed (suppressed) site that still
+scores above the alert threshold is tagged, never shown as an alert (issue 12, item 10)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from groundbreak.infer.ranking import RankResult
+from groundbreak.infer.report import write_report
+
+
+def site(rank: int, site_id: str, score: float) -> dict:
+    return {"rank": rank, "site_id": site_id, "name": site_id.title(), "pair_id": "p1",
+            "score": score, "changed_area_m2": 12_000.0, "confidence": score, "lat": 36.1,
+            "lon": -115.2, "area_unit": "m2", "before_date": "2024-01-01",
+            "after_date": "2024-06-01"}
+
+
+def test_dismissed_sites_are_not_highlighted_as_alerts(tmp_path: Path) -> None:
+    sites = pd.DataFrame([site(1, "quarry", 0.92), site(2, "new-lot", 0.81),
+                          site(3, "quiet", 0.10)])
+    alerts = sites[sites["site_id"] == "new-lot"].reset_index(drop=True)  # quarry is dismissed
+    result = RankResult(out_dir=tmp_path, sites=sites, alerts=alerts, changes=pd.DataFrame(),
+                        failures=pd.DataFrame(columns=["pair_id", "reason"]),
+                        timings=pd.DataFrame())
+    page = write_report(tmp_path / "report.html", result, pairs={},
+                        settings={"alert threshold": 0.5}).read_text()
+    rows = re.findall(r"<tr( class=\"is-alert\")?><td class=\"num\">\d+</td><td>([^<]+)(.*?)</tr>",
+                      page)
+    highlighted = {site_id for css, site_id, _ in rows if css}
+    assert highlighted == {"new-lot"}
+    tagged = {site_id for _, site_id, rest in rows if 'class="tag"' in rest}
+    assert tagged == {"quarry"}
+    assert '<div class="table-wrap"><table id="sites">' in page
