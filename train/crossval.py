@@ -54,7 +54,7 @@ from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.train import scene_evaluate
-from groundbreak.train.arguments import positive_int
+from groundbreak.train.arguments import device_argument, positive_int
 from groundbreak.train.evaluate import comma_list
 
 DEFAULT_OSCD_ROOT = Path("../shared/data/oscd")
@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stride", type=positive_int, default=64, help="chip stride (default 64)")
     parser.add_argument("--only-folds", type=comma_list,
                         help="run only these folds (e.g. 0,1), e.g. one process per core")
-    parser.add_argument("--device", default="auto", help="device of the held-out prediction")
+    parser.add_argument("--device", type=device_argument, default="auto",
+                        help="device of the held-out prediction (auto, cpu, cuda, cuda:N)")
     parser.add_argument("--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
                         help="cloud masking of the held-out prediction, as in predict")
     parser.add_argument("--final", action="store_true",
