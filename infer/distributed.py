@@ -256,4 +256,5 @@ class DistributedPredictor:
             seconds=time.perf_counter() - start,
             unobserved_fraction=source.unobserved_fraction,
             cloud_masks=source.cloud_masks,
+            cloud_fractions=source.cloud_fractions,
         )

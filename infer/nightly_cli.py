@@ -97,7 +97,8 @@ def main(argv: Sequence[str]) -> int:
     counts = summary.counts()
     print(
         f"night {summary.run_id}: {counts['pairs']} pair(s): {counts['scored']} scored, "
-        f"{counts['reused']} reused, {counts['failed']} failed; {counts['baselines']} "
+        f"{counts['reused']} reused, {counts['skipped_cloudy']} skipped as cloudy, "
+        f"{counts['failed']} failed; {counts['baselines']} "
         f"baseline(s); {counts['new_alerts']} new alert(s); {summary.run_dir}"
     )
     for failure in summary.failures:

@@ -69,6 +69,7 @@ class PredictionResult:
         seconds: Wall time of the prediction, reading and writing included.
         unobserved_fraction: Fraction of the grid hidden by a cloud or shadow on either date.
         cloud_masks: The cloud-mask method used for the before and the after date.
+        cloud_fractions: Fraction of the grid hidden by clouds or shadows on each date.
     """
 
     probability_path: Path
@@ -79,6 +80,7 @@ class PredictionResult:
     seconds: float
     unobserved_fraction: float = 0.0
     cloud_masks: tuple[str, str] = ("none", "none")
+    cloud_fractions: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -257,6 +259,8 @@ class TiledPredictor:
             cloud_masks=(masks[0].method if masks[0] else "none",
                          masks[1].method if masks[1] else "none"),
             unobserved_fraction=float(unobserved.mean()) if unobserved is not None else 0.0,
+            cloud_fractions=(masks[0].fraction() if masks[0] else 0.0,
+                             masks[1].fraction() if masks[1] else 0.0),
         )
 
     def layout_for(self, grid: Grid) -> WindowLayout:
@@ -321,4 +325,5 @@ class TiledPredictor:
             seconds=time.perf_counter() - start,
             unobserved_fraction=source.unobserved_fraction,
             cloud_masks=source.cloud_masks,
+            cloud_fractions=source.cloud_fractions,
         )

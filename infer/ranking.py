@@ -48,7 +48,7 @@ from groundbreak.infer.alerts_io import (
     write_sites_geojson,
 )
 from groundbreak.infer.coverage import too_little_valid_data
-from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2, SiteMeasure
+from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2, MIN_OBSERVED_FRACTION, SiteMeasure
 from groundbreak.infer.sites import (
     DEFAULT_MIN_AREA_M2,
     WGS84,
@@ -110,6 +110,10 @@ class PairOutcome:
     """The pair's scored sites (not ranked yet); empty when it failed."""
     probability_path: Path | None = None
     mask_path: Path | None = None
+    unobserved_fraction: float = 0.0
+    """Share of the pair that clouds or shadows hid on either date."""
+    cloud_fractions: tuple[float, float] = (0.0, 0.0)
+    """Share of the pair that clouds or shadows hid on the before and on the after date."""
 
 
 @dataclass
@@ -151,8 +155,10 @@ def score_prediction(
     """Score the sites of one pair from its probability and mask rasters.
 
     With a watch-list, each site that lies on the pair's grid is measured (windowed to its
-    bounding box); sites without any valid pixel there are left out. Without one, the discovered
-    change regions are the sites. Change regions are discovered in both cases (for
+    bounding box); a site seen on too few of its pixels (clouds, shadows, outside a scene) is
+    kept as *not observed* (``observed`` False; see
+    :data:`~groundbreak.infer.scoring.MIN_OBSERVED_FRACTION`), and never alerts. Without one,
+    the discovered change regions are the sites. Change regions are discovered in both cases (for
     ``changes.geojson``).
 
     Args:
@@ -185,8 +191,8 @@ def score_prediction(
             if geometry is None:
                 continue
             measured = measure_watch_site(src, geometry, threshold, area_scale)
-            if measured is None or measured[0].valid_pixels == 0:
-                continue
+            if measured is None:
+                continue  # on the grid's bounding box but on none of its pixels
             rows.append(
                 _row(site.site_id, site.name, pair_id, "watch", measured[0], geometry, grid,
                      dates, geometry_wgs84=to_crs(site.geometry, site.crs, WGS84))
@@ -228,10 +234,19 @@ def _row(
         "max_probability": measure.max_probability,
         "changed_pixels": measure.changed_pixels,
         "valid_fraction": measure.valid_fraction,
+        "observed": bool(measure.valid_fraction >= MIN_OBSERVED_FRACTION),
         "area_unit": "m2" if grid.crs is not None else "px",
         "geometry": geometry_wgs84,
         "grid_geometry": grid_geometry,
     }
+
+
+def alert_rows(ranked: pd.DataFrame, alert_threshold: float) -> pd.DataFrame:
+    """The ranked sites that are alerts: observed, and scoring at least ``alert_threshold``."""
+    if ranked.empty:
+        return ranked.iloc[0:0]
+    observed = ranked["observed"].fillna(True).astype(bool) if "observed" in ranked else True
+    return ranked[(ranked["score"] >= alert_threshold) & observed].reset_index(drop=True)
 
 
 def rank_sites(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -319,7 +334,7 @@ def rank_pairs(
             on_pair_done(outcome)
 
     ranked = rank_sites(site_rows)
-    alerts = ranked[ranked["score"] >= alert_threshold].reset_index(drop=True)
+    alerts = alert_rows(ranked, alert_threshold)
     changes = rank_sites(change_rows).drop(columns="rank")
     changes = changes.rename(columns={"site_id": "region_id"})
     failures = pd.DataFrame(
@@ -400,6 +415,8 @@ def _process_pair(
         sites=pd.DataFrame(scores.sites),
         probability_path=Path(prediction.probability_path),
         mask_path=Path(prediction.mask_path),
+        unobserved_fraction=float(getattr(prediction, "unobserved_fraction", 0.0)),
+        cloud_fractions=tuple(getattr(prediction, "cloud_fractions", (0.0, 0.0))),
     )
     return outcome, scores
 

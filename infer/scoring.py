@@ -31,6 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MIN_OBSERVED_FRACTION = 0.5
+"""A site is *observed* when at least this share of its pixels has a prediction: seen clearly on
+both dates (not hidden by a cloud or its shadow, nor outside either scene). A site observed less
+is reported as "not observed" and raises no alert: its score says nothing about the rest."""
+
 DEFAULT_AREA_SCALE_M2 = 2_500.0
 """Changed area (m², or pixels on grids without a CRS) at which the area term reaches 1 - 1/e."""
 

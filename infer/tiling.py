@@ -198,6 +198,7 @@ class PairInput:
         factor: Pair-grid pixels per ``unobserved`` pixel.
         cloud_masks: The cloud-mask method of each date (``none`` when it has none).
         unobserved_fraction: Share of the pair that either date's cloud mask hides.
+        cloud_fractions: Share of the pair that each date's cloud mask hides (before, after).
     """
 
     pair: TilePair
@@ -208,6 +209,7 @@ class PairInput:
     factor: int = 1
     cloud_masks: tuple[str, str] = ("none", "none")
     unobserved_fraction: float = 0.0
+    cloud_fractions: tuple[float, float] = (0.0, 0.0)
 
 
 def read_batch(source: PairInput, layout: WindowLayout, batch: WindowBatch) -> BatchInput:

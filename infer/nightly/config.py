@@ -29,6 +29,9 @@ DEFAULT_DISMISS_MARGIN = 0.15
 DEFAULT_FOOTPRINT_IOU = 0.9
 """Two STAC items without a tile id are the same ground when their footprints overlap this much."""
 
+DEFAULT_CLOUDY_FRACTION = 0.5
+"""A pair (or an acquisition) hidden this much by clouds and shadows is too cloudy to judge."""
+
 DEFAULT_SITE_MATCH_IOU = 0.3
 """A discovered change region is an earlier discovered site when their IoU reaches this."""
 
@@ -115,6 +118,12 @@ KEYS: dict[str, KeySpec] = {
         "site whose outline overlaps it with at least this intersection over union, so history, "
         "dismissals and 'ongoing' follow it across nights (above 0, at most 1).",
     ),
+    "cloudy_fraction": KeySpec(
+        "probability", DEFAULT_CLOUDY_FRACTION,
+        "A pair whose clouds and shadows (either date) hide at least this share of it is "
+        "'skipped: cloudy' (no sites, no alerts), and an acquisition hidden this much is never "
+        "the 'before' of a later pair: the next clear one is compared with the last clear one.",
+    ),
     "remote_hosts": KeySpec(
         "hosts", None,
         "Hosts that band URLs (STAC assets, scene manifests) may be read from; '.example.com' "
@@ -152,6 +161,7 @@ class NightlyConfig:
     predictor: dict[str, Any] = field(default_factory=dict)
     footprint_iou: float = DEFAULT_FOOTPRINT_IOU
     site_match_iou: float = DEFAULT_SITE_MATCH_IOU
+    cloudy_fraction: float = DEFAULT_CLOUDY_FRACTION
     remote_hosts: tuple[str, ...] | None = None
     report: bool = True
     run_id: str = ""
@@ -172,6 +182,7 @@ class NightlyConfig:
         return {
             "min_area_m2": self.min_area_m2,
             "area_scale": self.area_scale,
+            "cloudy_fraction": self.cloudy_fraction,
             "predictor": {
                 k: self.predictor[k] for k in sorted(self.predictor) if k not in RUNTIME_ONLY_KEYS
             },

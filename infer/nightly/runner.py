@@ -49,6 +49,7 @@ from groundbreak.infer.nightly.logging import NightLog, utc_now
 from groundbreak.infer.nightly.remote import refusal
 from groundbreak.infer.nightly.sources import (
     NightInputs,
+    pair_acquisitions,
     pairs_from_csv,
     pairs_from_drop_folder,
     pairs_from_stac,
@@ -58,7 +59,9 @@ from groundbreak.infer.nightly.state import AlertOutcome, NightlyState, best_per
 from groundbreak.infer.ranking import (
     PAIRS_DIR,
     REPORT_HTML,
+    PairOutcome,
     RankResult,
+    alert_rows,
     rank_pairs,
     rank_sites,
     write_run_tables,
@@ -81,10 +84,13 @@ class PairRecord:
 
     pair_id: str
     status: str
-    """``scored`` (predicted now), ``reused`` (done before) or ``failed``."""
+    """``scored`` (predicted now), ``reused`` (done before), ``skipped`` (too cloudy to judge:
+    predicted, no sites) or ``failed``."""
     seconds: float
     reason: str | None = None
     outputs: str | None = None
+    clouds: dict[str, float] | None = None
+    """Share of the pair hidden by clouds or shadows: ``before``, ``after``, ``either``."""
 
 
 @dataclass
@@ -128,6 +134,7 @@ class NightSummary:
             "scored": status.count("scored"),
             "reused": status.count("reused"),
             "failed": status.count("failed"),
+            "skipped_cloudy": status.count("skipped"),
             "source_problems": len(self.problems),
             "baselines": len(self.baselines),
             "ignored_entries": len(self.ignored),
@@ -156,7 +163,7 @@ class NightSummary:
             "ignored_entries": self.ignored,
             "pairs": [
                 {"pair_id": p.pair_id, "status": p.status, "seconds": round(p.seconds, 3),
-                 "reason": p.reason, "outputs": p.outputs}
+                 "reason": p.reason, "outputs": p.outputs, "clouds": p.clouds}
                 for p in self.pairs
             ],
         }
@@ -224,13 +231,19 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
                             model_hash, attempt, run_dir)
         log.start_progress(len(inputs.pairs))
         try:
-            for spec in inputs.pairs:
+            pending, scored_afters = list(inputs.pairs), set()
+            while pending:
+                spec = pending.pop(0)
                 record = scorer.process(spec)
                 summary.pairs.append(record)
+                scored_afters.add(str(spec.after))
                 level = "warning" if record.status == "failed" else "info"
                 log.event(f"pair_{record.status}", level=level, pair_id=record.pair_id,
-                          seconds=round(record.seconds, 3), reason=record.reason)
+                          seconds=round(record.seconds, 3), reason=record.reason,
+                          clouds=record.clouds)
                 log.advance(record.pair_id)
+                if record.status == "skipped" and config.pairs is None:
+                    pending = repair_after_clouds(config, state, inputs, scored_afters)
         finally:
             log.end_progress()
         scored_seconds = time.perf_counter() - started
@@ -257,11 +270,25 @@ def read_source(config: NightlyConfig, state: NightlyState) -> NightInputs:
     """The night's pairs from the configured source."""
     if config.pairs is not None:
         return pairs_from_csv(config.pairs)
+    cloudy = state.cloudy_scenes(config.cloudy_fraction)
     if config.stac is not None:
         return pairs_from_stac(config.stac, config.state_dir, state.acquisitions(),
-                               config.footprint_iou)
+                               config.footprint_iou, cloudy)
     assert config.drop_folder is not None
-    return pairs_from_drop_folder(config.drop_folder, state.acquisitions())
+    return pairs_from_drop_folder(config.drop_folder, state.acquisitions(), cloudy)
+
+
+def repair_after_clouds(
+    config: NightlyConfig, state: NightlyState, inputs: NightInputs, scored_afters: set[str]
+) -> list[PairSpec]:
+    """The night's remaining pairs, paired again now that a scene turned out cloudy.
+
+    An acquisition after a cloudy one is compared with the latest earlier acquisition of its
+    ground that was clear (see :func:`~groundbreak.infer.nightly.sources.pair_acquisitions`).
+    """
+    cloudy = state.cloudy_scenes(config.cloudy_fraction)
+    pairs, _ = pair_acquisitions(inputs.acquisitions, state.acquisitions(), cloudy)
+    return [p for p in pairs if str(p.after) not in scored_afters]
 
 
 def build_predictor(bundle: Any, config: NightlyConfig) -> Any:
@@ -324,20 +351,25 @@ class PairScorer:
         final = self.run_dir / PAIRS_DIR / spec.pair_id
         staging = temp_sibling(final)
         shutil.rmtree(staging, ignore_errors=True)
+        outcomes: list[PairOutcome] = []
         try:
             result = rank_pairs(
                 [spec], staging, self.bundle, sites=self.sites,
                 min_area_m2=self.config.min_area_m2,
                 alert_threshold=self.config.alert_threshold,
                 area_scale=self.config.area_scale, predictor=self.predictor,
-                write_report=False,
+                write_report=False, on_pair_done=outcomes.append,
             )
             if not result.ok:
                 reason = str(result.failures["reason"].iloc[0])
                 return self._failed(spec.pair_id, inputs_hash, reason, started)
+            clouds = self.record_clouds(spec, outcomes[0])
             publish_dir(staging / PAIRS_DIR / spec.pair_id, final)
             sites = [_unranked(row) for row in result.sites.to_dict("records")]
             changes = result.changes.to_dict("records")
+            cloudy = clouds["either"] >= self.config.cloudy_fraction
+            if cloudy:  # too cloudy to judge: nothing of it is ranked
+                sites, changes = [], []
             seconds = time.perf_counter() - started
             match_iou = self.config.site_match_iou if self.sites is None else None
             self.state.record_done(run_id, self.attempt, spec.pair_id, inputs_hash,
@@ -345,7 +377,21 @@ class PairScorer:
                                    site_match_iou=match_iou)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return PairRecord(spec.pair_id, "scored", seconds, outputs=str(final))
+        if cloudy:
+            reason = (f"cloudy: clouds and shadows hide {clouds['either']:.0%} of the pair "
+                      f"(before {clouds['before']:.0%}, after {clouds['after']:.0%})")
+            return PairRecord(spec.pair_id, "skipped", seconds, reason=reason,
+                              outputs=str(final), clouds=clouds)
+        return PairRecord(spec.pair_id, "scored", seconds, outputs=str(final), clouds=clouds)
+
+    def record_clouds(self, spec: PairSpec, outcome: PairOutcome) -> dict[str, float]:
+        """Store how much of each scene clouds hid; return the pair's cloud fractions."""
+        before, after = outcome.cloud_fractions
+        self.state.record_cloud_fractions(
+            {str(spec.before): before, str(spec.after): after}, self.config.run_id
+        )
+        return {"before": round(before, 4), "after": round(after, 4),
+                "either": round(outcome.unobserved_fraction, 4)}
 
     def check_remote_bands(self, spec: PairSpec) -> None:
         """Refuse a pair whose scenes name band URLs on hosts the night may not read."""
@@ -397,9 +443,8 @@ def write_night_outputs(
     )
     ranked = rank_sites(rows)
     suppressed = set(summary.alerts.suppressed)
-    alerts = ranked.iloc[0:0] if ranked.empty else ranked[
-        (ranked["score"] >= config.alert_threshold) & ~ranked["site_id"].isin(suppressed)
-    ].reset_index(drop=True)
+    alerts = alert_rows(ranked, config.alert_threshold)
+    alerts = alerts[~alerts["site_id"].isin(suppressed)].reset_index(drop=True)
     fresh = set(summary.alerts.new) | set(summary.alerts.realerted)
     summary.new_alerts = [
         {k: _plain(row.get(k)) for k in ("site_id", "name", "pair_id", "score",

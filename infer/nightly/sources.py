@@ -21,16 +21,20 @@ Each item becomes a scene manifest (``STATE_DIR/scenes/<ground>/<item id>.json``
 **Drop folder** — each entry is one acquisition named ``<ground>_<date>[_anything]``:
 ``<ground>`` is letters, digits and ``-`` (no ``_``), ``<date>`` is ``YYYYMMDD`` or
 ``YYYY-MM-DD``. An entry is a folder of per-band rasters (``T36SYC_20240501/…_B02.tif``), a
-multi-band raster (``T36SYC_20240501.tif``) or a scene manifest (``…json``). Names starting
+multi-band raster (``T36SYC_20240501.tif``), a Sentinel-2 product (``.SAFE`` folder or
+``.zip``; ESA's own product names are understood too: ground ``T36SYC`` and the sensing day) or a
+scene manifest (``…json``). Names starting
 with ``.`` or ending in ``.partial`` / ``.tmp`` are ignored: copy a scene in under such a name
 and rename it when complete.
 
 **Pairing rule** (STAC and drop folder): every acquisition in the source is paired with the
 *latest earlier* acquisition of the same ground, among the source and every acquisition the state
-has seen (``before`` = that earlier one, ``after`` = this one). The first acquisition of a ground
-is a *baseline*: it is stored, and there is nothing to compare yet. The pair id is
-``<ground>_<before YYYYMMDD>_<after YYYYMMDD>``, so the same source yields the same pairs every
-time and pairs done already are skipped.
+has seen (``before`` = that earlier one, ``after`` = this one), leaving out acquisitions that
+turned out cloudy when scored (``cloudy_fraction`` of the nightly config): a change that happened
+under clouds is found by the next clear acquisition, compared with the last clear one. The first
+acquisition of a ground is a *baseline*: it is stored, and there is nothing to compare yet. The
+pair id is ``<ground>_<before YYYYMMDD>_<after YYYYMMDD>``, so the same source yields the same
+pairs every time and pairs done already are skipped.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -60,6 +64,12 @@ SCENES_DIR = "scenes"
 DROP_NAME = re.compile(
     r"^(?P<ground>[A-Za-z0-9][A-Za-z0-9-]*)_(?P<date>\d{8}|\d{4}-\d{2}-\d{2})(?:[_.].*)?$"
 )
+PRODUCT_NAME = re.compile(
+    r"^S2[A-D]_MSIL(?:1C|2A)_(?P<date>\d{8})T\d{6}_N\d{4}_R\d{3}_(?P<ground>T\d{2}[A-Z]{3})_"
+    r"\d{8}T\d{6}(?:\.SAFE)?(?:\.zip)?$"
+)
+"""An ESA Sentinel-2 product name (``S2B_MSIL2A_20240501T081609_N0510_R121_T36SYC_...SAFE``):
+its ground is the MGRS tile, its date the sensing day."""
 IGNORED_SUFFIXES = (".partial", ".tmp")
 
 
@@ -91,9 +101,12 @@ def pairs_from_csv(path: str | Path) -> NightInputs:
 
 
 def pair_acquisitions(
-    new: Sequence[AcquisitionRecord], known: Sequence[AcquisitionRecord]
+    new: Sequence[AcquisitionRecord],
+    known: Sequence[AcquisitionRecord],
+    cloudy: Collection[str] = frozenset(),
 ) -> tuple[list[PairSpec], list[AcquisitionRecord]]:
-    """Pair each new acquisition with the latest earlier one of its ground (see module doc).
+    """Pair each new acquisition with the latest earlier one of its ground (see module doc)
+    that did not turn out cloudy (its scene in ``cloudy``: it never serves as a 'before').
 
     Returns:
         The pairs, and the new acquisitions that have no earlier one (baselines).
@@ -106,7 +119,10 @@ def pair_acquisitions(
     pairs: list[PairSpec] = []
     baselines: list[AcquisitionRecord] = []
     for record in sorted(new, key=lambda r: (r.ground_id, r.acquired)):
-        earlier = [d for d in by_ground[record.ground_id] if d < record.acquired]
+        earlier = [
+            d for d, r in by_ground[record.ground_id].items()
+            if d < record.acquired and r.scene not in cloudy
+        ]
         if not earlier:
             baselines.append(record)
             continue
@@ -162,12 +178,12 @@ def drop_folder_acquisitions(
 
 def _drop_entry(entry: Path) -> AcquisitionRecord | None:
     """The acquisition of one drop-folder entry, or None when its name does not follow the rule."""
-    match = DROP_NAME.match(entry.name)
+    match = DROP_NAME.match(entry.name) or PRODUCT_NAME.match(entry.name)
     if match is None:
         return None
     if entry.is_dir():
         usable = True
-    elif entry.suffix.lower() in (*RASTER_SUFFIXES, ".json"):
+    elif entry.suffix.lower() in (*RASTER_SUFFIXES, ".json", ".zip"):
         usable = entry.is_file()  # a regular file (or a link to one): never a FIFO or a device
         if not usable and entry.exists():
             raise InputError(entry, "is not a regular file")
@@ -184,11 +200,14 @@ def _drop_entry(entry: Path) -> AcquisitionRecord | None:
 
 
 def pairs_from_drop_folder(
-    folder: str | Path, known: Sequence[AcquisitionRecord]
+    folder: str | Path,
+    known: Sequence[AcquisitionRecord],
+    cloudy: Collection[str] = frozenset(),
 ) -> NightInputs:
-    """The night's pairs from a drop folder, paired against the acquisitions the state knows."""
+    """The night's pairs from a drop folder, paired against the acquisitions the state knows
+    (but never after a ``cloudy`` scene)."""
     records, ignored, problems = drop_folder_acquisitions(folder)
-    pairs, baselines = pair_acquisitions(records, known)
+    pairs, baselines = pair_acquisitions(records, known, cloudy)
     return NightInputs(pairs=pairs, acquisitions=records, baselines=baselines, ignored=ignored,
                        problems=problems)
 
@@ -201,6 +220,7 @@ def pairs_from_stac(
     state_dir: str | Path,
     known: Sequence[AcquisitionRecord],
     footprint_iou: float = 0.9,
+    cloudy: Collection[str] = frozenset(),
 ) -> NightInputs:
     """The night's pairs from a STAC ItemCollection JSON file (see the module docstring).
 
@@ -234,7 +254,7 @@ def pairs_from_stac(
             continue
         seen[key] = item.id
         inputs.acquisitions.append(record)
-    inputs.pairs, inputs.baselines = pair_acquisitions(inputs.acquisitions, known)
+    inputs.pairs, inputs.baselines = pair_acquisitions(inputs.acquisitions, known, cloudy)
     return inputs
 
 

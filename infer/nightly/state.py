@@ -16,6 +16,7 @@ Tables (``STATE_DIR/state.sqlite``):
 - ``change_regions``: the discovered change regions of a done pair (for ``changes.geojson``);
 - ``night_pairs``: which done pairs each night ranked (``reused`` = scored by an earlier run);
 - ``acquisitions``: dated scenes per ground (the baseline of a ground is its first);
+- ``scene_clouds``: the share of each scored scene that clouds or shadows hid;
 - ``file_hashes``: sha256 per (path, size, mtime_ns);
 - ``discovered_sites``: the latest outline of every discovered site, for stable ids across nights
   (see :mod:`~groundbreak.infer.nightly.site_identity`);
@@ -120,6 +121,11 @@ CREATE TABLE IF NOT EXISTS acquisitions (
     first_run_id TEXT NOT NULL,
     PRIMARY KEY (ground_id, acquired)
 );
+CREATE TABLE IF NOT EXISTS scene_clouds (
+    scene TEXT PRIMARY KEY,
+    cloud_fraction REAL NOT NULL,
+    run_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -183,6 +189,8 @@ class AlertOutcome:
     realerted: list[str] = field(default_factory=list)
     ongoing: list[str] = field(default_factory=list)
     suppressed: list[str] = field(default_factory=list)
+    unobserved: list[str] = field(default_factory=list)
+    """Alerting sites that clouds (or the swath) hid this night: their status stays."""
 
 
 class StateDamagedError(sqlite3.DatabaseError):
@@ -344,6 +352,22 @@ class NightlyState:
                     for r in records
                 ],
             )
+
+    def record_cloud_fractions(self, fractions: Mapping[str, float], run_id: str) -> None:
+        """Store the share of each scene that clouds or shadows hid (the latest measure wins)."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO scene_clouds (scene, cloud_fraction, run_id) "
+                "VALUES (?, ?, ?)",
+                [(scene, float(fraction), run_id) for scene, fraction in fractions.items()],
+            )
+
+    def cloudy_scenes(self, cloudy_fraction: float) -> set[str]:
+        """Scenes measured at least ``cloudy_fraction`` hidden: never the 'before' of a pair."""
+        rows = self.db.execute(
+            "SELECT scene FROM scene_clouds WHERE cloud_fraction >= ?", (cloudy_fraction,)
+        ).fetchall()
+        return {r["scene"] for r in rows}
 
     def acquisitions(self, ground_id: str | None = None) -> list[AcquisitionRecord]:
         """Stored acquisitions (of one ground, when given), ordered by ground and date."""
@@ -538,12 +562,26 @@ class NightlyState:
         ``ongoing`` alert seen again by a later night becomes ``ongoing``; ``confirmed`` stays
         confirmed; a ``dismissed`` site alerts again (back to ``new``) only when its score reaches
         the score at dismissal plus ``dismiss_margin``, else it stays dismissed (suppressed).
-        Re-applying the same night changes nothing.
+        Re-applying the same night changes nothing. A site that was not observed (row
+        ``observed`` false: clouds, shadows, outside a scene) in any pair of the night neither
+        alerts nor changes status; an alert it has gets an ``unobserved`` event.
         """
         outcome = AlertOutcome()
         now = utc_now()
+        observed = [s for s in sites if _observed(s)]
+        seen = {str(s["site_id"]) for s in observed}
         with self.transaction() as db:
-            for site in best_per_site(sites):
+            for site_id in sorted({str(s["site_id"]) for s in sites} - seen):
+                known = db.execute("SELECT * FROM alerts WHERE site_id = ?", (site_id,)).fetchone()
+                if known is None or known["status"] == "dismissed":
+                    continue
+                if db.execute(
+                    "SELECT 1 FROM alert_events WHERE site_id = ? AND run_id = ? "
+                    "AND event = 'unobserved'", (site_id, run_id)
+                ).fetchone() is None:
+                    _event(db, site_id, run_id, "unobserved", known["status"], None)
+                outcome.unobserved.append(site_id)
+            for site in best_per_site(observed):
                 score = float(site["score"])
                 if score < alert_threshold:
                     continue
@@ -751,6 +789,12 @@ def _unlink_pair(db: sqlite3.Connection, run_id: str, pair_id: str) -> None:
         "(SELECT id FROM pairs WHERE pair_id = ?)",
         (run_id, pair_id),
     )
+
+
+def _observed(site: Mapping[str, Any]) -> bool:
+    """False for a site row marked not observed (rows from before the flag count as seen)."""
+    value = site.get("observed", True)
+    return bool(True if value is None else value)
 
 
 def best_per_site(sites: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

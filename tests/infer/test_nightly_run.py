@@ -485,8 +485,11 @@ def test_discovered_sites_keep_their_id_across_nights(
     state = tmp_path / "state"
     before, after = OSCD / "dubai" / "imgs_1", OSCD / "dubai" / "imgs_2"
     night1 = write_pairs(tmp_path / "n1.csv", [("dubai_20151211_20180330", before, after)])
-    assert nightly(state, bundle, "--pairs", str(night1), "--alert-threshold", "0",
-                   "--run-id", "n1") == 0
+    config = tmp_path / "nightly.yaml"  # every region counts, however small: several sites
+    config.write_text(f"state_dir: {state}\nmodel: {bundle}\nmin_area_m2: 0\n"
+                      "alert_threshold: 0\nlog_format: json\nreport: false\n")
+    assert groundbreak(["nightly", "--config", str(config), "--pairs", str(night1),
+                        "--run-id", "n1"]) == 0
     first = pd.read_csv(state / "runs" / "n1" / "sites.csv")
     assert len(first) > 1 and first["site_id"].str.match(r"^d-\d{6}$").all()
     top = str(first["site_id"].iloc[0])
@@ -494,8 +497,8 @@ def test_discovered_sites_keep_their_id_across_nights(
     assert groundbreak(["alerts", "dismiss", top, "--state", str(state)]) == 0
     # the next acquisition of the same ground: a new pair id, the same changed regions
     night2 = write_pairs(tmp_path / "n2.csv", [("dubai_20151211_20190101", before, after)])
-    assert nightly(state, bundle, "--pairs", str(night2), "--alert-threshold", "0",
-                   "--run-id", "n2") == 0
+    assert groundbreak(["nightly", "--config", str(config), "--pairs", str(night2),
+                        "--run-id", "n2"]) == 0
     n2 = summary_of(state, "n2")
     second = pd.read_csv(state / "runs" / "n2" / "sites.csv")
     assert set(second["site_id"]) == set(first["site_id"])  # the same regions, the same ids

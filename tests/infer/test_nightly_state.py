@@ -190,7 +190,7 @@ def test_device_and_runtime_do_not_change_the_scoring_settings(tmp_path: Path) -
         settings.append(config.scoring_settings())
     assert settings[0] == settings[1] == {
         "min_area_m2": settings[0]["min_area_m2"], "area_scale": settings[0]["area_scale"],
-        "predictor": {"window": 64},
+        "cloudy_fraction": settings[0]["cloudy_fraction"], "predictor": {"window": 64},
     }
 
 

@@ -1,0 +1,99 @@
+"""The nightly batch under real clouds: a cloudy acquisition is skipped, not alerted on, and the
+next clear one is compared with the last clear one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from groundbreak.datasets.scene import open_scene
+from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.nightly.state import NightlyState
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+BEIRUT = FIXTURES / "oscd" / "beirut"
+S2_13 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+         "B12"]
+
+
+def write_scene(path: Path, cloudy: bool) -> Path:
+    """The real beirut 2017 scene as one 13-band GeoTIFF, with real cumulus clouds and their
+    shadows pasted over it when ``cloudy`` (as in tests/infer/test_sentinel2_prediction.py)."""
+    after = open_scene(BEIRUT / "imgs_2")
+    data = after.read(S2_13)
+    if cloudy:
+        with rasterio.open(FIXTURES / "clouds" / "cumulus_l1c_13band.tif") as src:
+            block = src.read().astype(np.float32)[:, 64:160, 64:160]
+        median = np.median(block, axis=(1, 2), keepdims=True)
+        cloud = block[1] > 1800
+        shadow = ~cloud & (block[7] < 0.75 * median[7, 0, 0])
+        data[:, cloud] = block[:, cloud]
+        data[:, shadow] *= np.clip(block / median, 0, 1)[:, shadow]
+    profile = {"driver": "GTiff", "width": 96, "height": 96, "count": 13, "dtype": "uint16",
+               "crs": after.grid.crs, "transform": after.grid.transform}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.nan_to_num(data).astype(np.uint16))
+        dst.descriptions = tuple(S2_13)
+    return path
+
+
+def night(config: Path, run_id: str) -> dict:
+    assert groundbreak(["nightly", "--config", str(config), "--run-id", run_id]) == 0
+    return json.loads((config.parent / "state" / "runs" / run_id / "summary.json").read_text())
+
+
+def test_cloudy_acquisition_is_skipped_and_the_next_clear_one_is_compared_with_the_last_clear(
+    tmp_path: Path,
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "beirut_20150820").symlink_to(BEIRUT / "imgs_1")
+    write_scene(drop / "beirut_20171003.tif", cloudy=False)
+    write_scene(drop / "beirut_20171102.tif", cloudy=True)
+    write_scene(drop / "beirut_20171202.tif", cloudy=False)
+    config = tmp_path / "nightly.yaml"
+    config.write_text("state_dir: state\ndrop_folder: drop\nlog_format: json\nreport: false\n"
+                      "cloudy_fraction: 0.2\n")
+
+    summary = night(config, "n1")
+    pairs = {p["pair_id"]: p for p in summary["pairs"]}
+    assert list(pairs) == ["beirut_20150820_20171003", "beirut_20171003_20171102",
+                           "beirut_20171003_20171202"]  # the last one skips the cloudy date
+    cloudy = pairs["beirut_20171003_20171102"]
+    assert cloudy["status"] == "skipped" and cloudy["reason"].startswith("cloudy:")
+    assert cloudy["clouds"]["after"] >= 0.2 > cloudy["clouds"]["before"]
+    assert pairs["beirut_20171003_20171202"]["clouds"]["either"] < 0.2
+    assert summary["counts"]["skipped_cloudy"] == 1 and summary["counts"]["failed"] == 0
+    sites = (tmp_path / "state" / "runs" / "n1" / "sites.csv").read_text()
+    assert "beirut_20171003_20171102" not in sites  # nothing of the cloudy pair is ranked
+    log = (tmp_path / "state" / "runs" / "n1" / "night.jsonl")
+    if log.is_file():
+        assert '"clouds"' in log.read_text()
+
+    write_scene(drop / "beirut_20180101.tif", cloudy=False)
+    summary = night(config, "n2")  # the drop folder still holds the older dates: reused
+    scored = [p["pair_id"] for p in summary["pairs"] if p["status"] == "scored"]
+    assert scored == ["beirut_20171202_20180101"]
+    with NightlyState(tmp_path / "state") as state:
+        assert str(drop / "beirut_20171102.tif") in state.cloudy_scenes(0.2)
+
+
+def test_drop_folder_of_esa_products_is_paired_by_tile_and_sensing_day(tmp_path: Path) -> None:
+    from groundbreak.datasets.product_writer import read_band_images, write_product
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    first = write_product(drop, read_band_images(BEIRUT / "imgs_1"), baseline="02.04",
+                          sensing_time="2016-09-29T08:17:39Z", zipped=True)
+    second = write_product(drop, read_band_images(BEIRUT / "imgs_2"),
+                           sensing_time="2023-10-03T08:17:39Z")  # baseline 04.00: offset
+    assert first.suffix == ".zip" and second.suffix == ".SAFE"
+    config = tmp_path / "nightly.yaml"
+    config.write_text("state_dir: state\ndrop_folder: drop\nlog_format: json\nreport: false\n")
+    summary = night(config, "n1")
+    (pair,) = summary["pairs"]
+    assert pair["pair_id"] == "T36SYC_20160929_20231003"
+    assert pair["status"] == "scored"
