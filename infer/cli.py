@@ -15,6 +15,7 @@ import importlib
 import logging
 import sqlite3
 import sys
+import warnings
 from collections.abc import Sequence
 
 from groundbreak.datasets.errors import InputError, is_disk_full
@@ -62,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     # GDAL's errors come back as exceptions; its log lines would only repeat them on stderr.
     logging.getLogger("rasterio").addHandler(logging.NullHandler())
+    _one_line_warnings(name)
     try:
         return int(module.main(rest) or 0)
     except InputError as err:
@@ -86,6 +88,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"groundbreak {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warnings(name: str) -> None:
+    """Print groundbreak's own warnings (e.g. an unknown radiometric offset) as one line each."""
+    from groundbreak.datasets.radiometry import RadiometryWarning
+
+    shown = getattr(warnings.showwarning, "shown", warnings.showwarning)  # not wrapped twice
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if issubclass(category, RadiometryWarning):
+            print(f"groundbreak {name}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.shown = shown  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def _one_line(err: BaseException) -> str:

@@ -462,11 +462,20 @@ def _table(sites: pd.DataFrame, alerts: pd.DataFrame, alert_threshold: float) ->
         score = float(row["score"])
         is_alert = (str(row["site_id"]), str(row["pair_id"])) in alerted
         css = ' class="is-alert"' if is_alert else ""
-        tag = (
-            '<span class="tag" title="scores above the alert threshold but is not an alert '
-            '(dismissed or suppressed)">no alert</span>'
-            if not is_alert and score >= alert_threshold else ""
-        )
+        observed = row.get("observed", True)
+        if observed is False or observed == 0:  # clouds, shadows or the swath hid most of it
+            seen = float(row.get("valid_fraction", 0.0))
+            tag = (
+                f'<span class="tag" title="seen on {seen:.0%} of its pixels on both dates '
+                '(clouds, shadows or outside a scene): no alert">not observed</span>'
+            )
+        elif not is_alert and score >= alert_threshold:
+            tag = (
+                '<span class="tag" title="scores above the alert threshold but is not an alert '
+                '(dismissed or suppressed)">no alert</span>'
+            )
+        else:
+            tag = ""
         rows.append(
             f"<tr{css}><td class=\"num\">{int(row['rank'])}</td>"
             f"<td>{esc(str(row['site_id']))}{tag}</td><td>{esc(str(row['name']))}</td>"

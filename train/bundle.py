@@ -151,12 +151,33 @@ class ModelBundle:
         canonical = {normalize_band_name(band) for band in available}  # repeats are harmless
         missing = [band for band in self.bands if band not in canonical]
         if missing:
+            fitting = shipped_bundles_for(canonical)
+            hint = (
+                f"; use --model {' or '.join(fitting)}, which runs on these bands"
+                if fitting
+                else ""
+            )
             raise InputError(
                 source,
                 f"model {self.name!r} needs band(s) {', '.join(missing)} that the input lacks "
-                f"(it has {', '.join(available) or 'no bands'})",
+                f"(it has {', '.join(available) or 'no bands'}){hint}",
             )
         return list(self.bands)
+
+
+def shipped_bundles_for(bands: set[str]) -> list[str]:
+    """The shipped bundles (``checkpoints/*``) whose bands are all in ``bands``, as paths
+    relative to the repository (empty where the source tree's checkpoints are not there)."""
+    root = DEFAULT_BUNDLE_DIR.parent
+    fitting = []
+    for meta_path in sorted(root.glob(f"*/{META_FILE}")):
+        try:
+            wanted = json.loads(meta_path.read_text()).get("bands") or []
+            if wanted and {normalize_band_name(str(b)) for b in wanted} <= bands:
+                fitting.append(f"{root.name}/{meta_path.parent.name}")
+        except (OSError, ValueError, AttributeError):
+            continue  # a broken bundle is reported when it is loaded, not here
+    return fitting
 
 
 def save_bundle(

@@ -35,3 +35,17 @@ def test_dismissed_sites_are_not_highlighted_as_alerts(tmp_path: Path) -> None:
     tagged = {site_id for _, site_id, rest in rows if 'class="tag"' in rest}
     assert tagged == {"quarry"}
     assert '<div class="table-wrap"><table id="sites">' in page
+
+
+def test_sites_hidden_by_clouds_are_shown_as_not_observed(tmp_path: Path) -> None:
+    cloudy = dict(site(2, "under-cloud", 0.7), observed=False, valid_fraction=0.2)
+    sites = pd.DataFrame([dict(site(1, "clear", 0.8), observed=True, valid_fraction=1.0), cloudy])
+    alerts = sites[sites["site_id"] == "clear"].reset_index(drop=True)
+    result = RankResult(out_dir=tmp_path, sites=sites, alerts=alerts, changes=pd.DataFrame(),
+                        failures=pd.DataFrame(columns=["pair_id", "reason"]),
+                        timings=pd.DataFrame())
+    page = write_report(tmp_path / "report.html", result, pairs={},
+                        settings={"alert threshold": 0.5}).read_text()
+    row = re.search(r"<tr[^>]*><td class=\"num\">2</td>(.*?)</tr>", page).group(1)
+    assert "not observed" in row and "seen on 20% of its pixels" in row
+    assert 'class="is-alert"><td class="num">2<' not in page

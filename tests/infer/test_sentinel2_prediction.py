@@ -184,3 +184,53 @@ def test_s2cloudless_on_a_scene_without_its_bands_is_refused(
     with pytest.raises(InputError, match="needs the L1C band"):
         scene_cloud_mask(scene, scene.grid, "s2cloudless")
     assert scene_cloud_mask(scene, scene.grid, "auto") is None  # nothing to run: no mask
+
+
+def test_predict_cli_warns_in_one_line_about_an_unstated_offset(
+    beirut: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    from groundbreak.infer.cli import main as groundbreak
+
+    scene = open_scene(beirut / "imgs_2")
+    manifest = tmp_path / "after.json"
+    manifest.write_text(json.dumps({"bands": {b: str(s.path) for b, s in scene.sources.items()},
+                                    "date": "2023-05-01"}))
+    code = groundbreak(["predict", "--before", str(beirut / "imgs_1"), "--after", str(manifest),
+                        "--out", str(tmp_path / "out"), "--cloud-mask", "none"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert f"groundbreak predict: warning: {manifest}: sensed 2023-05-01" in err
+    assert len([line for line in err.splitlines() if "warning" in line]) == 1
+
+
+def test_watch_site_under_clouds_is_not_observed_and_raises_no_alert(
+    bundle: ModelBundle, beirut: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from groundbreak.datasets.pair_spec import PairSpec
+    from groundbreak.infer.ranking import rank_pairs
+
+    path, pasted = cloudy_after(beirut, fixtures_dir, tmp_path)
+    grid = open_scene(beirut / "imgs_1").grid
+
+    def square(row0: int, col0: int, size: int) -> list[list[float]]:
+        corners = [(row0, col0), (row0, col0 + size), (row0 + size, col0 + size),
+                   (row0 + size, col0), (row0, col0)]
+        return [list(grid.transform @ (c, r)) for r, c in corners]
+
+    sites = tmp_path / "sites.geojson"
+    sites.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"site_id": "cloud", "name": "Under the cloud"},
+         "geometry": {"type": "Polygon", "coordinates": [square(56, 56, 36)]}},
+        {"type": "Feature", "properties": {"site_id": "clear", "name": "In the clear"},
+         "geometry": {"type": "Polygon", "coordinates": [square(2, 2, 30)]}},
+    ]}))
+    spec = PairSpec("cloudy", beirut / "imgs_1", path)
+    result = rank_pairs([spec], tmp_path / "run", bundle, sites=sites, alert_threshold=0.0)
+    rows = result.sites.set_index("site_id")
+    assert not rows.loc["cloud", "observed"] and rows.loc["cloud", "valid_fraction"] < 0.5
+    assert rows.loc["clear", "observed"]
+    assert list(result.alerts["site_id"]) == ["clear"]  # threshold 0: only the observed one
