@@ -84,7 +84,7 @@ def false_change(cities: list[str], workdir: Path) -> None:
                key=lambda rc: bright[rc[0]:rc[0] + 64, rc[1]:rc[1] + 64].mean())
     core = sample[:, r:r + 64, c:c + 64]  # the densest cloud block of the sample
     print(f"model {bundle.name}, threshold {bundle.threshold}")
-    print("city        case        pasted   flagged(pasted)  flagged(scene)  hidden(pasted)")
+    print("city        case      run        flagged(pasted)  flagged(scene)  hidden(pasted)")
     totals: dict[str, list[float]] = {}
     for city in cities:
         root = SHARED / "oscd" / "images" / city
@@ -116,12 +116,12 @@ def false_change(cities: list[str], workdir: Path) -> None:
                 written = src.read(1)
             rows["auto mask"] = written == 1
             hidden = float((written[pasted] == 255).mean())
-            print(f"{city:11} {case:9} clean  {pasted.mean():6.1%}  "
-                  f"{clean[pasted].mean():14.1%}  {clean.mean():13.1%}")
+            print(f"{city:11} {case:9} clean      {clean[pasted].mean():15.1%}  "
+                  f"{clean.mean():14.1%}  (pasted: {pasted.mean():.1%} of the scene)")
             for label, flags in rows.items():
                 extra = f"{hidden:14.1%}" if label == "auto mask" else ""
-                print(f"{'':11} {case:9} {label:9}  {flags[pasted].mean():8.1%}  "
-                      f"{flags.mean():13.1%}  {extra}")
+                print(f"{'':11} {case:9} {label:9}  {flags[pasted].mean():15.1%}  "
+                      f"{flags.mean():14.1%}  {extra}")
                 totals.setdefault(f"{case} {label}", []).append(float(flags[pasted].mean()))
             totals.setdefault(f"{case} clean", []).append(float(clean[pasted].mean()))
             totals.setdefault(f"{case} hidden", []).append(hidden)
