@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from groundbreak.datasets.bands import normalize_band_name
 from groundbreak.datasets.chips import read_manifest
 from groundbreak.datasets.errors import InputError
-from groundbreak.datasets.normalization import NormalizationStats
+from groundbreak.datasets.normalization import NormalizationStats, normalize_bands
 from groundbreak.datasets.transforms import IGNORE_INDEX, build_train_augmentation
 
 ChipTransform = Callable[
@@ -201,8 +201,7 @@ class ChangeChipDataset(Dataset[dict[str, torch.Tensor]]):
 
     def _normalize(self, image: np.ndarray) -> np.ndarray:
         """Per-band z-score; NaN (invalid) pixels become 0, the band mean."""
-        normalized = (image - self.mean[:, None, None]) / self.std[:, None, None]
-        return np.nan_to_num(normalized, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        return normalize_bands(image, self.mean, self.std)
 
     def _pad_to_chip_size(
         self, before: np.ndarray, after: np.ndarray, mask: np.ndarray

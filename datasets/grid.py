@@ -10,6 +10,7 @@ from affine import Affine
 from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 from rasterio.transform import array_bounds
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 _GEOD = Geod(ellps="WGS84")
@@ -95,6 +96,18 @@ class Grid:
             ring_lat = [lat_l[i], lat_r[i], lat_r[i + 1], lat_l[i + 1]]
             areas[i] = abs(_GEOD.polygon_area_perimeter(ring_lon, ring_lat)[0])
         return areas
+
+    def overlaps(self, other: Grid) -> bool:
+        """True when two georeferenced grids share ground: ``other``'s bounds, reprojected onto
+        this grid's CRS (edges densified), intersect this grid's bounds with a positive area."""
+        left, bottom, right, top = transform_bounds(
+            other.crs, self.crs, *other.bounds, densify_pts=21
+        )
+        own_left, own_bottom, own_right, own_top = self.bounds
+        return (
+            min(right, own_right) > max(left, own_left)
+            and min(top, own_top) > max(bottom, own_bottom)
+        )
 
     def same_as(self, other: Grid, tolerance: float = 1e-9) -> bool:
         """True when both grids have the same size, CRS and (almost) the same transform."""

@@ -34,7 +34,8 @@ A label raster without georeference is taken to lie on the pair grid when its si
 another size is an error.
 
 **Vector labels.** A GeoJSON of polygons (``FeatureCollection``, ``Feature`` or a bare geometry) in
-any CRS (a legacy ``crs`` member names it; EPSG:4326 otherwise) is reprojected onto the pair grid's
+any CRS (a legacy ``crs`` member names it; EPSG:4326 otherwise, see
+:mod:`groundbreak.datasets.geojson`) is reprojected onto the pair grid's
 CRS and rasterised: inside a polygon is change, elsewhere no change.
 """
 
@@ -51,9 +52,8 @@ from typing import Literal
 import numpy as np
 import rasterio
 import shapely
-from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.features import rasterize
 from rasterio.warp import reproject, transform_bounds, transform_geom
 from rasterio.windows import Window, from_bounds
@@ -61,6 +61,7 @@ from shapely.errors import ShapelyError
 from shapely.geometry import box, mapping, shape
 
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.geojson import geojson_crs
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.scene import _pixel_offset, dataset_grid, open_raster
 
@@ -287,7 +288,7 @@ class VectorLabel(Label):
             )
         self.pair_grid = pair_grid
         document = _load_geojson(self.path)
-        source_crs = _geojson_crs(document, self.path)
+        source_crs = geojson_crs(document, self.path)
         geometries = []
         for geometry in _polygons(document, self.path):
             try:
@@ -383,11 +384,7 @@ def _covering_window(grid: Grid, bounds: tuple[float, float, float, float]) -> W
 
 def _check_label_overlap(path: Path, label_grid: Grid, pair_grid: Grid) -> None:
     """Raise when a georeferenced label does not overlap the pair grid."""
-    left, bottom, right, top = transform_bounds(
-        label_grid.crs, pair_grid.crs, *label_grid.bounds, densify_pts=21
-    )
-    pl, pb, pr, pt = pair_grid.bounds
-    if min(right, pr) <= max(left, pl) or min(top, pt) <= max(bottom, pb):
+    if not pair_grid.overlaps(label_grid):
         raise InputError(path, "label does not overlap the tile pair")
 
 
@@ -412,19 +409,6 @@ def _load_geojson(path: Path) -> dict:
     if not isinstance(document, dict):
         raise InputError(path, "cannot be read as GeoJSON (not a JSON object)")
     return document
-
-
-def _geojson_crs(document: dict, path: Path) -> CRS:
-    """The CRS a GeoJSON names in a legacy ``crs`` member, EPSG:4326 otherwise."""
-    crs = document.get("crs")
-    properties = crs.get("properties") if isinstance(crs, dict) else None
-    named = properties.get("name") if isinstance(properties, dict) else None
-    if not named:
-        return CRS.from_epsg(4326)
-    try:
-        return CRS.from_user_input(named)
-    except CRSError as err:
-        raise InputError(path, f"unknown CRS {named!r} ({err})") from err
 
 
 def _polygons(document: dict, path: Path) -> list[dict]:

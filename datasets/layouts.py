@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.datasets.pair_spec import PairSpec, check_unique_pair_ids
 from groundbreak.datasets.path_ids import check_path_id
 from groundbreak.datasets.scene import is_remote
 
@@ -138,7 +138,7 @@ def levir_pairs(root: str | Path) -> list[PairSpec]:
         default = spec.split if subfolders else _prefix_split(spec.pair_id)
         split = listed.get(spec.pair_id, default)
         resolved.append(_with_split(spec, split))
-    _check_unique_ids(resolved, root)
+    check_unique_pair_ids(resolved, root)
     return resolved
 
 
@@ -189,15 +189,6 @@ def _prefix_split(pair_id: str) -> str:
 def _with_split(spec: PairSpec, split: str) -> PairSpec:
     """A copy of a spec with another split."""
     return replace(spec, split=split)
-
-
-def _check_unique_ids(specs: list[PairSpec], source: Path) -> None:
-    """Pair ids name chip folders: they must be unique."""
-    seen: set[str] = set()
-    for spec in specs:
-        if spec.pair_id in seen:
-            raise InputError(source, f"pair id {spec.pair_id!r} appears twice")
-        seen.add(spec.pair_id)
 
 
 CSV_REQUIRED = ("pair_id", "before", "after")
@@ -267,7 +258,7 @@ def read_pairs_csv(path: str | Path) -> list[PairSpec]:
         )
     if not specs:
         raise InputError(path, "CSV lists no pairs")
-    _check_unique_ids(specs, path)
+    check_unique_pair_ids(specs, path)
     return specs
 
 

@@ -12,6 +12,17 @@ import numpy as np
 from groundbreak.datasets.errors import InputError
 
 
+def normalize_bands(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Per-band z-score ``(x - mean) / std`` of ``(C, H, W)`` or ``(B, C, H, W)`` values (float32).
+
+    Invalid (NaN or infinite) results become 0, the normalised mean. The one normalisation of
+    chips in training and of windows in prediction, so both see the same numbers.
+    """
+    out = (np.asarray(x).astype(np.float32) - mean[:, None, None]) / std[:, None, None]
+    out[~np.isfinite(out)] = 0.0
+    return out
+
+
 class BandStatistics:
     """Streaming per-band mean and standard deviation over the finite pixels of (C, H, W) arrays.
 

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from groundbreak.datasets.errors import InputError
@@ -85,7 +84,5 @@ def check_overlap(before: Scene, after: Scene) -> None:
                 f"{b.shape} in {before.path}",
             )
         return
-    left, bottom, right, top = transform_bounds(a.crs, b.crs, *a.bounds, densify_pts=21)
-    bl, bb, br, bt = b.bounds
-    if min(right, br) <= max(left, bl) or min(top, bt) <= max(bottom, bb):
+    if not b.overlaps(a):
         raise InputError(after.path, f"does not overlap the before-scene {before.path}")

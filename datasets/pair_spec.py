@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.path_ids import check_path_id
 from groundbreak.datasets.radiometry import Radiometry
@@ -58,3 +60,15 @@ class PairSpec:
 
             pair.label = open_label(self.label, pair.grid, convention=self.label_convention)
         return pair
+
+
+def check_unique_pair_ids(specs: Iterable[PairSpec], source: str | Path | None = None) -> None:
+    """Raise an :class:`InputError` (naming ``source``) when two specs share a pair id.
+
+    Pair ids name the chip and prediction folders of their pairs, so they must be unique.
+    """
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.pair_id in seen:
+            raise InputError(source, f"pair id {spec.pair_id!r} appears twice")
+        seen.add(spec.pair_id)

@@ -32,12 +32,10 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.geojson import WGS84, geojson_crs
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.scene import dataset_grid, open_raster
 from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2, SiteMeasure, measure_site
-
-WGS84 = CRS.from_epsg(4326)
-"""The CRS of GeoJSON without a ``crs`` member, and of every GeoJSON this package writes."""
 
 DEFAULT_MIN_AREA_M2 = 300.0
 """Smallest discovered change region kept (m², or pixels on grids without a CRS): 3 S2 pixels."""
@@ -49,7 +47,6 @@ is 300 m²) is not defeated by a projection's scale factor (UTM pixels are 0.1 %
 SMALL_SITE_PIXELS = 16.0
 """Sites smaller than this many pixels are rasterised with ``all_touched`` so they get pixels."""
 
-_CRS84_NAMES = {"urn:ogc:def:crs:OGC:1.3:CRS84", "urn:ogc:def:crs:OGC::CRS84", "OGC:CRS84"}
 _POLYGONAL = ("Polygon", "MultiPolygon")
 
 
@@ -97,7 +94,7 @@ def load_watch_list(path: str | Path) -> list[Site]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(path, f"cannot be read as GeoJSON ({err})") from err
     features = _features_of(document, path)
-    crs = _geojson_crs(document, path)
+    crs = geojson_crs(document, path)
     sites: list[Site] = []
     seen: set[str] = set()
     for number, feature in enumerate(features, start=1):
@@ -121,22 +118,6 @@ def _features_of(document: object, path: Path) -> list[dict]:
     if isinstance(document, dict) and document.get("type") == "Feature":
         return [document]
     raise InputError(path, "expected a GeoJSON FeatureCollection of site polygons")
-
-
-def _geojson_crs(document: dict, path: Path) -> CRS:
-    """The CRS named in a GeoJSON ``crs`` member, EPSG:4326 when there is none."""
-    member = document.get("crs")
-    if member is None:
-        return WGS84
-    name = member.get("properties", {}).get("name") if isinstance(member, dict) else None
-    if not isinstance(name, str):
-        raise InputError(path, f"unsupported 'crs' member {member!r} (expected a named CRS)")
-    if name in _CRS84_NAMES:
-        return WGS84
-    try:
-        return CRS.from_user_input(name)
-    except Exception as err:  # rasterio raises CRSError; pyproj may raise others
-        raise InputError(path, f"unknown CRS {name!r} ({err})") from err
 
 
 def _site_from_feature(feature: object, number: int, crs: CRS, path: Path) -> Site:

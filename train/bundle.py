@@ -47,6 +47,7 @@ from safetensors.torch import save as save_weights
 
 from groundbreak.datasets.bands import normalize_band_name, normalize_band_names
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.normalization import normalize_bands
 from groundbreak.datasets.radiometry import OSCD_CONVENTION, Radiometry
 from groundbreak.datasets.scene import Scene
 from groundbreak.train.model import FUSIONS, ChangeUNet, is_known_encoder, public_encoder_name
@@ -131,9 +132,7 @@ class ModelBundle:
                 f"expected an array (C, H, W) or (B, C, H, W) with C = {len(self.bands)} bands "
                 f"({', '.join(self.bands)}), got shape {x.shape}"
             )
-        out = (x.astype(np.float32) - self.mean[:, None, None]) / self.std[:, None, None]
-        out[~np.isfinite(out)] = 0.0
-        return out
+        return normalize_bands(x, self.mean, self.std)
 
     def check_scene_bands(
         self, scene: Scene | Sequence[str], source: str | os.PathLike[str] | None = None

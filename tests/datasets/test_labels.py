@@ -191,6 +191,26 @@ def test_vector_label_in_4326_on_a_utm_grid(tmp_path: Path) -> None:
     assert (window[:, 4:] == 255).all()
 
 
+def test_vector_label_crs84_reads_as_no_crs_and_a_crs_it_cannot_name_is_refused(
+    tmp_path: Path,
+) -> None:
+    # RFC 7946: lon/lat on WGS84 (CRS84) whether the file names it or not; a legacy "crs"
+    # member that names no CRS (a "link") was silently read as EPSG:4326 before
+    lons, lats = transform_points(UTM, WGS84, [1020.0, 1060.0], [1960.0, 1990.0])
+    path = _square_geojson(tmp_path / "crs84.geojson", WGS84, lons[0], lats[0], lons[1], lats[1],
+                           legacy_crs=False)
+    document = json.loads(path.read_text())
+    document["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}
+    path.write_text(json.dumps(document))
+    np.testing.assert_array_equal(
+        open_label(path, PAIR_GRID).read(PAIR_GRID), CHANGE_MASK.astype(np.uint8)
+    )
+    document["crs"] = {"type": "link", "properties": {"href": "data.crs", "type": "proj4"}}
+    path.write_text(json.dumps(document))
+    with pytest.raises(InputError, match=r"crs84\.geojson: unsupported 'crs' member"):
+        open_label(path, PAIR_GRID)
+
+
 def test_vector_label_with_a_named_crs_on_a_4326_grid(tmp_path: Path) -> None:
     # a 100 m x 100 m UTM square, read onto an EPSG:4326 grid of about 9 m x 11 m pixels
     lon, lat = transform_points(UTM, WGS84, [600_000], [3_700_000])
