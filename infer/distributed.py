@@ -236,7 +236,7 @@ class DistributedPredictor:
             if trainer.global_rank != 0:
                 return None
             with bounded_gdal_cache():
-                probability_path, mask_path, valid_fraction = write_blended(
+                written = write_blended(
                     read_shards(shard_dir, batches),
                     layout,
                     pair.grid,
@@ -247,14 +247,4 @@ class DistributedPredictor:
         finally:
             if trainer.global_rank == 0:
                 shutil.rmtree(shard_dir, ignore_errors=True)
-        return PredictionResult(
-            probability_path=probability_path,
-            mask_path=mask_path,
-            grid=pair.grid,
-            threshold=predictor.threshold,
-            valid_fraction=valid_fraction,
-            seconds=time.perf_counter() - start,
-            unobserved_fraction=source.unobserved_fraction,
-            cloud_masks=source.cloud_masks,
-            cloud_fractions=source.cloud_fractions,
-        )
+        return PredictionResult.written(source, written, predictor.threshold, start)

@@ -48,16 +48,6 @@ def forward_batch_for(device: torch.device, batch_size: int) -> int:
     return batch_size if device.type != "cpu" else min(batch_size, CPU_FORWARD_BATCH)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device`` reads it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
-    return resolved
-
-
 def autocast_dtype(device: torch.device, precision: Precision = "auto") -> torch.dtype | None:
     """The autocast dtype for a device and precision choice, or None for plain float32."""
     if precision not in PRECISIONS:

@@ -34,7 +34,6 @@ from groundbreak.infer.inference import (
     check_runtime,
     forward_batch_for,
     predict_probabilities,
-    resolve_device,
     use_channels_last,
 )
 from groundbreak.infer.raster_io import BLOCK_SIZE, PredictionRasterWriter, bounded_gdal_cache
@@ -47,6 +46,7 @@ from groundbreak.infer.tiling import (
     round_down,
     round_up,
 )
+from groundbreak.train.devices import resolve_device
 
 if TYPE_CHECKING:
     from groundbreak.train.bundle import ModelBundle
@@ -81,6 +81,30 @@ class PredictionResult:
     unobserved_fraction: float = 0.0
     cloud_masks: tuple[str, str] = ("none", "none")
     cloud_fractions: tuple[float, float] = (0.0, 0.0)
+
+    @classmethod
+    def written(
+        cls,
+        source: PairInput,
+        paths: tuple[Path, Path, float],
+        threshold: float,
+        started: float,
+    ) -> PredictionResult:
+        """The result of a prediction of ``source`` that wrote ``paths`` (probability, mask,
+        valid fraction, as :func:`write_blended` returns them), begun at ``started``
+        (``time.perf_counter()``)."""
+        probability_path, mask_path, valid_fraction = paths
+        return cls(
+            probability_path=probability_path,
+            mask_path=mask_path,
+            grid=source.pair.grid,
+            threshold=threshold,
+            valid_fraction=valid_fraction,
+            seconds=time.perf_counter() - started,
+            unobserved_fraction=source.unobserved_fraction,
+            cloud_masks=source.cloud_masks,
+            cloud_fractions=source.cloud_fractions,
+        )
 
 
 @dataclass
@@ -308,7 +332,7 @@ class TiledPredictor:
         with bounded_gdal_cache():
             source = self.prepare(pair)  # before any output is written
             layout = self.layout_for(pair.grid)
-            probability_path, mask_path, valid_fraction = write_blended(
+            written = write_blended(
                 self.iter_predictions(source, layout),
                 layout,
                 pair.grid,
@@ -316,14 +340,4 @@ class TiledPredictor:
                 self.threshold,
                 self.blend,
             )
-        return PredictionResult(
-            probability_path=probability_path,
-            mask_path=mask_path,
-            grid=pair.grid,
-            threshold=self.threshold,
-            valid_fraction=valid_fraction,
-            seconds=time.perf_counter() - start,
-            unobserved_fraction=source.unobserved_fraction,
-            cloud_masks=source.cloud_masks,
-            cloud_fractions=source.cloud_fractions,
-        )
+        return PredictionResult.written(source, written, self.threshold, start)

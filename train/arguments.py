@@ -5,16 +5,23 @@ from __future__ import annotations
 import argparse
 import math
 
+from groundbreak.train.devices import check_device_name
 
-def positive_int(text: str) -> int:
-    """An integer of at least 1."""
+
+def _int_at_least(text: str, minimum: int) -> int:
+    """An integer of at least ``minimum``."""
     try:
         value = int(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1."""
+    return _int_at_least(text, 1)
 
 
 def threshold_argument(text: str) -> float:
@@ -57,13 +64,7 @@ def non_negative_float(text: str) -> float:
 
 def non_negative_int(text: str) -> int:
     """An integer of at least 0."""
-    try:
-        value = int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+    return _int_at_least(text, 0)
 
 
 def device_argument(text: str) -> str:
@@ -72,18 +73,3 @@ def device_argument(text: str) -> str:
         return check_device_name(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
-
-
-def check_device_name(name: object) -> str:
-    """``name`` when it is ``auto`` or a device torch knows; ValueError (one line) otherwise."""
-    if name == "auto":
-        return name
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"device must be a name such as auto, cpu or cuda:0, got {name!r}")
-    import torch  # only when a device is named
-
-    try:
-        torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N, ...)") from err
-    return name

@@ -47,6 +47,7 @@ from groundbreak.train.arguments import (
     threshold_argument,
 )
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
+from groundbreak.train.devices import resolve_device
 from groundbreak.train.metrics import PooledChangeMetrics
 
 
@@ -93,19 +94,6 @@ class BundleChipDataset(Dataset[dict[str, torch.Tensor]]):
         if label is None:
             raise InputError(path, f"no label of shape {before.shape[1:]} in a labelled chip")
         return before, after, label
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise InputError(None, f"unknown device {name!r} (auto, cpu, cuda or cuda:N)") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 @torch.no_grad()

@@ -314,7 +314,7 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
             raise fail(f"unknown option(s) {', '.join(map(str, unknown))}; "
                        f"known: {', '.join(PREDICTOR_KEYS)}")
         from groundbreak.infer.inference import RUNTIMES  # imports torch: only when needed
-        from groundbreak.train.arguments import check_device_name
+        from groundbreak.train.devices import check_device_name
 
         try:
             check_device_name(raw.get("device", "auto"))
