@@ -31,6 +31,8 @@ from shapely.geometry import GeometryCollection, MultiPolygon, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
+from groundbreak.infer.atomic import atomic_write_text
+
 SITE_COLUMNS: tuple[str, ...] = (
     "rank", "site_id", "name", "pair_id", "score", "changed_area_m2", "lon", "lat",
     "before_date", "after_date",
@@ -58,22 +60,6 @@ _DECIMALS = {
     "score": 4, "confidence": 4, "max_probability": 4, "valid_fraction": 4,
     "changed_area_m2": 1, "lon": 7, "lat": 7,
 }
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 text so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def write_table_csv(

@@ -25,7 +25,6 @@ A watch-list site that lies on several pairs is scored on each: one row per (sit
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ from shapely.geometry.base import BaseGeometry
 from groundbreak.datasets.errors import InputError, is_disk_full
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
-from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.datasets.pair_spec import PairSpec, check_unique_pair_ids
+from groundbreak.datasets.path_ids import check_path_id
 from groundbreak.datasets.scene import dataset_grid, open_raster
 from groundbreak.infer.alerts_io import (
     FAILURE_COLUMNS,
@@ -48,6 +48,7 @@ from groundbreak.infer.alerts_io import (
     write_sites_geojson,
 )
 from groundbreak.infer.coverage import too_little_valid_data
+from groundbreak.infer.report import write_report as write_html_report
 from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2, MIN_OBSERVED_FRACTION, SiteMeasure
 from groundbreak.infer.sites import (
     DEFAULT_MIN_AREA_M2,
@@ -72,9 +73,6 @@ CHANGES_GEOJSON = "changes.geojson"
 FAILURES_CSV = "failures.csv"
 REPORT_HTML = "report.html"
 PAIRS_DIR = "pairs"
-
-_UNSAFE_PAIR_ID = re.compile(r"^\.|[/\\]|^$")
-
 
 def stops_the_run(err: BaseException) -> bool:
     """Whether an error is the machine's, not the pair's: a full disk or quota fails every pair,
@@ -267,6 +265,13 @@ def rank_sites(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame
     return table
 
 
+def rank_changes(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Discovered change-region rows best first (as :func:`rank_sites` orders them), unnumbered,
+    keyed by ``region_id``."""
+    ranked = rank_sites(rows).drop(columns="rank")
+    return ranked.rename(columns={"site_id": "region_id"})
+
+
 def rank_pairs(
     pairs: Sequence[PairSpec],
     out_dir: str | Path,
@@ -302,7 +307,7 @@ def rank_pairs(
             raised: it is recorded in ``failures.csv`` and the run goes on.
     """
     out_dir = Path(out_dir)
-    _check_unique_ids(pairs)
+    check_unique_pair_ids(pairs)
     if not 0.0 <= alert_threshold <= 1.0:
         raise ValueError(f"alert_threshold must lie in [0, 1], got {alert_threshold}")
     if isinstance(bundle, str | Path):
@@ -321,22 +326,19 @@ def rank_pairs(
     site_rows: list[dict[str, Any]] = []
     change_rows: list[dict[str, Any]] = []
     for spec in pairs:
-        outcome, scores = _process_pair(
-            spec, out_dir, predictor, sites, min_area_m2, area_scale
+        outcome, scores = process_pair(
+            spec, out_dir / PAIRS_DIR / spec.pair_id, predictor, sites, min_area_m2, area_scale
         )
         outcomes.append(outcome)
         if scores is not None:
             site_rows += scores.sites
             change_rows += scores.changes
-        if not outcome.ok:
-            log.info("pair %s failed: %s", outcome.pair_id, outcome.reason)
         if on_pair_done is not None:
             on_pair_done(outcome)
 
     ranked = rank_sites(site_rows)
     alerts = alert_rows(ranked, alert_threshold)
-    changes = rank_sites(change_rows).drop(columns="rank")
-    changes = changes.rename(columns={"site_id": "region_id"})
+    changes = rank_changes(change_rows)
     failures = pd.DataFrame(
         [(o.pair_id, o.reason) for o in outcomes if not o.ok], columns=list(FAILURE_COLUMNS)
     )
@@ -351,8 +353,6 @@ def rank_pairs(
     probability_paths = {o.pair_id: o.probability_path for o in outcomes if o.probability_path}
     result = RankResult(out_dir, ranked, alerts, changes, failures, timings, probability_paths)
     if write_report:
-        from groundbreak.infer.report import write_report as write_html_report
-
         result.report_path = write_html_report(
             out_dir / REPORT_HTML,
             result,
@@ -369,23 +369,28 @@ def rank_pairs(
     return result
 
 
-def _process_pair(
+def process_pair(
     spec: PairSpec,
-    out_dir: Path,
+    pair_dir: str | Path,
     predictor: PairPredictor,
-    sites: Sequence[Site] | None,
-    min_area_m2: float,
-    area_scale: float,
+    sites: Sequence[Site] | None = None,
+    min_area_m2: float = DEFAULT_MIN_AREA_M2,
+    area_scale: float = DEFAULT_AREA_SCALE_M2,
 ) -> tuple[PairOutcome, PairScores | None]:
-    """Predict and score one pair; any error becomes a failed outcome with a one-line reason."""
+    """Predict and score one pair: the pair-level step of :func:`rank_pairs` and the nightly batch.
+
+    Writes ``probability.tif`` and ``mask.tif`` into ``pair_dir`` and scores them (see
+    :func:`score_prediction`); writes no run table. Any error but a full disk becomes a failed
+    outcome with a one-line reason naming the pair, and no scores.
+
+    Raises:
+        OSError: When the disk or quota is full (:func:`stops_the_run`): every pair would fail.
+    """
     started = time.perf_counter()
     try:
-        if _UNSAFE_PAIR_ID.search(spec.pair_id):
-            raise InputError(
-                None, "pair_id names a folder: it must not be empty, start with '.' or hold '/'"
-            )
+        check_path_id(spec.pair_id, "pair_id")  # it names the pair's folder
         pair = spec.open(with_label=False)
-        prediction = predictor.predict_pair(pair, out_dir / PAIRS_DIR / spec.pair_id)
+        prediction = predictor.predict_pair(pair, Path(pair_dir))
         too_little = too_little_valid_data(prediction)
         if too_little:  # an all-nodata map is no evidence of "no change"
             raise InputError(None, too_little)
@@ -406,6 +411,7 @@ def _process_pair(
         reason = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
         reason = " ".join(f"pair {spec.pair_id}: {reason}".split())
         log.debug("pair %s failed", spec.pair_id, exc_info=True)
+        log.info("pair %s failed: %s", spec.pair_id, reason)
         return PairOutcome(spec.pair_id, False, time.perf_counter() - started, reason), None
     outcome = PairOutcome(
         spec.pair_id,
@@ -435,10 +441,3 @@ def write_run_tables(
     write_changes_geojson(changes, out_dir / CHANGES_GEOJSON)
     write_failures_csv(failures, out_dir / FAILURES_CSV)
 
-
-def _check_unique_ids(pairs: Sequence[PairSpec]) -> None:
-    seen: set[str] = set()
-    for spec in pairs:
-        if spec.pair_id in seen:
-            raise InputError(None, f"pair_id {spec.pair_id!r} appears more than once")
-        seen.add(spec.pair_id)

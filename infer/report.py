@@ -22,7 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -35,11 +35,8 @@ from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.datasets.scene import open_raster
-from groundbreak.infer.alerts_io import atomic_write_text
+from groundbreak.infer.atomic import atomic_write_text
 from groundbreak.infer.sites import geometry_window, read_probability
-
-if TYPE_CHECKING:
-    from groundbreak.infer.ranking import RankResult
 
 MIN_CROP_PIXELS = 64
 """Smallest side of a site crop, in pair-grid pixels."""
@@ -61,6 +58,23 @@ _INFERNO = np.array(
     ],
     dtype=np.float32,
 )
+
+
+class RankedRun(Protocol):
+    """What the report shows of a run (a :class:`~groundbreak.infer.ranking.RankResult` is one).
+
+    The report depends on these tables only, never on the ranking module, which writes it.
+    """
+
+    out_dir: Path
+    sites: pd.DataFrame
+    """Every scored site, best first (alert columns, ``grid_geometry`` for the crops)."""
+    alerts: pd.DataFrame
+    """The sites that are alerts, best first."""
+    failures: pd.DataFrame
+    """pair_id, reason."""
+    probability_paths: dict[str, Path]
+    """The probability raster of each processed pair, by pair id."""
 
 
 @dataclass(frozen=True)
@@ -344,7 +358,7 @@ window.addEventListener("load", function () {
 
 def write_report(
     path: str | Path,
-    result: RankResult,
+    result: RankedRun,
     pairs: Mapping[str, PairSpec],
     settings: Mapping[str, Any] | None = None,
     title: str = "Construction alerts",
@@ -503,7 +517,7 @@ def _alert_keys(alerts: pd.DataFrame) -> set[tuple[str, str]]:
 
 def _page(
     title: str,
-    result: RankResult,
+    result: RankedRun,
     cards: list[str],
     hidden: int,
     settings: Mapping[str, Any],

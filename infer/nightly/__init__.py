@@ -8,7 +8,9 @@ Parts, one job each:
 - :mod:`~groundbreak.infer.nightly.state`: the SQLite state (runs, pairs, site scores, alerts);
 - :mod:`~groundbreak.infer.nightly.hashing`: content hashes of inputs and models, cached;
 - :mod:`~groundbreak.infer.nightly.lock`: one run at a time per state directory;
-- :mod:`~groundbreak.infer.nightly.atomic`: writes that are never seen half done;
 - :mod:`~groundbreak.infer.nightly.logging`: a progress bar on a terminal, JSON lines otherwise;
 - :mod:`~groundbreak.infer.nightly.runner`: the night itself.
+
+Writes that are never seen half done come from :mod:`groundbreak.infer.atomic`, which the run
+tables and the report share.
 """

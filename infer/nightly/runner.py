@@ -36,7 +36,7 @@ from shapely import wkt
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.alerts_io import FAILURE_COLUMNS
-from groundbreak.infer.nightly.atomic import (
+from groundbreak.infer.atomic import (
     atomic_write_json,
     publish_dir,
     remove_temps,
@@ -62,7 +62,8 @@ from groundbreak.infer.ranking import (
     PairOutcome,
     RankResult,
     alert_rows,
-    rank_pairs,
+    process_pair,
+    rank_changes,
     rank_sites,
     write_run_tables,
 )
@@ -351,22 +352,18 @@ class PairScorer:
         final = self.run_dir / PAIRS_DIR / spec.pair_id
         staging = temp_sibling(final)
         shutil.rmtree(staging, ignore_errors=True)
-        outcomes: list[PairOutcome] = []
         try:
-            result = rank_pairs(
-                [spec], staging, self.bundle, sites=self.sites,
-                min_area_m2=self.config.min_area_m2,
-                alert_threshold=self.config.alert_threshold,
-                area_scale=self.config.area_scale, predictor=self.predictor,
-                write_report=False, on_pair_done=outcomes.append,
+            outcome, scores = process_pair(
+                spec, staging, self.predictor, self.sites,
+                min_area_m2=self.config.min_area_m2, area_scale=self.config.area_scale,
             )
-            if not result.ok:
-                reason = str(result.failures["reason"].iloc[0])
-                return self._failed(spec.pair_id, inputs_hash, reason, started)
-            clouds = self.record_clouds(spec, outcomes[0])
-            publish_dir(staging / PAIRS_DIR / spec.pair_id, final)
-            sites = [_unranked(row) for row in result.sites.to_dict("records")]
-            changes = result.changes.to_dict("records")
+            if scores is None:
+                return self._failed(spec.pair_id, inputs_hash, outcome.reason or "", started)
+            clouds = self.record_clouds(spec, outcome)
+            publish_dir(staging, final)
+            # in ranking order, as a night ranks them (new discovered ids are numbered so)
+            sites = rank_sites(scores.sites).drop(columns="rank").to_dict("records")
+            changes = rank_changes(scores.changes).to_dict("records")
             cloudy = clouds["either"] >= self.config.cloudy_fraction
             if cloudy:  # too cloudy to judge: nothing of it is ranked
                 sites, changes = [], []
@@ -420,11 +417,6 @@ def outputs_exist(outputs: str | None) -> bool:
     return outputs is not None and all(
         (Path(outputs) / name).is_file() for name in (PROBABILITY_FILE, MASK_FILE)
     )
-
-
-def _unranked(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A site row without the ``rank`` of its one-pair ranking (ranks are per night)."""
-    return {k: v for k, v in row.items() if k != "rank"}
 
 
 def write_night_outputs(

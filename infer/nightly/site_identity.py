@@ -20,6 +20,16 @@ from shapely.geometry.base import BaseGeometry
 DISCOVERED_ID_PREFIX = "d-"
 
 
+def intersection_over_union(a: BaseGeometry, b: BaseGeometry) -> float:
+    """Area of ``a & b`` over area of ``a | b``; 0 when the union has no area.
+
+    The one measure of "the same ground" in the nightly batch: discovered sites across nights,
+    and STAC footprints without a tile id (:class:`~.sources.GroundMatcher`).
+    """
+    union = a.union(b).area
+    return a.intersection(b).area / union if union > 0 else 0.0
+
+
 def match_regions(
     regions: Sequence[BaseGeometry],
     known: Sequence[tuple[str, BaseGeometry]],
@@ -34,10 +44,8 @@ def match_regions(
         for site_id, outline in known:
             if not region.intersects(outline):
                 continue
-            overlap = region.intersection(outline).area
-            union = region.union(outline).area
-            iou = overlap / union if union > 0 else 0.0
-            if overlap > 0 and iou >= min_iou:
+            iou = intersection_over_union(region, outline)
+            if iou > 0 and iou >= min_iou:  # a positive iou is a positive overlap
                 candidates.append((iou, index, site_id))
     matched: dict[int, str] = {}
     taken: set[str] = set()

@@ -57,7 +57,8 @@ from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.datasets.path_ids import GROUND_ID, check_ground_id
 from groundbreak.datasets.scene import RASTER_SUFFIXES
 from groundbreak.datasets.stac_scene import stac_item_manifest
-from groundbreak.infer.nightly.atomic import atomic_write_json
+from groundbreak.infer.atomic import atomic_write_json
+from groundbreak.infer.nightly.site_identity import intersection_over_union
 from groundbreak.infer.nightly.state import AcquisitionRecord
 
 SCENES_DIR = "scenes"
@@ -296,8 +297,7 @@ class GroundMatcher:
         """The matching ground id, or a new one made from the footprint."""
         best, best_iou = None, 0.0
         for ground_id, other in self.footprints:
-            union = footprint.union(other).area
-            iou = footprint.intersection(other).area / union if union > 0 else 0.0
+            iou = intersection_over_union(footprint, other)
             if iou > best_iou:
                 best, best_iou = ground_id, iou
         if best is not None and best_iou >= self.min_iou:

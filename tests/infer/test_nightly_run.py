@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from groundbreak.datasets.bands import SENTINEL2_BANDS
+from groundbreak.infer.atomic import is_temp_name
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.nightly.atomic import is_temp_name
 from groundbreak.infer.nightly.state import NightlyState
 from groundbreak.train.bundle import save_bundle
 from groundbreak.train.model import ChangeUNet

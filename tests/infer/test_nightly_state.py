@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.infer.nightly.atomic import (
+from groundbreak.infer.atomic import (
     atomic_write_json,
     publish_dir,
     remove_temps,

@@ -1,4 +1,8 @@
-"""Writes never seen half done: a temporary name in the same folder, then ``os.replace``."""
+"""Writes never seen half done: a temporary name in the same folder, then ``os.replace``.
+
+The one home of atomic writes: the run tables (:mod:`.alerts_io`), the report and the nightly
+batch's summaries, manifests and published pair folders all write through here.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from groundbreak.infer.alerts_io import atomic_write_text
-
 TEMP_MARK = ".tmp-"
-"""Every temporary file or folder written here (and by ``alerts_io``) is ``.<name>.tmp-<pid>``."""
+"""Every temporary file or folder written here is ``.<name>.tmp-<pid>``."""
 
 
 def temp_sibling(path: str | os.PathLike[str]) -> Path:
@@ -37,6 +39,22 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 text so that readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
