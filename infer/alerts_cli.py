@@ -4,7 +4,11 @@
                                [--format table|csv|json]
     groundbreak alerts confirm SITE_ID --state STATE_DIR [--note TEXT]
     groundbreak alerts dismiss SITE_ID --state STATE_DIR [--note TEXT]
+    groundbreak alerts reopen  SITE_ID --state STATE_DIR [--note TEXT]
     groundbreak alerts history SITE_ID --state STATE_DIR
+
+Decisions are recorded with the analyst's name (``--analyst``, default the OS user), as those of
+``groundbreak review`` (the browser queue) are.
 
 A dismissed site does not alert again unless its score rises by the config's ``dismiss_margin``
 (default 0.15) above its score when dismissed. Safe to run while a nightly run is going on.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import io
 import json
 import sys
@@ -46,11 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     for action, help_ in (("confirm", "mark an alert as real construction"),
                           ("dismiss", "mark an alert as not construction (it stays quiet "
                                       "unless its score rises by the dismissal margin)"),
+                          ("reopen", "put a confirmed or dismissed alert back in the queue"),
                           ("history", "every change of one alert's status")):
         sub = commands.add_parser(action, help=help_)
         sub.add_argument("site_id")
         if action != "history":
             sub.add_argument("--note", help="why (kept with the alert and its history)")
+            sub.add_argument("--analyst", help="who decides (default: the OS user)")
         sub.set_defaults(format="table")
     for sub in commands.choices.values():
         sub.add_argument("--state", required=True, metavar="STATE_DIR",
@@ -81,13 +88,20 @@ def main(argv: Sequence[str]) -> int:
         if state.alert(args.site_id) is None:
             raise InputError(state.path, f"no alert for site {args.site_id!r}")
         if args.action == "history":
-            columns = ("at", "run_id", "event", "status", "score", "note")
+            columns = ("at", "run_id", "event", "status", "score", "note", "analyst")
             print(format_rows(state.alert_events(args.site_id), columns, "table"), end="")
             return 0
-        status = "confirmed" if args.action == "confirm" else "dismissed"
-        alert = state.set_alert_status(args.site_id, status, args.note)
+        alert = state.decide(args.site_id, args.action, args.note, args.analyst or os_user())
     print(f"{alert['site_id']}: {alert['status']} (score {alert['score']:.3f})")
     return 0
+
+
+def os_user() -> str | None:
+    """The OS user's name, or None where the system cannot tell."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
 
 
 def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:

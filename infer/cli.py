@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rank": ("groundbreak.infer.rank_cli", "score and rank sites over many tile pairs"),
     "nightly": ("groundbreak.infer.nightly_cli", "the nightly batch over a watch-list"),
     "alerts": ("groundbreak.infer.alerts_cli", "list, confirm or dismiss alerts"),
+    "review": ("groundbreak.infer.review_cli", "triage alerts in a browser (local web app)"),
     "demo": ("groundbreak.infer.demo", "rank the bundled tile pairs with the default model"),
 }
 

@@ -20,7 +20,14 @@ Tables (``STATE_DIR/state.sqlite``):
 - ``file_hashes``: sha256 per (path, size, mtime_ns);
 - ``discovered_sites``: the latest outline of every discovered site, for stable ids across nights
   (see :mod:`~groundbreak.infer.nightly.site_identity`);
-- ``alerts`` and ``alert_events``: alert status per site and every change to it.
+- ``alerts`` and ``alert_events``: alert status per site and every change to it (an analyst's
+  decision names the analyst; schema 2 added that column, an older state is upgraded when opened
+  for writing).
+
+Analysts' decisions (:meth:`NightlyState.decide`) may carry the decision version they saw
+(:meth:`NightlyState.decision_version`): when another decision came first, they raise
+:class:`AlertConflictError` instead of overwriting it. A night's own updates do not count as
+decisions, so a decision made while a night runs is kept.
 
 Read commands (``groundbreak alerts list``, ``history``) open it with ``read_only=True``: no
 write, no WAL switch, no schema statement (a read-only copy or mount works). A file that is not
@@ -42,10 +49,17 @@ from groundbreak.datasets.errors import is_disk_full
 from groundbreak.infer.nightly.logging import utc_now
 
 DB_NAME = "state.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 AlertStatus = Literal["new", "ongoing", "confirmed", "dismissed"]
 ALERT_STATUSES: tuple[str, ...] = ("new", "ongoing", "confirmed", "dismissed")
+OPEN_STATUSES: tuple[str, ...] = ("new", "ongoing")
+"""Statuses of an alert that waits for an analyst."""
+
+Decision = Literal["confirm", "dismiss", "reopen"]
+DECISIONS: tuple[str, ...] = ("confirm", "dismiss", "reopen")
+DECISION_EVENTS: tuple[str, ...] = ("confirmed", "dismissed", "reopened")
+"""Events an analyst's decision writes (a night writes the others)."""
 
 SITE_COLUMNS: tuple[str, ...] = (
     "site_id", "name", "pair_id", "score", "changed_area_m2", "lon", "lat",
@@ -165,7 +179,8 @@ CREATE TABLE IF NOT EXISTS alert_events (
     event TEXT NOT NULL,
     status TEXT NOT NULL,
     score REAL,
-    note TEXT
+    note TEXT,
+    analyst TEXT
 );
 """
 
@@ -191,6 +206,18 @@ class AlertOutcome:
     suppressed: list[str] = field(default_factory=list)
     unobserved: list[str] = field(default_factory=list)
     """Alerting sites that clouds (or the swath) hid this night: their status stays."""
+
+
+class AlertConflictError(Exception):
+    """Another decision on the alert came after the version the analyst decided on."""
+
+    def __init__(self, site_id: str, current: Mapping[str, Any], last: Mapping[str, Any] | None):
+        self.site_id, self.current, self.last = site_id, dict(current), dict(last or {})
+        who = self.last.get("analyst") or "someone"
+        super().__init__(
+            f"alert {site_id} was {self.last.get('event', 'changed')} by {who} at "
+            f"{self.last.get('at', '?')} (now {self.current.get('status')}); nothing was changed"
+        )
 
 
 class StateDamagedError(sqlite3.DatabaseError):
@@ -252,8 +279,9 @@ class NightlyState:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            _upgrade(db)
             db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
         return db
@@ -653,14 +681,50 @@ class NightlyState:
             known = db.execute("SELECT * FROM alerts WHERE site_id = ?", (site_id,)).fetchone()
             if known is None:
                 raise KeyError(site_id)
-            dismissed_score = known["score"] if status == "dismissed" else known["dismissed_score"]
-            db.execute(
-                "UPDATE alerts SET status = ?, dismissed_score = ?, note = COALESCE(?, note), "
-                "updated_at = ? WHERE site_id = ?",
-                (status, dismissed_score, note, utc_now(), site_id),
-            )
-            _event(db, site_id, None, status, status, known["score"], note)
+            _apply_status(db, known, status, status, note, None)
         return self.alert(site_id) or {}
+
+    def decide(
+        self,
+        site_id: str,
+        decision: Decision,
+        note: str | None = None,
+        analyst: str | None = None,
+        expected_version: int | None = None,
+    ) -> dict:
+        """An analyst's decision: ``confirm``, ``dismiss`` or ``reopen`` an alert, with a note.
+
+        ``reopen`` puts a confirmed or dismissed alert back in the queue (``new`` when one night
+        saw it, else ``ongoing``). With ``expected_version`` (:meth:`decision_version` as the
+        analyst saw it), a decision made by someone else since raises
+        :class:`AlertConflictError` and nothing is written. Raises KeyError for a site that
+        never alerted.
+        """
+        if decision not in DECISIONS:
+            raise ValueError(f"unknown decision {decision!r}")
+        with self.transaction() as db:
+            known = db.execute("SELECT * FROM alerts WHERE site_id = ?", (site_id,)).fetchone()
+            if known is None:
+                raise KeyError(site_id)
+            if expected_version is not None:
+                last = _last_decision(db, site_id)
+                if (last["id"] if last else 0) != expected_version:
+                    raise AlertConflictError(site_id, dict(known), dict(last) if last else None)
+            if decision == "reopen":
+                once = known["first_run_id"] == known["last_run_id"]
+                _apply_status(db, known, "new" if once else "ongoing", "reopened", note, analyst)
+            else:
+                status = "confirmed" if decision == "confirm" else "dismissed"
+                _apply_status(db, known, status, status, note, analyst)
+        return self.alert(site_id) or {}
+
+    def decision_version(self, site_id: str) -> int:
+        """The version of an alert's decisions: the id of its last decision event, 0 if none.
+
+        A night's updates leave it unchanged; every analyst's decision changes it.
+        """
+        last = _last_decision(self.db, site_id)
+        return int(last["id"]) if last else 0
 
     def alert_events(self, site_id: str | None = None) -> list[dict[str, Any]]:
         """The history of alert changes (of one site, when given), oldest first."""
@@ -828,12 +892,54 @@ def _event(
     status: str,
     score: float | None,
     note: str | None = None,
+    analyst: str | None = None,
 ) -> None:
     db.execute(
-        "INSERT INTO alert_events (site_id, at, run_id, event, status, score, note) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (site_id, utc_now(), run_id, event, status, score, note),
+        "INSERT INTO alert_events (site_id, at, run_id, event, status, score, note, analyst) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (site_id, utc_now(), run_id, event, status, score, note, analyst),
     )
+
+
+def _apply_status(
+    db: sqlite3.Connection,
+    known: sqlite3.Row,
+    status: str,
+    event: str,
+    note: str | None,
+    analyst: str | None,
+) -> None:
+    """Set an alert's status by an analyst's decision, with its event; dismissing remembers the
+    score (the floor for alerting again), reopening forgets it."""
+    if status == "dismissed":
+        dismissed_score = known["score"]
+    elif event == "reopened":
+        dismissed_score = None
+    else:
+        dismissed_score = known["dismissed_score"]
+    db.execute(
+        "UPDATE alerts SET status = ?, dismissed_score = ?, note = COALESCE(?, note), "
+        "updated_at = ? WHERE site_id = ?",
+        (status, dismissed_score, note, utc_now(), known["site_id"]),
+    )
+    _event(db, known["site_id"], None, event, status, known["score"], note, analyst)
+
+
+def _last_decision(db: sqlite3.Connection, site_id: str) -> sqlite3.Row | None:
+    """The last analyst's decision event of an alert (a night's events have a run id)."""
+    return db.execute(
+        "SELECT * FROM alert_events WHERE site_id = ? AND run_id IS NULL ORDER BY id DESC "
+        "LIMIT 1",
+        (site_id,),
+    ).fetchone()
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring an older state's tables up to :data:`SCHEMA_VERSION` (inside the schema
+    transaction). Schema 1 -> 2: ``alert_events.analyst``."""
+    columns = {row["name"] for row in db.execute("PRAGMA table_info(alert_events)")}
+    if "analyst" not in columns:
+        db.execute("ALTER TABLE alert_events ADD COLUMN analyst TEXT")
 
 
 def _details(row: Mapping[str, Any], exclude: Sequence[str]) -> str:

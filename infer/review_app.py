@@ -1,0 +1,393 @@
+"""The review app: a small threaded HTTP server (standard library) over one nightly state.
+
+Routes (nothing else is served; no URL names a file):
+
+- ``GET /`` and ``GET /alerts/<site_id>``: the queue page, with the first or the named alert;
+- ``GET /alerts/<site_id>/{before,after,probability}.png``: the alert's crops;
+- ``POST /alerts/<site_id>/decision``: confirm, dismiss or reopen, with a note (then 303 to the
+  next alert of the view);
+- ``GET /export.csv``, ``GET /export.geojson``: the current view;
+- ``GET /static/review.css``, ``GET /static/review.js``.
+
+Each request opens the state on its own (read-only to read), so the app and a running night,
+``groundbreak alerts`` or another analyst's app share it safely. A decision carries the decision
+version its page showed: another analyst's decision in between is a 409 conflict page, never a
+silent overwrite. Bad input is a 4xx page, a damaged state a 503 page, anything else a 500 page
+with one line; never a traceback. Forms carry a per-server token (no cross-site posts) and the
+Host header must name this server (no DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+import sys
+import unicodedata
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from groundbreak.datasets.errors import InputError
+from groundbreak.infer import review_assets, review_pages
+from groundbreak.infer.nightly.state import (
+    DECISIONS,
+    AlertConflictError,
+    NightlyState,
+    StateDamagedError,
+)
+from groundbreak.infer.review_crops import CROP_KINDS, CropRenderer
+from groundbreak.infer.review_pages import QueuePage, alert_url
+from groundbreak.infer.review_queue import (
+    QueueFilter,
+    alert_rows,
+    queue,
+    site_history,
+    status_counts,
+    to_csv,
+    to_geojson,
+)
+
+MAX_BODY = 64 * 1024
+MAX_NOTE = 2000
+MAX_ANALYST = 80
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+_ALERT = re.compile(r"^/alerts/(?P<site>[^/]+)(?:/(?P<part>[a-z]+)(?:\.(?P<ext>png))?)?$")
+
+
+class HttpError(Exception):
+    """An answer other than 200: status, title and a message for the page."""
+
+    def __init__(self, status: HTTPStatus, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.title, self.message = status, title, message
+
+
+@dataclass
+class Response:
+    """What the handler sends back."""
+
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    status: HTTPStatus = HTTPStatus.OK
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class ReviewApp:
+    """The review app's logic over one state directory, independent of the transport."""
+
+    def __init__(self, state_dir: str | Path, analyst: str) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.analyst = clean_analyst(analyst) or "analyst"
+        self.token = secrets.token_urlsafe(24)
+        self.crops = CropRenderer(self.state_dir)
+
+    @contextmanager
+    def state(self, write: bool = False) -> Iterator[NightlyState]:
+        """The state, opened for this request only (read-only unless ``write``)."""
+        with NightlyState(self.state_dir, read_only=not write, existing=True) as state:
+            yield state
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def handle(self, method: str, target: str, body: bytes = b"") -> Response:
+        """Answer one request; every failure becomes a page, never an exception."""
+        try:
+            return self._route(method, target, body)
+        except HttpError as err:
+            page = review_pages.message_page(err.title, err.message)
+            return Response(page.encode(), status=err.status)
+        except sqlite3.OperationalError as err:
+            if "locked" in str(err) or "busy" in str(err):
+                return self._page(HTTPStatus.SERVICE_UNAVAILABLE, "The state is busy",
+                                  "Another process holds the state database; try again in a "
+                                  "moment.")
+            return self._damaged(err)
+        except (StateDamagedError, sqlite3.DatabaseError) as err:
+            return self._damaged(err)
+        except Exception as err:  # the analyst gets one line; the terminal gets the same
+            line = " ".join(f"{type(err).__name__}: {err}".split())
+            print(f"groundbreak review: error on {method} {target[:200]}: {line}",
+                  file=sys.stderr)
+            return self._page(HTTPStatus.INTERNAL_SERVER_ERROR, "Something went wrong",
+                              f"The page could not be made ({line}).")
+
+    def _route(self, method: str, target: str, body: bytes) -> Response:
+        parts = urlsplit(target)
+        path, query = parts.path, parse_qs(parts.query, max_num_fields=32)
+        if method not in ("GET", "HEAD", "POST"):
+            raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "Not allowed",
+                            f"{method} is not used here.")
+        if method == "POST":
+            match = _ALERT.match(path)
+            if not match or match["part"] != "decision" or match["ext"]:
+                raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "Not allowed",
+                                "Only decisions are posted, to /alerts/<site>/decision.")
+            return self.decide(unquote(match["site"]), body)
+        if path == "/":
+            return self.queue_page(query, None)
+        if path == "/static/review.css":
+            return Response(review_assets.CSS.encode(), "text/css; charset=utf-8",
+                            headers={"Cache-Control": "no-cache"})
+        if path == "/static/review.js":
+            return Response(review_assets.JS.encode(), "text/javascript; charset=utf-8",
+                            headers={"Cache-Control": "no-cache"})
+        if path == "/favicon.ico":
+            return Response(b"", "image/x-icon", HTTPStatus.NO_CONTENT)
+        if path in ("/export.csv", "/export.geojson"):
+            return self.export(query, path.rsplit(".", 1)[1])
+        match = _ALERT.match(path)
+        if match and match["part"] is None:
+            return self.queue_page(query, unquote(match["site"]))
+        if match and match["part"] in CROP_KINDS and match["ext"] == "png":
+            return self.crop(unquote(match["site"]), match["part"])
+        raise HttpError(HTTPStatus.NOT_FOUND, "Not found",
+                        f"There is no page {path[:200]!r} here: only the queue, its alerts "
+                        "and their exports.")
+
+    # -- pages ----------------------------------------------------------------------------------
+
+    def queue_page(self, query: Mapping[str, list[str]], site_id: str | None) -> Response:
+        """The queue of a view, with one alert (the named one, or the first)."""
+        view = _view(query)
+        with self.state() as state:
+            everything = alert_rows(state)
+            rows = [r for r in everything if view.matches(r)]
+            if site_id is None:
+                selected = rows[0] if rows else None
+            else:
+                selected = next((r for r in everything if r["site_id"] == site_id), None)
+                if selected is None:
+                    raise _unknown(site_id)
+            extra: dict[str, Any] = {}
+            if selected is not None:
+                crops = self.crops.crops(state, selected)
+                extra = {
+                    "version": state.decision_version(selected["site_id"]),
+                    "history": site_history(state, selected["site_id"]),
+                    "events": state.alert_events(selected["site_id"]),
+                    "crops_problem": crops if isinstance(crops, str) else None,
+                }
+        saved = (query.get("saved") or [""])[-1]
+        flash = None
+        if saved:
+            done = next((r for r in everything if r["site_id"] == saved), None)
+            flash = f"Saved: {saved} is now {done['status']}." if done else None
+        page = QueuePage(self.state_dir.name, self.analyst, self.token, view, rows,
+                         status_counts(everything), selected, flash=flash, **extra)
+        return Response(review_pages.queue_page(page).encode())
+
+    def crop(self, site_id: str, kind: str) -> Response:
+        """One crop of an alert, as PNG."""
+        with self.state() as state:
+            alert = next((r for r in alert_rows(state) if r["site_id"] == site_id), None)
+            if alert is None:
+                raise _unknown(site_id)
+            crops = self.crops.crops(state, alert)
+        if isinstance(crops, str):
+            raise HttpError(HTTPStatus.NOT_FOUND, "No imagery", crops)
+        return Response(crops[kind], "image/png", headers={"Cache-Control": "no-cache"})
+
+    def export(self, query: Mapping[str, list[str]], kind: str) -> Response:
+        """The view as CSV or GeoJSON, to download."""
+        view = _view(query)
+        with self.state() as state:
+            rows = queue(state, view)
+        if kind == "csv":
+            body, content_type = to_csv(rows), "text/csv; charset=utf-8"
+        else:
+            body, content_type = to_geojson(rows), "application/geo+json"
+        name = f"alerts-{self.state_dir.name}-{view.status}.{kind}"
+        disposition = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
+        return Response(body.encode(), content_type, headers={"Content-Disposition": disposition})
+
+    def decide(self, site_id: str, body: bytes) -> Response:
+        """Write an analyst's decision; a conflict or bad form is a page saying so."""
+        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=32)
+
+        def value(name: str) -> str:
+            return (form.get(name) or [""])[-1]
+
+        if not secrets.compare_digest(value("token"), self.token):
+            raise HttpError(HTTPStatus.FORBIDDEN, "Form expired",
+                            "This form is not from this review session (the app was restarted, "
+                            "or the page came from elsewhere). Reload the queue and decide "
+                            "again.")
+        action = value("action")
+        if action not in DECISIONS:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "Bad decision",
+                            f"The decision must be one of {', '.join(DECISIONS)}, not "
+                            f"{action[:40]!r}.")
+        try:
+            version = int(value("version"))
+        except ValueError:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "Bad form",
+                            "The form lacks the alert's version; reload the page.") from None
+        note = value("note").strip()
+        if len(note) > MAX_NOTE:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "Note too long",
+                            f"A note has at most {MAX_NOTE} characters.")
+        view = _view(parse_qs(value("view"), max_num_fields=32))
+        analyst = clean_analyst(value("analyst")) or self.analyst
+        with self.state(write=True) as state:
+            if state.alert(site_id) is None:
+                raise _unknown(site_id)
+            try:
+                state.decide(site_id, action, note or None, analyst, expected_version=version)
+            except AlertConflictError as err:
+                page = review_pages.conflict_page(site_id, str(err), note, view)
+                return Response(page.encode(), status=HTTPStatus.CONFLICT)
+            following = value("next")
+            if not following or state.alert(following) is None:
+                following = site_id
+        location = alert_url(following, view)
+        location += ("&" if "?" in location else "?") + f"saved={quote(site_id, safe='')}"
+        return Response(b"", status=HTTPStatus.SEE_OTHER, headers={"Location": location})
+
+    def _damaged(self, err: BaseException) -> Response:
+        return self._page(
+            HTTPStatus.SERVICE_UNAVAILABLE, "The nightly state cannot be read",
+            f"{' '.join(str(err).split())}. See 'Backup and recovery' in docs/operator.md.",
+        )
+
+    @staticmethod
+    def _page(status: HTTPStatus, title: str, message: str) -> Response:
+        return Response(review_pages.message_page(title, message).encode(), status=status)
+
+
+def clean_analyst(name: str | None) -> str:
+    """An analyst's name as stored: printable, one line, at most :data:`MAX_ANALYST` characters."""
+    text = "".join(c for c in (name or "") if unicodedata.category(c)[0] != "C")
+    return " ".join(text.split())[:MAX_ANALYST]
+
+
+def _view(query: Mapping[str, list[str]]) -> QueueFilter:
+    try:
+        return QueueFilter.from_query(query)
+    except InputError as err:
+        raise HttpError(HTTPStatus.BAD_REQUEST, "Bad filter", f"Filter {err}.") from err
+
+
+def _unknown(site_id: str) -> HttpError:
+    return HttpError(HTTPStatus.NOT_FOUND, "Unknown alert",
+                     f"There is no alert for site {site_id[:120]!r} in this state.")
+
+
+class ReviewHandler(BaseHTTPRequestHandler):
+    """Turns HTTP requests into :meth:`ReviewApp.handle` calls."""
+
+    server: ReviewServer
+    server_version = "groundbreak-review"
+    sys_version = ""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._answer("GET")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer("HEAD")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._answer("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._answer("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._answer("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._answer("PATCH")
+
+    def _answer(self, method: str) -> None:
+        app = self.server.app
+        body = b""
+        if not self._host_allowed():
+            response = Response(review_pages.message_page(
+                "Wrong host", "This review app answers only to the address it was started on.",
+                None).encode(), status=HTTPStatus.MISDIRECTED_REQUEST)
+        else:
+            if method in ("POST", "PUT", "PATCH"):
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_BODY:
+                    self._send(Response(review_pages.message_page(
+                        "Bad request", "The form is missing or too large.").encode(),
+                        status=HTTPStatus.BAD_REQUEST), method)
+                    return
+                body = self.rfile.read(length)
+            response = app.handle(method, self.path, body)
+        self._send(response, method)
+
+    def _send(self, response: Response, method: str) -> None:
+        self.send_response(response.status)
+        headers = {
+            "Content-Type": response.content_type,
+            "Content-Length": str(len(response.body)),
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+            "Content-Security-Policy": "default-src 'self'; img-src 'self'; "
+                                       "form-action 'self'; frame-ancestors 'none'",
+            "Cache-Control": "no-store",
+            **response.headers,
+        }
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(response.body)
+
+    def _host_allowed(self) -> bool:
+        allowed = self.server.allowed_hosts
+        if allowed is None:
+            return True
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name.strip("[]") in allowed
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        if self.server.quiet:
+            return
+        sys.stderr.write(f"groundbreak review: {self.address_string()} {format % args}\n")
+
+
+class ReviewServer(ThreadingHTTPServer):
+    """The review app's HTTP server (one thread per request)."""
+
+    daemon_threads = True
+
+    def __init__(self, app: ReviewApp, host: str, port: int, quiet: bool = False) -> None:
+        self.app, self.quiet = app, quiet
+        self.address_family = _family(host)
+        super().__init__((host, port), ReviewHandler)
+        bound = host.strip("[]").lower()
+        wildcard = bound in ("", "0.0.0.0", "::")
+        self.allowed_hosts: set[str] | None = None if wildcard else {bound, *LOOPBACK} \
+            if bound in LOOPBACK else {bound}
+
+    @property
+    def url(self) -> str:
+        """The address to open in a browser."""
+        host, port = self.server_address[:2]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"http://[{shown}]:{port}/" if ":" in str(shown) else f"http://{shown}:{port}/"
+
+
+def make_server(state_dir: str | Path, host: str = "127.0.0.1", port: int = 8765,
+                analyst: str = "analyst", quiet: bool = False) -> ReviewServer:
+    """A review server over a state directory, bound and ready to ``serve_forever()``."""
+    return ReviewServer(ReviewApp(state_dir, analyst), host, port, quiet)
+
+
+def _family(host: str) -> Any:
+    import socket
+
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

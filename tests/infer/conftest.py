@@ -1,0 +1,64 @@
+"""Fixtures of the infer tests: a real nightly state of the bundled demo pairs, and the review
+app serving a copy of it on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from groundbreak.datasets.bands import SENTINEL2_BANDS
+from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.demo import DEMO_PAIRS, DEMO_SITES
+from groundbreak.infer.review_app import ReviewServer, make_server
+from groundbreak.train.bundle import save_bundle
+from groundbreak.train.model import ChangeUNet
+
+DEMO_NIGHT = "2024-05-01"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained 13-band bundle (random weights, fixed seed): the pages are under test."""
+    torch.manual_seed(0)
+    model = ChangeUNet(13, encoder_name="timm-mobilenetv3_small_minimal_100", encoder_depth=2,
+                       decoder_channels=(8, 4))
+    meta = {"name": "tiny-test", "bands": list(SENTINEL2_BANDS), "chip_size": 64,
+            "normalization": {"mean": [1500.0] * 13, "std": [800.0] * 13}, "threshold": 0.5}
+    return save_bundle(model, meta, tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def demo_state_template(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> Path:
+    """One real night over the bundled demo pairs and watch-list; every site alerts (threshold
+    0), so all 13 are in the queue."""
+    state = tmp_path_factory.mktemp("demo-state") / "state"
+    code = groundbreak(["nightly", "--state", str(state), "--model", str(tiny_bundle),
+                        "--pairs", str(DEMO_PAIRS), "--sites", str(DEMO_SITES),
+                        "--alert-threshold", "0", "--run-id", DEMO_NIGHT, "--no-report",
+                        "--device", "cpu", "--log-format", "json"])
+    assert code == 0
+    return state
+
+
+@pytest.fixture
+def demo_state(demo_state_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the demo night's state (its recorded output paths point at the
+    template: the app must find the rasters inside the copy)."""
+    return Path(shutil.copytree(demo_state_template, tmp_path / "state"))
+
+
+@pytest.fixture
+def review_server(demo_state: Path) -> Iterator[ReviewServer]:
+    """The review app over a copy of the demo state, on 127.0.0.1 at a free port."""
+    server = make_server(demo_state, "127.0.0.1", 0, analyst="Ada Tester", quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
