@@ -6,7 +6,16 @@ Each subcommand lives in the package of its stage and is imported only when it r
 argparse's message; bad input (:class:`InputError`) or a user's bad path (any other ``OSError``:
 a missing folder, a missing permission, an ``--out`` that is a file) is printed as one line,
 without a traceback, with exit code 2; a full disk or quota (ENOSPC, EDQUOT, also when GDAL or
-SQLite is the writer) exits 4; a damaged nightly state database exits 5.
+SQLite is the writer) exits 4; a damaged nightly state database exits 5 (the codes:
+:mod:`groundbreak.infer.exit_codes`).
+
+It lives in ``groundbreak.infer`` on purpose. ``groundbreak`` itself is no package folder: the
+distribution maps only ``groundbreak.datasets``, ``groundbreak.train`` and ``groundbreak.infer``
+onto the project's top-level folders, so a ``groundbreak.cli`` module would need a fourth
+top-level folder. Of the three, ``infer`` is the stage that already depends on the other two;
+this module imports no subcommand (it names each one's module as a string and imports it only when
+it runs), only ``datasets``' error types. So the command sits in the top stage, and no stage
+depends on a higher one.
 """
 
 from __future__ import annotations
@@ -19,15 +28,12 @@ import warnings
 from collections.abc import Sequence
 
 from groundbreak.datasets.errors import InputError, is_disk_full
-
-EXIT_BAD_INPUT = 2
-"""Exit code of bad input or usage: a bad file, option or path; nothing was done."""
-
-EXIT_STOPPED = 4
-"""Exit code of a run stopped by a full disk or quota; what was finished is kept."""
-
-EXIT_STATE_DAMAGED = 5
-"""Exit code of a nightly state database that cannot be read (see docs/operator.md, recovery)."""
+from groundbreak.infer.exit_codes import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_STATE_DAMAGED,
+    EXIT_STOPPED,
+)
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "chips": ("groundbreak.datasets.cli", "cut a dataset into chips and write a manifest"),
@@ -88,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"groundbreak {name}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _one_line_warnings(name: str) -> None:

@@ -17,10 +17,11 @@ import sys
 from collections.abc import Sequence
 
 from groundbreak.datasets.errors import InputError
+from groundbreak.infer.exit_codes import EXIT_LOCKED
 from groundbreak.infer.nightly.config import build_config, describe_keys, read_config_file
 from groundbreak.infer.nightly.lock import LockHeldError
 from groundbreak.infer.nightly.logging import LOG_FORMATS, NightLog
-from groundbreak.infer.nightly.runner import EXIT_BAD_CONFIG, EXIT_LOCKED, run_night
+from groundbreak.infer.nightly.runner import EXIT_BAD_CONFIG, run_night
 from groundbreak.train.arguments import device_argument
 
 EXIT_CODES_HELP = (

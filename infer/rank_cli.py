@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from groundbreak.datasets.clouds import CLOUD_MASK_MODES
+from groundbreak.infer.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_PAIRS_FAILED
 from groundbreak.infer.inference import RUNTIMES
 from groundbreak.infer.ranking import (
     DEFAULT_ALERT_THRESHOLD,
@@ -30,10 +31,6 @@ from groundbreak.train.arguments import (
     positive_float,
     positive_int,
 )
-
-EXIT_OK = 0
-EXIT_PAIRS_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,7 @@ from groundbreak.infer.atomic import (
     remove_temps,
     temp_sibling,
 )
+from groundbreak.infer.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_PAIRS_FAILED
 from groundbreak.infer.nightly.config import NightlyConfig
 from groundbreak.infer.nightly.hashing import ContentHasher, digest_of
 from groundbreak.infer.nightly.lock import RunLock
@@ -73,10 +74,8 @@ RUNS_DIR = "runs"
 SUMMARY_JSON = "summary.json"
 LOG_JSONL = "nightly.log.jsonl"
 
-EXIT_OK = 0
-EXIT_PAIRS_FAILED = 1
-EXIT_BAD_CONFIG = 2
-EXIT_LOCKED = 3
+EXIT_BAD_CONFIG = EXIT_BAD_INPUT
+"""A bad config, model, watch-list or source: nothing was scored."""
 
 
 @dataclass
