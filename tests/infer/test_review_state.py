@@ -1,0 +1,66 @@
+"""The state code the review app and ``groundbreak alerts`` share: decisions with an analyst,
+versions and conflicts, reopen, and the upgrade of a schema-1 state."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.nightly.state import AlertConflictError, NightlyState
+
+SITES = [{"site_id": "a", "name": "A", "pair_id": "p", "score": 0.8},
+         {"site_id": "b", "name": "B", "pair_id": "p", "score": 0.6}]
+
+
+def make_state(root: Path) -> Path:
+    with NightlyState(root / "state") as state:
+        state.update_alerts("n1", SITES, alert_threshold=0.5, dismiss_margin=0.15)
+    return root / "state"
+
+
+def test_versions_change_with_decisions_only(tmp_path: Path) -> None:
+    with NightlyState(make_state(tmp_path)) as state:
+        assert state.decision_version("a") == 0
+        state.decide("a", "dismiss", "crane", "Ann", expected_version=0)
+        version = state.decision_version("a")
+        assert version > 0
+        state.update_alerts("n2", SITES, 0.5, 0.15)  # a night: not a decision
+        assert state.decision_version("a") == version
+        with pytest.raises(AlertConflictError, match="dismissed by Ann"):
+            state.decide("a", "confirm", "mine", "Ben", expected_version=0)
+        assert state.alert("a")["status"] == "dismissed" and state.alert("a")["note"] == "crane"
+        state.decide("a", "reopen", None, "Ben", expected_version=version)
+        alert = state.alert("a")
+        assert alert["status"] == "ongoing" and alert["dismissed_score"] is None
+        events = state.alert_events("a")
+        assert [(e["event"], e["analyst"]) for e in events] == [
+            ("new", None), ("dismissed", "Ann"), ("suppressed", None), ("reopened", "Ben")]
+        state.decide("b", "confirm")
+        state.decide("b", "reopen")  # seen by two nights: back to ongoing (one night: new)
+        assert state.alert("b")["status"] == "ongoing"
+        with pytest.raises(KeyError):
+            state.decide("nope", "confirm")
+        with pytest.raises(ValueError, match="unknown decision"):
+            state.decide("a", "approve")  # type: ignore[arg-type]
+
+
+def test_a_schema_1_state_reads_and_upgrades_on_write(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    state_dir = make_state(tmp_path)
+    db = sqlite3.connect(state_dir / "state.sqlite")  # as schema 1 wrote it
+    db.execute("ALTER TABLE alert_events DROP COLUMN analyst")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    assert groundbreak(["alerts", "history", "a", "--state", str(state_dir)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].rstrip().endswith("-")  # no analyst yet
+    assert groundbreak(["alerts", "confirm", "a", "--state", str(state_dir),
+                        "--analyst", "Cy"]) == 0
+    assert groundbreak(["alerts", "history", "a", "--state", str(state_dir)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].rstrip().endswith("Cy")
+    with NightlyState(state_dir, read_only=True) as state:
+        version = state.db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone()[0] == "2"
