@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -399,3 +400,16 @@ def test_reopen_and_analyst_through_the_cli_share_the_state_code(
     with NightlyState(demo_state, read_only=True) as read:
         assert read.alert("dx-04")["status"] == "new"
         assert read.alert("dx-04")["dismissed_score"] is None
+
+
+def test_rasters_recorded_outside_the_state_are_never_read(
+    review_server: ReviewServer, demo_state: Path, demo_state_template: Path
+) -> None:
+    # The copy's pairs rows name the template's rasters (outside this state directory); with
+    # the copy's own rasters gone, the app shows why instead of reading the template's.
+    recorded = demo_state_template / "runs" / "2024-05-01" / "pairs" / "lasvegas"
+    assert (recorded / "probability.tif").is_file()
+    shutil.rmtree(demo_state / "runs")
+    reply = request(review_server, "GET", "/alerts/lv-02")
+    assert reply.status == 200 and 'id="no-crops"' in reply.text and "pruned" in reply.text
+    assert_clear_page(request(review_server, "GET", "/alerts/lv-02/before.png"), 404, "pruned")

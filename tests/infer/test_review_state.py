@@ -64,3 +64,20 @@ def test_a_schema_1_state_reads_and_upgrades_on_write(tmp_path: Path,
     with NightlyState(state_dir, read_only=True) as state:
         version = state.db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
         assert version.fetchone()[0] == "2"
+
+
+def test_catalogue_pairs_find_their_scenes_in_the_stored_acquisitions(tmp_path: Path) -> None:
+    from groundbreak.infer.nightly.state import AcquisitionRecord
+    from groundbreak.infer.review_crops import pair_spec
+
+    with NightlyState(tmp_path / "state") as state:
+        state.record_acquisitions([
+            AcquisitionRecord("tile_a", "2024-01-05", "/data/a1.json", "stac"),
+            AcquisitionRecord("tile_a", "2024-02-09", "/data/a2.json", "stac"),
+            AcquisitionRecord("tile_a_b", "2024-02-09", "/data/b2.json", "stac"),
+        ], "n1")
+        spec = pair_spec(state, {"pair_id": "tile_a_20240105_20240209", "config": "{}"})
+        assert spec is not None
+        assert (str(spec.before), str(spec.after)) == ("/data/a1.json", "/data/a2.json")
+        assert spec.after_date == "2024-02-09"
+        assert pair_spec(state, {"pair_id": "tile_a_20230101_20240209", "config": "{}"}) is None
