@@ -146,9 +146,10 @@ def _filters(view: QueueFilter) -> str:
         f'<label>status<select name="status">{options}</select></label>'
         + field("site", "site id or name")
         + field("ground", "ground / pair")
-        + field("min_score", "score ≥", "number", ' step="any" min="0" max="1"')
         + field("date_from", "after date from", "date")
         + field("date_to", "after date to", "date")
+        + field("min_score", "score ≥", "number", ' step="any" min="0" max="1"')
+        + field("max_score", "score ≤", "number", ' step="any" min="0" max="1"')
         + '<button type="submit">Filter</button><a class="button" href="/">Reset</a></form>'
     )
 

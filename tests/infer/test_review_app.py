@@ -169,6 +169,8 @@ def test_min_score_filter(review_server: ReviewServer, demo_state: Path,
     cut = scores[len(scores) // 2]
     shown = page(review_server, f"/?min_score={cut}")
     assert len(shown.queue) == sum(s >= cut for s in scores)
+    shown = page(review_server, f"/?max_score={cut}&status=all")
+    assert len(shown.queue) == sum(s <= cut for s in scores)
 
 
 def test_alert_page_has_crops_facts_coordinates_map_and_history(
