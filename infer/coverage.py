@@ -1,9 +1,11 @@
 """How much of a predicted pair holds a prediction, and when that is too little to trust.
 
-A pair whose inputs are all NaN, infinite, nodata, hidden by clouds, or do not overlap, gives a
-probability raster that is (almost) all nodata: without this check it would read as "no change".
+A pair whose inputs are all NaN, infinite, nodata, or do not overlap, gives a probability raster
+that is (almost) all nodata: without this check it would read as "no change".
 :func:`too_little_valid_data` says why instead; ``rank`` and ``nightly`` record such a pair as
-failed with that reason, and ``predict`` warns.
+failed with that reason, and ``predict`` warns. A pair hidden mostly by clouds is not broken
+input but a cloudy acquisition: it is not failed here (the nightly batch skips it as cloudy, and
+its watch-list sites are reported as not observed).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def too_little_valid_data(result: Coverage, minimum: float = MIN_VALID_FRACTION)
         return None
     hidden = min(max(float(result.unobserved_fraction), 0.0), 1.0 - valid)
     invalid = max(0.0, 1.0 - valid - hidden)
+    if hidden >= invalid:  # clouds, not broken input: a cloudy pair (see the module docstring)
+        return None
     causes = []
     if invalid > 0:
         causes.append(f"{invalid:.1%} has no valid input on both dates (nodata, NaN or infinite "

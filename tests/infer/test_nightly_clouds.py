@@ -19,12 +19,17 @@ S2_13 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "
          "B12"]
 
 
-def write_scene(path: Path, cloudy: bool) -> Path:
+def write_scene(path: Path, cloudy: bool, overcast: bool = False) -> Path:
     """The real beirut 2017 scene as one 13-band GeoTIFF, with real cumulus clouds and their
-    shadows pasted over it when ``cloudy`` (as in tests/infer/test_sentinel2_prediction.py)."""
+    shadows pasted over it when ``cloudy`` (as in tests/infer/test_sentinel2_prediction.py), or
+    all of it under the sample's densest cloud when ``overcast``."""
     after = open_scene(BEIRUT / "imgs_2")
     data = after.read(S2_13)
-    if cloudy:
+    if overcast:
+        with rasterio.open(FIXTURES / "clouds" / "cumulus_l1c_13band.tif") as src:
+            core = src.read().astype(np.float32)[:, 92:124, 128:160]  # 32 x 32, 80 % bright cloud
+        data = np.tile(core, (1, 3, 3))
+    elif cloudy:
         with rasterio.open(FIXTURES / "clouds" / "cumulus_l1c_13band.tif") as src:
             block = src.read().astype(np.float32)[:, 64:160, 64:160]
         median = np.median(block, axis=(1, 2), keepdims=True)
@@ -79,6 +84,19 @@ def test_cloudy_acquisition_is_skipped_and_the_next_clear_one_is_compared_with_t
     assert scored == ["beirut_20171202_20180101"]
     with NightlyState(tmp_path / "state") as state:
         assert str(drop / "beirut_20171102.tif") in state.cloudy_scenes(0.2)
+
+
+def test_an_overcast_acquisition_is_skipped_as_cloudy_not_failed(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "beirut_20150820").symlink_to(BEIRUT / "imgs_1")
+    write_scene(drop / "beirut_20171003.tif", cloudy=False, overcast=True)
+    config = tmp_path / "nightly.yaml"
+    config.write_text("state_dir: state\ndrop_folder: drop\nlog_format: json\nreport: false\n")
+    summary = night(config, "n1")  # exit code 0: a cloudy night is no failure
+    (pair,) = summary["pairs"]
+    assert pair["status"] == "skipped" and pair["clouds"]["after"] > 0.9
+    assert summary["counts"]["failed"] == 0 and summary["new_alerts"] == []
 
 
 def test_drop_folder_of_esa_products_is_paired_by_tile_and_sensing_day(tmp_path: Path) -> None:
