@@ -104,17 +104,9 @@ class CloudMask:
         """Cloud or shadow, on the coarse grid."""
         return self.cloud | self.shadow
 
-    def fraction(self, valid: np.ndarray | None = None) -> float:
-        """Share of (valid) mask pixels that are cloud or shadow."""
-        unobserved = self.unobserved
-        if valid is not None:
-            total = int(valid.sum())
-            return float((unobserved & valid).sum()) / total if total else 0.0
-        return float(unobserved.mean()) if unobserved.size else 0.0
-
-    def window(self, window: Window) -> np.ndarray:
-        """Unobserved pixels of a window of the pair grid (bool, the window's shape)."""
-        return window_of(self.unobserved, self.factor, window)
+    def fraction(self) -> float:
+        """Share of the mask's pixels that are cloud or shadow."""
+        return float(self.unobserved.mean()) if self.unobserved.size else 0.0
 
 
 def window_of(coarse: np.ndarray, factor: int, window: Window) -> np.ndarray:
@@ -195,19 +187,17 @@ def scene_cloud_mask(
         shadow = classes == SCL_SHADOW
         cloud = np.isin(classes, SCL_UNOBSERVED) & ~shadow
         return CloudMask(factor, cloud, shadow, "scl")
+    extra = ["B03"] if "B03" in scene.sources else []  # for the water test of shadows
     bands = scene.read(
-        list(S2CLOUDLESS_BANDS), coarse, radiometry=_REFLECTANCE, resampling=Resampling.average
+        [*S2CLOUDLESS_BANDS, *extra], coarse, radiometry=_REFLECTANCE,
+        resampling=Resampling.average,
     )
     pixel_m = math.sqrt(coarse.pixel_area_m2()) if coarse.georeferenced else 10.0 * factor
-    cloud = s2cloudless_mask(bands, pixel_m)
+    cloud = s2cloudless_mask(bands[: len(S2CLOUDLESS_BANDS)], pixel_m)
     shadow = shadow_mask(
         cloud,
         nir=bands[S2CLOUDLESS_BANDS.index("B08")],
-        green=scene.read(["B03"], coarse, radiometry=_REFLECTANCE, resampling=Resampling.average)[
-            0
-        ]
-        if "B03" in scene.sources
-        else None,
+        green=bands[-1] if extra else None,
         pixel_m=pixel_m,
         sun_angles=scene.sun_angles,
     )
