@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -84,8 +85,34 @@ def open_raster(path: str | Path) -> rasterio.io.DatasetReader:
         raise InputError(path, f"cannot be read as a raster ({err})") from err
 
 
+MAX_RASTER_PIXELS = 2_500_000_000
+"""Largest raster (width x height) a scene, label or mask may declare: 50 000 x 50 000 px, 20
+full Sentinel-2 tiles at 10 m. A tiny file can declare a huge size and keep a run busy for hours;
+set the environment variable ``GROUNDBREAK_MAX_RASTER_PIXELS`` to allow larger rasters."""
+
+
+def max_raster_pixels() -> int:
+    """The raster size limit in force (:data:`MAX_RASTER_PIXELS` or its override)."""
+    text = os.environ.get("GROUNDBREAK_MAX_RASTER_PIXELS", "")
+    try:
+        return int(float(text)) if text else MAX_RASTER_PIXELS
+    except ValueError:
+        return MAX_RASTER_PIXELS
+
+
 def dataset_grid(src: rasterio.io.DatasetReader) -> Grid:
-    """The grid of an open raster (CRS None when the file has no georeference)."""
+    """The grid of an open raster (CRS None when the file has no georeference).
+
+    Raises:
+        InputError: When the raster declares more than :func:`max_raster_pixels` pixels.
+    """
+    limit = max_raster_pixels()
+    if src.width * src.height > limit:
+        raise InputError(
+            src.name,
+            f"declares {src.width} x {src.height} pixels, more than the limit of {limit:,} "
+            "(set GROUNDBREAK_MAX_RASTER_PIXELS to read larger rasters)",
+        )
     return Grid(src.width, src.height, src.transform, src.crs if src.crs else None)
 
 

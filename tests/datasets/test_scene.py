@@ -218,3 +218,21 @@ def test_scene_reads_onto_a_grid_in_another_crs(tmp_path: Path, make_raster) -> 
     middle = height // 2
     assert np.nanmean(out[middle, : width // 3]) == pytest.approx(1.0)
     assert np.nanmean(out[middle, -width // 3 :]) == pytest.approx(2.0)
+
+
+def test_a_raster_declaring_a_huge_size_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rasterio
+    from affine import Affine
+
+    path = tmp_path / "huge.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=200_000, height=200_000, count=1,
+                       dtype="uint16", crs="EPSG:32633", tiled=True, compress="deflate",
+                       sparse_ok=True, transform=Affine(10, 0, 0, 0, -10, 0)):
+        pass  # nothing written: a small file that declares 4e10 pixels
+    assert path.stat().st_size < 10_000_000
+    with pytest.raises(InputError, match="declares 200000 x 200000 pixels.*GROUNDBREAK_MAX"):
+        open_scene(path)
+    monkeypatch.setenv("GROUNDBREAK_MAX_RASTER_PIXELS", "5e10")
+    assert open_scene(path).grid.shape == (200_000, 200_000)

@@ -159,3 +159,4 @@ def test_manifest_keys_state_the_offset(beirut_after: Path, tmp_path: Path) -> N
     with warnings.catch_warnings():
         warnings.simplefilter("error", RadiometryWarning)  # opening never warns; predicting does
         open_scene(beirut_after, date="2023-01-01")
+
