@@ -223,9 +223,6 @@ def test_scene_reads_onto_a_grid_in_another_crs(tmp_path: Path, make_raster) -> 
 def test_a_raster_declaring_a_huge_size_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rasterio
-    from affine import Affine
-
     path = tmp_path / "huge.tif"
     with rasterio.open(path, "w", driver="GTiff", width=200_000, height=200_000, count=1,
                        dtype="uint16", crs="EPSG:32633", tiled=True, compress="deflate",
