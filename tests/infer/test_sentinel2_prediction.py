@@ -234,3 +234,33 @@ def test_watch_site_under_clouds_is_not_observed_and_raises_no_alert(
     assert not rows.loc["cloud", "observed"] and rows.loc["cloud", "valid_fraction"] < 0.5
     assert rows.loc["clear", "observed"]
     assert list(result.alerts["site_id"]) == ["clear"]  # threshold 0: only the observed one
+
+
+def l2a_product(folder: Path, out: Path, sensing_time: str, cloudy_rows: int = 0) -> Path:
+    """A real OSCD scene written as an L2A product of baseline 04.00 (no B10) with its SCL;
+    the SCL marks the first ``cloudy_rows`` rows as cloud (class 9), the rest as vegetation."""
+    from groundbreak.datasets.product_writer import BandImage
+
+    bands = read_band_images(folder)
+    del bands["B10"]  # L2A has no cirrus band
+    b05 = bands["B05"]
+    scl = np.full(b05.data.shape, 4, np.uint8)
+    scl[: cloudy_rows // 2] = 9  # SCL is at 20 m
+    return write_product(out, bands, level="L2A", sensing_time=sensing_time,
+                         scl=BandImage(scl, b05.transform, b05.crs))
+
+
+def test_l2a_products_run_on_the_l2a_bundle_with_their_scl(beirut: Path, tmp_path: Path) -> None:
+    before = open_scene(l2a_product(beirut / "imgs_1", tmp_path / "b", "2022-06-01T08:00:00Z"))
+    after = open_scene(l2a_product(beirut / "imgs_2", tmp_path / "a", "2024-06-01T08:00:00Z",
+                                   cloudy_rows=30))
+    pair = TilePair("l2a", before, after)
+    default = load_bundle(default_bundle_path())
+    with pytest.raises(InputError, match="B10.*use --model checkpoints/oscd-s2-l2a"):
+        TiledPredictor(default, device="cpu").predict_pair(pair, tmp_path / "default")
+    l2a = load_bundle(default_bundle_path().parent / "oscd-s2-l2a")
+    result = TiledPredictor(l2a, device="cpu").predict_pair(pair, tmp_path / "out")
+    assert result.cloud_masks == ("scl", "scl")
+    with rasterio.open(result.probability_path) as src:
+        values = src.read(1)
+    assert np.isnan(values[:30]).all() and np.isfinite(values[36:]).all()
