@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from functools import lru_cache
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -207,18 +208,27 @@ def scene_cloud_mask(
 def s2cloudless_mask(reflectance: np.ndarray, pixel_m: float) -> np.ndarray:
     """s2cloudless cloud mask of ``(10, H, W)`` TOA reflectance in :data:`S2CLOUDLESS_BANDS`
     order, on pixels of ``pixel_m`` metres. Invalid (NaN) pixels are never cloud."""
-    from s2cloudless import S2PixelCloudDetector
-
     valid = np.isfinite(reflectance).all(axis=0)
     data = np.nan_to_num(reflectance, nan=0.0).astype(np.float32)
-    detector = S2PixelCloudDetector(
-        threshold=S2CLOUDLESS_THRESHOLD,
-        all_bands=False,
-        average_over=max(1, round(S2CLOUDLESS_AVERAGE_M / pixel_m)),
-        dilation_size=max(1, round(S2CLOUDLESS_DILATION_M / pixel_m)),
+    detector = _s2cloudless_detector(
+        max(1, round(S2CLOUDLESS_AVERAGE_M / pixel_m)),
+        max(1, round(S2CLOUDLESS_DILATION_M / pixel_m)),
     )
     mask = detector.get_cloud_masks(np.moveaxis(data, 0, -1)[None])[0].astype(bool)
     return mask & valid
+
+
+@lru_cache(maxsize=4)
+def _s2cloudless_detector(average_over: int, dilation_size: int) -> Any:
+    """An s2cloudless detector (its LightGBM model loads once per process, not per scene)."""
+    from s2cloudless import S2PixelCloudDetector
+
+    return S2PixelCloudDetector(
+        threshold=S2CLOUDLESS_THRESHOLD,
+        all_bands=False,
+        average_over=average_over,
+        dilation_size=dilation_size,
+    )
 
 
 def shadow_mask(

@@ -252,8 +252,11 @@ def _read_bands_into(
                 for i, source in sources.items():
                     index = source.index
                     offset = _pixel_offset(source.grid, target)
+                    decimation = _decimation(source.grid, target) if offset is None else None
                     if offset is not None:
                         out[i] = _read_aligned(src, source, offset, target)
+                    elif decimation is not None and resampling in DECIMATED_RESAMPLING:
+                        out[i] = _read_decimated(src, source, decimation, target, resampling)
                     else:
                         out[i] = _read_warped(src, source, target, resampling)
     except RasterioError as err:
@@ -288,6 +291,60 @@ def _read_aligned(
     if source.nodata is not None and source.nodata != src.nodata:
         inside[inside == source.nodata] = np.nan
     return out
+
+
+DECIMATED_RESAMPLING = (Resampling.nearest, Resampling.average, Resampling.mode)
+"""Resamplings a coarse read takes straight from the file (and its overviews); others warp."""
+
+
+def _read_decimated(
+    src: rasterio.io.DatasetReader,
+    source: BandSource,
+    decimation: tuple[int, int, int],
+    target: Grid,
+    resampling: Resampling,
+) -> np.ndarray:
+    """Read onto a coarser grid whose pixels are whole blocks of the file's (a cloud mask's).
+
+    A plain read with ``out_shape``, so GDAL reads from overviews where the file has them (JPEG
+    2000 resolution levels, COG overviews) instead of decoding every pixel. Target pixels only
+    partly inside the file are NaN.
+    """
+    row, col, k = decimation
+    out = np.full(target.shape, np.nan, dtype=np.float32)
+    r0, c0 = -(-max(-row, 0) // k), -(-max(-col, 0) // k)
+    r1 = min(target.height, (src.height - row) // k)
+    c1 = min(target.width, (src.width - col) // k)
+    if r1 <= r0 or c1 <= c0:
+        return out
+    window = Window(col + c0 * k, row + r0 * k, (c1 - c0) * k, (r1 - r0) * k)
+    data = src.read(
+        source.index, window=window, out_shape=(r1 - r0, c1 - c0), resampling=resampling,
+        masked=True,
+    )
+    inside = data.astype(np.float32).filled(np.nan)
+    if source.nodata is not None and source.nodata != src.nodata:
+        inside[inside == source.nodata] = np.nan
+    out[r0:r1, c0:c1] = inside
+    return out
+
+
+def _decimation(source: Grid, target: Grid) -> tuple[int, int, int] | None:
+    """(row, col, k) when each target pixel is a k x k block of source pixels (k >= 2) and the
+    target's origin lies on a source pixel corner (row, col); else None."""
+    if source.crs != target.crs:
+        return None
+    s, t = source.transform, target.transform
+    if s.b != 0 or s.d != 0 or t.b != 0 or t.d != 0 or s.a == 0 or s.e == 0:
+        return None
+    k = t.a / s.a
+    if round(k) < 2 or abs(k - round(k)) > 1e-6 or abs(t.e / s.e - k) > 1e-6:
+        return None
+    col = (t.c - s.c) / s.a
+    row = (t.f - s.f) / s.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return round(row), round(col), round(k)
 
 
 def _read_warped(

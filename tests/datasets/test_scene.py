@@ -233,3 +233,22 @@ def test_a_raster_declaring_a_huge_size_is_refused(
         open_scene(path)
     monkeypatch.setenv("GROUNDBREAK_MAX_RASTER_PIXELS", "5e10")
     assert open_scene(path).grid.shape == (200_000, 200_000)
+
+
+def test_reading_onto_a_coarser_aligned_grid_averages_whole_blocks(tmp_path: Path) -> None:
+    from rasterio.enums import Resampling
+
+    from groundbreak.datasets.scene import read_band, single_band_source
+
+    data = np.arange(36 * 30, dtype=np.float32).reshape(36, 30)
+    path = tmp_path / "band.tif"
+    transform = Affine(10, 0, 500_000, 0, -10, 4_000_000)
+    with rasterio.open(path, "w", driver="GTiff", width=30, height=36, count=1,
+                       dtype="float32", crs="EPSG:32633", transform=transform) as dst:
+        dst.write(data, 1)
+    origin = transform @ Affine.translation(-6, 0)  # one column of cells off the raster
+    coarse = Grid(6, 7, origin @ Affine.scale(6), rasterio.crs.CRS.from_epsg(32633))
+    values = read_band(single_band_source(path), coarse, Resampling.average)
+    blocks = data.reshape(6, 6, 5, 6).mean(axis=(1, 3))
+    np.testing.assert_allclose(values[:6, 1:], blocks)
+    assert np.isnan(values[:, 0]).all() and np.isnan(values[6]).all()
