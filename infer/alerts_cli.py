@@ -35,7 +35,7 @@ from groundbreak.infer.nightly.state import ALERT_STATUSES, DB_NAME, NightlyStat
 
 LIST_COLUMNS: tuple[str, ...] = (
     "site_id", "name", "status", "score", "max_score", "dismissed_score", "first_run_id",
-    "last_run_id", "pair_id", "lon", "lat", "note",
+    "last_run_id", "unobserved_in", "pair_id", "lon", "lat", "note",
 )
 
 

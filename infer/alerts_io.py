@@ -40,9 +40,11 @@ SITE_COLUMNS: tuple[str, ...] = (
 """The alert row every output shares (CSV, GeoJSON properties, HTML report)."""
 
 DETAIL_COLUMNS: tuple[str, ...] = (
-    "kind", "confidence", "max_probability", "changed_pixels", "valid_fraction", "area_unit",
+    "kind", "confidence", "max_probability", "changed_pixels", "valid_fraction", "observed",
+    "area_unit",
 )
-"""Extra columns: ``kind`` is ``watch`` or ``discovered``; see :class:`SiteMeasure` for the rest."""
+"""Extra columns: ``kind`` is ``watch`` or ``discovered``; ``observed`` is false for a site
+clouds (or the swath) hid on most of its pixels; see :class:`SiteMeasure` for the rest."""
 
 CHANGE_COLUMNS: tuple[str, ...] = (
     "region_id", "pair_id", "score", "changed_area_m2", "confidence", "max_probability",

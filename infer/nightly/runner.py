@@ -364,8 +364,9 @@ class PairScorer:
             sites = rank_sites(scores.sites).drop(columns="rank").to_dict("records")
             changes = rank_changes(scores.changes).to_dict("records")
             cloudy = clouds["either"] >= self.config.cloudy_fraction
-            if cloudy:  # too cloudy to judge: nothing of it is ranked
-                sites, changes = [], []
+            if cloudy:  # too cloudy to judge: its watch-list sites were not observed
+                sites = [dict(row, observed=False) for row in sites if row["kind"] == "watch"]
+                changes = []
             seconds = time.perf_counter() - started
             match_iou = self.config.site_match_iou if self.sites is None else None
             self.state.record_done(run_id, self.attempt, spec.pair_id, inputs_hash,

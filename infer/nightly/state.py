@@ -655,8 +655,17 @@ class NightlyState:
         return outcome
 
     def alerts(self, status: str | None = None) -> list[dict[str, Any]]:
-        """Alerts (with one status, when given), highest score first."""
-        query, args = "SELECT * FROM alerts", ()
+        """Alerts (with one status, when given), highest score first.
+
+        ``unobserved_in`` is the night that last could not see the site (clouds, shadows, outside
+        a scene) when that is the alert's latest event, else None.
+        """
+        query, args = (
+            "SELECT alerts.*, (SELECT CASE WHEN e.event = 'unobserved' THEN e.run_id END "
+            "FROM alert_events e WHERE e.site_id = alerts.site_id ORDER BY e.id DESC LIMIT 1) "
+            "AS unobserved_in FROM alerts",
+            (),
+        )
         if status is not None:
             query, args = query + " WHERE status = ?", (status,)
         return [

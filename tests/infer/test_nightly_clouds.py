@@ -115,3 +115,43 @@ def test_drop_folder_of_esa_products_is_paired_by_tile_and_sensing_day(tmp_path:
     (pair,) = summary["pairs"]
     assert pair["pair_id"] == "T36SYC_20160929_20231003"
     assert pair["status"] == "scored"
+
+
+def test_an_alert_hidden_by_clouds_keeps_its_status_and_says_so(
+    tmp_path: Path, capsys
+) -> None:
+    """A watch-list site that alerted is under a cloud the next night: not observed, no new
+    alert, status kept, and `alerts list` / `history` say which night could not see it."""
+    grid = open_scene(BEIRUT / "imgs_1").grid
+
+    def square(row0: int, col0: int, size: int) -> list[list[float]]:
+        corners = [(row0, col0), (row0, col0 + size), (row0 + size, col0 + size),
+                   (row0 + size, col0), (row0, col0)]
+        return [list(grid.transform @ (c, r)) for r, c in corners]
+
+    sites = tmp_path / "sites.geojson"
+    sites.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"site_id": "lot", "name": "Building lot"},
+         "geometry": {"type": "Polygon", "coordinates": [square(0, 0, 96)]}}]}))
+    clear, cloudy = write_scene(tmp_path / "clear.tif", False), write_scene(
+        tmp_path / "cloudy.tif", False, overcast=True)
+    config = tmp_path / "nightly.yaml"
+    config.write_text(f"state_dir: state\nsites: {sites}\nalert_threshold: 0\n"
+                      "log_format: json\nreport: false\n")
+    for run_id, after in (("n1", clear), ("n2", cloudy)):
+        pairs = tmp_path / f"{run_id}.csv"
+        pairs.write_text(f"pair_id,before,after\nbeirut_{run_id},{BEIRUT / 'imgs_1'},{after}\n")
+        assert groundbreak(["nightly", "--config", str(config), "--pairs", str(pairs),
+                            "--run-id", run_id]) == 0
+    summary = json.loads((tmp_path / "state" / "runs" / "n2" / "summary.json").read_text())
+    assert summary["pairs"][0]["status"] == "skipped"  # overcast: too cloudy to judge
+    assert summary["counts"]["new_alerts"] == 0 and summary["counts"]["ongoing_alerts"] == 0
+    sites_csv = (tmp_path / "state" / "runs" / "n2" / "sites.csv").read_text()
+    assert '"lot"' in sites_csv and "False" in sites_csv  # listed, as not observed
+    capsys.readouterr()
+    assert groundbreak(["alerts", "list", "--state", str(tmp_path / "state"),
+                        "--format", "json"]) == 0
+    (alert,) = json.loads(capsys.readouterr().out)
+    assert alert["status"] == "new" and alert["unobserved_in"] == "n2"
+    with NightlyState(tmp_path / "state") as state:
+        assert [e["event"] for e in state.alert_events("lot")] == ["new", "unobserved"]
