@@ -705,7 +705,7 @@ def open_scene(
 
         stac_scene = open_stac_item_scene(path, date)
         if stac_scene is not None:
-            return stac_scene
+            return with_nodata(stac_scene, nodata)
     if is_product(path):
         if band_names is not None:
             raise InputError(path, "band names cannot be given for a Sentinel-2 product")
