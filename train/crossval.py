@@ -4,7 +4,7 @@ Usage::
 
     groundbreak cv --config configs/oscd_s2.yaml --folds configs/cv/oscd_folds5.yaml \\
         --out runs/cv/NAME [--oscd-root ../shared/data/oscd] [--size 128] [--stride 64] \\
-        [--only-folds 0,3] [--device auto] [--keep-maps] [--final] [-- TRAIN OVERRIDES...]
+        [--only-folds 0,3] [--device auto] [--tta] [--keep-maps] [--final] [-- TRAIN OVERRIDES...]
 
 For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
 
@@ -19,6 +19,10 @@ For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
 
 With ``--final``, a model is then trained the same way on every labelled city (``OUT/final/``)
 and exported at the out-of-fold threshold, its ``metrics`` the out-of-fold scores.
+
+With ``--tta``, the held-out cities are predicted with flip test-time augmentation (as
+``predict --tta``) into ``evaluation_tta.json``, pooled into ``cv_tta.json``/``cv_tta.md``. The
+trained folds are the same, so a run without it can be rescored with it at the cost of prediction.
 
 A fold with ``evaluation.json`` is done and skipped on a rerun. When every fold is done, the
 out-of-fold (OOF) histograms of all cities are pooled: the OOF threshold is the best pooled F1
@@ -185,6 +189,11 @@ def train_last(
     return chips, train_dir / "checkpoints" / "last.ckpt", seconds
 
 
+def scored(tta: bool) -> str:
+    """File-name suffix of the held-out scores: ``_tta`` with flip test-time augmentation."""
+    return "_tta" if tta else ""
+
+
 def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argparse.Namespace,
              extra: Sequence[str]) -> None:
     """Chips, training, export and whole-scene scoring of one fold (each step skipped if done)."""
@@ -197,7 +206,9 @@ def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argpa
     bundle = export_checkpoint(
         last, fold_dir / "bundle", name=f"{args.out.name}-fold{k}", chips_dir=chips
     )
-    predictor = TiledPredictor(bundle, device=args.device, cloud_mask=args.cloud_mask)
+    predictor = TiledPredictor(
+        bundle, device=args.device, cloud_mask=args.cloud_mask, tta=args.tta
+    )
     pairs = scene_evaluate.open_labelled_pairs([s for s in specs if s.pair_id in held_out],
                                                predictor)
     maps = fold_dir / "maps" if args.keep_maps else None
@@ -207,9 +218,10 @@ def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argpa
         "held_out": held_out,
         "trained_on": [s.pair_id for s in training],
         "train_seconds": seconds,
+        "tta": args.tta,
         "per_pair": [r.to_json(0.5) for r in results],
     }
-    path = fold_dir / "evaluation.json"
+    path = fold_dir / f"evaluation{scored(args.tta)}.json"
     path.with_suffix(".partial").write_text(scene_evaluate.dumps(record))
     os.replace(path.with_suffix(".partial"), path)
     f1 = scene_evaluate.pooled(results).scores(0.5)["f1"]
@@ -243,17 +255,20 @@ def train_final(
         "oof/fold_f1_std": result["fold_f1_std"],
     }
     meta["training"]["threshold_source"] = (
-        f"best pooled out-of-fold F1 of {len(result['folds'])}-fold cross-validation by city "
-        f"({args.out / 'cv.json'})"
+        f"best pooled out-of-fold F1 of {len(result['folds'])}-fold cross-validation by city"
+        f"{', predicted with flip TTA (use predict --tta)' if args.tta else ''} "
+        f"({args.out / f'cv{scored(args.tta)}.json'})"
     )
     meta["training"]["train_seconds"] = seconds
     save_bundle(bundle.model, meta, bundle.path)
     return bundle.path
 
 
-def aggregate(out: Path, folds: Sequence[Sequence[str]], name: str) -> dict[str, Any]:
+def aggregate(
+    out: Path, folds: Sequence[Sequence[str]], name: str, tta: bool = False
+) -> dict[str, Any]:
     """Pool the out-of-fold histograms of every fold: the OOF threshold and scores."""
-    records = [json.loads((out / f"fold{k}" / "evaluation.json").read_text())
+    records = [json.loads((out / f"fold{k}" / f"evaluation{scored(tta)}.json").read_text())
                for k in range(len(folds))]
     cities = {
         row["pair_id"]: scene_evaluate.ChangeHistogram.from_json(row["histogram"])
@@ -329,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="device of the held-out prediction (auto, cpu, cuda, cuda:N)")
     parser.add_argument("--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
                         help="cloud masking of the held-out prediction, as in predict")
+    parser.add_argument("--tta", action="store_true",
+                        help="score the held-out cities with flip test-time augmentation "
+                        "(evaluation_tta.json, cv_tta.json); training is the same")
     parser.add_argument("--final", action="store_true",
                         help="after the folds, train on every labelled city (OUT/final) and "
                         "export it at the out-of-fold threshold")
@@ -364,18 +382,21 @@ def main(argv: Sequence[str]) -> int:
         "cloud_mask": args.cloud_mask,
     }
     check_settings(args.out, settings)
+    evaluation = f"evaluation{scored(args.tta)}.json"
     for k in only:
-        if (args.out / f"fold{k}" / "evaluation.json").is_file():
+        if (args.out / f"fold{k}" / evaluation).is_file():
             print(f"fold {k}: done, skipped", flush=True)
             continue
         run_fold(k, folds[k], specs, args, extra)
-    done = [k for k in range(len(folds)) if (args.out / f"fold{k}" / "evaluation.json").is_file()]
+    done = [k for k in range(len(folds)) if (args.out / f"fold{k}" / evaluation).is_file()]
     if len(done) < len(folds):
         print(f"{len(done)} of {len(folds)} folds done; rerun for the rest")
         return 0
-    result = aggregate(args.out, folds, args.out.name)
-    (args.out / "cv.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "cv.md").write_text(markdown(result, settings))
+    name = args.out.name + (" + flip TTA" if args.tta else "")
+    result = aggregate(args.out, folds, name, tta=args.tta)
+    cv_json, cv_md = (args.out / f"cv{scored(args.tta)}{ext}" for ext in (".json", ".md"))
+    cv_json.write_text(json.dumps(result, indent=2) + "\n")
+    cv_md.write_text(markdown(result, settings))
     p = result["pooled"]
     print(
         f"out-of-fold, {len(folds)} folds, {len(result['per_city_f1'])} cities, threshold "
@@ -386,7 +407,7 @@ def main(argv: Sequence[str]) -> int:
           f"{', '.join(f'{f:.3f}' for f in result['per_fold_f1'])} "
           f"(mean {result['fold_f1_mean']:.3f} ± {result['fold_f1_std']:.3f})")
     print("per city: " + ", ".join(f"{c} {f:.3f}" for c, f in result["per_city_f1"].items()))
-    print(f"wrote {args.out / 'cv.json'} and {args.out / 'cv.md'}")
+    print(f"wrote {cv_json} and {cv_md}")
     if args.final:
         path = train_final(specs, args, extra, result)
         print(f"final bundle (all {len(specs)} cities, threshold {result['oof_threshold']:.2f}): "

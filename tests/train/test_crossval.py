@@ -35,6 +35,11 @@ def tiny_config(tmp_path: Path, tiny_model: dict) -> Path:
     return path
 
 
+def held_out_of(record: dict) -> list[str]:
+    """The cities an evaluation record scored."""
+    return [row["pair_id"] for row in record["per_pair"]]
+
+
 def test_balanced_folds_and_fold_files(fixtures_dir: Path, tmp_path: Path) -> None:
     specs = [s for s in oscd_pairs(fixtures_dir / "oscd") if s.label is not None]
     assert sorted(balanced_folds(specs, 2)) == [["abudhabi"], ["beirut"]]
@@ -104,3 +109,19 @@ def test_two_fold_cv_end_to_end_then_resume(
     assert "fold 0: done, skipped" in capsys.readouterr().out
     assert groundbreak([*argv[:-1], "64"]) == 2
     assert "started with other settings (stride)" in capsys.readouterr().err
+
+    # Flip TTA rescores the same trained folds (nothing retrained) into their own files.
+    done_before = [(out / f"fold{k}" / "train" / "DONE").read_text() for k in range(2)]
+    assert groundbreak([*argv, "--tta"]) == 0
+    printed = capsys.readouterr().out
+    assert "training (" not in printed and "out-of-fold, 2 folds, 2 cities" in printed
+    assert [(out / f"fold{k}" / "train" / "DONE").read_text() for k in range(2)] == done_before
+    for k in range(2):
+        plain = json.loads((out / f"fold{k}" / "evaluation.json").read_text())
+        flipped = json.loads((out / f"fold{k}" / "evaluation_tta.json").read_text())
+        assert flipped["tta"] is True and plain["tta"] is False
+        assert [r["pair_id"] for r in flipped["per_pair"]] == held_out_of(plain)
+        assert flipped["per_pair"][0]["histogram"] != plain["per_pair"][0]["histogram"]
+    tta_result = json.loads((out / "cv_tta.json").read_text())
+    assert tta_result["name"] == "cv + flip TTA"
+    assert json.loads((out / "cv.json").read_text()) == result  # the plain scores are kept
