@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
+import shapely.affinity
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize, shapes
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
-from scipy import ndimage
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
@@ -35,7 +35,13 @@ from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.geojson import WGS84, geojson_crs
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.scene import dataset_grid, open_raster
-from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2, SiteMeasure, measure_site
+from groundbreak.infer.region_stream import RegionPixels, StreamingRegionLabeler
+from groundbreak.infer.scoring import (
+    DEFAULT_AREA_SCALE_M2,
+    SiteMeasure,
+    measure_site,
+    site_score,
+)
 
 DEFAULT_MIN_AREA_M2 = 300.0
 """Smallest discovered change region kept (m², or pixels on grids without a CRS): 3 S2 pixels."""
@@ -292,7 +298,8 @@ def measure_watch_site(
 # Discovered change regions
 # ---------------------------------------------------------------------------------------------
 
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+MIN_BAND_ROWS = 256
+"""Discovery reads the mask in bands of at least this many rows (whole blocks of the raster)."""
 
 
 def discover_change_regions(
@@ -302,44 +309,78 @@ def discover_change_regions(
     threshold: float,
     min_area_m2: float = DEFAULT_MIN_AREA_M2,
     area_scale: float = DEFAULT_AREA_SCALE_M2,
+    band_rows: int | None = None,
 ) -> list[ChangeRegion]:
     """Connected changed regions of a mask (8-connectivity), polygonised and scored.
 
     Regions smaller than ``min_area_m2`` (pixels on grids without a CRS) are dropped; areas are
     geodesic, summed over each region's own pixels (:meth:`Grid.row_pixel_areas_m2`). Ids read
-    ``<id_prefix>-c0001``, numbered in raster order. Each region's probabilities are read over
-    its own bounding box only.
+    ``<id_prefix>-c0001``, numbered in raster order (of each region's first pixel). The mask and
+    the probabilities are read in bands of whole raster blocks (``band_rows`` rows, default the
+    smallest multiple of the mask's block height from :data:`MIN_BAND_ROWS` rows), so memory is
+    bounded by a band and the regions still open at its last row, not by the raster
+    (:class:`~groundbreak.infer.region_stream.StreamingRegionLabeler`).
     """
-    with _open(mask_path) as src:
+    mask_path, probability_path = Path(mask_path), Path(probability_path)
+    with _open(mask_path) as src, _open(probability_path) as prob_src:
         grid = dataset_grid(src)
-        changed = src.read(1, masked=True).filled(0) == 1
-    row_areas = grid.row_pixel_areas_m2()
-    floor_m2 = min_area_m2 * (1 - MIN_AREA_TOLERANCE)
-    min_pixels = max(1, math.ceil(floor_m2 / row_areas.max() - 1e-9)) if min_area_m2 > 0 else 1
-    labels, count = ndimage.label(changed, structure=EIGHT_CONNECTED)
-    if count == 0:
-        return []
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    regions: list[ChangeRegion] = []
-    with _open(probability_path) as prob_src:
         _check_same_grid(prob_src, grid, probability_path, mask_path)
-        for number, slices in enumerate(ndimage.find_objects(labels), start=1):
-            if slices is None or sizes[number] < min_pixels:
-                continue
-            rows, cols = slices
-            window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-            own = labels[slices] == number
-            areas = row_areas[rows]
-            if float((own * areas).sum()) < floor_m2:
-                continue
-            probability = read_probability(prob_src, window)
-            measure = measure_site(
-                probability, threshold, areas, inside=own, changed=own, area_scale=area_scale
-            )
-            geometry = region_polygon(own, grid.window_transform(window))
-            region_id = f"{id_prefix}-c{len(regions) + 1:04d}"
-            regions.append(ChangeRegion(region_id, geometry, window, measure))
+        row_areas = grid.row_pixel_areas_m2()[:, 0]
+        floor_m2 = min_area_m2 * (1 - MIN_AREA_TOLERANCE)
+        min_pixels = (
+            max(1, math.ceil(floor_m2 / row_areas.max() - 1e-9)) if min_area_m2 > 0 else 1
+        )
+        labeler = StreamingRegionLabeler(grid.width, min_pixels, floor_m2)
+        found: list[RegionPixels] = []
+        step = band_rows or _band_rows(src)
+        for row0 in range(0, grid.height, step):
+            rows = min(step, grid.height - row0)
+            window = Window(0, row0, grid.width, rows)
+            changed = src.read(1, window=window, masked=True).filled(0) == 1
+            probability = read_probability(prob_src, window) if changed.any() else None
+            found += labeler.add_band(row0, changed, probability, row_areas[row0:row0 + rows])
+        found += labeler.close()
+    found.sort(key=lambda region: region.key)
+    regions: list[ChangeRegion] = []
+    for number, pixels in enumerate(found, start=1):
+        window = Window(
+            pixels.col0, pixels.row0, pixels.col1 - pixels.col0, pixels.row1 - pixels.row0
+        )
+        geometry = _on_grid(pixels.pixel_geometry(), grid, window)
+        measure = _measure(pixels, area_scale)
+        regions.append(ChangeRegion(f"{id_prefix}-c{number:04d}", geometry, window, measure))
     return regions
+
+
+def _band_rows(src: rasterio.io.DatasetReader) -> int:
+    """Rows per band: whole blocks of the raster, at least :data:`MIN_BAND_ROWS`."""
+    block = max(1, int(src.block_shapes[0][0]))
+    return block * math.ceil(MIN_BAND_ROWS / block)
+
+
+def _measure(pixels: RegionPixels, area_scale: float) -> SiteMeasure:
+    """The measure of a discovered region: every valid pixel of it is changed."""
+    valid = pixels.valid_pixels
+    confidence = pixels.probability_sum / valid if valid else 0.0
+    return SiteMeasure(
+        pixels=pixels.pixels,
+        valid_pixels=valid,
+        changed_pixels=valid,
+        changed_area=pixels.valid_area,
+        confidence=confidence,
+        mean_probability=confidence if valid else float("nan"),
+        max_probability=pixels.probability_max if valid else float("nan"),
+        score=site_score(confidence, pixels.valid_area, area_scale),
+    )
+
+
+def _on_grid(geometry: BaseGeometry, grid: Grid, window: Window) -> BaseGeometry:
+    """A geometry in grid pixel coordinates moved into the grid's CRS (through the window's
+    transform, as tracing the window would), made valid."""
+    local = shapely.affinity.translate(geometry, -window.col_off, -window.row_off)
+    t = grid.window_transform(window)
+    moved = shapely.affinity.affine_transform(local, [t.a, t.b, t.d, t.e, t.c, t.f])
+    return moved if moved.is_valid else _polygonal_part(shapely.make_valid(moved))
 
 
 def region_polygon(pixels: np.ndarray, transform: rasterio.Affine) -> BaseGeometry:
