@@ -114,9 +114,35 @@ def test_missing_chips_dir_is_a_one_line_error(
     assert "no_chips: chips directory not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["oscd_s2.yaml", "levir_smoke.yaml"])
+@pytest.mark.parametrize("name", ["oscd_s2.yaml", "oscd_s2_x004_ema.yaml", "levir_smoke.yaml"])
 def test_shipped_configs_parse(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert groundbreak(["train", "fit", "--config", str(CONFIGS / name), "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["checkpoint"]["monitor"] == "val/f1"
     assert printed["data"]["chips_dir"].startswith("runs/chips/")
+
+
+def test_ema_weights_are_what_last_ckpt_and_the_export_hold(
+    oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path
+) -> None:
+    """EMA from the config (Lightning's EMAWeightAveraging): saved, exported and resumed."""
+    config = write_config(tmp_path, oscd_chips_dir, tiny_model, bands=["B04", "B03", "B02"])
+    ema = "lightning.pytorch.callbacks.EMAWeightAveraging"
+    args = ["train", "fit", "--config", str(config), "--model.lr", "0.05",
+            "--trainer.callbacks+", ema, "--trainer.callbacks.decay", "0.5"]
+    assert groundbreak([*args, "--trainer.max_epochs", "2"]) == 0
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    averaged, current = saved["state_dict"], saved["current_model_state"]
+    name = next(k for k in averaged if k.endswith("weight") and averaged[k].dtype.is_floating_point)
+    assert not torch.equal(averaged[name], current[name])  # the average is not the last step
+    assert groundbreak(["export", str(last), "--out", str(tmp_path / "bundle")]) == 0
+    from groundbreak.train.bundle import load_bundle
+
+    exported = load_bundle(tmp_path / "bundle").model.state_dict()
+    assert torch.equal(exported[name.removeprefix("model.")], averaged[name])
+    # A resume restores both the running and the averaged weights, then goes on.
+    assert groundbreak([*args, "--ckpt_path", str(last), "--trainer.max_epochs", "3"]) == 0
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == saved["global_step"] + 2
+    assert not torch.equal(resumed["state_dict"][name], averaged[name])
