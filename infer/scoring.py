@@ -136,3 +136,29 @@ def measure_site(
         max_probability=float(values.max()) if values.size else float("nan"),
         score=site_score(confidence, changed_area, area_scale),
     )
+
+
+def combine_measures(
+    parts: list[SiteMeasure], area_scale: float = DEFAULT_AREA_SCALE_M2
+) -> SiteMeasure:
+    """The measure of a site from the measures of disjoint parts of it (e.g. bands of rows)."""
+    changed = sum(p.changed_pixels for p in parts)
+    valid = sum(p.valid_pixels for p in parts)
+    changed_area = float(sum(p.changed_area for p in parts))
+    confidence = (
+        sum(p.confidence * p.changed_pixels for p in parts) / changed if changed else 0.0
+    )
+    seen = [p for p in parts if p.valid_pixels]
+    return SiteMeasure(
+        pixels=sum(p.pixels for p in parts),
+        valid_pixels=valid,
+        changed_pixels=changed,
+        changed_area=changed_area,
+        confidence=float(confidence),
+        mean_probability=(
+            float(sum(p.mean_probability * p.valid_pixels for p in seen) / valid)
+            if valid else float("nan")
+        ),
+        max_probability=max((p.max_probability for p in seen), default=float("nan")),
+        score=site_score(confidence, changed_area, area_scale),
+    )

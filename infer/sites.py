@@ -39,6 +39,7 @@ from groundbreak.infer.region_stream import RegionPixels, StreamingRegionLabeler
 from groundbreak.infer.scoring import (
     DEFAULT_AREA_SCALE_M2,
     SiteMeasure,
+    combine_measures,
     measure_site,
     site_score,
 )
@@ -230,18 +231,26 @@ def geometry_window(geometry: BaseGeometry, grid: Grid) -> Window | None:
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def site_pixels(geometry: BaseGeometry, grid: Grid) -> np.ndarray:
+def site_pixels(geometry: BaseGeometry, grid: Grid, all_touched: bool | None = None) -> np.ndarray:
     """Boolean mask of the grid pixels inside a geometry (in the grid's CRS).
 
     Small sites (under :data:`SMALL_SITE_PIXELS` pixels) are rasterised with ``all_touched`` so a
-    site smaller than a pixel still covers the pixels it touches.
+    site smaller than a pixel still covers the pixels it touches. ``all_touched`` given: that
+    rule, without the fallback (for a band of a larger grid, see :func:`measure_watch_site`).
     """
-    pixel_size = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d)
-    all_touched = geometry.area < SMALL_SITE_PIXELS * pixel_size
+    if all_touched is not None:
+        return _rasterize(geometry, grid, all_touched)
+    all_touched = _touches_all(geometry, grid)
     inside = _rasterize(geometry, grid, all_touched)
     if not inside.any() and not all_touched:
         inside = _rasterize(geometry, grid, True)
     return inside
+
+
+def _touches_all(geometry: BaseGeometry, grid: Grid) -> bool:
+    """True for sites small enough to be rasterised with ``all_touched``."""
+    pixel_size = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d)
+    return geometry.area < SMALL_SITE_PIXELS * pixel_size
 
 
 def _rasterize(geometry: BaseGeometry, grid: Grid, all_touched: bool) -> np.ndarray:
@@ -261,19 +270,29 @@ def read_probability(src: rasterio.io.DatasetReader, window: Window | None = Non
     return np.ma.filled(data.astype(np.float32), np.nan)
 
 
+MAX_SITE_BAND_PIXELS = 4_194_304
+"""A watch-list site whose bounding box holds more pixels than this (2048²) is measured in bands
+of rows, so a site as large as a tile is measured in bounded memory."""
+
+
 def measure_watch_site(
     src: rasterio.io.DatasetReader,
     geometry: BaseGeometry,
     threshold: float,
     area_scale: float = DEFAULT_AREA_SCALE_M2,
+    band_pixels: int = MAX_SITE_BAND_PIXELS,
 ) -> tuple[SiteMeasure, Window] | None:
     """Measure one watch-list site on an open probability raster, reading only its bounding box.
+
+    A bounding box of more than ``band_pixels`` pixels is read and rasterised in bands of rows
+    of at most that many pixels, whose measures are combined (:func:`combine_measures`).
 
     Args:
         src: the probability raster (float32 in [0, 1], nodata where invalid).
         geometry: the site in the raster's CRS (see :func:`site_on_grid`).
         threshold: operating threshold of the model.
         area_scale: see :func:`groundbreak.infer.scoring.site_score`.
+        band_pixels: largest number of pixels read at once.
 
     Returns:
         The measure and the window read, or None when the site holds no pixel of the raster.
@@ -283,6 +302,10 @@ def measure_watch_site(
     if window is None:
         return None
     subgrid = grid.subgrid(window)
+    if window.width * window.height > band_pixels:
+        rows = max(1, band_pixels // int(window.width))
+        measure = _measure_in_bands(src, geometry, subgrid, window, threshold, area_scale, rows)
+        return None if measure is None else (measure, window)
     inside = site_pixels(geometry, subgrid)
     if not inside.any():
         return None
@@ -292,6 +315,34 @@ def measure_watch_site(
         area_scale=area_scale,
     )
     return measure, window
+
+
+def _measure_in_bands(
+    src: rasterio.io.DatasetReader,
+    geometry: BaseGeometry,
+    subgrid: Grid,
+    window: Window,
+    threshold: float,
+    area_scale: float,
+    rows: int,
+) -> SiteMeasure | None:
+    """:func:`measure_watch_site` of a large site, ``rows`` rows at a time."""
+    row_areas = subgrid.row_pixel_areas_m2()
+    first_touch = _touches_all(geometry, subgrid)
+    for all_touched in (first_touch, True):  # all_touched when nothing else gives pixels
+        parts = []
+        for row0 in range(0, int(window.height), rows):
+            band = Window(0, row0, window.width, min(rows, int(window.height) - row0))
+            inside = site_pixels(geometry, subgrid.subgrid(band), all_touched)
+            if not inside.any():
+                continue
+            global_band = Window(window.col_off, window.row_off + row0, band.width, band.height)
+            probability = read_probability(src, global_band)
+            areas = row_areas[row0:row0 + int(band.height)]
+            parts.append(measure_site(probability, threshold, areas, inside=inside))
+        if parts or all_touched:
+            return combine_measures(parts, area_scale) if parts else None
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
