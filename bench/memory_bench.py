@@ -86,9 +86,9 @@ def write_tiled_scene(path: Path, city_bands: np.ndarray, size: int, date: str) 
     return path
 
 
-def city_pair(city: str) -> tuple[np.ndarray, np.ndarray, str, str]:
+def city_pair(folder: Path) -> tuple[np.ndarray, np.ndarray, str, str]:
     """The 13 bands of an OSCD city's two dates on its 10 m grid (uint16, 0 = nodata), dates."""
-    folder = OSCD_ROOT / city
+    city = folder.name
     dates = dict(line.split(": ") for line in (folder / "dates.txt").read_text().splitlines())
     pair = TilePair(city, open_scene(folder / "imgs_1"), open_scene(folder / "imgs_2"))
     before, after = pair.read(list(SENTINEL2_BANDS))
@@ -184,6 +184,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10980, help="tile side in pixels")
     parser.add_argument("--city", default="lasvegas", help="OSCD city whose pair is tiled")
+    parser.add_argument("--oscd-root", type=Path, default=OSCD_ROOT,
+                        help="OSCD images folder (default: ../shared/data/oscd/images)")
     parser.add_argument("--sites", type=int, default=200, help="small watch-list sites")
     parser.add_argument("--only", default=None, help="comma-separated rows to run (see table)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
@@ -208,7 +210,7 @@ def main() -> None:
 def run_bench(args: argparse.Namespace, work: Path) -> None:
     """Generate the pair and watch-list, run every command, print the table."""
     start = time.perf_counter()
-    before_bands, after_bands, before_date, after_date = city_pair(args.city)
+    before_bands, after_bands, before_date, after_date = city_pair(args.oscd_root / args.city)
     before = write_tiled_scene(work / "before.tif", before_bands, args.size, before_date)
     after = write_tiled_scene(work / "after.tif", after_bands, args.size, after_date)
     del before_bands, after_bands

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+from affine import Affine
 from PIL import Image, ImageDraw
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
@@ -43,6 +44,11 @@ MIN_CROP_PIXELS = 64
 
 DISPLAY_PIXELS = 240
 """Crops are upsampled (nearest neighbour, whole factors) to about this many screen pixels."""
+
+MAX_CROP_READ_PIXELS = 4 * DISPLAY_PIXELS
+"""A crop larger than this on a side (a very large site) is read decimated to at most this many
+pixels a side: its pictures hold no more detail than that, and reading it whole could take
+gigabytes (a site as large as a tile)."""
 
 MAX_CARDS = 60
 """Alert cards shown at most; the rest are in the table and in alerts.csv."""
@@ -103,6 +109,29 @@ def crop_window(site_window: Window, grid: Grid, margin: float = 0.25) -> Window
     col = min(max(col, 0), grid.width - side_w)
     row = min(max(row, 0), grid.height - side_h)
     return Window(col, row, side_w, side_h)
+
+
+def crop_grid(
+    grid: Grid, window: Window, max_pixels: int = MAX_CROP_READ_PIXELS
+) -> tuple[Grid, Window]:
+    """The grid a crop is read on, and the window of the pair grid it covers.
+
+    That is the window itself, or, when a side is longer than ``max_pixels``, the window with
+    pixels a whole factor larger (its last partial coarse row and column left out).
+    """
+    width, height = int(window.width), int(window.height)
+    factor = math.ceil(max(width, height) / max_pixels)
+    if factor <= 1:
+        return grid.subgrid(window), window
+    covered = Window(window.col_off, window.row_off, width // factor * factor,
+                     height // factor * factor)
+    coarse = Grid(
+        width // factor,
+        height // factor,
+        grid.window_transform(window) @ Affine.scale(factor),
+        grid.crs,
+    )
+    return coarse, covered
 
 
 def display_bands(pair: TilePair) -> list[str]:
@@ -168,12 +197,12 @@ def _to_png(
     return buffer.getvalue()
 
 
-def _outline_rings(geometry: BaseGeometry, grid: Grid, window: Window) -> list[np.ndarray]:
+def _outline_rings(geometry: BaseGeometry, crop: Grid) -> list[np.ndarray]:
     """The geometry's outer rings in crop pixel coordinates (column, row).
 
     Holes are left out: on a ragged change region they would only clutter the picture.
     """
-    inverse = ~grid.window_transform(window)
+    inverse = ~crop.transform
     rings = []
     for polygon in getattr(geometry, "geoms", [geometry]):
         xy = np.asarray(polygon.exterior.coords)[:, :2]
@@ -183,24 +212,30 @@ def _outline_rings(geometry: BaseGeometry, grid: Grid, window: Window) -> list[n
 
 
 def render_site_crops(
-    pair: TilePair, probability_path: str | Path, geometry: BaseGeometry
+    pair: TilePair,
+    probability_path: str | Path,
+    geometry: BaseGeometry,
+    max_read_pixels: int = MAX_CROP_READ_PIXELS,
 ) -> SiteCrops | None:
     """Before, after and overlay PNGs of the neighbourhood of a site (geometry in grid CRS).
 
-    Only the crop window is read from the scenes and the probability raster. None when the site
-    does not fall on the pair grid.
+    Only the crop window is read from the scenes and the probability raster, decimated to at
+    most ``max_read_pixels`` a side (:func:`crop_grid`). None when the site does not fall on the
+    pair grid.
     """
     grid = pair.grid
     site_window = geometry_window(geometry, grid)
     if site_window is None:
         return None
     window = crop_window(site_window, grid)
-    before, after = pair.read(display_bands(pair), window)
+    crop, window = crop_grid(grid, window, max_read_pixels)
+    bands = display_bands(pair)
+    before, after = pair.before.read(bands, crop), pair.after.read(bands, crop)
     with open_raster(probability_path) as src:
-        probability = read_probability(src, window)
+        probability = read_probability(src, window, out_shape=crop.shape)
     before_rgb, after_rgb = stretch_to_rgb([before, after])
-    scale = max(1, round(DISPLAY_PIXELS / max(int(window.width), int(window.height))))
-    rings = _outline_rings(geometry, grid, window)
+    scale = max(1, round(DISPLAY_PIXELS / max(crop.width, crop.height)))
+    rings = _outline_rings(geometry, crop)
     return SiteCrops(
         before=_to_png(before_rgb, scale, rings),
         after=_to_png(after_rgb, scale, rings),

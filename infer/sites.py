@@ -264,9 +264,14 @@ def _rasterize(geometry: BaseGeometry, grid: Grid, all_touched: bool) -> np.ndar
     ).astype(bool)
 
 
-def read_probability(src: rasterio.io.DatasetReader, window: Window | None = None) -> np.ndarray:
-    """Band 1 of an open probability raster as float32, NaN where nodata (windowed)."""
-    data = src.read(1, window=window, masked=True)
+def read_probability(
+    src: rasterio.io.DatasetReader,
+    window: Window | None = None,
+    out_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Band 1 of an open probability raster as float32, NaN where nodata (windowed; decimated
+    to ``out_shape``, nearest neighbour, when given)."""
+    data = src.read(1, window=window, masked=True, out_shape=out_shape)
     return np.ma.filled(data.astype(np.float32), np.nan)
 
 

@@ -1,17 +1,23 @@
-"""A watch-list site too large to read at once is measured in bands of rows: the same result."""
+"""Large sites in bounded memory: a watch-list site too large to read at once is measured in
+bands of rows (the same measure), and its report crops are read decimated."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from PIL import Image
 from rasterio.crs import CRS
 from scipy import ndimage
 from shapely.geometry import Polygon, box
 
+from groundbreak.datasets.pair import TilePair
+from groundbreak.datasets.scene import open_scene
+from groundbreak.infer.report import DISPLAY_PIXELS, render_site_crops
 from groundbreak.infer.scoring import SiteMeasure
 from groundbreak.infer.sites import measure_watch_site
 
@@ -77,3 +83,28 @@ def test_site_on_no_pixel_is_none_in_bands(probability_path: Path) -> None:
     off = box(*at(300, 500), *at(400, 400))
     with rasterio.open(probability_path) as src:
         assert measure_watch_site(src, off, 0.5, band_pixels=200) is None
+
+
+def test_crops_of_a_large_site_are_read_decimated(fixtures_dir: Path, tmp_path: Path) -> None:
+    """A site's crop larger than ``max_read_pixels`` a side is read on a coarser grid."""
+    folder = fixtures_dir / "oscd" / "beirut"
+    pair = TilePair("beirut", open_scene(folder / "imgs_1"), open_scene(folder / "imgs_2"))
+    grid = pair.grid
+    probability = tmp_path / "probability.tif"
+    with rasterio.open(probability, "w", driver="GTiff", height=grid.height, width=grid.width,
+                       count=1, dtype="float32", nodata=float("nan"), crs=grid.crs,
+                       transform=grid.transform) as dst:
+        dst.write(np.random.default_rng(0).random(grid.shape, dtype=np.float32), 1)
+    site = box(*grid.bounds).buffer(-grid.transform.a * 10)
+    full = render_site_crops(pair, probability, site)
+    coarse = render_site_crops(pair, probability, site, max_read_pixels=40)
+    assert full is not None and coarse is not None
+    factor = -(-grid.width // 40)
+    side = grid.width // factor
+    assert (coarse.window.width, coarse.window.height) == (side * factor, side * factor)
+    scale = round(DISPLAY_PIXELS / side)
+    for png in (coarse.before, coarse.after, coarse.overlay):
+        assert Image.open(io.BytesIO(png)).size == (side * scale, side * scale)
+    assert Image.open(io.BytesIO(full.before)).size[0] == grid.width * round(
+        DISPLAY_PIXELS / grid.width
+    )
