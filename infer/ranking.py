@@ -48,6 +48,7 @@ from groundbreak.infer.alerts_io import (
     write_sites_geojson,
 )
 from groundbreak.infer.coverage import too_little_valid_data
+from groundbreak.infer.raster_io import bounded_gdal_cache
 from groundbreak.infer.report import write_report as write_html_report
 from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2, MIN_OBSERVED_FRACTION, SiteMeasure
 from groundbreak.infer.sites import (
@@ -173,7 +174,8 @@ def score_prediction(
     regions = discover_change_regions(
         mask_path, probability_path, pair_id, threshold, min_area_m2, area_scale
     )
-    with open_raster(probability_path) as src:
+    # GDAL's default block cache (5 % of the machine's RAM) would break the memory bound
+    with bounded_gdal_cache(), open_raster(probability_path) as src:
         grid = dataset_grid(src)
         changes = [
             _row(r.region_id, f"change region {r.region_id}", pair_id, "discovered",

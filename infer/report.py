@@ -37,6 +37,7 @@ from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.datasets.scene import open_raster
 from groundbreak.infer.atomic import atomic_write_text
+from groundbreak.infer.raster_io import bounded_gdal_cache
 from groundbreak.infer.sites import geometry_window, read_probability
 
 MIN_CROP_PIXELS = 64
@@ -413,9 +414,10 @@ def write_report(
     alert_threshold = float(settings.get("alert threshold", 0.5))
     opened: dict[str, TilePair | None] = {}
     cards = []
-    for row in result.alerts.head(max_cards).to_dict("records"):
-        crops, problem = _crops_for(row, pairs, result.probability_paths, opened)
-        cards.append(_card(row, crops, problem, alert_threshold))
+    with bounded_gdal_cache():  # GDAL's default cache is 5 % of the RAM: unbounded here
+        for row in result.alerts.head(max_cards).to_dict("records"):
+            crops, problem = _crops_for(row, pairs, result.probability_paths, opened)
+            cards.append(_card(row, crops, problem, alert_threshold))
     hidden = len(result.alerts) - len(cards)
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = _page(

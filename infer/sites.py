@@ -35,6 +35,7 @@ from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.geojson import WGS84, geojson_crs
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.scene import dataset_grid, open_raster
+from groundbreak.infer.raster_io import bounded_gdal_cache
 from groundbreak.infer.region_stream import RegionPixels, StreamingRegionLabeler
 from groundbreak.infer.scoring import (
     DEFAULT_AREA_SCALE_M2,
@@ -357,6 +358,10 @@ def _measure_in_bands(
 MIN_BAND_ROWS = 256
 """Discovery reads the mask in bands of at least this many rows (whole blocks of the raster)."""
 
+DISCOVERY_GDAL_CACHE_BYTES = 64 * 2**20
+"""GDAL's block cache while discovering regions: each block is read once, so a cache as large as
+GDAL's default (5 % of the machine's RAM) would only hold the whole probability raster."""
+
 
 def discover_change_regions(
     mask_path: str | Path,
@@ -378,7 +383,11 @@ def discover_change_regions(
     (:class:`~groundbreak.infer.region_stream.StreamingRegionLabeler`).
     """
     mask_path, probability_path = Path(mask_path), Path(probability_path)
-    with _open(mask_path) as src, _open(probability_path) as prob_src:
+    with (
+        bounded_gdal_cache(DISCOVERY_GDAL_CACHE_BYTES),
+        _open(mask_path) as src,
+        _open(probability_path) as prob_src,
+    ):
         grid = dataset_grid(src)
         _check_same_grid(prob_src, grid, probability_path, mask_path)
         row_areas = grid.row_pixel_areas_m2()[:, 0]
@@ -403,6 +412,7 @@ def discover_change_regions(
             pixels.col0, pixels.row0, pixels.col1 - pixels.col0, pixels.row1 - pixels.row0
         )
         geometry = _on_grid(pixels.pixel_geometry(), grid, window)
+        pixels.parts = []  # traced pieces are not needed any more
         measure = _measure(pixels, area_scale)
         regions.append(ChangeRegion(f"{id_prefix}-c{number:04d}", geometry, window, measure))
     return regions
