@@ -22,12 +22,14 @@ Invalid pixels (nodata, outside the scene) come back as NaN.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -229,6 +231,90 @@ class Scene:
         return np.nan_to_num(classes, nan=0.0).astype(np.uint8)
 
 
+_KEPT_OPEN = threading.local()
+
+
+@dataclass
+class _Strip:
+    """Decoded rows ``[start, start + len(data))`` of one band of a file, full width."""
+
+    start: int
+    data: np.ndarray
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.data.shape[0]
+
+
+@dataclass
+class _KeptFiles:
+    """The files and decoded row strips :func:`files_kept_open` keeps."""
+
+    files: dict[Path | str, rasterio.io.DatasetReader]
+    strips: dict[tuple[Path | str, int], _Strip]
+
+
+@contextlib.contextmanager
+def files_kept_open() -> Iterator[None]:
+    """Within it, this thread's scene reads keep every file they open open, and reads on a
+    file's own grid go through a strip of whole block rows that reads further down reuse.
+
+    Each file's header is then parsed once, and each JPEG 2000 tile or COG block is decoded
+    once when windows are read row after row (as the tiled predictor does), instead of once
+    per window touching it. A strip spans the file's width and holds at most the rows of the
+    last read plus one block row.
+    """
+    previous = getattr(_KEPT_OPEN, "kept", None)
+    kept = _KeptFiles({}, {})
+    _KEPT_OPEN.kept = kept
+    try:
+        yield
+    finally:
+        _KEPT_OPEN.kept = previous
+        for src in kept.files.values():
+            src.close()
+
+
+def _opened(path: Path | str) -> contextlib.AbstractContextManager[rasterio.io.DatasetReader]:
+    """The file open for reading: the one kept open by :func:`files_kept_open`, or a new one."""
+    kept = getattr(_KEPT_OPEN, "kept", None)
+    if kept is None:
+        return rasterio.open(path)
+    if path not in kept.files:
+        kept.files[path] = rasterio.open(path)
+    return contextlib.nullcontext(kept.files[path])
+
+
+def _strip_rows(
+    src: rasterio.io.DatasetReader, index: int, rows: tuple[int, int]
+) -> tuple[np.ndarray, int] | None:
+    """Rows ``[r0, r1)`` of a band as (strip, first row of the strip) from the kept strip,
+    decoding only the block rows it lacks; None outside :func:`files_kept_open` or for a band
+    whose validity is not plain (no nodata, or an integer nodata value)."""
+    kept = getattr(_KEPT_OPEN, "kept", None)
+    if kept is None:
+        return None
+    flags = src.mask_flag_enums[index - 1]
+    plain = flags == [MaskFlags.all_valid] and src.nodata is None
+    by_value = flags == [MaskFlags.nodata] and np.issubdtype(src.dtypes[index - 1], np.integer)
+    if not (plain or by_value):
+        return None
+    r0, r1 = rows
+    key = (src.name, index)
+    strip = kept.strips.get(key)
+    if strip is not None and strip.start <= r0 and r1 <= strip.stop:
+        return strip.data, strip.start
+    block = src.block_shapes[index - 1][0]
+    stop = min(src.height, -(-r1 // block) * block)
+    if strip is not None and strip.start <= r0 < strip.stop:  # carry on down the file
+        fresh = src.read(index, window=Window(0, strip.stop, src.width, stop - strip.stop))
+        data = np.concatenate([strip.data[r0 - strip.start :], fresh])
+    else:
+        data = src.read(index, window=Window(0, r0, src.width, stop - r0))
+    kept.strips[key] = strip = _Strip(r0, data)
+    return strip.data, strip.start
+
+
 def read_band(source: BandSource, grid: Grid, resampling: Resampling) -> np.ndarray:
     """One band onto a grid as float32 (H, W), NaN = invalid."""
     out = np.empty((1, grid.height, grid.width), dtype=np.float32)
@@ -248,7 +334,7 @@ def _read_bands_into(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
+            with _opened(path) as src:
                 for i, source in sources.items():
                     index = source.index
                     offset = _pixel_offset(source.grid, target)
@@ -283,7 +369,13 @@ def _read_aligned(
         return out
     window = Window(c0, r0, c1 - c0, r1 - r0)
     inside = out[r0 - row : r1 - row, c0 - col : c1 - col]
-    if src.nodata is None and src.mask_flag_enums[index - 1] == [MaskFlags.all_valid]:
+    strip = _strip_rows(src, index, (r0, r1))
+    if strip is not None:
+        data, start = strip
+        inside[:] = data[r0 - start : r1 - start, c0:c1]
+        if src.nodata is not None:
+            inside[data[r0 - start : r1 - start, c0:c1] == src.nodata] = np.nan
+    elif src.nodata is None and src.mask_flag_enums[index - 1] == [MaskFlags.all_valid]:
         inside[:] = src.read(index, window=window)
     else:
         data = src.read(index, window=window, masked=True)

@@ -252,3 +252,39 @@ def test_reading_onto_a_coarser_aligned_grid_averages_whole_blocks(tmp_path: Pat
     blocks = data.reshape(6, 6, 5, 6).mean(axis=(1, 3))
     np.testing.assert_allclose(values[:6, 1:], blocks)
     assert np.isnan(values[:, 0]).all() and np.isnan(values[6]).all()
+
+
+@pytest.mark.parametrize("form", ["tiled-geotiff", "jp2-product"])
+def test_reads_with_files_kept_open_equal_plain_reads(
+    fixtures_dir: Path, tmp_path: Path, form: str
+) -> None:
+    from groundbreak.datasets.product_writer import read_band_images, write_product
+    from groundbreak.datasets.scene import files_kept_open
+
+    beirut = fixtures_dir / "oscd" / "beirut" / "imgs_2"
+    if form == "jp2-product":
+        scene = open_scene(write_product(tmp_path, read_band_images(beirut), zipped=True))
+    else:  # real bands as 16 px-tiled GeoTIFFs with nodata 0 and a hole
+        folder = tmp_path / "bands"
+        folder.mkdir()
+        for name in ("B02", "B03", "B05"):
+            source = next(beirut.glob(f"*_{name}.tif"))
+            with rasterio.open(source) as src:
+                data, profile = src.read(1), src.profile
+            data[10:30, 5:40] = 0
+            profile |= {"tiled": True, "blockxsize": 16, "blockysize": 16, "nodata": 0}
+            with rasterio.open(folder / source.name, "w", **profile) as dst:
+                dst.write(data, 1)
+        scene = open_scene(folder)
+    bands = ["B02", "B03", "B05"]
+    grid = scene.grid
+    windows = [Window(c, r, 40, 24) for r in range(-8, grid.height, 20)
+               for c in range(-8, grid.width, 30)]  # row by row, as the predictor reads
+    plain = [scene.read(bands, grid.subgrid(w)) for w in windows]
+    with files_kept_open():
+        kept = [scene.read(bands, grid.subgrid(w)) for w in windows]
+        again = scene.read(bands, grid.subgrid(windows[0]))  # back up the file: read afresh
+    for a, b in zip(plain, kept, strict=True):
+        np.testing.assert_array_equal(a, b)  # NaN where NaN
+    np.testing.assert_array_equal(again, plain[0])
+    assert any(np.isnan(a).any() for a in plain) and any(np.isfinite(a).any() for a in plain)
