@@ -10,21 +10,31 @@ written as they complete.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from groundbreak.datasets.clouds import CLOUD_MASK_MODES, CloudMaskMode, scene_cloud_mask
+from groundbreak.datasets.clouds import (
+    CLOUD_MASK_MODES,
+    CloudMask,
+    CloudMaskMode,
+    coarse_factor,
+    scene_cloud_mask,
+)
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.radiometry import RadiometryWarning, unknown_radiometry_warning
+from groundbreak.datasets.scene import Scene, files_kept_open
 from groundbreak.infer.blending import BLEND_MODES, BlendMode, RowBandBlender, blend_weights
 from groundbreak.infer.inference import (
     ChangeModel,
@@ -37,6 +47,7 @@ from groundbreak.infer.inference import (
     use_channels_last,
 )
 from groundbreak.infer.raster_io import BLOCK_SIZE, PredictionRasterWriter, bounded_gdal_cache
+from groundbreak.infer.stage_clock import StageClock, prefetched
 from groundbreak.infer.tiling import (
     BatchInput,
     PairInput,
@@ -52,6 +63,13 @@ if TYPE_CHECKING:
     from groundbreak.train.bundle import ModelBundle
 
 DEFAULT_WINDOW = 256
+PREFETCH_BATCHES = 2
+"""Batches read ahead of the model on a background thread (0 reads them in turn)."""
+CLOUD_MASK_CACHE = 8
+"""Cloud masks a predictor keeps (a night scores an acquisition as the after-date of one pair
+and the before-date of the next: its mask is computed once)."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,9 @@ class PredictionResult:
         unobserved_fraction: Fraction of the grid hidden by a cloud or shadow on either date.
         cloud_masks: The cloud-mask method used for the before and the after date.
         cloud_fractions: Fraction of the grid hidden by clouds or shadows on each date.
+        stages: Seconds spent in each stage (see :class:`~groundbreak.infer.stage_clock.
+            StageClock`): ``cloud mask``, ``read`` (on the prefetch thread, beside the model),
+            ``wait`` (the model waiting for a read), ``model``, ``blend``, ``write``.
     """
 
     probability_path: Path
@@ -81,6 +102,7 @@ class PredictionResult:
     unobserved_fraction: float = 0.0
     cloud_masks: tuple[str, str] = ("none", "none")
     cloud_fractions: tuple[float, float] = (0.0, 0.0)
+    stages: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def written(
@@ -89,6 +111,7 @@ class PredictionResult:
         paths: tuple[Path, Path, float],
         threshold: float,
         started: float,
+        stages: dict[str, float] | None = None,
     ) -> PredictionResult:
         """The result of a prediction of ``source`` that wrote ``paths`` (probability, mask,
         valid fraction, as :func:`write_blended` returns them), begun at ``started``
@@ -104,6 +127,7 @@ class PredictionResult:
             unobserved_fraction=source.unobserved_fraction,
             cloud_masks=source.cloud_masks,
             cloud_fractions=source.cloud_fractions,
+            stages=dict(stages or {}),
         )
 
 
@@ -124,26 +148,43 @@ def write_blended(
     out_dir: str | os.PathLike[str],
     threshold: float,
     blend: BlendMode = "cosine",
+    clock: StageClock | None = None,
 ) -> tuple[Path, Path, float]:
     """Blend batch predictions (in batch order) into ``probability.tif`` and ``mask.tif``.
+
+    ``clock`` gets the seconds of blending (``blend``) and of writing (``write``).
 
     Returns:
         (probability path, mask path, valid fraction).
     """
+    clock = clock or StageClock()
     weights = blend_weights(layout.window_height, layout.window_width, blend)
     with PredictionRasterWriter(out_dir, grid, threshold) as writer:
+
+        def write_rows(row_off: int, rows: np.ndarray) -> None:
+            with clock.time("write"):
+                writer.write_rows(row_off, rows)
+
         blender = RowBandBlender(
-            layout.height, layout.width, weights, writer.write_rows, flush_rows=BLOCK_SIZE
+            layout.height, layout.width, weights, write_rows, flush_rows=BLOCK_SIZE
         )
+        written_before = clock.seconds.get("write", 0.0)
+        blending = 0.0  # blender time, writes included; the predictions' making is not
         for prediction in predictions:
+            started = time.perf_counter()
             batch = prediction.batch
             blender.complete_rows_before(batch.row_off)
             for k, i in enumerate(prediction.kept):
                 blender.add(
                     batch.row_off, batch.col_offs[i], prediction.probability[k], prediction.valid[k]
                 )
+            blending += time.perf_counter() - started
+        started = time.perf_counter()
         blender.close()
-        probability_path, mask_path = writer.commit()
+        blending += time.perf_counter() - started
+        clock.add("blend", blending - (clock.seconds.get("write", 0.0) - written_before))
+        with clock.time("write"):
+            probability_path, mask_path = writer.commit()
     return probability_path, mask_path, writer.valid_fraction
 
 
@@ -171,7 +212,12 @@ class TiledPredictor:
             See :data:`~groundbreak.infer.inference.RUNTIMES` for the measurement.
         cloud_mask: How clouds and their shadows are found on each date (``auto``,
             ``s2cloudless``, ``scl``, ``none``; see :mod:`groundbreak.datasets.clouds`). Pixels
-            hidden on either date are nodata in the outputs.
+            hidden on either date are nodata in the outputs. Each scene's mask is kept (the last
+            ``CLOUD_MASK_CACHE`` of them), so a scene in two pairs is masked once.
+        prefetch: Batches read ahead on a background thread while the model runs (0: read each
+            batch in turn on this thread); default :data:`PREFETCH_BATCHES`.
+        skip_unobserved: Read no window that the cloud masks hide entirely (its outputs are
+            nodata either way).
 
     Raises:
         ValueError: For a window, overlap, batch size or blend mode that does not fit.
@@ -191,6 +237,8 @@ class TiledPredictor:
         channels_last: bool | None = None,
         runtime: Runtime = "torch",
         cloud_mask: CloudMaskMode = "auto",
+        prefetch: int | None = None,
+        skip_unobserved: bool = True,
     ) -> None:
         if cloud_mask not in CLOUD_MASK_MODES:
             raise ValueError(
@@ -218,6 +266,12 @@ class TiledPredictor:
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        prefetch = PREFETCH_BATCHES if prefetch is None else int(prefetch)
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be at least 0, got {prefetch}")
+        self.prefetch = prefetch
+        self.skip_unobserved = skip_unobserved
+        self._cloud_masks: OrderedDict[tuple[object, ...], CloudMask | None] = OrderedDict()
         if blend not in BLEND_MODES:
             raise ValueError(f"unknown blend {blend!r}; expected one of {', '.join(BLEND_MODES)}")
         self.batch_size = int(batch_size)
@@ -266,7 +320,7 @@ class TiledPredictor:
                 message = unknown_radiometry_warning(scene.path, scene.date)
                 if message:
                     warnings.warn(message, RadiometryWarning, stacklevel=2)
-        masks = [scene_cloud_mask(s, pair.grid, self.cloud_mask) for s in (pair.before, pair.after)]
+        masks = [self.cloud_mask_of(s, pair.grid) for s in (pair.before, pair.after)]
         present = [m for m in masks if m is not None]
         unobserved = None
         if present:
@@ -286,6 +340,18 @@ class TiledPredictor:
             cloud_fractions=(masks[0].fraction() if masks[0] else 0.0,
                              masks[1].fraction() if masks[1] else 0.0),
         )
+
+    def cloud_mask_of(self, scene: Scene, grid: Grid) -> CloudMask | None:
+        """A scene's cloud mask on a pair grid, computed once while its files stay unchanged."""
+        key = (*_files_key(scene), grid, self.cloud_mask)
+        if key in self._cloud_masks:
+            self._cloud_masks.move_to_end(key)
+            return self._cloud_masks[key]
+        mask = scene_cloud_mask(scene, grid, self.cloud_mask, coarse_factor(grid))
+        self._cloud_masks[key] = mask
+        while len(self._cloud_masks) > CLOUD_MASK_CACHE:
+            self._cloud_masks.popitem(last=False)
+        return mask
 
     def layout_for(self, grid: Grid) -> WindowLayout:
         """The windows this predictor lays over a grid."""
@@ -315,12 +381,50 @@ class TiledPredictor:
                 )
         return BatchPrediction(data.batch, data.kept, probability, data.valid)
 
+    def iter_inputs(
+        self, source: PairInput, layout: WindowLayout, clock: StageClock | None = None
+    ) -> Iterator[BatchInput]:
+        """Read every batch of windows of a prepared pair, in batch order (``prefetch`` ahead
+        on a background thread)."""
+        clock = clock or StageClock()
+
+        def read(batch: WindowBatch) -> BatchInput:
+            with clock.time("read"):
+                return read_batch(source, layout, batch, skip_unobserved=self.skip_unobserved)
+
+        batches = layout.batches(self.batch_size)
+        if self.prefetch == 0:
+            with files_kept_open():
+                yield from map(read, batches)
+            return
+
+        def reader_context() -> contextlib.ExitStack:
+            stack = contextlib.ExitStack()
+            stack.enter_context(bounded_gdal_cache())  # rasterio environments are per thread
+            stack.enter_context(files_kept_open())
+            return stack
+
+        inputs = prefetched(read, batches, self.prefetch, reader_context)
+        while True:
+            started = time.perf_counter()
+            data = next(inputs, None)
+            clock.add("wait", time.perf_counter() - started)
+            if data is None:
+                return
+            yield data
+
     def iter_predictions(
-        self, source: PairInput, layout: WindowLayout
+        self, source: PairInput, layout: WindowLayout, clock: StageClock | None = None
     ) -> Iterator[BatchPrediction]:
-        """Read and predict every batch of windows of a prepared pair, in batch order."""
-        for batch in layout.batches(self.batch_size):
-            yield self.predict_batch(read_batch(source, layout, batch))
+        """Read and predict every batch of windows of a prepared pair, in batch order (the
+        model's seconds and windows go to ``clock``)."""
+        clock = clock or StageClock()
+        for data in self.iter_inputs(source, layout, clock):
+            started = time.perf_counter()
+            prediction = self.predict_batch(data)
+            clock.add("model", time.perf_counter() - started)
+            clock.add("windows", len(data.kept))
+            yield prediction
 
     def predict_pair(self, pair: TilePair, out_dir: str | os.PathLike[str]) -> PredictionResult:
         """Write ``out_dir/probability.tif`` and ``out_dir/mask.tif`` for a tile pair.
@@ -329,15 +433,39 @@ class TiledPredictor:
             InputError: When a scene lacks a band of the model or cannot be read.
         """
         start = time.perf_counter()
+        clock = StageClock()
         with bounded_gdal_cache():
-            source = self.prepare(pair)  # before any output is written
+            with clock.time("cloud mask"):
+                source = self.prepare(pair)  # before any output is written
             layout = self.layout_for(pair.grid)
             written = write_blended(
-                self.iter_predictions(source, layout),
+                self.iter_predictions(source, layout, clock),
                 layout,
                 pair.grid,
                 out_dir,
                 self.threshold,
                 self.blend,
+                clock,
             )
-        return PredictionResult.written(source, written, self.threshold, start)
+        stages = clock.rounded()
+        windows = int(stages.pop("windows", 0))
+        result = PredictionResult.written(source, written, self.threshold, start, stages)
+        logger.debug("predicted %s in %.1f s: %s", pair.pair_id, result.seconds, stages,
+                     extra={"stages": stages, "windows": windows, "seconds": result.seconds})
+        return result
+
+
+def _files_key(scene: Scene) -> tuple[object, ...]:
+    """What a scene's cloud mask depends on: its band sources and files (with their sizes and
+    change times), SCL, user mask, radiometry and sun angles."""
+    files = [str(s.path) for s in scene.sources.values()]
+    files += [str(p) for p in (scene.scl.path if scene.scl else None, scene.cloud_mask) if p]
+    stats = []
+    for path in sorted(set(files)):
+        try:
+            stat = os.stat(path)
+            stats.append((path, stat.st_size, stat.st_mtime_ns))
+        except OSError:  # remote or in an archive: its path is all that is known
+            stats.append((path, None, None))
+    sources = tuple((name, str(s.path), s.index, s.nodata) for name, s in scene.sources.items())
+    return (str(scene.path), sources, tuple(stats), repr(scene.radiometry), scene.sun_angles)

@@ -212,13 +212,52 @@ class PairInput:
     cloud_fractions: tuple[float, float] = (0.0, 0.0)
 
 
-def read_batch(source: PairInput, layout: WindowLayout, batch: WindowBatch) -> BatchInput:
+def observed_windows(source: PairInput, layout: WindowLayout, batch: WindowBatch) -> np.ndarray:
+    """Whether each window of a batch has a scene pixel that no cloud mask hides, bool ``(N,)``."""
+    observed = np.ones(len(batch.col_offs), dtype=bool)
+    if source.unobserved is None:
+        return observed
+    coarse, factor = source.unobserved, source.factor
+    row0 = max(batch.row_off, 0)
+    row1 = min(batch.row_off + layout.window_height, layout.height)
+    rows = slice(min(row0 // factor, coarse.shape[0] - 1),
+                 min((row1 - 1) // factor, coarse.shape[0] - 1) + 1)
+    for i, col_off in enumerate(batch.col_offs):
+        col0, col1 = max(col_off, 0), min(col_off + layout.window_width, layout.width)
+        cols = slice(min(col0 // factor, coarse.shape[1] - 1),
+                     min((col1 - 1) // factor, coarse.shape[1] - 1) + 1)
+        observed[i] = not coarse[rows, cols].all()
+    return observed
+
+
+def read_batch(
+    source: PairInput, layout: WindowLayout, batch: WindowBatch, skip_unobserved: bool = True
+) -> BatchInput:
     """Read one batch of windows of a pair as one block, normalised and cut into windows.
 
     A pixel is valid when every band of both dates is finite there and neither date's cloud
     mask hides it; invalid pixels enter the model as 0 after normalisation (``normalize`` maps
-    NaN to 0) and are nodata in the outputs.
+    NaN to 0) and are nodata in the outputs. With ``skip_unobserved``, windows the cloud masks
+    hide entirely are not read (they would have no valid pixel either way): the block read
+    spans the first to the last observed window only.
     """
+    if skip_unobserved and source.unobserved is not None:
+        observed = np.flatnonzero(observed_windows(source, layout, batch))
+        first, last = (int(observed[0]), int(observed[-1])) if len(observed) else (0, -1)
+        if first > 0 or last < len(batch.col_offs) - 1:
+            part = WindowBatch(batch.index, batch.row_off, batch.col_offs[first : last + 1])
+            data = _read_windows(source, layout, part)
+            data.batch, data.kept = batch, data.kept + first
+            return data
+    return _read_windows(source, layout, batch)
+
+
+def _read_windows(source: PairInput, layout: WindowLayout, batch: WindowBatch) -> BatchInput:
+    """:func:`read_batch` of every window of ``batch`` (none when it has no window)."""
+    channels, height, width = len(source.bands), layout.window_height, layout.window_width
+    if not batch.col_offs:
+        empty = np.zeros((0, channels, height, width), dtype=np.float32)
+        return BatchInput(batch, np.zeros(0, np.int64), empty, empty.copy(), empty[:, 0] > 0)
     window, pads = layout.block_of(batch)
     pair, bands = source.pair, source.bands
     target = pair.grid.subgrid(window)

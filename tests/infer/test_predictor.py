@@ -19,6 +19,7 @@ from groundbreak.datasets.scene import Scene, open_scene
 from groundbreak.infer import predictor as predictor_module
 from groundbreak.infer.inference import predict_probabilities
 from groundbreak.infer.predictor import PredictionResult, TiledPredictor
+from groundbreak.infer.tiling import observed_windows
 from groundbreak.train.bundle import ModelBundle, load_bundle, save_bundle
 from groundbreak.train.model import ChangeUNet
 
@@ -276,3 +277,71 @@ def test_window_and_overlap_must_fit_the_model(s2_bundle: ModelBundle) -> None:
         TiledPredictor(s2_bundle, window=64, overlap=3)
     with pytest.raises(ValueError, match="blend"):
         TiledPredictor(s2_bundle, blend="median")  # type: ignore[arg-type]
+
+
+S2_13 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+         "B12"]
+
+
+def overcast_corner_after(fixtures_dir: Path, path: Path) -> Path:
+    """The real beirut after-scene with the real cumulus sample's densest cloud over its
+    lower-right 48 x 48 pixels (whole windows hidden) as one 13-band GeoTIFF."""
+    after = open_scene(fixtures_dir / "oscd" / "beirut" / "imgs_2")
+    data = after.read(S2_13)
+    with rasterio.open(fixtures_dir / "clouds" / "cumulus_l1c_13band.tif") as src:
+        core = src.read().astype(np.float32)[:, 92:124, 128:160]  # 32 x 32, 80 % bright cloud
+    data[:, -48:, -48:] = np.tile(core, (1, 2, 2))[:, :48, :48]
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
+               "count": 13, "dtype": "uint16", "crs": after.grid.crs,
+               "transform": after.grid.transform}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.nan_to_num(data).astype(np.uint16))
+        dst.descriptions = tuple(S2_13)
+    return path
+
+
+@pytest.mark.parametrize("city", ["beirut", "abudhabi"])
+def test_prefetch_and_skipping_unobserved_windows_change_no_output(
+    s2_bundle: ModelBundle, fixtures_dir: Path, tmp_path: Path, city: str
+) -> None:
+    pair = oscd_pair(fixtures_dir, city)
+    if city == "beirut":  # clouds hide whole windows of the after-scene
+        after = open_scene(overcast_corner_after(fixtures_dir, tmp_path / "after.tif"))
+        pair = TilePair(city, pair.before, after)
+    outputs = []
+    for prefetch, skip in ((0, False), (2, True), (1, False), (0, True)):
+        predictor = TiledPredictor(s2_bundle, window=16, overlap=4, batch_size=3,
+                                   prefetch=prefetch, skip_unobserved=skip)
+        result = predictor.predict_pair(pair, tmp_path / f"out-{prefetch}-{skip}")
+        outputs.append((read_raster(result.probability_path)[0],
+                        read_raster(result.mask_path)[0]))
+        assert {"cloud mask", "read", "model", "blend", "write"} <= set(result.stages)
+    reference, reference_mask = outputs[0]
+    for probability, mask in outputs[1:]:
+        np.testing.assert_allclose(probability, reference, atol=1e-4, rtol=0)  # NaN where NaN
+        np.testing.assert_array_equal(mask, reference_mask)
+    if city == "beirut":
+        source = predictor.prepare(pair)
+        layout = predictor.layout_for(pair.grid)
+        hidden = sum(int((~observed_windows(source, layout, b)).sum())
+                     for b in layout.batches(3))
+        assert hidden >= 4  # the test does skip windows
+        assert np.isnan(reference[-40:, -40:]).all() and (reference_mask[-40:, -40:] == 255).all()
+        assert np.isfinite(reference[:40, :40]).any()
+
+
+def test_a_scene_cloud_mask_is_computed_once_while_its_files_are_unchanged(
+    s2_bundle: ModelBundle, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    path = overcast_corner_after(fixtures_dir, tmp_path / "after.tif")
+    predictor = TiledPredictor(s2_bundle)
+    grid = open_scene(path).grid
+    first = predictor.cloud_mask_of(open_scene(path), grid)
+    assert first is not None and first.unobserved.any()
+    assert predictor.cloud_mask_of(open_scene(path), grid) is first  # a new Scene, same files
+    clear = open_scene(fixtures_dir / "oscd" / "beirut" / "imgs_2").read(S2_13)
+    with rasterio.open(path, "r+") as dst:  # the file changes: its mask is computed again
+        dst.write(np.nan_to_num(clear).astype(np.uint16))
+    again = predictor.cloud_mask_of(open_scene(path), grid)
+    assert again is not first and not again.unobserved.all()
+    assert again.unobserved.sum() < first.unobserved.sum()
