@@ -1,0 +1,305 @@
+"""Country bench: full Sentinel-2 tile pairs from real OSCD scenes through one nightly batch.
+
+Builds ``--pairs`` tile pairs of ``--size``² pixels at 10 m (10980² is a full Sentinel-2 tile)
+from the real OSCD scenes: each pair is one city's two dates, every band mirrored up to the tile
+size at its own resolution (10, 20, 60 m) on a UTM grid. Each pair is written twice: as real
+L1C ``.SAFE`` products (lossless JPEG 2000, ESA's layout, :mod:`groundbreak.datasets.
+product_writer`) and as per-band COGs (deflate, 512 px blocks, overviews). The built inputs are
+cached under ``runs/country_bench/`` and reused by later runs.
+
+Then, per format, one ``groundbreak nightly`` night (:func:`groundbreak.infer.nightly.runner.
+run_night`: hashing, cloud masks, prediction, sites, report) runs over a pairs CSV of them in a
+child process, and the bench prints:
+
+- km²/s of the night per format (the pairs' area over the night's wall time);
+- the time split: hashing, cloud mask, read/decode, model, blend, write (the predictor's stage
+  clock; with the prefetch thread, read/decode runs beside the model, so the stages add up to
+  more than the prediction), sites (pair time minus prediction), report (ranking and outputs);
+- peak RSS of the child;
+- the model's share of the float32 matmul peak measured in the same run (GFLOP of the windows
+  the model ran over the model's own seconds);
+- the projected time for North Korea (120,540 km², ~20 tiles) at each format's rate.
+
+Usage::
+
+    python bench/country_bench.py                      # 1 full-size pair, both formats
+    python bench/country_bench.py --size 2048          # a quick run (figures scale by area)
+    python bench/country_bench.py --pairs 2 --chain    # 2 pairs of 3 acquisitions of one
+                                                       # ground: the middle one's cloud mask is
+                                                       # computed once (the predictor's cache)
+
+Wrap timed runs in ``flock /tmp/gb-bench.lock`` on the shared machine. Figures: see
+``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+from groundbreak.datasets.product_writer import BandImage, read_band_images, write_product
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "oscd" / "images"
+DEFAULT_CACHE = ROOT / "runs" / "country_bench"
+FULL_TILE = 10980
+PIXEL_M = 10.0
+NORTH_KOREA_KM2 = 120_540.0
+NORTH_KOREA_TILES = 20
+CITIES = ("beirut", "bordeaux", "dubai", "hongkong", "lasvegas", "milano", "mumbai", "paris")
+UTM = CRS.from_epsg(32636)
+ORIGIN = (600_000.0, 4_000_020.0)
+FORMATS = ("safe", "cog")
+COG_OPTIONS = {"driver": "COG", "compress": "DEFLATE", "blocksize": 512, "predictor": 2}
+
+
+def band_resolution(name: str) -> int:
+    """The Sentinel-2 resolution of a band, in metres."""
+    if name in ("B02", "B03", "B04", "B08"):
+        return 10
+    if name in ("B01", "B09", "B10"):
+        return 60
+    return 20
+
+
+def grown_bands(folder: Path, size: int) -> dict[str, BandImage]:
+    """A city's bands mirrored up to ``size`` pixels at 10 m, each at its own resolution."""
+    grown = {}
+    for name, image in read_band_images(folder).items():
+        res = band_resolution(name)
+        side = math.ceil(size * PIXEL_M / res)
+        data = image.data[:side, :side]
+        pad = ((0, side - data.shape[0]), (0, side - data.shape[1]))
+        data = np.pad(data, pad, mode="symmetric")
+        transform = Affine(res, 0, ORIGIN[0], 0, -res, ORIGIN[1])
+        grown[name] = BandImage(np.ascontiguousarray(data, dtype=np.uint16), transform, UTM)
+    return grown
+
+
+def city_dates(data: Path, city: str) -> list[str]:
+    """The city's two acquisition dates (YYYYMMDD)."""
+    lines = (data / city / "dates.txt").read_text().splitlines()
+    return [line.split(":")[1].strip() for line in lines if ":" in line]
+
+
+def build_scene(data: Path, cache: Path, city: str, index: int, size: int) -> dict[str, Path]:
+    """Write (or reuse) one city date as a .SAFE product and as a folder of COGs."""
+    date = city_dates(data, city)[index]
+    base = cache / str(size) / f"{city}_{date}"
+    safe_dir, cog_dir = base / "safe", base / "cog"
+    built = {"safe": next(safe_dir.glob("*.SAFE"), None) if safe_dir.is_dir() else None,
+             "cog": cog_dir if (cog_dir / "done").is_file() else None}
+    if all(built.values()):
+        return built  # type: ignore[return-value]
+    started = time.perf_counter()
+    bands = grown_bands(data / city / f"imgs_{index + 1}", size)
+    if built["safe"] is None:
+        shutil.rmtree(safe_dir, ignore_errors=True)
+        stamp = f"{date[:4]}-{date[4:6]}-{date[6:]}T08:17:39.024Z"
+        built["safe"] = write_product(safe_dir, bands, sensing_time=stamp, tile="T36SYC")
+    if built["cog"] is None:
+        shutil.rmtree(cog_dir, ignore_errors=True)
+        cog_dir.mkdir(parents=True)
+        for name, image in bands.items():
+            profile = {**COG_OPTIONS, "width": image.data.shape[1], "height": image.data.shape[0],
+                       "count": 1, "dtype": "uint16", "crs": UTM, "transform": image.transform,
+                       "nodata": 0}
+            with rasterio.open(cog_dir / f"T36SYC_{date}_{name}.tif", "w", **profile) as dst:
+                dst.write(image.data, 1)
+        (cog_dir / "done").write_text("ok\n")
+    print(f"built {city} {date} ({size}²) in {time.perf_counter() - started:.0f} s", flush=True)
+    return built  # type: ignore[return-value]
+
+
+def build_pairs(args: argparse.Namespace) -> dict[str, list[dict[str, str]]]:
+    """The pairs CSV rows of each format."""
+    rows: dict[str, list[dict[str, str]]] = {f: [] for f in FORMATS}
+    for k in range(args.pairs):
+        city = CITIES[0] if args.chain else CITIES[k % len(CITIES)]
+        dates = city_dates(args.data, city)
+        first, second = (k % 2, 1 - k % 2) if args.chain else (0, 1)
+        before = build_scene(args.data, args.cache, city, first, args.size)
+        after = build_scene(args.data, args.cache, city, second, args.size)
+        for fmt in FORMATS:
+            row = {"pair_id": f"{city}-{k}", "before": str(before[fmt]), "after": str(after[fmt]),
+                   "before_date": iso(dates[first]), "after_date": iso(dates[second])}
+            if fmt == "cog":  # plain DN = reflectance x 10000, as the OSCD files hold
+                row |= {"before_add_offset": "0", "after_add_offset": "0"}
+            rows[fmt].append(row)
+    return rows
+
+
+def iso(date: str) -> str:
+    """YYYYMMDD as YYYY-MM-DD."""
+    return f"{date[:4]}-{date[4:6]}-{date[6:]}"
+
+
+class StageCollector(logging.Handler):
+    """Sums the predictor's per-pair stage seconds (its ``stages`` log records)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.stages: dict[str, float] = {}
+        self.windows = 0
+        self.seconds = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stages = getattr(record, "stages", None)
+        if stages is None:
+            return
+        for name, seconds in stages.items():
+            self.stages[name] = self.stages.get(name, 0.0) + seconds
+        self.windows += int(getattr(record, "windows", 0))
+        self.seconds += float(getattr(record, "seconds", 0.0))
+
+
+def night_child(args: argparse.Namespace) -> None:
+    """Run one night over a pairs CSV; print its figures as JSON (in a child process)."""
+    from groundbreak.infer.nightly.config import build_config
+    from groundbreak.infer.nightly.logging import NightLog
+    from groundbreak.infer.nightly.runner import run_night
+
+    if args.prefetch is not None:  # the predictor's default (not a nightly config key)
+        from groundbreak.infer import predictor as predictor_module
+
+        predictor_module.PREFETCH_BATCHES = args.prefetch
+    collector = StageCollector()
+    logger = logging.getLogger("groundbreak.infer.predictor")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(collector)
+    predictor = json.loads(args.predictor)
+    config = build_config({"state_dir": str(args.state), "pairs": str(args.pairs_csv),
+                           "predictor": predictor, "log_format": "json"})
+    started = time.perf_counter()
+    with open(args.state.parent / "night.log", "w") as stream:
+        summary = run_night(config, NightLog("json", stream=stream))
+    seconds = time.perf_counter() - started
+    print(json.dumps({
+        "seconds": seconds,
+        "timings": summary.timings,
+        "pairs": [(p.pair_id, p.status, p.seconds, p.reason) for p in summary.pairs],
+        "stages": collector.stages,
+        "windows": collector.windows,
+        "predict_seconds": collector.seconds,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+def run_format(args: argparse.Namespace, fmt: str, rows: list[dict[str, str]]) -> dict:
+    """Write the pairs CSV of one format and run a night over it in a child process."""
+    work = args.cache / "nights" / f"{args.size}-{fmt}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    pairs_csv = work / "pairs.csv"
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(pairs_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    child = subprocess.run(
+        [sys.executable, __file__, "--child", "--state", str(work / "state"),
+         "--pairs-csv", str(pairs_csv), "--predictor", args.predictor]
+        + (["--prefetch", str(args.prefetch)] if args.prefetch is not None else []),
+        capture_output=True, text=True,
+    )
+    if child.returncode != 0:
+        sys.exit(f"the {fmt} night failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def report(args: argparse.Namespace, fmt: str, figures: dict, peak: float, gflop: float) -> None:
+    """Print one format's figures."""
+    area = args.pairs * args.size**2 * PIXEL_M**2 / 1e6
+    seconds = figures["seconds"]
+    stages, timings = figures["stages"], figures["timings"]
+    pair_seconds = sum(p[2] for p in figures["pairs"])
+    print(f"\n{fmt}: {args.pairs} pair(s) of {args.size}² ({area:,.0f} km² at 10 m), "
+          f"{[p[1] for p in figures['pairs']]}")
+    predicting = figures["predict_seconds"]
+    alone = (f"predictions alone {predicting:.1f} s = {area / predicting:.1f} km²/s"
+             if predicting else "this predictor reports no stages")
+    print(f"  night wall time  {seconds:.1f} s = {area / seconds:.1f} km²/s ({alone})")
+    split = {
+        "hashing+setup": seconds - pair_seconds - timings.get("ranking_s", 0.0),
+        **{name: value for name, value in stages.items()},
+        "sites": pair_seconds - predicting if predicting else float("nan"),
+        "report": timings.get("ranking_s", 0.0),
+    }
+    print("  time split (s)   " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()))
+    model = stages.get("model", 0.0)
+    if model:
+        rate = gflop * figures["windows"] / model
+        print(f"  model            {figures['windows']} windows, {rate:.1f} GFLOP/s over its own "
+              f"time = {rate / peak:.1%} of the matmul peak ({peak:.1f} GFLOP/s); "
+              f"over the night's time {gflop * figures['windows'] / seconds / peak:.1%}")
+    print(f"  peak RSS         {figures['max_rss_mb']:.0f} MB")
+    per_km2 = seconds / area
+    print(f"  North Korea      {NORTH_KOREA_KM2:,.0f} km² ({NORTH_KOREA_TILES} tiles): "
+          f"{per_km2 * NORTH_KOREA_KM2 / 60:.1f} min at this rate")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=1, help="tile pairs (default 1)")
+    parser.add_argument("--size", type=int, default=FULL_TILE, help="tile side in 10 m pixels")
+    parser.add_argument("--chain", action="store_true",
+                        help="pairs of consecutive acquisitions of one ground (shared scenes)")
+    parser.add_argument("--formats", default="safe,cog", help="comma-separated: safe, cog")
+    parser.add_argument("--predictor", default="{}",
+                        help="JSON of the nightly config's predictor key, e.g. '{\"runtime\": "
+                        "\"onnx\"}'")
+    parser.add_argument("--prefetch", type=int, default=None,
+                        help="batches the predictor reads ahead (default: its own, 0: none)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="OSCD images folder")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="built inputs")
+    parser.add_argument("--build-only", action="store_true", help="build the inputs and stop")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--state", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--pairs-csv", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        night_child(args)
+        return
+    if not (args.data / CITIES[0] / "imgs_1").is_dir():
+        sys.exit(f"country bench: the OSCD images are not at {args.data} (../shared/data is "
+                 "missing?); pass --data FOLDER")
+
+    rows = build_pairs(args)
+    if args.build_only:
+        return
+    sys.path.insert(0, str(ROOT / "bench"))
+    import torch
+    from predict_bench import matmul_peak_gflops, window_gflops
+
+    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.train.bundle import default_bundle_path, load_bundle
+
+    bundle = load_bundle(default_bundle_path())
+    window = TiledPredictor(bundle, device="cpu", **json.loads(args.predictor)).window
+    gflop = window_gflops(bundle, window)
+    peak = matmul_peak_gflops()
+    print(f"threads {torch.get_num_threads()}, matmul peak (fp32, 2048³) {peak:.1f} GFLOP/s, "
+          f"model {gflop:.2f} GFLOP per {window}² window, predictor {args.predictor}, "
+          f"prefetch {args.prefetch if args.prefetch is not None else 'default'}")
+    for fmt in (f.strip() for f in args.formats.split(",")):
+        report(args, fmt, run_format(args, fmt, rows[fmt]), peak, gflop)
+    if args.size != FULL_TILE:
+        print(f"\n(size {args.size}: a full tile is {FULL_TILE**2 / args.size**2:.1f}x the area)")
+
+
+if __name__ == "__main__":
+    main()
