@@ -438,15 +438,11 @@ class TiledPredictor:
             with clock.time("cloud mask"):
                 source = self.prepare(pair)  # before any output is written
             layout = self.layout_for(pair.grid)
-            written = write_blended(
-                self.iter_predictions(source, layout, clock),
-                layout,
-                pair.grid,
-                out_dir,
-                self.threshold,
-                self.blend,
-                clock,
-            )
+            # closed on any error, so the prefetch thread stops reading at once
+            with contextlib.closing(self.iter_predictions(source, layout, clock)) as predictions:
+                written = write_blended(
+                    predictions, layout, pair.grid, out_dir, self.threshold, self.blend, clock
+                )
         stages = clock.rounded()
         windows = int(stages.pop("windows", 0))
         result = PredictionResult.written(source, written, self.threshold, start, stages)
