@@ -6,7 +6,9 @@ Two kinds of site are scored:
   Each is reprojected to a pair's grid, rasterised over its own bounding box only, and measured
   there (:func:`measure_watch_site`): the probability raster is never read whole for one site.
 - **discovered sites**, connected regions of the change mask (8-connectivity, a minimum area),
-  polygonised into the grid's CRS (:func:`discover_change_regions`).
+  polygonised into the grid's CRS (:func:`discover_change_regions`). The mask is read in bands
+  of rows and labelled band by band (:mod:`groundbreak.infer.region_stream`): memory is bounded
+  by a band and the regions open across it, not by the raster.
 
 Both are measured and scored with :func:`groundbreak.infer.scoring.measure_site`.
 """
