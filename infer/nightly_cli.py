@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="key log_format")
     parser.add_argument("--device", type=device_argument,
                         help="predictor device: auto, cpu, cuda... (key predictor)")
+    parser.add_argument("--cluster", metavar="SPEC",
+                        help="predict pairs on Dask workers: local:N (N processes here) or "
+                        "tcp://host:8786 (a running scheduler); none: in this process (key "
+                        "cluster)")
     parser.add_argument("--no-report", dest="report", action="store_false", default=None,
                         help="do not write report.html (key report)")
     return parser
@@ -77,7 +81,7 @@ def main(argv: Sequence[str]) -> int:
     overrides = {
         key: getattr(args, key)
         for key in ("state_dir", "model", "pairs", "stac", "drop_folder", "sites", "run_id",
-                    "alert_threshold", "dismiss_margin", "log_format", "report")
+                    "alert_threshold", "dismiss_margin", "log_format", "report", "cluster")
     }
     if args.device is not None:
         overrides["predictor"] = {**dict(values.get("predictor") or {}), "device": args.device}

@@ -9,7 +9,8 @@ Parts, one job each:
 - :mod:`~groundbreak.infer.nightly.hashing`: content hashes of inputs and models, cached;
 - :mod:`~groundbreak.infer.nightly.lock`: one run at a time per state directory;
 - :mod:`~groundbreak.infer.nightly.logging`: a progress bar on a terminal, JSON lines otherwise;
-- :mod:`~groundbreak.infer.nightly.runner`: the night itself.
+- :mod:`~groundbreak.infer.nightly.runner`: the night itself;
+- :mod:`~groundbreak.infer.nightly.cluster`: its pairs on Dask workers (key ``cluster``).
 
 Writes that are never seen half done come from :mod:`groundbreak.infer.atomic`, which the run
 tables and the report share.

@@ -131,6 +131,13 @@ KEYS: dict[str, KeySpec] = {
         "and private addresses are refused unless listed here.",
     ),
     "report": KeySpec("bool", True, "Write the HTML report (report.html) of each night."),
+    "cluster": KeySpec(
+        "cluster", None,
+        "Where pairs are predicted: null (this process, one pair at a time), 'local:N' (N "
+        "worker processes on this machine, Dask LocalCluster) or the address of a running Dask "
+        "scheduler, 'tcp://host:8786' (its workers must see the same paths). This process alone "
+        "writes the state and the night's outputs. Flag: --cluster (--cluster none: in-process).",
+    ),
     "run_id": KeySpec(
         "run_id", None,
         "Name of the night (its folder runs/<run_id>/). Default: today's UTC date, YYYY-MM-DD; "
@@ -164,6 +171,7 @@ class NightlyConfig:
     cloudy_fraction: float = DEFAULT_CLOUDY_FRACTION
     remote_hosts: tuple[str, ...] | None = None
     report: bool = True
+    cluster: str | None = None
     run_id: str = ""
     log_format: str = "auto"
 
@@ -328,6 +336,15 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
             raise fail(f"cloud_mask must be one of {', '.join(CLOUD_MASK_MODES)}, "
                        f"got {raw['cloud_mask']!r}")
         return dict(raw)
+    if kind == "cluster":
+        from groundbreak.infer.nightly.cluster import parse_cluster
+
+        if isinstance(raw, str) and raw.strip().lower() == "none":  # --cluster none: in-process
+            return None
+        try:
+            return parse_cluster(raw).text
+        except ValueError as err:
+            raise fail(str(err)) from None
     if kind == "run_id":
         text = str(raw)
         if not text or text.startswith(".") or not all(c.isalnum() or c in "-_." for c in text):

@@ -23,9 +23,10 @@ BUNDLE_FILES = ("model.json", "model.safetensors")
 
 
 class ContentHasher:
-    """sha256 of files, cached in the nightly state by (path, size, mtime_ns)."""
+    """sha256 of files, cached in the nightly state by (path, size, mtime_ns); no cache without
+    a state (a cluster worker checks the model it loads so)."""
 
-    def __init__(self, state: NightlyState) -> None:
+    def __init__(self, state: NightlyState | None) -> None:
         self.state = state
         self.hashed_bytes = 0
         """Bytes actually read (not served from the cache) by this hasher."""
@@ -41,7 +42,9 @@ class ContentHasher:
             raise InputError(path, f"cannot be read ({err.strerror})") from err
         if not stat_mode.S_ISREG(stat.st_mode):  # a FIFO or /dev/zero would never end
             raise InputError(path, "is not a regular file (a device, FIFO or socket)")
-        cached = self.state.cached_hash(str(path), stat.st_size, stat.st_mtime_ns)
+        cached = None if self.state is None else self.state.cached_hash(
+            str(path), stat.st_size, stat.st_mtime_ns
+        )
         if cached is not None:
             return cached
         digest = hashlib.sha256()
@@ -53,7 +56,8 @@ class ContentHasher:
             raise InputError(path, f"cannot be read ({err.strerror})") from err
         self.hashed_bytes += stat.st_size
         value = digest.hexdigest()
-        self.state.store_hash(str(path), stat.st_size, stat.st_mtime_ns, value)
+        if self.state is not None:
+            self.state.store_hash(str(path), stat.st_size, stat.st_mtime_ns, value)
         return value
 
     def scene_digest(self, scene: str | os.PathLike[str]) -> list[tuple[str, str]]:

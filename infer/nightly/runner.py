@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from groundbreak.infer.ranking import (
     PAIRS_DIR,
     REPORT_HTML,
     PairOutcome,
+    PairScores,
     RankResult,
     alert_rows,
     process_pair,
@@ -229,23 +230,34 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
             raise
         scorer = PairScorer(config, state, hasher, bundle, predictor, sites, sites_hash,
                             model_hash, attempt, run_dir)
-        log.start_progress(len(inputs.pairs))
-        try:
-            pending, scored_afters = list(inputs.pairs), set()
-            while pending:
-                spec = pending.pop(0)
-                record = scorer.process(spec)
-                summary.pairs.append(record)
-                scored_afters.add(str(spec.after))
-                level = "warning" if record.status == "failed" else "info"
-                log.event(f"pair_{record.status}", level=level, pair_id=record.pair_id,
-                          seconds=round(record.seconds, 3), reason=record.reason,
-                          clouds=record.clouds)
-                log.advance(record.pair_id)
-                if record.status == "skipped" and config.pairs is None:
-                    pending = repair_after_clouds(config, state, inputs, scored_afters)
-        finally:
-            log.end_progress()
+
+        def note(record: PairRecord) -> None:
+            summary.pairs.append(record)
+            level = "warning" if record.status == "failed" else "info"
+            log.event(f"pair_{record.status}", level=level, pair_id=record.pair_id,
+                      seconds=round(record.seconds, 3), reason=record.reason,
+                      clouds=record.clouds)
+            log.advance(record.pair_id)
+
+        def repair(scored_afters: set[str]) -> list[PairSpec]:
+            return repair_after_clouds(config, state, inputs, scored_afters)
+
+        if config.cluster is not None and inputs.pairs:
+            score_on_cluster(config, scorer, inputs.pairs, note,
+                             repair if config.pairs is None else None, log, summary, attempt)
+        else:
+            log.start_progress(len(inputs.pairs))
+            try:
+                pending, scored_afters = list(inputs.pairs), set()
+                while pending:
+                    spec = pending.pop(0)
+                    record = scorer.process(spec)
+                    note(record)
+                    scored_afters.add(str(spec.after))
+                    if record.status == "skipped" and config.pairs is None:
+                        pending = repair(scored_afters)
+            finally:
+                log.end_progress()
         scored_seconds = time.perf_counter() - started
 
         write_night_outputs(config, state, summary, inputs.pairs, bundle)
@@ -264,6 +276,34 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
         return summary
     finally:
         log.close_file()
+
+
+def score_on_cluster(
+    config: NightlyConfig,
+    scorer: PairScorer,
+    pairs: Sequence[PairSpec],
+    note: Callable[[PairRecord], None],
+    repair: Callable[[set[str]], list[PairSpec]] | None,
+    log: NightLog,
+    summary: NightSummary,
+    attempt: int,
+) -> None:
+    """Score the night's pairs on Dask workers (key ``cluster``); this process records them."""
+    from groundbreak.infer.nightly.cluster import PairCluster, parse_cluster
+
+    try:
+        cluster = PairCluster(parse_cluster(config.cluster)).start()
+    except InputError:  # no scheduler or no worker: nothing was scored
+        scorer.state.finish_run(attempt, "failed", EXIT_BAD_CONFIG, summary.to_dict())
+        raise
+    with cluster:
+        log.event("cluster_started", cluster=config.cluster, scheduler=cluster.address,
+                  workers=cluster.workers, torch_threads=cluster.torch_threads)
+        log.start_progress(len(pairs))
+        try:
+            cluster.score(scorer, pairs, note, repair)
+        finally:
+            log.end_progress()
 
 
 def read_source(config: NightlyConfig, state: NightlyState) -> NightInputs:
@@ -332,48 +372,78 @@ class PairScorer:
             "settings": self.config.scoring_settings(),
         })
 
+    def examine(self, spec: PairSpec) -> str:
+        """A pair's inputs hash, once its band URLs are allowed; an InputError says why not."""
+        self.check_remote_bands(spec)
+        return self.inputs_hash(spec)
+
+    def done_row(self, spec: PairSpec, inputs_hash: str) -> int | None:
+        """The state row of this pair done before with these hashes and outputs still there."""
+        done = self.state.find_done(spec.pair_id, inputs_hash, self.model_hash)
+        outputs = self.state.pair_outputs(done) if done is not None else None
+        return done if done is not None and outputs_exist(outputs) else None
+
+    def reuse(self, spec: PairSpec, inputs_hash: str, started: float) -> PairRecord | None:
+        """Link a pair done before into the night (``reused``); None when it must be scored."""
+        done = self.done_row(spec, inputs_hash)
+        if done is None:
+            return None
+        self.state.link_reused(self.config.run_id, done)
+        return PairRecord(spec.pair_id, "reused", time.perf_counter() - started,
+                          outputs=self.state.pair_outputs(done))
+
+    def final_dir(self, spec: PairSpec) -> Path:
+        """Where a pair's rasters are published: ``runs/<run_id>/pairs/<pair_id>``."""
+        return self.run_dir / PAIRS_DIR / spec.pair_id
+
     def process(self, spec: PairSpec) -> PairRecord:
         """Skip, score or fail one pair; every outcome is recorded in the state."""
         started = time.perf_counter()
-        run_id = self.config.run_id
-        inputs_hash: str | None = None
         try:
-            self.check_remote_bands(spec)
-            inputs_hash = self.inputs_hash(spec)
+            inputs_hash = self.examine(spec)
         except InputError as err:
-            return self._failed(spec.pair_id, None, f"pair {spec.pair_id}: {err}", started)
-        done = self.state.find_done(spec.pair_id, inputs_hash, self.model_hash)
-        outputs = self.state.pair_outputs(done) if done is not None else None
-        if done is not None and outputs_exist(outputs):
-            self.state.link_reused(run_id, done)
-            return PairRecord(spec.pair_id, "reused", time.perf_counter() - started,
-                              outputs=outputs)
-        final = self.run_dir / PAIRS_DIR / spec.pair_id
-        staging = temp_sibling(final)
+            return self.fail(spec.pair_id, None, f"pair {spec.pair_id}: {err}", started)
+        reused = self.reuse(spec, inputs_hash, started)
+        if reused is not None:
+            return reused
+        staging = temp_sibling(self.final_dir(spec))
         shutil.rmtree(staging, ignore_errors=True)
         try:
             outcome, scores = process_pair(
                 spec, staging, self.predictor, self.sites,
                 min_area_m2=self.config.min_area_m2, area_scale=self.config.area_scale,
             )
-            if scores is None:
-                return self._failed(spec.pair_id, inputs_hash, outcome.reason or "", started)
-            clouds = self.record_clouds(spec, outcome)
-            publish_dir(staging, final)
-            # in ranking order, as a night ranks them (new discovered ids are numbered so)
-            sites = rank_sites(scores.sites).drop(columns="rank").to_dict("records")
-            changes = rank_changes(scores.changes).to_dict("records")
-            cloudy = clouds["either"] >= self.config.cloudy_fraction
-            if cloudy:  # too cloudy to judge: its watch-list sites were not observed
-                sites = [dict(row, observed=False) for row in sites if row["kind"] == "watch"]
-                changes = []
-            seconds = time.perf_counter() - started
-            match_iou = self.config.site_match_iou if self.sites is None else None
-            self.state.record_done(run_id, self.attempt, spec.pair_id, inputs_hash,
-                                   self.model_hash, str(final), seconds, sites, changes,
-                                   site_match_iou=match_iou)
+            return self.finish(spec, inputs_hash, outcome, scores, staging, started)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def finish(
+        self,
+        spec: PairSpec,
+        inputs_hash: str,
+        outcome: PairOutcome,
+        scores: PairScores | None,
+        staging: Path,
+        started: float,
+    ) -> PairRecord:
+        """Record a predicted pair: publish its staging folder, then mark it done (or failed)."""
+        if scores is None:
+            return self.fail(spec.pair_id, inputs_hash, outcome.reason or "", started)
+        run_id, final = self.config.run_id, self.final_dir(spec)
+        clouds = self.record_clouds(spec, outcome)
+        publish_dir(staging, final)
+        # in ranking order, as a night ranks them (new discovered ids are numbered so)
+        sites = rank_sites(scores.sites).drop(columns="rank").to_dict("records")
+        changes = rank_changes(scores.changes).to_dict("records")
+        cloudy = clouds["either"] >= self.config.cloudy_fraction
+        if cloudy:  # too cloudy to judge: its watch-list sites were not observed
+            sites = [dict(row, observed=False) for row in sites if row["kind"] == "watch"]
+            changes = []
+        seconds = time.perf_counter() - started
+        match_iou = self.config.site_match_iou if self.sites is None else None
+        self.state.record_done(run_id, self.attempt, spec.pair_id, inputs_hash,
+                               self.model_hash, str(final), seconds, sites, changes,
+                               site_match_iou=match_iou)
         if cloudy:
             reason = (f"cloudy: clouds and shadows hide {clouds['either']:.0%} of the pair "
                       f"(before {clouds['before']:.0%}, after {clouds['after']:.0%})")
@@ -402,9 +472,10 @@ class PairScorer:
                 if why is not None:
                     raise InputError(scene, f"band {band}: {location}: {why}")
 
-    def _failed(
+    def fail(
         self, pair_id: str, inputs_hash: str | None, reason: str, started: float
     ) -> PairRecord:
+        """Record a failed pair with its one-line reason."""
         seconds = time.perf_counter() - started
         reason = " ".join(reason.split())
         self.state.record_failed(self.config.run_id, self.attempt, pair_id, inputs_hash,
