@@ -5,11 +5,13 @@ one-process night's, also when a worker dies in the middle of a pair."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
 import signal
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -114,12 +116,13 @@ def tables(state: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def assert_same_night(state: Path, reference: Path) -> None:
+def assert_same_night(state: Path, reference: Path, cities: tuple[str, ...] = tuple(CITIES)
+                      ) -> None:
     got, want = tables(state), tables(reference)
     for name in want:  # scores may differ in the last float bits: 1 torch thread per worker
         pd.testing.assert_frame_equal(got[name], want[name], check_exact=False, rtol=1e-5,
                                       atol=1e-6, obj=name)
-    for city in CITIES:
+    for city in cities or [p.name for p in (reference / "runs" / "n1" / "pairs").iterdir()]:
         pair_dir = Path("runs") / "n1" / "pairs" / city
         for name in ("probability.tif", "mask.tif"):
             with rasterio.open(state / pair_dir / name) as a, \
@@ -129,15 +132,42 @@ def assert_same_night(state: Path, reference: Path) -> None:
     assert [p for p in state.rglob("*") if is_temp_name(p.name)] == []
 
 
-def test_local_cluster_night_matches_the_in_process_night(
-        tmp_path: Path, night: tuple[Path, Path], in_process: Path) -> None:
-    state = tmp_path / "state"
-    assert run(night[0], state, "--cluster", "local:2") == 1
-    assert_same_night(state, in_process)
+def clouds_test_module() -> ModuleType:
+    """tests/infer/test_nightly_clouds.py, for its real cloudy scenes."""
+    path = Path(__file__).with_name("test_nightly_clouds.py")
+    spec = importlib.util.spec_from_file_location("nightly_clouds_scenes", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_local_cluster_night_matches_the_in_process_night(tmp_path: Path, bundle: Path) -> None:
+    """A drop-folder night whose second Beirut acquisition is cloudy: the pair after it is
+    cancelled on the workers and the next clear one compared with the last clear, as in one
+    process; Dubai's pair and discovered sites from several pairs are numbered the same."""
+    write_scene = clouds_test_module().write_scene
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "beirut_20150820").symlink_to(OSCD / "beirut" / "imgs_1")
+    write_scene(drop / "beirut_20171003.tif", cloudy=False)
+    write_scene(drop / "beirut_20171102.tif", cloudy=True)
+    write_scene(drop / "beirut_20171202.tif", cloudy=False)
+    (drop / "dubai_20151211").symlink_to(OSCD / "dubai" / "imgs_1")
+    (drop / "dubai_20180330").symlink_to(OSCD / "dubai" / "imgs_2")
+    config = tmp_path / "nightly.yaml"
+    config.write_text(f"model: {bundle}\ndrop_folder: {drop}\nmin_area_m2: 0\n"
+                      "alert_threshold: 0\ncloudy_fraction: 0.2\nlog_format: json\n"
+                      "report: false\npredictor:\n  device: cpu\n")
+    reference, state = tmp_path / "in-process", tmp_path / "state"
+    assert run(config, reference) == 0
+    assert run(config, state, "--cluster", "local:2") == 0
+    assert_same_night(state, reference, cities=())
     summary = json.loads((state / "runs" / "n1" / "summary.json").read_text())
-    assert [p["pair_id"] for p in summary["pairs"]] == [*CITIES, "corrupt_tiff", "missing_scene"]
-    counts = summary["counts"]
-    assert (counts["scored"], counts["failed"]) == (3, 2)
+    assert [(p["pair_id"], p["status"]) for p in summary["pairs"]] == [
+        ("beirut_20150820_20171003", "scored"), ("beirut_20171003_20171102", "skipped"),
+        ("beirut_20171003_20171202", "scored"), ("dubai_20151211_20180330", "scored")]
+    assert not (state / "runs" / "n1" / "pairs" / "beirut_20171102_20171202").exists()
     log = [json.loads(line) for line in (state / "runs" / "n1" / "nightly.log.jsonl").open()]
     started = next(e for e in log if e["event"] == "cluster_started")
     assert started["workers"] == 2 and started["scheduler"].startswith("tcp://127.0.0.1:")
