@@ -252,6 +252,10 @@ class ChangeDataModule(LightningDataModule):
         affine_p: Probability of a small affine warp in the augmentation (0 disables it).
         product_shift_p: Probability of a product-level radiometric shift shared by both dates
             (L1C against L2A reflectance; 0 disables it), for models meant to run on both.
+        date_gain: Range of the per-band gain drawn for each date separately (contrast: haze,
+            season, sun angle between the acquisitions).
+        date_offset: Range of the per-band offset drawn for each date separately, in z-scores
+            (brightness: haze, season).
         train_split: Manifest split used for training.
         val_split: Manifest split used for validation.
         test_split: Manifest split used by ``trainer.test`` (``None``: no test set).
@@ -272,6 +276,8 @@ class ChangeDataModule(LightningDataModule):
         augment: bool = True,
         affine_p: float = 0.0,
         product_shift_p: float = 0.0,
+        date_gain: tuple[float, float] = (0.9, 1.1),
+        date_offset: tuple[float, float] = (-0.1, 0.1),
         train_split: str = "train",
         val_split: str = "val",
         test_split: str | None = None,
@@ -282,6 +288,12 @@ class ChangeDataModule(LightningDataModule):
         self.save_hyperparameters()
         if batch_size < 1:
             raise InputError(chips_dir, f"batch_size must be at least 1, got {batch_size}")
+        for name, (low, high), floor in (("date_gain", date_gain, 0.0),
+                                         ("date_offset", date_offset, -np.inf)):
+            if not floor < low <= high:
+                raise InputError(chips_dir, f"{name} must be a range [low, high] with low <= "
+                                 f"high{' and low > 0' if floor == 0 else ''}, got "
+                                 f"[{low}, {high}]")
         self.directory = ChipsDirectory(chips_dir)
         self.bands: list[str] = self.directory.resolve_bands(bands)
         self.mean, self.std = self.directory.band_statistics(self.bands)
@@ -304,7 +316,8 @@ class ChangeDataModule(LightningDataModule):
         hp = self.hparams
         if stage == "fit" and self.train_dataset is None:
             augmentation = build_train_augmentation(
-                affine_p=hp.affine_p, seed=hp.seed, product_shift_p=hp.product_shift_p
+                affine_p=hp.affine_p, seed=hp.seed, product_shift_p=hp.product_shift_p,
+                gain=tuple(hp.date_gain), offset=tuple(hp.date_offset),
             )
             self.train_dataset = self._dataset(
                 hp.train_split, augmentation if hp.augment else None

@@ -247,12 +247,15 @@ def build_train_augmentation(
     affine_p: float = 0.0,
     seed: int | None = None,
     product_shift_p: float = 0.0,
+    gain: tuple[float, float] = (0.9, 1.1),
+    offset: tuple[float, float] = (-0.1, 0.1),
 ) -> ChangeAugmentation:
-    """The training augmentation: flips, rot90, optional affine, per-date photometry and,
-    with probability ``product_shift_p``, a product-level shift shared by both dates."""
+    """The training augmentation: flips, rot90, optional affine, per-date photometry (per-band
+    ``gain`` and ``offset`` ranges, z-score units, and noise) and, with probability
+    ``product_shift_p``, a product-level shift shared by both dates."""
     return ChangeAugmentation(
         geometric=geometric_transforms(affine_p=affine_p),
-        photometric=photometric_transforms() if photometric else [],
+        photometric=photometric_transforms(gain=gain, offset=offset) if photometric else [],
         seed=seed,
         shared_photometric=product_shift_transforms(p=product_shift_p)
         if product_shift_p > 0

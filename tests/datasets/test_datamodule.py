@@ -188,6 +188,28 @@ def test_datamodule_rejects_bad_settings(tmp_path: Path) -> None:
     dm = ChangeDataModule(tmp_path, val_split="train")
     with pytest.raises(InputError, match="no test_split"):
         dm.setup("test")
+    with pytest.raises(InputError, match=r"date_gain must be .* low > 0, got \[0.0, 1.2\]"):
+        ChangeDataModule(tmp_path, date_gain=(0.0, 1.2))
+    with pytest.raises(InputError, match=r"date_offset must be .*, got \[0.5, -0.5\]"):
+        ChangeDataModule(tmp_path, date_offset=(0.5, -0.5))
+
+
+def test_date_photometry_ranges_reach_the_train_augmentation(tmp_path: Path) -> None:
+    """Wide per-date gain/offset ranges (haze, season) are what the train chips get."""
+    write_chips_dir(tmp_path, ["construction"])
+    dm = ChangeDataModule(tmp_path, val_split="train", date_gain=(2.0, 2.0),
+                          date_offset=(1.0, 1.0), seed=3)
+    dm.setup("fit")
+    photometric = dm.train_dataset.transform.photometric.transforms
+    assert (photometric[0].gain, photometric[0].offset) == ((2.0, 2.0), (1.0, 1.0))
+    raw = ChangeDataModule(tmp_path, val_split="train", augment=False)
+    raw.setup("fit")
+    plain = raw.train_dataset[0]["before"]
+    # Each draw applies gain 2 and offset 1 (p=0.8) or not, up to flips and noise (std <= 0.05).
+    means = [float(dm.train_dataset[0]["before"].mean()) for _ in range(6)]
+    applied = [m for m in means if abs(m - float(plain.mean())) > 0.5]
+    assert applied and all(m == pytest.approx(2 * float(plain.mean()) + 1, abs=0.05)
+                           for m in applied)
 
 
 def test_balanced_sampling_never_draws_unlabelled_chips(tmp_path: Path) -> None:

@@ -114,7 +114,9 @@ def test_missing_chips_dir_is_a_one_line_error(
     assert "no_chips: chips directory not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["oscd_s2.yaml", "oscd_s2_x004_ema.yaml", "levir_smoke.yaml"])
+@pytest.mark.parametrize(
+    "name", ["oscd_s2.yaml", "oscd_s2_x004_ema.yaml", "oscd_s2_radio.yaml", "levir_smoke.yaml"]
+)
 def test_shipped_configs_parse(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert groundbreak(["train", "fit", "--config", str(CONFIGS / name), "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
