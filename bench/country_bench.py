@@ -33,7 +33,8 @@ Wrap timed runs in ``flock /tmp/gb-bench.lock`` on the shared machine.
 Figures so far (2026-11-30, the project's 2-core AMD EPYC, 24 GB, no GPU, under heavy load: the
 run's matmul peak was 16.6 GFLOP/s against 143 idle; details and what they mean in
 ``bench/README.md``): a 4096² pair as ``.SAFE`` JP2 products, prefetch off, took 1063 s =
-1.6 km²/s (read/decode 205 s, model 555 s = 11.9 % of the peak, report 229 s, cloud masks 20 s);
+1.6 km²/s (read/decode 205 s, model 555 s = 11.9 % of the peak, report 229 s, cloud masks 20 s),
+as COGs 626 s = 2.7 km²/s (read 117 s, model 431 s = 15.3 %, report 29 s);
 the code before files were kept open was stopped after 11 min of its prediction. The goal (a
 full pair from JP2 at >= 67 km²/s) is not met: JPEG 2000 decoding alone takes longer than that
 on 2 cores.
