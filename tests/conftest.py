@@ -23,3 +23,14 @@ def shared_data() -> Path:
     if not SHARED_DATA_DIR.is_dir():
         pytest.skip(f"shared data not available: {SHARED_DATA_DIR} is missing")
     return SHARED_DATA_DIR
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the Dask cluster tests last.
+
+    A Dask client leaves threads (its event loop, offload pool) in the test process, and a
+    process forked after that (``predict --devices 2`` uses ``ddp_fork`` on the CPU) can hang on
+    a lock one of them held. Real runs never fork after a Dask client in one process; in one
+    pytest process they would, so the cluster tests go after every other test.
+    """
+    items.sort(key=lambda item: "test_nightly_cluster" in item.nodeid)
