@@ -382,12 +382,12 @@ def test_cli_serves_on_localhost_and_stops_on_ctrl_c(demo_state: Path) -> None:
         connection.close()
     finally:
         process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: a loaded 2-core machine once needed > 30 s
         while process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0
+    assert process.returncode == 0, process.stderr.read()
 
 
 def test_reopen_and_analyst_through_the_cli_share_the_state_code(
