@@ -13,6 +13,7 @@ damaged (see "Backup and recovery" in docs/operator.md).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -55,6 +56,9 @@ def main(argv: Sequence[str]) -> int:
               "this machine can read and decide alerts", file=sys.stderr)
     print(f"Reviewing {server.app.state_dir} as {analyst!r} at {server.url}  (Ctrl+C stops)",
           flush=True)
+    # Ctrl+C stops the server even when started in the background of a script, where the
+    # shell hands it SIGINT ignored (and Python then installs no KeyboardInterrupt handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
