@@ -17,17 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-import torch
 
-from groundbreak.datasets.bands import SENTINEL2_BANDS
 from groundbreak.datasets.errors import InputError
 from groundbreak.infer.atomic import is_temp_name
 from groundbreak.infer.cli import main as groundbreak
 from groundbreak.infer.nightly.cluster import usable_cores
 from groundbreak.infer.nightly.config import build_config
 from groundbreak.infer.nightly.state import NightlyState
-from groundbreak.train.bundle import save_bundle
-from groundbreak.train.model import ChangeUNet
 
 distributed = pytest.importorskip("distributed")
 
@@ -39,18 +35,7 @@ TIME_COLUMNS = ("seconds", "started_at", "finished_at", "first_seen_at", "last_s
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny untrained 13-band bundle (random weights, fixed seed)."""
-    torch.manual_seed(0)
-    model = ChangeUNet(13, encoder_name="timm-mobilenetv3_small_minimal_100", encoder_depth=2,
-                       decoder_channels=(8, 4))
-    meta = {"name": "tiny-test", "bands": list(SENTINEL2_BANDS), "chip_size": 64,
-            "normalization": {"mean": [1500.0] * 13, "std": [800.0] * 13}, "threshold": 0.5}
-    return save_bundle(model, meta, tmp_path_factory.mktemp("bundle") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def night(tmp_path_factory: pytest.TempPathFactory, bundle: Path) -> tuple[Path, Path]:
+def night(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> tuple[Path, Path]:
     """The night's config (discovered sites, every region and site counts) and its pairs: the
     three fixture cities, a pair that fails on its worker (a corrupt band) and one that fails
     before any worker sees it (a missing scene)."""
@@ -67,7 +52,7 @@ def night(tmp_path_factory: pytest.TempPathFactory, bundle: Path) -> tuple[Path,
         writer.writerow(["corrupt_tiff", OSCD / "beirut" / "imgs_1", corrupt, "", ""])
         writer.writerow(["missing_scene", OSCD / "beirut" / "imgs_1", root / "nowhere", "", ""])
     config = root / "nightly.yaml"
-    config.write_text(f"model: {bundle}\npairs: {pairs}\nmin_area_m2: 0\nalert_threshold: 0\n"
+    config.write_text(f"model: {tiny_bundle}\npairs: {pairs}\nmin_area_m2: 0\nalert_threshold: 0\n"
                       "log_format: json\nreport: false\npredictor:\n  device: cpu\n")
     return config, pairs
 
@@ -142,7 +127,9 @@ def clouds_test_module() -> ModuleType:
     return module
 
 
-def test_local_cluster_night_matches_the_in_process_night(tmp_path: Path, bundle: Path) -> None:
+def test_local_cluster_night_matches_the_in_process_night(
+    tmp_path: Path, tiny_bundle: Path
+) -> None:
     """A drop-folder night whose second Beirut acquisition is cloudy: the pair after it is
     cancelled on the workers and the next clear one compared with the last clear, as in one
     process; Dubai's pair and discovered sites from several pairs are numbered the same."""
@@ -156,7 +143,7 @@ def test_local_cluster_night_matches_the_in_process_night(tmp_path: Path, bundle
     (drop / "dubai_20151211").symlink_to(OSCD / "dubai" / "imgs_1")
     (drop / "dubai_20180330").symlink_to(OSCD / "dubai" / "imgs_2")
     config = tmp_path / "nightly.yaml"
-    config.write_text(f"model: {bundle}\ndrop_folder: {drop}\nmin_area_m2: 0\n"
+    config.write_text(f"model: {tiny_bundle}\ndrop_folder: {drop}\nmin_area_m2: 0\n"
                       "alert_threshold: 0\ncloudy_fraction: 0.2\nlog_format: json\n"
                       "report: false\npredictor:\n  device: cpu\n")
     reference, state = tmp_path / "in-process", tmp_path / "state"
