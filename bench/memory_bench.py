@@ -197,6 +197,8 @@ def main() -> None:
         measure_child(args.command)
         return
 
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="gb-memory-", dir=args.workdir))
     try:
         run_bench(args, work)

@@ -16,7 +16,9 @@ A scene knows its radiometric convention (:mod:`.radiometry`) when something sta
 metadata, a manifest's keys, STAC): :meth:`Scene.read` converts values to a model's convention.
 
 Reading never loads a whole scene: :meth:`Scene.read` reads only what a target grid needs, through
-a windowed read when the grids line up and a ``WarpedVRT`` (bilinear) when they do not.
+a windowed read when the grids line up, a bilinear upsampling in numpy when each pixel of a band
+holds k x k target pixels (:mod:`.upsample`, equal to the warper's), and a ``WarpedVRT``
+(bilinear) otherwise.
 Invalid pixels (nodata, outside the scene) come back as NaN.
 """
 
@@ -56,6 +58,7 @@ from groundbreak.datasets.radiometry import (
     Radiometry,
     convert_radiometry,
 )
+from groundbreak.datasets.upsample import bilinear_upsample, nesting, source_window
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -344,7 +347,14 @@ def _read_bands_into(
                     elif decimation is not None and resampling in DECIMATED_RESAMPLING:
                         out[i] = _read_decimated(src, source, decimation, target, resampling)
                     else:
-                        out[i] = _read_warped(src, source, target, resampling)
+                        upsampled = (
+                            _read_upsampled(src, source, target)
+                            if resampling == Resampling.bilinear
+                            else None
+                        )
+                        if upsampled is None:
+                            upsampled = _read_warped(src, source, target, resampling)
+                        out[i] = upsampled
     except RasterioError as err:
         detail = err.__cause__ or err
         raise InputError(
@@ -411,7 +421,10 @@ def _read_decimated(
         return out
     window = Window(col + c0 * k, row + r0 * k, (c1 - c0) * k, (r1 - r0) * k)
     data = src.read(
-        source.index, window=window, out_shape=(r1 - r0, c1 - c0), resampling=resampling,
+        source.index,
+        window=window,
+        out_shape=(r1 - r0, c1 - c0),
+        resampling=resampling,
         masked=True,
     )
     inside = data.astype(np.float32).filled(np.nan)
@@ -439,6 +452,30 @@ def _decimation(source: Grid, target: Grid) -> tuple[int, int, int] | None:
     return round(row), round(col), round(k)
 
 
+def _read_upsampled(
+    src: rasterio.io.DatasetReader, source: BandSource, target: Grid
+) -> np.ndarray | None:
+    """Bilinear read onto a grid that nests k x k pixels in each of the file's (20 and 60 m
+    bands onto 10 m), equal to the warper's, from the kept strips of the file's rows; None
+    where the warper must do it (no such nesting, invalid pixels among those needed)."""
+    nest = nesting(source.grid, target)
+    window = nest and source_window(nest, target.shape, (src.height, src.width))
+    if not window:
+        return None
+    (r0, r1), (c0, c1) = window
+    strip = _strip_rows(src, source.index, (r0, r1))
+    if strip is not None:
+        data, start = strip
+        block = data[r0 - start : r1 - start, c0:c1]
+        invalid = src.nodata is not None and bool((block == src.nodata).any())
+    else:
+        read = src.read(source.index, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+        block, invalid = read.data, bool(np.ma.getmaskarray(read).any())
+    if invalid or (source.nodata is not None and bool((block == source.nodata).any())):
+        return None
+    return bilinear_upsample(block, (r0, c0), nest, target.shape, (src.height, src.width))
+
+
 def _read_warped(
     src: rasterio.io.DatasetReader,
     source: BandSource,
@@ -461,8 +498,13 @@ def _read_warped(
         dtype="float32",  # no rounding of resampled values to the file dtype
         **nodata_args,
     ) as vrt:
-        data = vrt.read(source.index, masked=True)
-    return data.astype(np.float32).filled(np.nan)
+        if source.nodata is not None:
+            return vrt.read(source.index, masked=True).astype(np.float32).filled(np.nan)
+        data = vrt.read(source.index).astype(np.float32, copy=False)
+        # the alpha band (last) marks pixels outside the file or masked in it; a masked read
+        # does not see it (GDAL reports the VRT's bands as all valid)
+        data[vrt.read(vrt.count) == 0] = np.nan
+    return data
 
 
 def _pixel_offset(source: Grid, target: Grid) -> tuple[int, int] | None:
@@ -782,8 +824,9 @@ def open_scene(
     """
     if is_remote(str(path)) or _COLLAPSED_URL.match(str(path)):
         raise InputError(
-            path, "a remote scene is read through a scene manifest (.json) that lists its band "
-            "URLs; give the manifest's path"
+            path,
+            "a remote scene is read through a scene manifest (.json) that lists its band "
+            "URLs; give the manifest's path",
         )
     from groundbreak.datasets.sentinel2 import is_product
 
