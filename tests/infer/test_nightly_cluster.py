@@ -19,6 +19,7 @@ import pytest
 import rasterio
 
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.layouts import read_oscd_dates
 from groundbreak.infer.atomic import is_temp_name
 from groundbreak.infer.cli import main as groundbreak
 from groundbreak.infer.nightly.cluster import usable_cores
@@ -28,8 +29,7 @@ from groundbreak.infer.nightly.state import NightlyState
 distributed = pytest.importorskip("distributed")
 
 OSCD = Path(__file__).resolve().parents[1] / "fixtures" / "oscd"
-CITIES = {"beirut": ("2015-08-20", "2017-10-03"), "abudhabi": ("2016-01-20", "2018-03-28"),
-          "dubai": ("2015-12-11", "2018-03-30")}
+CITIES = {c: read_oscd_dates(OSCD / c / "dates.txt") for c in ("beirut", "abudhabi", "dubai")}
 TIME_COLUMNS = ("seconds", "started_at", "finished_at", "first_seen_at", "last_seen_at",
                 "updated_at", "decided_at", "at")
 

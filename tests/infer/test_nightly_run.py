@@ -16,30 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
+import rasterio
 
-from groundbreak.datasets.bands import SENTINEL2_BANDS
+from groundbreak.datasets.layouts import read_oscd_dates
 from groundbreak.infer.atomic import is_temp_name
 from groundbreak.infer.cli import main as groundbreak
 from groundbreak.infer.nightly.state import NightlyState
-from groundbreak.train.bundle import save_bundle
-from groundbreak.train.model import ChangeUNet
 
 OSCD = Path(__file__).resolve().parents[1] / "fixtures" / "oscd"
-CITIES = {"beirut": ("2015-08-20", "2017-10-03"), "abudhabi": ("2016-01-20", "2018-03-28"),
-          "dubai": ("2015-12-11", "2018-03-30")}
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny untrained 13-band bundle (random weights, fixed seed)."""
-    torch.manual_seed(0)
-    model = ChangeUNet(13, encoder_name="timm-mobilenetv3_small_minimal_100", encoder_depth=2,
-                      decoder_channels=(8, 4))
-    meta = {"name": "tiny-test", "bands": list(SENTINEL2_BANDS), "chip_size": 64,
-            "normalization": {"mean": [1500.0] * 13, "std": [800.0] * 13}, "threshold": 0.5}
-    # chip 64 -> one 128 px prediction window covers a whole 96 px fixture scene
-    return save_bundle(model, meta, tmp_path_factory.mktemp("bundle") / "tiny")
+CITIES = {c: read_oscd_dates(OSCD / c / "dates.txt") for c in ("beirut", "abudhabi", "dubai")}
 
 
 def write_pairs(path: Path, rows: list[tuple[str, Path, Path]]) -> Path:
@@ -51,12 +36,22 @@ def write_pairs(path: Path, rows: list[tuple[str, Path, Path]]) -> Path:
     return path
 
 
+def brighten_red_band(scene: Path) -> None:
+    """Change a scene's input in place: its B04 band twice as bright in the top half."""
+    band = next(scene.glob("*_B04.tif"))
+    with rasterio.open(band) as src:
+        data, profile = src.read(1), src.profile
+    data[: data.shape[0] // 2] *= 2
+    with rasterio.open(band, "w", **profile) as dst:
+        dst.write(data, 1)
+
+
 def city_rows(*cities: str) -> list[tuple[str, Path, Path]]:
     return [(c, OSCD / c / "imgs_1", OSCD / c / "imgs_2") for c in cities]
 
 
-def nightly(state: Path, bundle: Path, *extra: str, report: bool = False) -> int:
-    return groundbreak(["nightly", "--state", str(state), "--model", str(bundle),
+def nightly(state: Path, tiny_bundle: Path, *extra: str, report: bool = False) -> int:
+    return groundbreak(["nightly", "--state", str(state), "--model", str(tiny_bundle),
                         "--log-format", "json", *extra, *([] if report else ["--no-report"])])
 
 
@@ -88,7 +83,7 @@ class PredictionCounter:
         monkeypatch.setattr(TiledPredictor, "predict_pair", counted)
 
 
-def test_bad_pairs_are_recorded_and_the_night_completes(tmp_path: Path, bundle: Path,
+def test_bad_pairs_are_recorded_and_the_night_completes(tmp_path: Path, tiny_bundle: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     corrupt = shutil.copytree(OSCD / "beirut" / "imgs_2", tmp_path / "corrupt")
     broken_band = next(corrupt.glob("*_B03.tif"))
@@ -103,7 +98,7 @@ def test_bad_pairs_are_recorded_and_the_night_completes(tmp_path: Path, bundle: 
         *city_rows("dubai"),
     ])
     state = tmp_path / "state"
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1", report=True) == 1
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n1", report=True) == 1
     assert "FAILED corrupt_tiff" in capsys.readouterr().err
     assert "corrupt_tiff" in (state / "runs" / "n1" / "report.html").read_text()
     with (state / "runs" / "n1" / "failures.csv").open() as fh:
@@ -123,17 +118,17 @@ def test_bad_pairs_are_recorded_and_the_night_completes(tmp_path: Path, bundle: 
             ("missing_scene", "failed"), ("no_overlap", "failed")]
 
 
-def test_repeated_night_does_no_work_twice(tmp_path: Path, bundle: Path,
+def test_repeated_night_does_no_work_twice(tmp_path: Path, tiny_bundle: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     counter = PredictionCounter(monkeypatch)
     pairs = write_pairs(tmp_path / "pairs.csv", city_rows("beirut", "dubai"))
     state = tmp_path / "state"
     args = ("--pairs", str(pairs), "--run-id", "n1", "--alert-threshold", "0")
-    assert nightly(state, bundle, *args) == 0
+    assert nightly(state, tiny_bundle, *args) == 0
     assert sorted(counter.calls) == ["beirut", "dubai"]
     first_sites = (state / "runs" / "n1" / "sites.csv").read_text()
-    assert nightly(state, bundle, *args) == 0
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n2") == 0
+    assert nightly(state, tiny_bundle, *args) == 0
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n2") == 0
     assert sorted(counter.calls) == ["beirut", "dubai"]  # no prediction was made again
     assert (state / "runs" / "n1" / "sites.csv").read_text() == first_sites
     assert summary_of(state, "n1")["counts"]["reused"] == 2
@@ -147,17 +142,16 @@ def test_repeated_night_does_no_work_twice(tmp_path: Path, bundle: Path,
         assert len(db.pair_rows()) == 2
 
 
-def test_changed_input_or_model_is_scored_again(tmp_path: Path, bundle: Path,
+def test_changed_input_or_model_is_scored_again(tmp_path: Path, tiny_bundle: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     counter = PredictionCounter(monkeypatch)
     after = shutil.copytree(OSCD / "dubai" / "imgs_2", tmp_path / "after")
     pairs = write_pairs(tmp_path / "pairs.csv", [("dubai", OSCD / "dubai" / "imgs_1", after)])
     state = tmp_path / "state"
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
-    band = next(after.glob("*_B04.tif"))
-    band.write_bytes(next((OSCD / "beirut" / "imgs_2").glob("*_B04.tif")).read_bytes())
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n2") == 0
-    other = shutil.copytree(bundle, tmp_path / "other_bundle")
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
+    brighten_red_band(after)
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n2") == 0
+    other = shutil.copytree(tiny_bundle, tmp_path / "other_bundle")
     meta = json.loads((other / "model.json").read_text())
     (other / "model.json").write_text(json.dumps({**meta, "threshold": 0.4}))
     assert nightly(state, other, "--pairs", str(pairs), "--run-id", "n3") == 0
@@ -165,16 +159,15 @@ def test_changed_input_or_model_is_scored_again(tmp_path: Path, bundle: Path,
 
 
 def test_input_changed_between_two_attempts_of_a_night_ranks_only_the_new_scores(
-        tmp_path: Path, bundle: Path) -> None:
+        tmp_path: Path, tiny_bundle: Path) -> None:
     after = shutil.copytree(OSCD / "dubai" / "imgs_2", tmp_path / "after")
     pairs = write_pairs(tmp_path / "pairs.csv", [("dubai", OSCD / "dubai" / "imgs_1", after)])
     state = tmp_path / "state"
     args = ("--pairs", str(pairs), "--run-id", "n1")
-    assert nightly(state, bundle, *args) == 0
+    assert nightly(state, tiny_bundle, *args) == 0
     first = pd.read_csv(state / "runs" / "n1" / "sites.csv")
-    band = next(after.glob("*_B04.tif"))
-    band.write_bytes(next((OSCD / "beirut" / "imgs_2").glob("*_B04.tif")).read_bytes())
-    assert nightly(state, bundle, *args) == 0
+    brighten_red_band(after)
+    assert nightly(state, tiny_bundle, *args) == 0
     sites = pd.read_csv(state / "runs" / "n1" / "sites.csv")
     assert len(first) > 0 and sites["site_id"].is_unique
     with NightlyState(state) as db:
@@ -186,7 +179,7 @@ def test_input_changed_between_two_attempts_of_a_night_ranks_only_the_new_scores
 
 
 def test_full_disk_stops_the_night_and_the_rerun_keeps_what_was_done(
-        tmp_path: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture) -> None:
     from groundbreak.infer.predictor import TiledPredictor
 
@@ -200,7 +193,7 @@ def test_full_disk_stops_the_night_and_the_rerun_keeps_what_was_done(
     monkeypatch.setattr(TiledPredictor, "predict_pair", disk_fills_at_dubai)
     pairs = write_pairs(tmp_path / "pairs.csv", city_rows("beirut", "dubai", "abudhabi"))
     state = tmp_path / "state"
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 4
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n1") == 4
     err = capsys.readouterr().err
     assert "groundbreak nightly: stopped: [Errno 28] No space left on device" in err
     with NightlyState(state) as db:
@@ -209,13 +202,13 @@ def test_full_disk_stops_the_night_and_the_rerun_keeps_what_was_done(
 
     monkeypatch.setattr(TiledPredictor, "predict_pair", original)
     counter = PredictionCounter(monkeypatch)
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
     assert counter.calls == ["dubai", "abudhabi"]  # beirut was kept
     summary = summary_of(state, "n1")
     assert summary["counts"]["scored"] == 2 and summary["counts"]["reused"] == 1
 
 
-def test_second_run_refuses_while_the_lock_is_held(tmp_path: Path, bundle: Path,
+def test_second_run_refuses_while_the_lock_is_held(tmp_path: Path, tiny_bundle: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     pairs = write_pairs(tmp_path / "pairs.csv", city_rows("dubai"))
     state = tmp_path / "state"
@@ -225,7 +218,7 @@ def test_second_run_refuses_while_the_lock_is_held(tmp_path: Path, bundle: Path,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert nightly(state, bundle, "--pairs", str(pairs)) == 3
+        assert nightly(state, tiny_bundle, "--pairs", str(pairs)) == 3
         err = capsys.readouterr().err
         assert "another nightly run is in progress" in err
         assert f"process {holder.pid} holds the lock" in err and "nightly.lock" in err
@@ -254,10 +247,10 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_sigkill_mid_run_then_the_next_run_finishes_the_rest(tmp_path: Path,
-                                                             bundle: Path) -> None:
+                                                             tiny_bundle: Path) -> None:
     pairs = write_pairs(tmp_path / "pairs.csv", city_rows("beirut", "dubai", "abudhabi"))
     state = tmp_path / "state"
-    args = ["nightly", "--state", str(state), "--model", str(bundle), "--pairs", str(pairs),
+    args = ["nightly", "--state", str(state), "--model", str(tiny_bundle), "--pairs", str(pairs),
             "--run-id", "n1", "--log-format", "json"]
     child = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, *args],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -277,7 +270,7 @@ def test_sigkill_mid_run_then_the_next_run_finishes_the_rest(tmp_path: Path,
 
     assert [p.name for p in pairs_dir.iterdir() if not is_temp_name(p.name)] == ["beirut"]
     assert not (state / "runs" / "n1" / "summary.json").exists()
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
 
     assert temp_files(state) == []
     with NightlyState(state) as db:
@@ -303,12 +296,12 @@ def _done_pairs(state: Path) -> int:
 
 
 def test_dismissed_site_stays_quiet_until_its_score_rises_by_the_margin(
-    tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture
 ) -> None:
     pairs = write_pairs(tmp_path / "pairs.csv", city_rows("dubai"))
     state = tmp_path / "state"
     base = ("--pairs", str(pairs), "--alert-threshold", "0")
-    assert nightly(state, bundle, *base, "--run-id", "n1") == 0
+    assert nightly(state, tiny_bundle, *base, "--run-id", "n1") == 0
     with NightlyState(state) as db:
         top = db.alerts()[0]
     assert summary_of(state, "n1")["new_alerts"][0]["site_id"] == top["site_id"]
@@ -317,14 +310,14 @@ def test_dismissed_site_stays_quiet_until_its_score_rises_by_the_margin(
                         "--note", "cloud shadow"]) == 0
     assert "dismissed" in capsys.readouterr().out
 
-    assert nightly(state, bundle, *base, "--run-id", "n2") == 0  # same score, margin 0.15
+    assert nightly(state, tiny_bundle, *base, "--run-id", "n2") == 0  # same score, margin 0.15
     n2 = summary_of(state, "n2")
     assert n2["counts"]["suppressed_alerts"] == 1
     assert top["site_id"] not in {a["site_id"] for a in n2["new_alerts"]}
     assert top["site_id"] not in (state / "runs" / "n2" / "alerts.csv").read_text()
     assert top["site_id"] in (state / "runs" / "n2" / "sites.csv").read_text()
 
-    assert nightly(state, bundle, *base, "--run-id", "n3", "--dismiss-margin", "0") == 0
+    assert nightly(state, tiny_bundle, *base, "--run-id", "n3", "--dismiss-margin", "0") == 0
     n3 = summary_of(state, "n3")
     assert top["site_id"] in {a["site_id"] for a in n3["new_alerts"]}
     with NightlyState(state) as db:
@@ -342,18 +335,18 @@ def stac_item(scene_dir: Path, item_id: str, when: str) -> dict:
 
 
 def test_stac_night_pairs_the_new_item_with_the_stored_one(tmp_path: Path,
-                                                           bundle: Path) -> None:
+                                                           tiny_bundle: Path) -> None:
     state = tmp_path / "state"
     night1 = tmp_path / "night1.json"
     night1.write_text(json.dumps({"type": "FeatureCollection", "features": [
         stac_item(OSCD / "beirut" / "imgs_1", "before", "2015-08-20")]}))
-    assert nightly(state, bundle, "--stac", str(night1), "--run-id", "n1") == 0
+    assert nightly(state, tiny_bundle, "--stac", str(night1), "--run-id", "n1") == 0
     assert summary_of(state, "n1")["counts"] | {"pairs": 0, "baselines": 1} == \
         summary_of(state, "n1")["counts"]
     night2 = tmp_path / "night2.json"
     night2.write_text(json.dumps({"type": "FeatureCollection", "features": [
         stac_item(OSCD / "beirut" / "imgs_2", "after", "2017-10-03")]}))
-    assert nightly(state, bundle, "--stac", str(night2), "--run-id", "n2") == 0
+    assert nightly(state, tiny_bundle, "--stac", str(night2), "--run-id", "n2") == 0
     n2 = summary_of(state, "n2")
     assert [(p["pair_id"], p["status"]) for p in n2["pairs"]] == [
         ("MGRS-36SYC_20150820_20171003", "scored")]
@@ -361,25 +354,25 @@ def test_stac_night_pairs_the_new_item_with_the_stored_one(tmp_path: Path,
             / "probability.tif").is_file()
 
 
-def test_drop_folder_night(tmp_path: Path, bundle: Path) -> None:
+def test_drop_folder_night(tmp_path: Path, tiny_bundle: Path) -> None:
     drop, state = tmp_path / "drop", tmp_path / "state"
     drop.mkdir()
     (drop / "dubai_20151211").symlink_to(OSCD / "dubai" / "imgs_1")
     (drop / "notes.txt").write_text("ignored")
-    assert nightly(state, bundle, "--drop-folder", str(drop), "--run-id", "n1") == 0
+    assert nightly(state, tiny_bundle, "--drop-folder", str(drop), "--run-id", "n1") == 0
     n1 = summary_of(state, "n1")
     assert n1["baselines"] == ["dubai@2015-12-11"] and n1["ignored_entries"] == ["notes.txt"]
     (drop / "dubai_20180330").symlink_to(OSCD / "dubai" / "imgs_2")
-    assert nightly(state, bundle, "--drop-folder", str(drop), "--run-id", "n2") == 0
+    assert nightly(state, tiny_bundle, "--drop-folder", str(drop), "--run-id", "n2") == 0
     assert [p["pair_id"] for p in summary_of(state, "n2")["pairs"]] == [
         "dubai_20151211_20180330"]
 
 
-def test_config_file_night_and_bad_config_exit_2(tmp_path: Path, bundle: Path,
+def test_config_file_night_and_bad_config_exit_2(tmp_path: Path, tiny_bundle: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
     write_pairs(tmp_path / "pairs.csv", city_rows("dubai"))
     config = tmp_path / "nightly.yaml"
-    config.write_text(f"state_dir: state\nmodel: {bundle}\npairs: pairs.csv\nrun_id: n1\n"
+    config.write_text(f"state_dir: state\nmodel: {tiny_bundle}\npairs: pairs.csv\nrun_id: n1\n"
                       "log_format: json\nreport: false\n")
     assert groundbreak(["nightly", "--config", str(config)]) == 0
     assert (tmp_path / "state" / "runs" / "n1" / "sites.csv").is_file()
@@ -388,7 +381,7 @@ def test_config_file_night_and_bad_config_exit_2(tmp_path: Path, bundle: Path,
     assert groundbreak(["nightly", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert f"{config}: key 'alert_threshold': expected a number" in err
-    config.write_text(f"state_dir: state\nmodel: {bundle}\npairs: pairs.csv\nrun_id: n2\n"
+    config.write_text(f"state_dir: state\nmodel: {tiny_bundle}\npairs: pairs.csv\nrun_id: n2\n"
                       "predictor: {window: 33}\n")
     assert groundbreak(["nightly", "--config", str(config)]) == 2
     err = capsys.readouterr().err
@@ -401,46 +394,46 @@ def test_config_file_night_and_bad_config_exit_2(tmp_path: Path, bundle: Path,
 
 
 def test_single_stac_item_is_refused_before_anything_is_written(
-        tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixture) -> None:
+        tmp_path: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture) -> None:
     item = tmp_path / "item.json"
     item.write_text(json.dumps(stac_item(OSCD / "beirut" / "imgs_1", "one", "2015-08-20")))
     state = tmp_path / "state"
-    assert nightly(state, bundle, "--stac", str(item), "--run-id", "n1") == 2
+    assert nightly(state, tiny_bundle, "--stac", str(item), "--run-id", "n1") == 2
     assert "is a single STAC Item" in capsys.readouterr().err
     assert not state.exists()
 
 
 def test_reused_pair_whose_outputs_were_pruned_is_scored_again(
-        tmp_path: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     counter = PredictionCounter(monkeypatch)
     pairs = write_pairs(tmp_path / "pairs.csv", city_rows("dubai"))
     state = tmp_path / "state"
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n1") == 0
     shutil.rmtree(state / "runs" / "n1")  # an operator prunes an old night
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n2") == 0
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n2") == 0
     assert counter.calls == ["dubai", "dubai"]
     n2 = summary_of(state, "n2")
     assert [(p["status"], p["outputs"]) for p in n2["pairs"]] == [
         ("scored", str(state / "runs" / "n2" / "pairs" / "dubai"))]
     assert (state / "runs" / "n2" / "pairs" / "dubai" / "probability.tif").is_file()
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n3") == 0
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n3") == 0
     assert counter.calls == ["dubai", "dubai"]  # n2's outputs are there: reused
     with NightlyState(state) as db:
         assert [r["status"] for r in db.pair_rows()] == ["done"]
 
 
 def test_pair_ids_that_would_leave_their_folder_are_refused(
-        tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixture) -> None:
+        tmp_path: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture) -> None:
     pairs = write_pairs(tmp_path / "pairs.csv", [
         ("../../escaped", OSCD / "dubai" / "imgs_1", OSCD / "dubai" / "imgs_2")])
     state = tmp_path / "state"
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 2
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n1") == 2
     assert "line 2: pair_id '../../escaped' cannot name a folder" in capsys.readouterr().err
     assert not (tmp_path / "escaped").exists() and not any(tmp_path.rglob("escaped*"))
 
 
 def test_fifo_or_device_as_a_band_fails_the_pair_instead_of_hanging(
-        tmp_path: Path, bundle: Path) -> None:
+        tmp_path: Path, tiny_bundle: Path) -> None:
     after = shutil.copytree(OSCD / "dubai" / "imgs_2", tmp_path / "after")
     band = next(after.glob("*_B04.tif"))
     band.unlink()
@@ -453,27 +446,27 @@ def test_fifo_or_device_as_a_band_fails_the_pair_instead_of_hanging(
         ("fifo", OSCD / "dubai" / "imgs_1", after), ("zero", OSCD / "dubai" / "imgs_1", zero),
         *city_rows("dubai")])
     state = tmp_path / "state"
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 1
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n1") == 1
     reasons = {f["pair_id"]: f["reason"] for f in summary_of(state, "n1")["failures"]}
     assert set(reasons) == {"fifo", "zero"}
     assert all("not a regular file" in reason for reason in reasons.values())
     assert groundbreak(["rank", "--pairs", str(pairs), "--out", str(tmp_path / "run"),
-                        "--model", str(bundle), "--no-report", "-q"]) == 1
+                        "--model", str(tiny_bundle), "--no-report", "-q"]) == 1
 
 
 def test_band_urls_on_private_hosts_are_refused_unless_listed(
-        tmp_path: Path, bundle: Path) -> None:
+        tmp_path: Path, tiny_bundle: Path) -> None:
     scene = tmp_path / "after.json"
     scene.write_text(json.dumps({"bands": {
         "B02": "http://169.254.169.254/latest/meta-data/B02.tif",
         "B03": "/vsicurl/http://localhost:8080/B03.tif"}}))
     pairs = write_pairs(tmp_path / "pairs.csv", [("meta", OSCD / "dubai" / "imgs_1", scene)])
     state = tmp_path / "state"
-    assert nightly(state, bundle, "--pairs", str(pairs), "--run-id", "n1") == 1
+    assert nightly(state, tiny_bundle, "--pairs", str(pairs), "--run-id", "n1") == 1
     (failure,) = summary_of(state, "n1")["failures"]
     assert "169.254.169.254" in failure["reason"] and "non-public address" in failure["reason"]
     config = tmp_path / "nightly.yaml"
-    config.write_text(f"state_dir: state\nmodel: {bundle}\npairs: pairs.csv\nrun_id: n2\n"
+    config.write_text(f"state_dir: state\nmodel: {tiny_bundle}\npairs: pairs.csv\nrun_id: n2\n"
                       "log_format: json\nreport: false\nremote_hosts: [data.example.com]\n")
     assert groundbreak(["nightly", "--config", str(config)]) == 1
     (failure,) = summary_of(state, "n2")["failures"]
@@ -481,12 +474,12 @@ def test_band_urls_on_private_hosts_are_refused_unless_listed(
 
 
 def test_discovered_sites_keep_their_id_across_nights(
-        tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixture) -> None:
+        tmp_path: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture) -> None:
     state = tmp_path / "state"
     before, after = OSCD / "dubai" / "imgs_1", OSCD / "dubai" / "imgs_2"
     night1 = write_pairs(tmp_path / "n1.csv", [("dubai_20151211_20180330", before, after)])
     config = tmp_path / "nightly.yaml"  # every region counts, however small: several sites
-    config.write_text(f"state_dir: {state}\nmodel: {bundle}\nmin_area_m2: 0\n"
+    config.write_text(f"state_dir: {state}\nmodel: {tiny_bundle}\nmin_area_m2: 0\n"
                       "alert_threshold: 0\nlog_format: json\nreport: false\n")
     assert groundbreak(["nightly", "--config", str(config), "--pairs", str(night1),
                         "--run-id", "n1"]) == 0
