@@ -371,3 +371,26 @@ def test_warped_reads_of_a_band_without_nodata_are_nan_outside_it(
     shifted = Grid(8, 8, Affine(10, 0, -35, 0, -10, 80), scene.grid.crs)  # 3.5 px to the left
     out = scene.read(grid=shifted)[0]
     assert np.isnan(out[:, :3]).all() and (out[:, 4:] == 7).all()
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (Affine(10, 0, 500_000, 0, -10, 4_000_000), (0, 0, 2)),  # 20 m onto 10 m, same origin
+        (Affine(10, 0, 499_970, 0, -10, 4_000_040), (-4, -3, 2)),  # origin off by whole 10 m px
+        (Affine(20 / 6, 0, 500_000, 0, -20 / 6, 4_000_000), (0, 0, 6)),
+        (Affine(10, 0, 500_005, 0, -10, 4_000_000), None),  # half a target pixel off
+        (Affine(20 / 1.5, 0, 500_000, 0, -20 / 1.5, 4_000_000), None),  # not a whole ratio
+        (Affine(20, 0, 500_000, 0, -20, 4_000_000), None),  # same pixel size: no upsampling
+        (Affine(10, 0, 500_000, 0, -20, 4_000_000), None),  # ratio 2 across, 1 down
+    ],
+)
+def test_which_grids_nest_in_a_band_for_numpy_upsampling(
+    target: Affine, expected: tuple[int, int, int] | None
+) -> None:
+    from groundbreak.datasets.upsample import nesting
+
+    crs = rasterio.crs.CRS.from_epsg(32633)
+    band = Grid(100, 100, Affine(20, 0, 500_000, 0, -20, 4_000_000), crs)
+    assert nesting(band, Grid(64, 64, target, crs)) == expected
+    assert nesting(band, Grid(64, 64, target, rasterio.crs.CRS.from_epsg(32634))) is None
