@@ -254,21 +254,23 @@ class _KeptFiles:
     """The files and decoded row strips :func:`files_kept_open` keeps."""
 
     files: dict[Path | str, rasterio.io.DatasetReader]
-    strips: dict[tuple[Path | str, int], _Strip]
+    strips: dict[tuple[Path | str, int], _Strip] | None  # None: no strips, files only
 
 
 @contextlib.contextmanager
-def files_kept_open() -> Iterator[None]:
+def files_kept_open(strips: bool = True) -> Iterator[None]:
     """Within it, this thread's scene reads keep every file they open open, and reads on a
     file's own grid go through a strip of whole block rows that reads further down reuse.
 
     Each file's header is then parsed once, and each JPEG 2000 tile or COG block is decoded
     once when windows are read row after row (as the tiled predictor does), instead of once
     per window touching it. A strip spans the file's width and holds at most the rows of the
-    last read plus one block row.
+    last read plus one block row. Without ``strips`` (reads scattered over a file, such as a
+    report's crops), only the files are kept: GDAL's block cache then serves the blocks that
+    several reads share.
     """
     previous = getattr(_KEPT_OPEN, "kept", None)
-    kept = _KeptFiles({}, {})
+    kept = _KeptFiles({}, {} if strips else None)
     _KEPT_OPEN.kept = kept
     try:
         yield
@@ -295,7 +297,7 @@ def _strip_rows(
     decoding only the block rows it lacks; None outside :func:`files_kept_open` or for a band
     whose validity is not plain (no nodata, or an integer nodata value)."""
     kept = getattr(_KEPT_OPEN, "kept", None)
-    if kept is None:
+    if kept is None or kept.strips is None:
         return None
     flags = src.mask_flag_enums[index - 1]
     plain = flags == [MaskFlags.all_valid] and src.nodata is None

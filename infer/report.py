@@ -35,7 +35,7 @@ from groundbreak.datasets.bands import RGB_BANDS, SENTINEL2_RGB
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.pair_spec import PairSpec
-from groundbreak.datasets.scene import open_raster
+from groundbreak.datasets.scene import files_kept_open, open_raster
 from groundbreak.infer.atomic import atomic_write_text
 from groundbreak.infer.raster_io import bounded_gdal_cache
 from groundbreak.infer.sites import geometry_window, read_probability
@@ -414,7 +414,9 @@ def write_report(
     alert_threshold = float(settings.get("alert threshold", 0.5))
     opened: dict[str, TilePair | None] = {}
     cards = []
-    with bounded_gdal_cache():  # GDAL's default cache is 5 % of the RAM: unbounded here
+    # GDAL's default cache is 5 % of the RAM: unbounded here. Files stay open across crops so
+    # that the JPEG 2000 tiles / COG blocks near several sites are decoded once.
+    with bounded_gdal_cache(), files_kept_open(strips=False):
         for row in result.alerts.head(max_cards).to_dict("records"):
             crops, problem = _crops_for(row, pairs, result.probability_paths, opened)
             cards.append(_card(row, crops, problem, alert_threshold))
