@@ -199,7 +199,8 @@ def main() -> None:
 
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="gb-memory-", dir=args.workdir))
+    # absolute: the pairs CSV names the scenes, and relative names resolve against its folder
+    work = Path(tempfile.mkdtemp(prefix="gb-memory-", dir=args.workdir)).resolve()
     try:
         run_bench(args, work)
     finally:
