@@ -315,7 +315,9 @@ def _warped(path: Path, grid: Grid) -> np.ndarray:
     return data
 
 
-@pytest.mark.parametrize("case", ["real-20m", "real-20m-with-hole", "generated-60m"])
+@pytest.mark.parametrize(
+    "case", ["real-20m", "real-20m-with-hole", "generated-60m", "generated-60m-float-nan"]
+)
 def test_upsampled_bands_equal_gdal_bilinear_warp_bit_for_bit(
     fixtures_dir: Path, tmp_path: Path, case: str
 ) -> None:
@@ -344,6 +346,10 @@ def test_upsampled_bands_equal_gdal_bilinear_warp_bit_for_bit(
                 "transform": src.transform @ Affine.scale(6),
             }
         data = np.random.default_rng(0).integers(1, 10_000, (16, 16), dtype=np.uint16)
+        if case.endswith("nan"):  # float values with NaN in them and no nodata declared
+            data = data.astype(np.float32)
+            data[5:7, 3:9] = np.nan
+            profile |= {"dtype": "float32", "nodata": None}
         coarse = folder / "x_B01.tif"
     with rasterio.open(folder / Path(coarse).name, "w", **profile) as dst:
         dst.write(data, 1)
