@@ -31,14 +31,14 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import ColorInterp, Interleaving, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -239,14 +239,21 @@ _KEPT_OPEN = threading.local()
 
 @dataclass
 class _Strip:
-    """Decoded rows ``[start, start + len(data))`` of one band of a file, full width."""
+    """Decoded rows ``[start, start + rows)`` of one band of a file, full width, held in the
+    first ``rows`` rows of a buffer that later reads down the file reuse (no new array per
+    read, so freed strips do not pile up in the allocator's arenas)."""
 
     start: int
-    data: np.ndarray
+    rows: int
+    buffer: np.ndarray
 
     @property
     def stop(self) -> int:
-        return self.start + self.data.shape[0]
+        return self.start + self.rows
+
+    @property
+    def data(self) -> np.ndarray:
+        return self.buffer[: self.rows]
 
 
 @dataclass
@@ -280,6 +287,24 @@ def files_kept_open(strips: bool = True) -> Iterator[None]:
             src.close()
 
 
+def strip_block_cache_bytes(sources: Iterable[BandSource]) -> int:
+    """GDAL block cache that reading these bands through strips needs: the strips keep every
+    decoded row, except that GDAL decodes a block of a pixel-interleaved file for all its bands
+    at once and caches the others' until their own strips ask; so one block row of every band
+    of the largest such file (0 when no file is pixel-interleaved or none can be opened)."""
+    largest = 0
+    for path in {s.path for s in sources}:
+        try:
+            with rasterio.open(path) as src:
+                if src.count > 1 and src.interleaving == Interleaving.pixel:
+                    itemsize = max(np.dtype(d).itemsize for d in src.dtypes)
+                    row = src.block_shapes[0][0] * src.width * src.count * itemsize
+                    largest = max(largest, row)
+        except RasterioError:  # reported by the read itself, with its file named
+            continue
+    return largest
+
+
 def _opened(path: Path | str) -> contextlib.AbstractContextManager[rasterio.io.DatasetReader]:
     """The file open for reading: the one kept open by :func:`files_kept_open`, or a new one."""
     kept = getattr(_KEPT_OPEN, "kept", None)
@@ -311,12 +336,16 @@ def _strip_rows(
         return strip.data, strip.start
     block = src.block_shapes[index - 1][0]
     stop = min(src.height, -(-r1 // block) * block)
+    buffer = strip.buffer if strip is not None and len(strip.buffer) >= stop - r0 else None
+    if buffer is None:
+        buffer = np.empty((stop - r0, src.width), dtype=src.dtypes[index - 1])
+    kept_rows = 0
     if strip is not None and strip.start <= r0 < strip.stop:  # carry on down the file
-        fresh = src.read(index, window=Window(0, strip.stop, src.width, stop - strip.stop))
-        data = np.concatenate([strip.data[r0 - strip.start :], fresh])
-    else:
-        data = src.read(index, window=Window(0, r0, src.width, stop - r0))
-    kept.strips[key] = strip = _Strip(r0, data)
+        kept_rows = strip.stop - r0
+        buffer[:kept_rows] = strip.buffer[r0 - strip.start : strip.rows]  # overlap-safe copy
+    fresh = Window(0, r0 + kept_rows, src.width, stop - r0 - kept_rows)
+    src.read(index, window=fresh, out=buffer[kept_rows : stop - r0])
+    kept.strips[key] = strip = _Strip(r0, stop - r0, buffer)
     return strip.data, strip.start
 
 
@@ -439,19 +468,8 @@ def _read_decimated(
 def _decimation(source: Grid, target: Grid) -> tuple[int, int, int] | None:
     """(row, col, k) when each target pixel is a k x k block of source pixels (k >= 2) and the
     target's origin lies on a source pixel corner (row, col); else None."""
-    if source.crs != target.crs:
-        return None
-    s, t = source.transform, target.transform
-    if s.b != 0 or s.d != 0 or t.b != 0 or t.d != 0 or s.a == 0 or s.e == 0:
-        return None
-    k = t.a / s.a
-    if round(k) < 2 or abs(k - round(k)) > 1e-6 or abs(t.e / s.e - k) > 1e-6:
-        return None
-    col = (t.c - s.c) / s.a
-    row = (t.f - s.f) / s.e
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-        return None
-    return round(row), round(col), round(k)
+    nest = nesting(target, source)  # the same nesting, seen from the coarse grid
+    return None if nest is None else (-nest[0], -nest[1], nest[2])
 
 
 def _read_upsampled(

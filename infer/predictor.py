@@ -34,7 +34,7 @@ from groundbreak.datasets.clouds import (
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.radiometry import RadiometryWarning, unknown_radiometry_warning
-from groundbreak.datasets.scene import Scene, files_kept_open
+from groundbreak.datasets.scene import Scene, files_kept_open, strip_block_cache_bytes
 from groundbreak.infer.blending import BLEND_MODES, BlendMode, RowBandBlender, blend_weights
 from groundbreak.infer.inference import (
     ChangeModel,
@@ -46,7 +46,12 @@ from groundbreak.infer.inference import (
     predict_probabilities,
     use_channels_last,
 )
-from groundbreak.infer.raster_io import BLOCK_SIZE, PredictionRasterWriter, bounded_gdal_cache
+from groundbreak.infer.raster_io import (
+    BLOCK_SIZE,
+    GDAL_CACHE_BYTES,
+    PredictionRasterWriter,
+    bounded_gdal_cache,
+)
 from groundbreak.infer.stage_clock import StageClock, prefetched
 from groundbreak.infer.tiling import (
     BatchInput,
@@ -68,6 +73,10 @@ PREFETCH_BATCHES = 2
 CLOUD_MASK_CACHE = 8
 """Cloud masks a predictor keeps (a night scores an acquisition as the after-date of one pair
 and the before-date of the next: its mask is computed once)."""
+STRIP_READ_GDAL_CACHE_BYTES = 32 * 2**20
+"""GDAL's block cache while windows are read: the strips of :func:`files_kept_open` hold the
+decoded rows themselves, so a larger cache would only hold them twice (more only for a
+pixel-interleaved file, see :func:`strip_block_cache_bytes`)."""
 
 logger = logging.getLogger(__name__)
 
@@ -393,14 +402,18 @@ class TiledPredictor:
                 return read_batch(source, layout, batch, skip_unobserved=self.skip_unobserved)
 
         batches = layout.batches(self.batch_size)
+        scenes = (source.pair.before, source.pair.after)
+        needed = strip_block_cache_bytes(s for scene in scenes for s in scene.sources.values())
+        cache_bytes = min(GDAL_CACHE_BYTES, max(STRIP_READ_GDAL_CACHE_BYTES, needed * 5 // 4))
         if self.prefetch == 0:
-            with files_kept_open():
+            with bounded_gdal_cache(cache_bytes), files_kept_open():
                 yield from map(read, batches)
             return
 
         def reader_context() -> contextlib.ExitStack:
             stack = contextlib.ExitStack()
-            stack.enter_context(bounded_gdal_cache())  # rasterio environments are per thread
+            # GDAL's cache bound is process-wide: the writer's blocks share it meanwhile
+            stack.enter_context(bounded_gdal_cache(cache_bytes))
             stack.enter_context(files_kept_open())
             return stack
 

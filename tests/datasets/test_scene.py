@@ -284,12 +284,14 @@ def test_reads_with_files_kept_open_equal_plain_reads(
     with files_kept_open():
         kept = [scene.read(bands, grid.subgrid(w)) for w in windows]
         again = scene.read(bands, grid.subgrid(windows[0]))  # back up the file: read afresh
+        tall = scene.read(bands, grid.subgrid(Window(3, 5, 40, 70)))  # the strip's buffer grows
     with files_kept_open(strips=False):  # as the report reads its crops, in any order
         scattered = [scene.read(bands, grid.subgrid(w)) for w in reversed(windows)][::-1]
     for a, b, c in zip(plain, kept, scattered, strict=True):
         np.testing.assert_array_equal(a, b)  # NaN where NaN
         np.testing.assert_array_equal(a, c)
     np.testing.assert_array_equal(again, plain[0])
+    np.testing.assert_array_equal(tall, scene.read(bands, grid.subgrid(Window(3, 5, 40, 70))))
     assert any(np.isnan(a).any() for a in plain) and any(np.isfinite(a).any() for a in plain)
 
 
@@ -403,3 +405,23 @@ def test_which_grids_nest_in_a_band_for_numpy_upsampling(
     band = Grid(100, 100, Affine(20, 0, 500_000, 0, -20, 4_000_000), crs)
     assert nesting(band, Grid(64, 64, target, crs)) == expected
     assert nesting(band, Grid(64, 64, target, rasterio.crs.CRS.from_epsg(32634))) is None
+
+
+def test_strip_reads_ask_gdal_to_cache_a_block_row_of_pixel_interleaved_files_only(
+    tmp_path: Path,
+) -> None:
+    from groundbreak.datasets.scene import strip_block_cache_bytes
+
+    profile = {"driver": "GTiff", "width": 48, "height": 64, "count": 3, "dtype": "uint16",
+               "tiled": True, "blockxsize": 16, "blockysize": 32}
+    for interleave in ("pixel", "band"):
+        with rasterio.open(tmp_path / f"{interleave}.tif", "w", interleave=interleave,
+                           **profile) as dst:
+            dst.write(np.ones((3, 64, 48), dtype=np.uint16))
+    pixel = list(open_scene(tmp_path / "pixel.tif").sources.values())
+    band = list(open_scene(tmp_path / "band.tif").sources.values())
+    assert strip_block_cache_bytes(pixel) == 32 * 48 * 3 * 2  # GDAL decodes all 3 bands at once
+    assert strip_block_cache_bytes(band) == 0  # each band's strip holds its own rows
+    assert strip_block_cache_bytes(band + pixel) == 32 * 48 * 3 * 2
+    (tmp_path / "pixel.tif").write_bytes(b"not a tiff")  # reported by the read, not here
+    assert strip_block_cache_bytes(pixel) == 0
