@@ -72,11 +72,11 @@ def flagged(bundle, pair: TilePair, out: Path, mode: str) -> np.ndarray:
         return src.read(1) == 1
 
 
-def false_change(cities: list[str], workdir: Path) -> None:
+def false_change(cities: list[str], workdir: Path, model: Path | None = None) -> None:
     """Part 1: flagged shares per city, clean / cloudy without mask / cloudy with mask."""
     if not CUMULUS.is_file():
         sys.exit(f"shared data missing: {CUMULUS} (run beside ../shared)")
-    bundle = load_bundle(default_bundle_path())
+    bundle = load_bundle(model or default_bundle_path())
     with rasterio.open(CUMULUS) as src:
         sample = src.read().astype(np.float32)
     bright = sample[BANDS.index("B02")] > 1800
@@ -156,6 +156,7 @@ def mask_cost(size: int, predict: bool, reference: float | None, workdir: Path) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cities", default="cupertino,hongkong,nantes")
+    parser.add_argument("--model", type=Path, default=None, help="bundle (default: the shipped one)")
     parser.add_argument("--cost", action="store_true", help="measure the mask's cost instead")
     parser.add_argument("--size", type=int, default=10980)
     parser.add_argument("--predict", action="store_true", help="time the prediction too")
@@ -165,7 +166,7 @@ def main() -> None:
         if args.cost:
             mask_cost(args.size, args.predict, args.reference_seconds, Path(tmp))
         else:
-            false_change(args.cities.split(","), Path(tmp))
+            false_change(args.cities.split(","), Path(tmp), args.model)
 
 
 if __name__ == "__main__":

@@ -319,10 +319,13 @@ def _strip_rows(
     src: rasterio.io.DatasetReader, index: int, rows: tuple[int, int]
 ) -> tuple[np.ndarray, int] | None:
     """Rows ``[r0, r1)`` of a band as (strip, first row of the strip) from the kept strip,
-    decoding only the block rows it lacks; None outside :func:`files_kept_open` or for a band
-    whose validity is not plain (no nodata, or an integer nodata value)."""
+    decoding only the block rows it lacks; None outside :func:`files_kept_open`, for an
+    uncompressed GeoTIFF (nothing to decode: a plain read costs a copy, a strip its memory) or
+    for a band whose validity is not plain (no nodata, or an integer nodata value)."""
     kept = getattr(_KEPT_OPEN, "kept", None)
     if kept is None or kept.strips is None:
+        return None
+    if src.driver == "GTiff" and src.compression is None:
         return None
     flags = src.mask_flag_enums[index - 1]
     plain = flags == [MaskFlags.all_valid] and src.nodata is None

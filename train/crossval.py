@@ -176,7 +176,11 @@ def train_last(
             ChipConfig(chip_size=args.size, stride=args.stride, splits=["train"]),
             layout="oscd", root=args.oscd_root, overwrite=True,
         )
-    done = train_dir / "DONE"
+    import torch
+
+    from groundbreak.train.task import CHECKPOINT_KEY
+
+    done, last = train_dir / "DONE", train_dir / "checkpoints" / "last.ckpt"
     if not done.is_file():
         command = train_command(args.config, chips, train_dir, extra)
         print(f"{what}: training ({' '.join(command[3:])})", flush=True)
@@ -184,9 +188,12 @@ def train_last(
         code = subprocess.call(command)
         if code != 0:
             raise InputError(train_dir, f"{what}: training exited with code {code}")
-        done.write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}) + "\n")
+        # the checkpoint counts the seconds of every run a resumed training continues
+        record = torch.load(last, map_location="cpu", weights_only=True).get(CHECKPOINT_KEY, {})
+        seconds = record.get("train_seconds", time.perf_counter() - start)
+        done.write_text(json.dumps({"seconds": round(seconds, 1)}) + "\n")
     seconds = float(json.loads(done.read_text())["seconds"])
-    return chips, train_dir / "checkpoints" / "last.ckpt", seconds
+    return chips, last, seconds
 
 
 def scored(tta: bool) -> str:

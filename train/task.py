@@ -13,6 +13,7 @@ last validation scores with the best-F1 threshold.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -110,6 +111,8 @@ class ChangeSegmentationTask(LightningModule):
         self.configure_losses()
         self.configure_metrics()
         self._last_val_scores: dict[str, float] = {}
+        self._seconds_before_run = 0.0  # training seconds of the runs a resumed one continues
+        self._run_started: float | None = None
 
     # -- hooks -------------------------------------------------------------------------------
     def configure_models(self) -> None:
@@ -225,7 +228,9 @@ class ChangeSegmentationTask(LightningModule):
         }
 
     def on_train_start(self) -> None:
-        """Set the learning rate to where the schedule is (a resumed run restores the old one)."""
+        """Set the learning rate to where the schedule is (a resumed run restores the old one)
+        and start counting this run's training seconds."""
+        self._run_started = time.perf_counter()
         for config in self.trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if isinstance(scheduler, LambdaLR):
@@ -241,6 +246,7 @@ class ChangeSegmentationTask(LightningModule):
         record: dict[str, Any] = {
             "architecture": self.model.architecture,
             "val_metrics": dict(self._last_val_scores),
+            "train_seconds": round(self.train_seconds, 1),
         }
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         for name in ("bands", "mean", "std", "chip_size", "pixel_size_m"):
@@ -250,6 +256,14 @@ class ChangeSegmentationTask(LightningModule):
         checkpoint[CHECKPOINT_KEY] = record
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the last validation scores recorded in a checkpoint."""
+        """Restore the last validation scores and the training seconds recorded in a checkpoint."""
         record = checkpoint.get(CHECKPOINT_KEY, {})
         self._last_val_scores = dict(record.get("val_metrics", {}))
+        self._seconds_before_run = float(record.get("train_seconds", 0.0))
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall seconds of training so far, over every run a resumed one continues (from the
+        start of training to now; time lost after a run's last checkpoint is not counted)."""
+        running = 0.0 if self._run_started is None else time.perf_counter() - self._run_started
+        return self._seconds_before_run + running

@@ -254,7 +254,7 @@ def test_reading_onto_a_coarser_aligned_grid_averages_whole_blocks(tmp_path: Pat
     assert np.isnan(values[:, 0]).all() and np.isnan(values[6]).all()
 
 
-@pytest.mark.parametrize("form", ["tiled-geotiff", "jp2-product"])
+@pytest.mark.parametrize("form", ["deflate-geotiff", "uncompressed-geotiff", "jp2-product"])
 def test_reads_with_files_kept_open_equal_plain_reads(
     fixtures_dir: Path, tmp_path: Path, form: str
 ) -> None:
@@ -273,6 +273,10 @@ def test_reads_with_files_kept_open_equal_plain_reads(
                 data, profile = src.read(1), src.profile
             data[10:30, 5:40] = 0
             profile |= {"tiled": True, "blockxsize": 16, "blockysize": 16, "nodata": 0}
+            if form == "uncompressed-geotiff":  # read plainly, without strips
+                profile.pop("compress", None)
+            else:
+                profile["compress"] = "deflate"
             with rasterio.open(folder / source.name, "w", **profile) as dst:
                 dst.write(data, 1)
         scene = open_scene(folder)

@@ -48,12 +48,17 @@ def test_fit_then_resume_from_last_checkpoint(
     assert {"train/loss_step", "val/f1", "val/best_threshold", "lr-AdamW"} <= set(metrics.columns)
     assert metrics["val/f1"].notna().any()
 
+    assert 0 < first["groundbreak"]["train_seconds"] < 1000
+    first["groundbreak"]["train_seconds"] = 1000.0  # as if the first run had trained 1000 s
+    torch.save(first, last)
+
     args = ["train", "fit", "--config", str(config), "--ckpt_path", str(last)]
     assert groundbreak([*args, "--trainer.max_epochs", "2"]) == 0
     resumed = torch.load(last, map_location="cpu", weights_only=True)
     # Resumed, not restarted: two more steps on top of the first run's, in a later epoch.
     assert resumed["global_step"] == first["global_step"] + 2
     assert resumed["epoch"] > first["epoch"]
+    assert 1000 < resumed["groundbreak"]["train_seconds"] < 1500  # both runs' training time
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
