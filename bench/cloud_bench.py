@@ -156,7 +156,7 @@ def mask_cost(size: int, predict: bool, reference: float | None, workdir: Path) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cities", default="cupertino,hongkong,nantes")
-    parser.add_argument("--model", type=Path, default=None, help="bundle (default: the shipped one)")
+    parser.add_argument("--model", type=Path, default=None, help="bundle (default: shipped)")
     parser.add_argument("--cost", action="store_true", help="measure the mask's cost instead")
     parser.add_argument("--size", type=int, default=10980)
     parser.add_argument("--predict", action="store_true", help="time the prediction too")
