@@ -31,6 +31,7 @@ import os
 import re
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -291,9 +292,11 @@ def strip_block_cache_bytes(sources: Iterable[BandSource]) -> int:
     """GDAL block cache that reading these bands through strips needs: the strips keep every
     decoded row, except that GDAL decodes a block of a pixel-interleaved file for all its bands
     at once and caches the others' until their own strips ask; so one block row of every band
-    of the largest such file (0 when no file is pixel-interleaved or none can be opened)."""
+    of the largest such file that several of the bands are read from (0 when there is none or
+    none can be opened). Files read for one band only (a Sentinel-2 product's) are not opened."""
+    bands_per_file = Counter(s.path for s in sources)
     largest = 0
-    for path in {s.path for s in sources}:
+    for path in (path for path, count in bands_per_file.items() if count > 1):
         try:
             with rasterio.open(path) as src:
                 if src.count > 1 and src.interleaving == Interleaving.pixel:

@@ -427,5 +427,6 @@ def test_strip_reads_ask_gdal_to_cache_a_block_row_of_pixel_interleaved_files_on
     assert strip_block_cache_bytes(pixel) == 32 * 48 * 3 * 2  # GDAL decodes all 3 bands at once
     assert strip_block_cache_bytes(band) == 0  # each band's strip holds its own rows
     assert strip_block_cache_bytes(band + pixel) == 32 * 48 * 3 * 2
+    assert strip_block_cache_bytes(pixel[:1]) == 0  # one band read: no other band waits in cache
     (tmp_path / "pixel.tif").write_bytes(b"not a tiff")  # reported by the read, not here
     assert strip_block_cache_bytes(pixel) == 0
