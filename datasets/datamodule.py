@@ -256,6 +256,9 @@ class ChangeDataModule(LightningDataModule):
             season, sun angle between the acquisitions).
         date_offset: Range of the per-band offset drawn for each date separately, in z-scores
             (brightness: haze, season).
+        shadow_p: Probability, per date, of shadow-like darkened patches
+            (:class:`~groundbreak.datasets.transforms.LocalDarkening`; 0 disables it): a shadow
+            on one date only is not construction.
         train_split: Manifest split used for training.
         val_split: Manifest split used for validation.
         test_split: Manifest split used by ``trainer.test`` (``None``: no test set).
@@ -278,6 +281,7 @@ class ChangeDataModule(LightningDataModule):
         product_shift_p: float = 0.0,
         date_gain: tuple[float, float] = (0.9, 1.1),
         date_offset: tuple[float, float] = (-0.1, 0.1),
+        shadow_p: float = 0.0,
         train_split: str = "train",
         val_split: str = "val",
         test_split: str | None = None,
@@ -294,6 +298,8 @@ class ChangeDataModule(LightningDataModule):
                 raise InputError(chips_dir, f"{name} must be a range [low, high] with low <= "
                                  f"high{' and low > 0' if floor == 0 else ''}, got "
                                  f"[{low}, {high}]")
+        if not 0.0 <= shadow_p <= 1.0:
+            raise InputError(chips_dir, f"shadow_p must be a probability in [0, 1], got {shadow_p}")
         self.directory = ChipsDirectory(chips_dir)
         self.bands: list[str] = self.directory.resolve_bands(bands)
         self.mean, self.std = self.directory.band_statistics(self.bands)
@@ -318,6 +324,7 @@ class ChangeDataModule(LightningDataModule):
             augmentation = build_train_augmentation(
                 affine_p=hp.affine_p, seed=hp.seed, product_shift_p=hp.product_shift_p,
                 gain=tuple(hp.date_gain), offset=tuple(hp.date_offset),
+                shadow_p=hp.shadow_p, band_mean=self.mean, band_std=self.std,
             )
             self.train_dataset = self._dataset(
                 hp.train_split, augmentation if hp.augment else None

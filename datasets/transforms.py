@@ -11,11 +11,12 @@ gets its own random draw: the photometric pipeline is called once per date. A *p
 
 Inputs are normalised float32 chips of ANY band count (z-scores, NaN already replaced by 0).
 Albumentations' own photometric transforms assume float images in ``[0, 1]`` and clip to it
-(``albucore.clip``), which would destroy z-scores, so this module brings two channel-agnostic,
-non-clipping ones: :class:`RandomGainOffset` (contrast and brightness, per band) and
-:class:`AdditiveGaussianNoise`. A gain ``g`` and offset ``o`` on z-scores are the same as a
-brightness/contrast change ``raw * g + c`` of the raw band values, so they stay physically sensible
-for 13-band Sentinel-2 as for RGB. Gamma is left out: it needs positive values.
+(``albucore.clip``), which would destroy z-scores, so this module brings three channel-agnostic,
+non-clipping ones: :class:`RandomGainOffset` (contrast and brightness, per band),
+:class:`AdditiveGaussianNoise` and :class:`LocalDarkening` (cloud-shadow-like patches). A gain
+``g`` and offset ``o`` on z-scores are the same as a brightness/contrast change ``raw * g + c`` of
+the raw band values, so they stay physically sensible for 13-band Sentinel-2 as for RGB.
+Gamma is left out: it needs positive values.
 
 Geometric transforms with more than 4 channels work in Albumentations 2.0: flips and rot90 are
 numpy operations, and ``Affine`` warps channels in chunks of 4
@@ -120,6 +121,91 @@ class AdditiveGaussianNoise(A.ImageOnlyTransform):
         return ("std",)
 
 
+class LocalDarkening(A.ImageOnlyTransform):
+    """Darken soft-edged elliptical patches, as a cloud shadow does; never clips.
+
+    A shadow takes away the direct sunlight, so the reflectance of every band under it falls by a
+    factor (to about 0.6 in the real cumulus sample of ``shared/data/clouds``: B08 0.20 against a
+    clear 0.33). On z-scores ``z = (raw - mean) / std`` the factor ``f`` of the raw value is
+    ``z * f + (f - 1) * mean / std``, so the transform needs the per-band statistics the chips were
+    normalised with. The factor falls smoothly from ``f`` at an ellipse's centre half to 1 at its
+    rim, like the penumbra of a real shadow.
+
+    Args:
+        mean: Per-band mean of the normalisation (raw units).
+        std: Per-band standard deviation of the normalisation (raw units).
+        factor: Range of the reflectance factor at a patch's core (lower is darker).
+        patches: Range of the number of patches (inclusive).
+        radius: Range of a patch's semi-axes, as fractions of the chip's side.
+        p: Probability of applying the transform.
+    """
+
+    class InitSchema(BaseTransformInitSchema):
+        mean: list[float]
+        std: list[float]
+        factor: tuple[float, float]
+        patches: tuple[int, int]
+        radius: tuple[float, float]
+
+    def __init__(
+        self,
+        mean: list[float],
+        std: list[float],
+        factor: tuple[float, float] = (0.35, 0.8),
+        patches: tuple[int, int] = (1, 2),
+        radius: tuple[float, float] = (0.1, 0.5),
+        p: float = 0.3,
+    ) -> None:
+        super().__init__(p=p)
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std differ in length: {len(mean)} and {len(std)}")
+        if not 0 < factor[0] <= factor[1] <= 1:
+            raise ValueError(f"factor must be a range within (0, 1], got {factor}")
+        self.mean = [float(m) for m in mean]
+        self.std = [float(s) for s in std]
+        self.factor = factor
+        self.patches = patches
+        self.radius = radius
+
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Draw the factor map: 1 outside the patches, down to each patch's factor inside."""
+        height, width = data["image"].shape[:2]
+        if data["image"].shape[-1] != len(self.mean):
+            raise ValueError(
+                f"LocalDarkening has statistics of {len(self.mean)} bands, the image has "
+                f"{data['image'].shape[-1]}"
+            )
+        rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+        factor_map = np.ones((height, width), dtype=np.float32)
+        side = float(max(height, width))
+        for _ in range(self.py_random.randint(*self.patches)):
+            centre_row = self.py_random.uniform(0, height)
+            centre_col = self.py_random.uniform(0, width)
+            semi_a = self.py_random.uniform(*self.radius) * side
+            semi_b = self.py_random.uniform(*self.radius) * side
+            angle = self.py_random.uniform(0, np.pi)
+            dr, dc = rows - centre_row, cols - centre_col
+            along = dr * np.cos(angle) + dc * np.sin(angle)
+            across = -dr * np.sin(angle) + dc * np.cos(angle)
+            distance = np.sqrt((along / semi_a) ** 2 + (across / semi_b) ** 2)
+            weight = np.clip(2.0 * (1.0 - distance), 0.0, 1.0)  # 1 in the inner half, 0 outside
+            factor = self.py_random.uniform(*self.factor)
+            factor_map = np.minimum(factor_map, 1.0 - (1.0 - factor) * weight)
+        return {"factor_map": factor_map}
+
+    def apply(self, img: np.ndarray, factor_map: np.ndarray, **params: Any) -> np.ndarray:
+        """Scale the raw reflectance by ``factor_map``, expressed on z-scores, as float32."""
+        ratio = np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)
+        f = factor_map[..., None]
+        return (img * f + (f - 1.0) * ratio).astype(np.float32, copy=False)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        """Names of the constructor arguments, for Albumentations' serialisation."""
+        return ("mean", "std", "factor", "patches", "radius")
+
+
 def geometric_transforms(affine_p: float = 0.0) -> list[A.BasicTransform]:
     """Flips, 90-degree rotations and (with probability ``affine_p``) a small affine warp.
 
@@ -152,9 +238,12 @@ def photometric_transforms(
     gain: tuple[float, float] = (0.9, 1.1),
     offset: tuple[float, float] = (-0.1, 0.1),
     noise_std: tuple[float, float] = (0.01, 0.05),
+    shadow: LocalDarkening | None = None,
 ) -> list[A.BasicTransform]:
-    """Per-band gain/offset and Gaussian noise, for any band count (applied to one date)."""
+    """Optional shadow-like darkening, then per-band gain/offset and Gaussian noise, for any band
+    count (applied to one date)."""
     return [
+        *([shadow] if shadow is not None else []),
         RandomGainOffset(gain=gain, offset=offset, per_channel=True, p=0.8),
         AdditiveGaussianNoise(std=noise_std, p=0.5),
     ]
@@ -249,13 +338,24 @@ def build_train_augmentation(
     product_shift_p: float = 0.0,
     gain: tuple[float, float] = (0.9, 1.1),
     offset: tuple[float, float] = (-0.1, 0.1),
+    shadow_p: float = 0.0,
+    band_mean: np.ndarray | None = None,
+    band_std: np.ndarray | None = None,
 ) -> ChangeAugmentation:
-    """The training augmentation: flips, rot90, optional affine, per-date photometry (per-band
-    ``gain`` and ``offset`` ranges, z-score units, and noise) and, with probability
-    ``product_shift_p``, a product-level shift shared by both dates."""
+    """The training augmentation: flips, rot90, optional affine, per-date photometry (with
+    probability ``shadow_p`` shadow-like darkening, which needs the normalisation's ``band_mean``
+    and ``band_std``; per-band ``gain`` and ``offset`` ranges, z-score units; noise) and, with
+    probability ``product_shift_p``, a product-level shift shared by both dates."""
+    shadow = None
+    if shadow_p > 0:
+        if band_mean is None or band_std is None:
+            raise ValueError("shadow_p > 0 needs band_mean and band_std")
+        shadow = LocalDarkening(mean=list(band_mean), std=list(band_std), p=shadow_p)
     return ChangeAugmentation(
         geometric=geometric_transforms(affine_p=affine_p),
-        photometric=photometric_transforms(gain=gain, offset=offset) if photometric else [],
+        photometric=photometric_transforms(gain=gain, offset=offset, shadow=shadow)
+        if photometric
+        else [],
         seed=seed,
         shared_photometric=product_shift_transforms(p=product_shift_p)
         if product_shift_p > 0

@@ -17,6 +17,7 @@ from groundbreak.datasets.datamodule import (
     balanced_sample_weights,
 )
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.transforms import LocalDarkening
 from groundbreak.infer.cli import main as groundbreak
 
 BANDS = ["B02", "B03", "B04", "B08"]
@@ -192,6 +193,8 @@ def test_datamodule_rejects_bad_settings(tmp_path: Path) -> None:
         ChangeDataModule(tmp_path, date_gain=(0.0, 1.2))
     with pytest.raises(InputError, match=r"date_offset must be .*, got \[0.5, -0.5\]"):
         ChangeDataModule(tmp_path, date_offset=(0.5, -0.5))
+    with pytest.raises(InputError, match=r"shadow_p must be a probability in \[0, 1\], got 1.5"):
+        ChangeDataModule(tmp_path, shadow_p=1.5)
 
 
 def test_date_photometry_ranges_reach_the_train_augmentation(tmp_path: Path) -> None:
@@ -210,6 +213,21 @@ def test_date_photometry_ranges_reach_the_train_augmentation(tmp_path: Path) -> 
     applied = [m for m in means if abs(m - float(plain.mean())) > 0.5]
     assert applied and all(m == pytest.approx(2 * float(plain.mean()) + 1, abs=0.05)
                            for m in applied)
+
+
+def test_shadow_augmentation_gets_the_chips_statistics(tmp_path: Path) -> None:
+    """Shadow-like darkening works on raw reflectance, so it carries the chips' band statistics."""
+    write_chips_dir(tmp_path, ["construction"])
+    dm = ChangeDataModule(tmp_path, val_split="train", shadow_p=0.4)
+    dm.setup("fit")
+    shadow = dm.train_dataset.transform.photometric.transforms[0]
+    assert isinstance(shadow, LocalDarkening) and shadow.p == 0.4
+    np.testing.assert_allclose(shadow.mean, dm.mean)
+    np.testing.assert_allclose(shadow.std, dm.std)
+    plain = ChangeDataModule(tmp_path, val_split="train")
+    plain.setup("fit")
+    assert not any(isinstance(t, LocalDarkening)
+                   for t in plain.train_dataset.transform.photometric.transforms)
 
 
 def test_balanced_sampling_never_draws_unlabelled_chips(tmp_path: Path) -> None:

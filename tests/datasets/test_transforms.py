@@ -9,6 +9,7 @@ from groundbreak.datasets.transforms import (
     IGNORE_INDEX,
     AdditiveGaussianNoise,
     ChangeAugmentation,
+    LocalDarkening,
     RandomGainOffset,
     build_train_augmentation,
     geometric_transforms,
@@ -109,3 +110,48 @@ def test_mismatched_shapes_are_rejected() -> None:
         augment(image, image[:3], mask)
     with pytest.raises(ValueError, match="mask shape"):
         augment(image, image, mask[:10])
+
+
+def shadowed_raw(factor: tuple[float, float], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A chip in raw units (Sentinel-2-like band statistics) and the same chip after
+    :class:`LocalDarkening` on its z-scores, brought back to raw units."""
+    rng = np.random.default_rng(seed)
+    mean = rng.uniform(800, 3000, size=13).astype(np.float32)
+    std = rng.uniform(200, 900, size=13).astype(np.float32)
+    raw = rng.uniform(500, 4000, size=(48, 48, 13)).astype(np.float32)
+    transform = LocalDarkening(mean=list(mean), std=list(std), factor=factor, p=1.0)
+    transform.set_random_seed(seed)
+    out = transform(image=(raw - mean) / std)["image"]
+    return raw, out * std + mean
+
+
+def test_shadow_scales_every_band_by_one_factor_within_its_range() -> None:
+    raw, shadowed = shadowed_raw(factor=(0.4, 0.7), seed=3)
+    ratio = shadowed / raw
+    # a reflectance factor, the same in all bands of a pixel: (f - 1) * mean / std is what makes
+    # a z-score darkening physical, and a wrong sign or a missing term breaks this equality.
+    np.testing.assert_allclose(ratio, ratio[..., :1].repeat(13, axis=-1), rtol=1e-4)
+    per_pixel = ratio[..., 0]
+    assert per_pixel.min() >= 0.4 - 1e-4 and per_pixel.max() <= 1.0 + 1e-4
+    assert (per_pixel < 0.75).any(), "no pixel darkened"
+    assert (per_pixel > 1.0 - 1e-4).any(), "the whole chip darkened: no patch edge"
+
+
+def test_shadow_is_drawn_per_date_and_leaves_the_mask() -> None:
+    image, mask = chip(bands=13)
+    shadow = LocalDarkening(mean=[3000.0] * 13, std=[500.0] * 13, p=1.0)  # raw > 0
+    augment = ChangeAugmentation(geometric=[], photometric=[shadow], seed=5)
+    before, after, out_mask = augment(image, image.copy(), mask)
+    assert not np.allclose(before, after)
+    assert (before <= image + 1e-5).all() and (after <= image + 1e-5).all()
+    np.testing.assert_array_equal(out_mask, mask)
+
+
+def test_shadow_needs_statistics_of_the_image_bands() -> None:
+    image, mask = chip(bands=10)
+    augment = build_train_augmentation(seed=0, shadow_p=1.0, band_mean=np.ones(13),
+                                       band_std=np.ones(13))
+    with pytest.raises(ValueError, match="statistics of 13 bands, the image has 10"):
+        augment(image, image, mask)
+    with pytest.raises(ValueError, match="needs band_mean and band_std"):
+        build_train_augmentation(seed=0, shadow_p=0.5)
