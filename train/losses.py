@@ -1,4 +1,5 @@
-"""Losses for sparse binary change: BCE, BCE + soft Dice, focal + soft Dice; ignore pixels excluded.
+"""Losses for sparse binary change: BCE, BCE + soft Dice or Lovasz hinge, focal + soft Dice; ignore
+pixels excluded.
 
 Changed pixels are 1-10 % of OSCD. Plain BCE is dominated by the many easy "no change" pixels, and a
 model that predicts all-background already scores a low BCE; that is the failure mode the
@@ -11,11 +12,14 @@ combined losses guard against:
   training when the Dice gradient is noisy.
 - ``"focal_dice"``: focal loss (Lin et al., 2017) down-weights easy, well-classified pixels instead
   of re-weighting by class, plus the same soft Dice.
+- ``"bce_lovasz"``: BCE (+ ``pos_weight``) plus the Lovasz hinge (Berman et al., 2018; the one of
+  segmentation-models-pytorch), a convex surrogate of the IoU of the change class, which is what
+  the benchmark scores (F1 and IoU rank thresholds alike).
 
-Soft Dice is computed over all labelled pixels of the batch pooled (not per chip and averaged), so
-a chip with no change contributes its false positives without a 0/0 Dice of its own. Pixels whose
-mask is ``ignore_index`` (255: no label, nodata, padding) are excluded from every term. A batch
-with no labelled pixel gives a loss of 0 that still carries a graph.
+Soft Dice and the Lovasz hinge are computed over all labelled pixels of the batch pooled (not per
+chip and averaged), so a chip with no change contributes its false positives without a 0/0 Dice
+of its own. Pixels whose mask is ``ignore_index`` (255: no label, nodata, padding) are excluded
+from every term. A batch with no labelled pixel gives a loss of 0 that still carries a graph.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+from segmentation_models_pytorch.losses import BINARY_MODE, LovaszLoss
 from torch import nn
 
-LossName = Literal["bce", "bce_dice", "focal_dice"]
+LossName = Literal["bce", "bce_dice", "focal_dice", "bce_lovasz"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 
 
@@ -94,9 +99,9 @@ class ChangeLoss(nn.Module):
     """A change-segmentation loss chosen by name (see the module docstring).
 
     Args:
-        name: ``"bce"``, ``"bce_dice"`` or ``"focal_dice"``.
+        name: ``"bce"``, ``"bce_dice"``, ``"focal_dice"`` or ``"bce_lovasz"``.
         pos_weight: Weight of changed pixels in BCE (``None``: 1); ignored by ``"focal_dice"``.
-        dice_weight: Weight of the soft Dice term in the combined losses.
+        dice_weight: Weight of the soft Dice term in ``"bce_dice"`` and ``"focal_dice"``.
         focal_alpha: Weight of the change class in the focal loss.
         focal_gamma: Focusing exponent of the focal loss.
         ignore_index: Mask value excluded from the loss.
@@ -122,6 +127,7 @@ class ChangeLoss(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.ignore_index = ignore_index
+        self.lovasz = LovaszLoss(BINARY_MODE, per_image=False, ignore_index=ignore_index)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The scalar loss of change logits ``(B, 1, H, W)`` against a mask ``(B, H, W)``."""
@@ -139,4 +145,6 @@ class ChangeLoss(nn.Module):
             )
         if self.name == "bce":
             return pixel_loss
+        if self.name == "bce_lovasz":
+            return pixel_loss + self.lovasz(logits.reshape(target.shape), target)
         return pixel_loss + self.dice_weight * soft_dice_loss(logits, target, self.ignore_index)

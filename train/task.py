@@ -77,9 +77,10 @@ class ChangeSegmentationTask(LightningModule):
         encoder_name: A segmentation-models-pytorch encoder, randomly initialised.
         encoder_depth: Encoder stages; inputs are padded to a multiple of ``2**encoder_depth``.
         decoder_channels: Width of each decoder block, one per encoder stage.
-        loss: ``"bce"``, ``"bce_dice"`` or ``"focal_dice"`` (see :mod:`groundbreak.train.losses`).
+        loss: ``"bce"``, ``"bce_dice"``, ``"focal_dice"`` or ``"bce_lovasz"`` (see
+            :mod:`groundbreak.train.losses`).
         pos_weight: Weight of changed pixels in BCE (``None``: unweighted).
-        dice_weight: Weight of the soft Dice term of the combined losses.
+        dice_weight: Weight of the soft Dice term of ``"bce_dice"`` and ``"focal_dice"``.
         lr: Peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         scheduler: ``"cosine"`` (annealed to 0 over training, per step), ``"onecycle"`` (warm-up

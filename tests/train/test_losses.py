@@ -56,6 +56,23 @@ def test_dice_is_pooled_over_the_batch() -> None:
     assert soft_dice_loss(logits, mask).item() == pytest.approx(0.0, abs=1e-3)
 
 
+def test_lovasz_term_follows_the_iou_of_the_change_class() -> None:
+    _, mask = batch()
+    perfect = torch.where(mask == 1, 8.0, -8.0).float().unsqueeze(1)
+    assert ChangeLoss("bce_lovasz")(perfect, mask).item() == pytest.approx(0.0, abs=1e-2)
+    # Five changed pixels missed (IoU 4/9) against five false ones beside a perfect hit (IoU 9/14):
+    # BCE sees five equally wrong pixels in both; the IoU surrogate ranks the misses worse.
+    half_missed = perfect.clone()
+    half_missed[0, 0, 2, 2:5] = -8.0
+    half_missed[0, 0, 3, 2:4] = -8.0
+    extra = perfect.clone()
+    extra[0, 0, 8, 0:5] = 8.0
+    bce = ChangeLoss("bce")
+    assert bce(half_missed, mask).item() == pytest.approx(bce(extra, mask).item(), rel=1e-4)
+    lovasz = ChangeLoss("bce_lovasz")
+    assert lovasz(half_missed, mask) > lovasz(extra, mask)
+
+
 def test_pos_weight_raises_the_cost_of_missed_change() -> None:
     logits, mask = batch()
     plain = ChangeLoss("bce")(logits, mask)

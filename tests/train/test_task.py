@@ -27,7 +27,7 @@ def trainer(tmp_path: Path, **kwargs: object) -> Trainer:
     return Trainer(**options)
 
 
-@pytest.mark.parametrize("loss", ["bce", "bce_dice", "focal_dice"])
+@pytest.mark.parametrize("loss", ["bce", "bce_dice", "focal_dice", "bce_lovasz"])
 def test_fit_logs_pooled_metrics(
     oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path, loss: str
 ) -> None:
