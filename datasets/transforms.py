@@ -161,6 +161,10 @@ class LocalDarkening(A.ImageOnlyTransform):
             raise ValueError(f"mean and std differ in length: {len(mean)} and {len(std)}")
         if not 0 < factor[0] <= factor[1] <= 1:
             raise ValueError(f"factor must be a range within (0, 1], got {factor}")
+        if not 1 <= patches[0] <= patches[1]:
+            raise ValueError(f"patches must be a range of counts >= 1, got {patches}")
+        if not 0 < radius[0] <= radius[1]:
+            raise ValueError(f"radius must be a range of positive fractions, got {radius}")
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
         self.factor = factor

@@ -155,3 +155,14 @@ def test_shadow_needs_statistics_of_the_image_bands() -> None:
         augment(image, image, mask)
     with pytest.raises(ValueError, match="needs band_mean and band_std"):
         build_train_augmentation(seed=0, shadow_p=0.5)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [({"factor": (0.0, 0.5)}, "factor"), ({"patches": (0, 2)}, "patches"),
+     ({"radius": (0.0, 0.5)}, "radius"), ({"std": [1.0] * 12}, "differ in length")],
+)
+def test_shadow_rejects_bad_settings(option: dict, message: str) -> None:
+    settings = {"mean": [1.0] * 13, "std": [1.0] * 13, **option}
+    with pytest.raises(ValueError, match=message):
+        LocalDarkening(**settings)
