@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F  # noqa: N812
-from segmentation_models_pytorch.losses import BINARY_MODE, LovaszLoss
 from torch import nn
 
 LossName = Literal["bce", "bce_dice", "focal_dice", "bce_lovasz"]
@@ -127,7 +127,9 @@ class ChangeLoss(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.ignore_index = ignore_index
-        self.lovasz = LovaszLoss(BINARY_MODE, per_image=False, ignore_index=ignore_index)
+        self.lovasz = smp.losses.LovaszLoss(
+            smp.losses.BINARY_MODE, per_image=False, ignore_index=ignore_index
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The scalar loss of change logits ``(B, 1, H, W)`` against a mask ``(B, H, W)``."""
