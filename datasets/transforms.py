@@ -167,6 +167,7 @@ class LocalDarkening(A.ImageOnlyTransform):
             raise ValueError(f"radius must be a range of positive fractions, got {radius}")
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
+        self._mean_over_std = np.asarray(mean, np.float32) / np.asarray(std, np.float32)
         self.factor = factor
         self.patches = patches
         self.radius = radius
@@ -201,9 +202,8 @@ class LocalDarkening(A.ImageOnlyTransform):
 
     def apply(self, img: np.ndarray, factor_map: np.ndarray, **params: Any) -> np.ndarray:
         """Scale the raw reflectance by ``factor_map``, expressed on z-scores, as float32."""
-        ratio = np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)
         f = factor_map[..., None]
-        return (img * f + (f - 1.0) * ratio).astype(np.float32, copy=False)
+        return (img * f + (f - 1.0) * self._mean_over_std).astype(np.float32, copy=False)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         """Names of the constructor arguments, for Albumentations' serialisation."""

@@ -50,6 +50,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from groundbreak.datasets.chips import ChipConfig, cut_chips
@@ -60,6 +61,7 @@ from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.train import scene_evaluate
 from groundbreak.train.arguments import device_argument, positive_int
 from groundbreak.train.evaluate import comma_list
+from groundbreak.train.task import CHECKPOINT_KEY
 
 DEFAULT_OSCD_ROOT = Path("../shared/data/oscd")
 NO_VALIDATION = [
@@ -176,10 +178,6 @@ def train_last(
             ChipConfig(chip_size=args.size, stride=args.stride, splits=["train"]),
             layout="oscd", root=args.oscd_root, overwrite=True,
         )
-    import torch
-
-    from groundbreak.train.task import CHECKPOINT_KEY
-
     done, last = train_dir / "DONE", train_dir / "checkpoints" / "last.ckpt"
     if not done.is_file():
         command = train_command(args.config, chips, train_dir, extra)
