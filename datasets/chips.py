@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 from rasterio.windows import Window
 
+from groundbreak.datasets.date_matching import DateMatch, check_date_matching, match_pair
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.labels import CHANGE, IGNORE
 from groundbreak.datasets.normalization import BandStatistics, NormalizationStats
@@ -64,6 +65,8 @@ class ChipConfig:
         change_threshold: A chip is ``construction`` when its changed fraction reaches this.
         min_valid_fraction: Chips with a smaller fraction of valid pixels are skipped.
         splits: Splits to cut (default: all).
+        date_matching: ``none``, or ``mean_std`` to match each pair's after date to its before
+            date band by band (see :mod:`groundbreak.datasets.date_matching`).
     """
 
     chip_size: int = 256
@@ -72,8 +75,10 @@ class ChipConfig:
     change_threshold: float = 0.01
     min_valid_fraction: float = 0.5
     splits: Sequence[str] | None = None
+    date_matching: str = "none"
 
     def __post_init__(self) -> None:
+        check_date_matching(self.date_matching)
         if self.chip_size <= 0 or (self.stride is not None and self.stride <= 0):
             raise ValueError("chip size and stride must be positive")
         if not 0.0 <= self.min_valid_fraction <= 1.0:
@@ -176,6 +181,12 @@ class PairChipper:
         self.bands = list(bands)
         self.out_dir = out_dir
         self.stats = stats
+        self.match: DateMatch | None = None  # set by match_dates for date-matched chips
+
+    def match_dates(self, pair: TilePair) -> DateMatch:
+        """Fit (and use from now on) the map of ``pair``'s after date onto its before date."""
+        self.match = match_pair(pair, self.bands)
+        return self.match
 
     def cut(self, pair: TilePair, split: str, counts: SplitCounts) -> list[dict]:
         """Write the chips of ``pair`` and return their manifest rows; update ``counts``."""
@@ -188,6 +199,8 @@ class PairChipper:
         chip_dir.mkdir(parents=True, exist_ok=True)
         for strip, members in row_strips(windows):
             before, after = pair.read(self.bands, strip)
+            if self.match is not None:
+                after = self.match.apply(after)
             label = pair.read_label(strip)
             valid = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
             if label is not None:
@@ -300,10 +313,13 @@ def cut_chips(
     pair_records: list[dict] = []
     for spec, pair in zip(selected, pairs, strict=True):
         chipper = PairChipper(config, bands, out, stats if spec.split in stats_splits else None)
+        record = _pair_record(spec, pair)
+        if config.date_matching == "mean_std":
+            record["date_match"] = chipper.match_dates(pair).to_dict()
         before_chips = counts[spec.split].chips
         rows += chipper.cut(pair, spec.split, counts[spec.split])
         counts[spec.split].pairs += 1
-        pair_records.append(_pair_record(spec, pair))
+        pair_records.append(record)
         if progress is not None:
             made = counts[spec.split].chips - before_chips
             progress(f"{spec.pair_id} ({spec.split}): {made} chips")
@@ -420,6 +436,7 @@ def _write_dataset_json(
         "stride": config.step,
         "change_threshold": config.change_threshold,
         "min_valid_fraction": config.min_valid_fraction,
+        "date_matching": config.date_matching,
         "pixel_size_m": _pixel_size_m(pairs),
         "pairs": summary.pairs,
         "counts": {split: asdict(c) for split, c in summary.counts.items()},

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from groundbreak.datasets.chips import ChipConfig, cut_chips
+from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.layouts import OSCD_VAL_CITIES, SPLITS, layout_pairs
 
 
@@ -62,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--splits", type=_comma_list, default=None,
         help=f"splits to cut, comma-separated from {','.join(SPLITS)} (default: all)",
     )
+    parser.add_argument(
+        "--date-matching", choices=DATE_MATCHING_MODES, default="none",
+        help="mean_std: match each pair's after date to its before date band by band (mean and "
+        "standard deviation); the model trained on these chips does the same when it predicts "
+        "(default none)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing chip dataset")
     parser.add_argument(
         "--skip-invalid-pairs", action="store_true",
@@ -93,6 +100,7 @@ def main(argv: Sequence[str]) -> int:
         change_threshold=args.change_threshold,
         min_valid_fraction=args.min_valid,
         splits=args.splits,
+        date_matching=args.date_matching,
     )
 
     def report(line: str) -> None:

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from groundbreak.datasets.bands import normalize_band_name
 from groundbreak.datasets.chips import read_manifest
+from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.normalization import NormalizationStats, normalize_bands
 from groundbreak.datasets.transforms import IGNORE_INDEX, build_train_augmentation
@@ -55,6 +56,13 @@ class ChipsDirectory:
         self.bands: list[str] = [normalize_band_name(b) for b in self._field("bands")]
         self.chip_size = int(self._field("chip_size"))
         self.pixel_size_m: float | None = self.info.get("pixel_size_m")
+        self.date_matching: str = str(self.info.get("date_matching", "none"))
+        if self.date_matching not in DATE_MATCHING_MODES:
+            raise InputError(
+                self.root / "dataset.json",
+                f"unknown date_matching {self.date_matching!r}; expected one of "
+                f"{', '.join(DATE_MATCHING_MODES)}",
+            )
         stats_bands = [normalize_band_name(b) for b in self.stats.bands]
         self._stats_by_band = dict(
             zip(stats_bands, zip(self.stats.mean, self.stats.std, strict=True), strict=True)
@@ -259,14 +267,19 @@ class ChangeDataModule(LightningDataModule):
         shadow_p: Probability, per date, of shadow-like darkened patches
             (:class:`~groundbreak.datasets.transforms.LocalDarkening`; 0 disables it): a shadow
             on one date only is not construction.
+        date_matching: The date matching the chips must have been cut with (``none`` or
+            ``mean_std``, see :mod:`groundbreak.datasets.date_matching`); None accepts the
+            chips' own. The bundle exported from this training records the chips' mode, and
+            prediction matches the dates the same way.
         train_split: Manifest split used for training.
         val_split: Manifest split used for validation.
         test_split: Manifest split used by ``trainer.test`` (``None``: no test set).
         seed: Seed of the train sampler, the shuffling and the augmentation.
 
     The attributes :attr:`bands`, :attr:`mean`, :attr:`std`, :attr:`chip_size`,
-    :attr:`num_bands` and :attr:`pixel_size_m` are known right after construction, so a
-    LightningCLI can link ``num_bands`` to the model and an export can record the normalisation.
+    :attr:`num_bands`, :attr:`pixel_size_m` and :attr:`date_matching` are known right after
+    construction, so a LightningCLI can link ``num_bands`` to the model and an export can record
+    the normalisation.
     """
 
     def __init__(
@@ -282,6 +295,7 @@ class ChangeDataModule(LightningDataModule):
         date_gain: tuple[float, float] = (0.9, 1.1),
         date_offset: tuple[float, float] = (-0.1, 0.1),
         shadow_p: float = 0.0,
+        date_matching: str | None = None,
         train_split: str = "train",
         val_split: str = "val",
         test_split: str | None = None,
@@ -298,6 +312,9 @@ class ChangeDataModule(LightningDataModule):
                 raise InputError(chips_dir, f"{name} must be a range [low, high] with low <= "
                                  f"high{' and low > 0' if floor == 0 else ''}, got "
                                  f"[{low}, {high}]")
+        if date_matching is not None and date_matching not in DATE_MATCHING_MODES:
+            raise InputError(chips_dir, f"unknown date_matching {date_matching!r}; expected one "
+                             f"of {', '.join(DATE_MATCHING_MODES)}")
         if not 0.0 <= shadow_p <= 1.0:
             raise InputError(chips_dir, f"shadow_p must be a probability in [0, 1], got {shadow_p}")
         self.directory = ChipsDirectory(chips_dir)
@@ -305,6 +322,14 @@ class ChangeDataModule(LightningDataModule):
         self.mean, self.std = self.directory.band_statistics(self.bands)
         self.chip_size: int = self.directory.chip_size
         self.pixel_size_m: float | None = self.directory.pixel_size_m
+        self.date_matching: str = self.directory.date_matching
+        if date_matching is not None and date_matching != self.date_matching:
+            raise InputError(
+                self.directory.root / "dataset.json",
+                f"the chips were cut with date matching {self.date_matching!r} but the config "
+                f"asks for {date_matching!r}: cut them again with 'groundbreak chips "
+                f"--date-matching {date_matching}'",
+            )
         self.train_dataset: ChangeChipDataset | None = None
         self.val_dataset: ChangeChipDataset | None = None
         self.test_dataset: ChangeChipDataset | None = None

@@ -31,6 +31,7 @@ from groundbreak.datasets.clouds import (
     coarse_factor,
     scene_cloud_mask,
 )
+from groundbreak.datasets.date_matching import match_pair
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.radiometry import RadiometryWarning, unknown_radiometry_warning
@@ -314,7 +315,8 @@ class TiledPredictor:
         return list(self.bundle.bands)
 
     def prepare(self, pair: TilePair) -> PairInput:
-        """Check a pair's bands, find its clouds, and say what reading its windows needs.
+        """Check a pair's bands, find its clouds, match its dates when the bundle does (see
+        :mod:`groundbreak.datasets.date_matching`) and say what reading its windows needs.
 
         Warns (:class:`~groundbreak.datasets.radiometry.RadiometryWarning`) for a scene whose
         radiometric convention is unknown but whose date needs one stated.
@@ -336,18 +338,23 @@ class TiledPredictor:
             unobserved = present[0].unobserved
             for mask in present[1:]:
                 unobserved = unobserved | mask.unobserved
+        factor = present[0].factor if present else 1
+        date_match = None
+        if self.bundle.date_matching == "mean_std":  # fitted on what both dates observe
+            date_match = match_pair(pair, bands, self.bundle.radiometry, unobserved, factor)
         return PairInput(
             pair=pair,
             bands=bands,
             normalize=self.bundle.normalize,
             radiometry=self.bundle.radiometry,
             unobserved=unobserved,
-            factor=present[0].factor if present else 1,
+            factor=factor,
             cloud_masks=(masks[0].method if masks[0] else "none",
                          masks[1].method if masks[1] else "none"),
             unobserved_fraction=float(unobserved.mean()) if unobserved is not None else 0.0,
             cloud_fractions=(masks[0].fraction() if masks[0] else 0.0,
                              masks[1].fraction() if masks[1] else 0.0),
+            date_match=date_match,
         )
 
     def cloud_mask_of(self, scene: Scene, grid: Grid) -> CloudMask | None:

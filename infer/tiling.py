@@ -26,6 +26,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from groundbreak.datasets.clouds import window_of
+from groundbreak.datasets.date_matching import DateMatch
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.radiometry import Radiometry
 
@@ -199,6 +200,9 @@ class PairInput:
         cloud_masks: The cloud-mask method of each date (``none`` when it has none).
         unobserved_fraction: Share of the pair that either date's cloud mask hides.
         cloud_fractions: Share of the pair that each date's cloud mask hides (before, after).
+        date_match: The map of the after date's values onto the before date's, applied before
+            normalisation (None: values as they are); see
+            :mod:`groundbreak.datasets.date_matching`.
     """
 
     pair: TilePair
@@ -210,6 +214,7 @@ class PairInput:
     cloud_masks: tuple[str, str] = ("none", "none")
     unobserved_fraction: float = 0.0
     cloud_fractions: tuple[float, float] = (0.0, 0.0)
+    date_match: DateMatch | None = None
 
 
 def observed_windows(source: PairInput, layout: WindowLayout, batch: WindowBatch) -> np.ndarray:
@@ -263,6 +268,8 @@ def _read_windows(source: PairInput, layout: WindowLayout, batch: WindowBatch) -
     target = pair.grid.subgrid(window)
     before = pair.before.read(bands, target, radiometry=source.radiometry)
     after = pair.after.read(bands, target, radiometry=source.radiometry)
+    if source.date_match is not None:
+        after = source.date_match.apply(after)
     valid = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
     if source.unobserved is not None:
         valid &= ~window_of(source.unobserved, source.factor, window)

@@ -5,8 +5,8 @@ A bundle is a folder with two files::
     model.safetensors   the state dict of a ChangeUNet (tensors only, no pickle)
     model.json          {"format_version": 2, "name", "architecture": {...}, "bands": [...],
                          "normalization": {"mean": [...], "std": [...]}, "chip_size",
-                         "threshold", "pixel_size_m", "radiometry": {...}, "versions": {...},
-                         "training": {...}, "metrics": {...}}
+                         "threshold", "pixel_size_m", "radiometry": {...}, "date_matching",
+                         "versions": {...}, "training": {...}, "metrics": {...}}
 
 :func:`save_bundle` writes one (``groundbreak export`` calls it), :func:`load_bundle` reads and
 checks one. Nothing here ever unpickles a file: Lightning ``.ckpt`` and other torch pickles are
@@ -46,6 +46,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_weights
 
 from groundbreak.datasets.bands import normalize_band_name, normalize_band_names
+from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.normalization import normalize_bands
 from groundbreak.datasets.radiometry import OSCD_CONVENTION, Radiometry
@@ -117,6 +118,12 @@ class ModelBundle:
         if record is None:
             return OSCD_CONVENTION
         return Radiometry.from_dict(record, source=f"model {self.name!r}")
+
+    @property
+    def date_matching(self) -> str:
+        """How the after date is matched to the before date before normalisation
+        (``model.json["date_matching"]``; ``none`` when it does not say)."""
+        return str(self.meta.get("date_matching", "none"))
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """Normalise raw band values ``(C, H, W)`` or ``(B, C, H, W)``: ``(x - mean) / std``.
@@ -441,6 +448,12 @@ def _validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
             Radiometry.from_dict(radiometry)
         except (TypeError, ValueError) as err:
             raise InputError(meta_path, f"radiometry: {err}") from err
+    matching = meta.get("date_matching", "none")
+    if matching not in DATE_MATCHING_MODES:
+        raise InputError(
+            meta_path,
+            f"date_matching must be one of {', '.join(DATE_MATCHING_MODES)}, got {matching!r}",
+        )
 
 
 def _validate_architecture(architecture: Mapping[str, Any], meta_path: Path) -> None:

@@ -55,6 +55,7 @@ import yaml
 
 from groundbreak.datasets.chips import ChipConfig, cut_chips
 from groundbreak.datasets.clouds import CLOUD_MASK_MODES
+from groundbreak.datasets.date_matching import check_date_matching
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.datasets.pair_spec import PairSpec
@@ -118,6 +119,31 @@ def read_folds(path: Path, cities: Sequence[str]) -> list[list[str]]:
     return folds
 
 
+def date_matching_of(config: Path, extra: Sequence[str]) -> str:
+    """The ``data.date_matching`` a training asks for (a ``--data.date_matching`` override in
+    ``extra``, else the config's), ``none`` when neither says: how its chips must be cut."""
+    for i, arg in enumerate(extra):
+        if arg.startswith("--data.date_matching="):
+            return check_mode(arg.split("=", 1)[1], config)
+        if arg == "--data.date_matching" and i + 1 < len(extra):
+            return check_mode(extra[i + 1], config)
+    try:
+        data = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(config, f"cannot be read as YAML ({err})") from err
+    section = data.get("data") if isinstance(data, dict) else None
+    mode = section.get("date_matching") if isinstance(section, dict) else None
+    return check_mode(mode or "none", config)
+
+
+def check_mode(mode: str, config: Path) -> str:
+    """A known date-matching mode, else an InputError naming the config."""
+    try:
+        return check_date_matching(mode)
+    except ValueError as err:
+        raise InputError(config, str(err)) from err
+
+
 def resolve_folds(text: str, specs: Sequence[PairSpec]) -> list[list[str]]:
     """``--folds``: a number (balanced folds) or a folds file."""
     if text.isdigit():
@@ -175,7 +201,8 @@ def train_last(
         print(f"{what}: chips of {', '.join(s.pair_id for s in training)}", flush=True)
         cut_chips(
             [replace(s, split="train") for s in training], chips,
-            ChipConfig(chip_size=args.size, stride=args.stride, splits=["train"]),
+            ChipConfig(chip_size=args.size, stride=args.stride, splits=["train"],
+                       date_matching=args.date_matching),
             layout="oscd", root=args.oscd_root, overwrite=True,
         )
     done, last = train_dir / "DONE", train_dir / "checkpoints" / "last.ckpt"
@@ -369,6 +396,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if not args.config.is_file():
         raise InputError(args.config, "training config does not exist")
+    args.date_matching = date_matching_of(args.config, extra)
     specs = [s for s in oscd_pairs(args.oscd_root) if s.label is not None]
     folds = resolve_folds(args.folds, specs)
     only = range(len(folds))

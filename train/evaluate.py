@@ -65,6 +65,13 @@ class BundleChipDataset(Dataset[dict[str, torch.Tensor]]):
         labelled = rows[rows["label"].fillna("").astype(str) != ""].reset_index(drop=True)
         if labelled.empty:
             raise InputError(directory.root, f"split {split!r} has no labelled chips to score")
+        if bundle.date_matching != directory.date_matching:
+            raise InputError(
+                directory.root / "dataset.json",
+                f"the chips were cut with date matching {directory.date_matching!r} but model "
+                f"{bundle.name!r} matches dates with {bundle.date_matching!r}: score it on whole "
+                "scenes (--oscd-root or --pairs) or on chips cut its way",
+            )
         self.root = directory.root
         self.paths = [directory.root / str(p) for p in labelled["path"]]
         self.band_count = len(directory.bands)

@@ -15,10 +15,10 @@ What goes into the bundle, and where it comes from:
   ``encoder_name``, ``encoder_depth``, ``decoder_channels``), else the ``"groundbreak"`` record
   that :class:`~groundbreak.train.task.ChangeSegmentationTask` adds to its checkpoints;
 - **weights**: the task's ``model.*`` tensors, with the ``model.`` prefix stripped;
-- **bands, normalisation, chip size, pixel size**: with ``--chips``, that chips directory's
-  ``dataset.json``/``stats.json`` (for the bands the model was trained on); otherwise the
-  checkpoint's ``"groundbreak"`` record; otherwise the chips directory named in the
-  datamodule's saved hyperparameters;
+- **bands, normalisation, chip size, pixel size, date matching**: with ``--chips``, that chips
+  directory's ``dataset.json``/``stats.json`` (for the bands the model was trained on);
+  otherwise the checkpoint's ``"groundbreak"`` record; otherwise the chips directory named in
+  the datamodule's saved hyperparameters;
 - **threshold**, first found of: ``--threshold``; the ``val/best_threshold`` recorded in the
   checkpoint (the validation epoch it was saved after); the CSV log ``metrics.csv`` of the run
   (at most two folders below the checkpoint folder's parent, e.g. ``logs/version_0/metrics.csv``,
@@ -71,6 +71,7 @@ class Normalization:
     chip_size: int
     pixel_size_m: float | None
     source: str
+    date_matching: str = "none"
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ def checkpoint_normalization(
             chip_size=int(record["chip_size"]),
             pixel_size_m=record.get("pixel_size_m"),
             source=f"{path.name} (datamodule record)",
+            date_matching=str(record.get("date_matching", "none")),
         )
     else:
         if chips_dir is None and datamodule.get("chips_dir"):
@@ -176,7 +178,16 @@ def checkpoint_normalization(
             chip_size=directory.chip_size,
             pixel_size_m=directory.pixel_size_m,
             source=str(directory.root),
+            date_matching=directory.date_matching,
         )
+        trained_matching = record.get("date_matching", directory.date_matching)
+        if trained_matching != directory.date_matching:
+            raise InputError(
+                path,
+                f"was trained on chips with date matching {trained_matching!r} but "
+                f"{directory.root} has {directory.date_matching!r}; export it with the chips "
+                "it was trained on",
+            )
         if "mean" in record and "std" in record and len(record["mean"]) == len(bands):
             trained = np.asarray([record["mean"], record["std"]], dtype=np.float64)
             if not np.allclose(trained, [normalization.mean, normalization.std], rtol=1e-4):
@@ -280,6 +291,7 @@ def export_checkpoint(
             "chip_size": normalization.chip_size,
             "threshold": validation.threshold,
             "pixel_size_m": normalization.pixel_size_m,
+            "date_matching": normalization.date_matching,
             "training": _training_record(checkpoint, path, normalization, validation),
             "metrics": validation.metrics,
         }

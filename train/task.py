@@ -250,7 +250,7 @@ class ChangeSegmentationTask(LightningModule):
             "train_seconds": round(self.train_seconds, 1),
         }
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        for name in ("bands", "mean", "std", "chip_size", "pixel_size_m"):
+        for name in ("bands", "mean", "std", "chip_size", "pixel_size_m", "date_matching"):
             value = getattr(datamodule, name, None)
             if value is not None:
                 record[name] = value.tolist() if hasattr(value, "tolist") else value

@@ -12,7 +12,7 @@ from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.infer.cli import main as groundbreak
 from groundbreak.train.bundle import load_bundle
-from groundbreak.train.crossval import balanced_folds, read_folds
+from groundbreak.train.crossval import balanced_folds, date_matching_of, read_folds
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -125,3 +125,36 @@ def test_two_fold_cv_end_to_end_then_resume(
     tta_result = json.loads((out / "cv_tta.json").read_text())
     assert tta_result["name"] == "cv + flip TTA"
     assert json.loads((out / "cv.json").read_text()) == result  # the plain scores are kept
+
+
+def test_date_matching_of_a_config_and_its_overrides(tmp_path: Path, tiny_model: dict) -> None:
+    config = tiny_config(tmp_path, tiny_model)
+    assert date_matching_of(config, []) == "none"
+    assert date_matching_of(config, ["--data.date_matching", "mean_std"]) == "mean_std"
+    assert date_matching_of(config, ["--data.date_matching=mean_std"]) == "mean_std"
+    data = yaml.safe_load(config.read_text())
+    data["data"]["date_matching"] = "mean_std"
+    config.write_text(yaml.safe_dump(data))
+    assert date_matching_of(config, ["--trainer.max_epochs", "2"]) == "mean_std"
+    with pytest.raises(InputError, match=r"tiny.yaml.*unknown date matching 'hist'"):
+        date_matching_of(config, ["--data.date_matching", "hist"])
+
+
+@pytest.mark.slow
+def test_cv_cuts_chips_the_way_the_config_matches_dates(
+    fixtures_dir: Path, tiny_model: dict, tmp_path: Path
+) -> None:
+    config = tiny_config(tmp_path, tiny_model)
+    data = yaml.safe_load(config.read_text())
+    data["data"]["date_matching"] = "mean_std"
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "cv"
+    assert groundbreak([
+        "cv", "--config", str(config), "--folds", "2", "--out", str(out), "--only-folds", "0",
+        "--oscd-root", str(fixtures_dir / "oscd"), "--size", "32", "--stride", "32",
+    ]) == 0
+    chips = json.loads((out / "fold0" / "chips" / "dataset.json").read_text())
+    assert chips["date_matching"] == "mean_std" and "date_match" in chips["pairs"][0]
+    bundle = load_bundle(out / "fold0" / "bundle")  # trained, exported and scored matched
+    assert bundle.date_matching == "mean_std"
+    assert json.loads((out / "fold0" / "evaluation.json").read_text())["per_pair"]

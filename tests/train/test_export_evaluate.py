@@ -348,6 +348,27 @@ def test_evaluate_bad_inputs(exported: Path, oscd_chips_dir: Path, tmp_path: Pat
         evaluate_bundle(bundle, tmp_path / "nowhere")
 
 
+def test_date_matching_travels_from_the_chips_to_the_bundle(
+    run_dir: Path, oscd_chips_dir: Path, exported: Path, tmp_path: Path
+) -> None:
+    """The chips' mode is in the checkpoint record and the bundle; a checkpoint trained on
+    matched chips is not exported with unmatched ones, nor scored on them."""
+    record = read_checkpoint(run_dir / "checkpoints" / "best.ckpt")["groundbreak"]
+    assert record["date_matching"] == "none" and load_bundle(exported).date_matching == "none"
+
+    def trained_matched(checkpoint: dict[str, Any]) -> None:
+        checkpoint["groundbreak"]["date_matching"] = "mean_std"
+
+    ckpt = edited_checkpoint(run_dir, "matched.ckpt", trained_matched)
+    matched = export_checkpoint(ckpt, tmp_path / "matched")
+    assert matched.date_matching == "mean_std"
+    with pytest.raises(InputError, match="date matching 'mean_std' but .* has 'none'") as err:
+        export_checkpoint(ckpt, tmp_path / "b", chips_dir=oscd_chips_dir)
+    assert err.value.path == str(ckpt)
+    with pytest.raises(InputError, match="cut with date matching 'none' but model"):
+        evaluate_bundle(matched, oscd_chips_dir, split="val")
+
+
 def test_evaluate_bundle_whose_bands_the_chips_lack(oscd_chips_dir: Path, tmp_path: Path) -> None:
     rgb = ChangeUNet(3, "early", encoder_depth=2, decoder_channels=(8, 8))
     meta = {
