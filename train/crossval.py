@@ -8,7 +8,8 @@ Usage::
 
 For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
 
-1. ``chips/``: chips of the *other* cities only (``--size``/``--stride``), statistics from them;
+1. ``chips/``: chips of the *other* cities only (``--size``/``--stride``), statistics from them,
+   dates matched as the config's ``data.date_matching`` says;
 2. ``train/``: ``groundbreak train fit --config CONFIG`` on those chips for the config's fixed
    number of epochs (plus the overrides after ``--``), **without validation**; the model is the
    last epoch's (``last.ckpt``). Nothing about the held-out cities (epoch, threshold,
