@@ -4,7 +4,8 @@ Usage::
 
     groundbreak cv --config configs/oscd_s2.yaml --folds configs/cv/oscd_folds5.yaml \\
         --out runs/cv/NAME [--oscd-root ../shared/data/oscd] [--size 128] [--stride 64] \\
-        [--only-folds 0,3] [--device auto] [--tta] [--keep-maps] [--final] [-- TRAIN OVERRIDES...]
+        [--only-folds 0,3] [--device auto] [--tta] [--keep-maps] [--final | --only-final] \
+        [-- TRAIN OVERRIDES...]
 
 For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
 
@@ -19,7 +20,9 @@ For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
    histogram of probabilities per class (:mod:`groundbreak.train.scene_evaluate`).
 
 With ``--final``, a model is then trained the same way on every labelled city (``OUT/final/``)
-and exported at the out-of-fold threshold, its ``metrics`` the out-of-fold scores.
+and exported at the out-of-fold threshold, its ``metrics`` the out-of-fold scores. Its training
+does not depend on the folds: ``--only-final`` trains it alone (a process beside the folds), and
+the ``--final`` run after the folds then only exports it.
 
 With ``--tta``, the held-out cities are predicted with flip test-time augmentation (as
 ``predict --tta``) into ``evaluation_tta.json``, pooled into ``cv_tta.json``/``cv_tta.md``. The
@@ -383,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--final", action="store_true",
                         help="after the folds, train on every labelled city (OUT/final) and "
                         "export it at the out-of-fold threshold")
+    parser.add_argument("--only-final", action="store_true",
+                        help="train only the final model (OUT/final), e.g. in a process of its "
+                        "own beside the folds; a later run with --final exports it")
     parser.add_argument("--keep-maps", action="store_true",
                         help="keep the held-out probability/mask rasters in OUT/foldK/maps")
     return parser
@@ -395,6 +401,8 @@ def main(argv: Sequence[str]) -> int:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.final and args.only_final:
+        parser.error("--final and --only-final exclude each other")
     if not args.config.is_file():
         raise InputError(args.config, "training config does not exist")
     args.date_matching = date_matching_of(args.config, extra)
@@ -416,6 +424,11 @@ def main(argv: Sequence[str]) -> int:
         "cloud_mask": args.cloud_mask,
     }
     check_settings(args.out, settings)
+    if args.only_final:
+        train_last(args.out / "final", specs, args, extra, "final")
+        print(f"final model trained in {args.out / 'final'}; when every fold is done, a run with "
+              "--final exports it at the out-of-fold threshold")
+        return 0
     evaluation = f"evaluation{scored(args.tta)}.json"
     for k in only:
         if (args.out / f"fold{k}" / evaluation).is_file():

@@ -80,9 +80,13 @@ def test_two_fold_cv_end_to_end_then_resume(
     ]
     assert groundbreak([*argv, "--only-folds", "1"]) == 0
     assert "1 of 2 folds done" in capsys.readouterr().out
+    assert groundbreak([*argv, "--only-final"]) == 0  # the final model, beside the folds
+    assert "final model trained" in capsys.readouterr().out
+    assert not (out / "final" / "bundle").exists()  # exported only at the OOF threshold
     assert groundbreak([*argv, "--final"]) == 0
     printed = capsys.readouterr().out
     assert "fold 1: done, skipped" in printed and "out-of-fold, 2 folds, 2 cities" in printed
+    assert "final: training" not in printed  # trained already
     for k, held_out in enumerate(balanced_folds(
         [s for s in oscd_pairs(fixtures_dir / "oscd") if s.label is not None], 2
     )):
