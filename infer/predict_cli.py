@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from groundbreak.datasets.clouds import CLOUD_MASK_MODES
+from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import check_mask_raster, open_scene
 from groundbreak.infer.blending import BLEND_MODES
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=Path, default=None, help="model bundle folder (default: the shipped one)"
     )
     parser.add_argument("--tta", action="store_true", help="average identity and flips")
+    parser.add_argument(
+        "--date-matching", choices=DATE_MATCHING_MODES, default=None,
+        help="match the after date to the before date this way before the model (none; "
+        "mean_std: band by band, mean and standard deviation over the pixels both dates see); "
+        "default: as the model bundle says",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per model call")
     parser.add_argument(
         "--window", type=positive_int, default=None, help="window side (default: 2 x chip size)"
@@ -112,6 +119,7 @@ def main(argv: Sequence[str]) -> int:
             blend=args.blend,
             runtime=args.runtime,
             cloud_mask=args.cloud_mask,
+            date_matching=args.date_matching,
         )
     except ValueError as err:
         parser.error(str(err))

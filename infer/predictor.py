@@ -31,7 +31,7 @@ from groundbreak.datasets.clouds import (
     coarse_factor,
     scene_cloud_mask,
 )
-from groundbreak.datasets.date_matching import match_pair
+from groundbreak.datasets.date_matching import check_date_matching, match_pair
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.radiometry import RadiometryWarning, unknown_radiometry_warning
@@ -228,6 +228,9 @@ class TiledPredictor:
             batch in turn on this thread); default :data:`PREFETCH_BATCHES`.
         skip_unobserved: Read no window that the cloud masks hide entirely (its outputs are
             nodata either way).
+        date_matching: How the after date is matched to the before date (``none``,
+            ``mean_std``; see :mod:`groundbreak.datasets.date_matching`); None: as the bundle
+            says (``model.json`` ``date_matching``, as its training chips were cut).
 
     Raises:
         ValueError: For a window, overlap, batch size or blend mode that does not fit.
@@ -249,12 +252,16 @@ class TiledPredictor:
         cloud_mask: CloudMaskMode = "auto",
         prefetch: int | None = None,
         skip_unobserved: bool = True,
+        date_matching: str | None = None,
     ) -> None:
         if cloud_mask not in CLOUD_MASK_MODES:
             raise ValueError(
                 f"unknown cloud mask {cloud_mask!r}; expected one of {', '.join(CLOUD_MASK_MODES)}"
             )
         self.cloud_mask: CloudMaskMode = cloud_mask
+        self.date_matching: str = check_date_matching(
+            bundle.date_matching if date_matching is None else date_matching
+        )
         self.bundle = bundle
         self.multiple = int(getattr(bundle.model, "output_stride", 32))
         chip = int(bundle.chip_size or 0)
@@ -340,7 +347,7 @@ class TiledPredictor:
                 unobserved = unobserved | mask.unobserved
         factor = present[0].factor if present else 1
         date_match = None
-        if self.bundle.date_matching == "mean_std":  # fitted on what both dates observe
+        if self.date_matching == "mean_std":  # fitted on what both dates observe
             date_match = match_pair(pair, bands, self.bundle.radiometry, unobserved, factor)
         return PairInput(
             pair=pair,

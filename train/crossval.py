@@ -4,8 +4,8 @@ Usage::
 
     groundbreak cv --config configs/oscd_s2.yaml --folds configs/cv/oscd_folds5.yaml \\
         --out runs/cv/NAME [--oscd-root ../shared/data/oscd] [--size 128] [--stride 64] \\
-        [--only-folds 0,3] [--device auto] [--tta] [--keep-maps] [--final | --only-final] \
-        [-- TRAIN OVERRIDES...]
+        [--only-folds 0,3] [--device auto] [--tta] [--keep-maps] [--final | --only-final] \\
+        [--date-matching MODE] [-- TRAIN OVERRIDES...]
 
 For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
 
@@ -27,6 +27,9 @@ the ``--final`` run after the folds then only exports it.
 With ``--tta``, the held-out cities are predicted with flip test-time augmentation (as
 ``predict --tta``) into ``evaluation_tta.json``, pooled into ``cv_tta.json``/``cv_tta.md``. The
 trained folds are the same, so a run without it can be rescored with it at the cost of prediction.
+``--date-matching MODE`` likewise predicts them with the dates matched as MODE says (as ``predict
+--date-matching``), whatever the fold models were trained on, into ``evaluation_MODE.json``; with
+``--final`` the final bundle then records MODE.
 
 A fold with ``evaluation.json`` is done and skipped on a rerun. When every fold is done, the
 out-of-fold (OOF) histograms of all cities are pooled: the OOF threshold is the best pooled F1
@@ -59,7 +62,7 @@ import yaml
 
 from groundbreak.datasets.chips import ChipConfig, cut_chips
 from groundbreak.datasets.clouds import CLOUD_MASK_MODES
-from groundbreak.datasets.date_matching import check_date_matching
+from groundbreak.datasets.date_matching import DATE_MATCHING_MODES, check_date_matching
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.datasets.pair_spec import PairSpec
@@ -206,7 +209,7 @@ def train_last(
         cut_chips(
             [replace(s, split="train") for s in training], chips,
             ChipConfig(chip_size=args.size, stride=args.stride, splits=["train"],
-                       date_matching=args.date_matching),
+                       date_matching=args.chips_date_matching),
             layout="oscd", root=args.oscd_root, overwrite=True,
         )
     done, last = train_dir / "DONE", train_dir / "checkpoints" / "last.ckpt"
@@ -225,9 +228,11 @@ def train_last(
     return chips, last, seconds
 
 
-def scored(tta: bool) -> str:
-    """File-name suffix of the held-out scores: ``_tta`` with flip test-time augmentation."""
-    return "_tta" if tta else ""
+def scored(args: argparse.Namespace) -> str:
+    """File-name suffix of the held-out scores: ``_MODE`` for dates matched by ``--date-matching
+    MODE`` at prediction, then ``_tta`` with flip test-time augmentation."""
+    matching = f"_{args.date_matching}" if args.date_matching else ""
+    return matching + ("_tta" if args.tta else "")
 
 
 def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argparse.Namespace,
@@ -243,7 +248,8 @@ def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argpa
         last, fold_dir / "bundle", name=f"{args.out.name}-fold{k}", chips_dir=chips
     )
     predictor = TiledPredictor(
-        bundle, device=args.device, cloud_mask=args.cloud_mask, tta=args.tta
+        bundle, device=args.device, cloud_mask=args.cloud_mask, tta=args.tta,
+        date_matching=args.date_matching,
     )
     pairs = scene_evaluate.open_labelled_pairs([s for s in specs if s.pair_id in held_out],
                                                predictor)
@@ -255,9 +261,10 @@ def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argpa
         "trained_on": [s.pair_id for s in training],
         "train_seconds": seconds,
         "tta": args.tta,
+        "date_matching": predictor.date_matching,
         "per_pair": [r.to_json(0.5) for r in results],
     }
-    path = fold_dir / f"evaluation{scored(args.tta)}.json"
+    path = fold_dir / f"evaluation{scored(args)}.json"
     path.with_suffix(".partial").write_text(scene_evaluate.dumps(record))
     os.replace(path.with_suffix(".partial"), path)
     f1 = scene_evaluate.pooled(results).scores(0.5)["f1"]
@@ -293,18 +300,21 @@ def train_final(
     meta["training"]["threshold_source"] = (
         f"best pooled out-of-fold F1 of {len(result['folds'])}-fold cross-validation by city"
         f"{', predicted with flip TTA (use predict --tta)' if args.tta else ''} "
-        f"({args.out / f'cv{scored(args.tta)}.json'})"
+        f"({args.out / f'cv{scored(args)}.json'})"
     )
+    if args.date_matching:  # the dates are matched as they were when it was scored
+        meta["date_matching"] = args.date_matching
     meta["training"]["train_seconds"] = seconds
     save_bundle(bundle.model, meta, bundle.path)
     return bundle.path
 
 
 def aggregate(
-    out: Path, folds: Sequence[Sequence[str]], name: str, tta: bool = False
+    out: Path, folds: Sequence[Sequence[str]], name: str, suffix: str = ""
 ) -> dict[str, Any]:
-    """Pool the out-of-fold histograms of every fold: the OOF threshold and scores."""
-    records = [json.loads((out / f"fold{k}" / f"evaluation{scored(tta)}.json").read_text())
+    """Pool the out-of-fold histograms of every fold (``evaluation{suffix}.json``): the OOF
+    threshold and scores."""
+    records = [json.loads((out / f"fold{k}" / f"evaluation{suffix}.json").read_text())
                for k in range(len(folds))]
     cities = {
         row["pair_id"]: scene_evaluate.ChangeHistogram.from_json(row["histogram"])
@@ -383,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta", action="store_true",
                         help="score the held-out cities with flip test-time augmentation "
                         "(evaluation_tta.json, cv_tta.json); training is the same")
+    parser.add_argument("--date-matching", choices=DATE_MATCHING_MODES, default=None,
+                        help="match the held-out cities' dates this way at prediction instead of "
+                        "as each fold's bundle says (evaluation_MODE.json, cv_MODE.json; with "
+                        "--final, the final bundle's date_matching); training is the same")
     parser.add_argument("--final", action="store_true",
                         help="after the folds, train on every labelled city (OUT/final) and "
                         "export it at the out-of-fold threshold")
@@ -405,7 +419,7 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--final and --only-final exclude each other")
     if not args.config.is_file():
         raise InputError(args.config, "training config does not exist")
-    args.date_matching = date_matching_of(args.config, extra)
+    args.chips_date_matching = date_matching_of(args.config, extra)
     specs = [s for s in oscd_pairs(args.oscd_root) if s.label is not None]
     folds = resolve_folds(args.folds, specs)
     only = range(len(folds))
@@ -429,7 +443,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"final model trained in {args.out / 'final'}; when every fold is done, a run with "
               "--final exports it at the out-of-fold threshold")
         return 0
-    evaluation = f"evaluation{scored(args.tta)}.json"
+    evaluation = f"evaluation{scored(args)}.json"
     for k in only:
         if (args.out / f"fold{k}" / evaluation).is_file():
             print(f"fold {k}: done, skipped", flush=True)
@@ -439,9 +453,10 @@ def main(argv: Sequence[str]) -> int:
     if len(done) < len(folds):
         print(f"{len(done)} of {len(folds)} folds done; rerun for the rest")
         return 0
-    name = args.out.name + (" + flip TTA" if args.tta else "")
-    result = aggregate(args.out, folds, name, tta=args.tta)
-    cv_json, cv_md = (args.out / f"cv{scored(args.tta)}{ext}" for ext in (".json", ".md"))
+    name = args.out.name + (f" + date matching {args.date_matching}" if args.date_matching else "")
+    name += " + flip TTA" if args.tta else ""
+    result = aggregate(args.out, folds, name, scored(args))
+    cv_json, cv_md = (args.out / f"cv{scored(args)}{ext}" for ext in (".json", ".md"))
     cv_json.write_text(json.dumps(result, indent=2) + "\n")
     cv_md.write_text(markdown(result, settings))
     p = result["pooled"]

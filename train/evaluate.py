@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 from groundbreak.datasets.datamodule import ChipsDirectory, read_chip
+from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.labels import IGNORE
 from groundbreak.train.arguments import (
@@ -188,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="as in predict: clouds/shadows are unobserved (their labelled pixels count as no "
         "change); auto, s2cloudless, scl, none",
     )
+    parser.add_argument(
+        "--date-matching", choices=DATE_MATCHING_MODES, default=None,
+        help="as in predict: match the after date to the before date this way instead of as "
+        "the model bundle says",
+    )
     parser.add_argument("--split", default="val", help="manifest split to score (default: val)")
     parser.add_argument(
         "--threshold", type=threshold_argument, help="probability threshold (default: the bundle's)"
@@ -210,9 +216,10 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.chips is None:
         return _main_scenes(args)
-    if args.cities is not None or args.maps is not None or args.tta or args.cloud_mask != "auto":
+    if (args.cities is not None or args.maps is not None or args.tta or args.cloud_mask != "auto"
+            or args.date_matching is not None):
         parser.error(
-            "--cities, --maps, --tta and --cloud-mask score whole scenes: "
+            "--cities, --maps, --tta, --cloud-mask and --date-matching score whole scenes: "
             "use --oscd-root or --pairs"
         )
     bundle = load_bundle(args.model if args.model is not None else default_bundle_path())
@@ -255,7 +262,7 @@ def _main_scenes(args: argparse.Namespace) -> int:
     specs = scene_evaluate.labelled_pair_specs(args.oscd_root, args.pairs, args.cities)
     predictor = TiledPredictor(
         bundle, batch_size=args.batch_size, tta=args.tta, device=args.device,
-        cloud_mask=args.cloud_mask,
+        cloud_mask=args.cloud_mask, date_matching=args.date_matching,
     )
     pairs = scene_evaluate.open_labelled_pairs(specs, predictor)
     threshold = bundle.threshold if args.threshold is None else float(args.threshold)
@@ -266,6 +273,7 @@ def _main_scenes(args: argparse.Namespace) -> int:
         "source": str((args.oscd_root or args.pairs).resolve()),
         "tta": args.tta,
         "cloud_mask": args.cloud_mask,
+        "date_matching": predictor.date_matching,
         **scene_evaluate.summary(results, threshold),
     }
     print(scene_evaluate.format_summary(result, bundle.name))

@@ -15,6 +15,7 @@ import rasterio
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
+from groundbreak.infer.cli import main as groundbreak
 from groundbreak.infer.predictor import TiledPredictor
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 
@@ -78,6 +79,29 @@ def test_without_matching_the_same_change_moves_the_prediction(
     plain = probability(bundle, pairs["plain"], tmp_path / "plain")
     hazy = probability(bundle, pairs["hazy"], tmp_path / "hazy")
     assert np.abs(hazy - plain).max() > 0.1
+
+
+def test_matching_asked_at_prediction_overrides_the_bundle(
+    pairs: dict[str, TilePair], fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """``predict --date-matching mean_std`` with the shipped bundle (which does not match)."""
+    bundle = load_bundle(default_bundle_path())
+    predictor = TiledPredictor(bundle, device="cpu", cloud_mask="none", date_matching="mean_std")
+    assert predictor.date_matching == "mean_std"
+    plain = predictor.predict_pair(pairs["plain"], tmp_path / "plain").probability_path
+    with rasterio.open(plain) as src:
+        expected = src.read(1)
+    out = tmp_path / "cli"
+    code = groundbreak([
+        "predict", "--before", str(fixtures_dir / "oscd/beirut/imgs_1"), "--after",
+        str(pairs["hazy"].after.path), "--out", str(out), "--cloud-mask", "none",
+        "--date-matching", "mean_std", "--device", "cpu",
+    ])
+    assert code == 0
+    with rasterio.open(out / "probability.tif") as src:
+        np.testing.assert_allclose(src.read(1), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="unknown date matching 'z'"):
+        TiledPredictor(bundle, device="cpu", date_matching="z")
 
 
 def test_unknown_date_matching_is_refused_naming_model_json(tmp_path: Path) -> None:

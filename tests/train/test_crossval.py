@@ -130,6 +130,16 @@ def test_two_fold_cv_end_to_end_then_resume(
     assert tta_result["name"] == "cv + flip TTA"
     assert json.loads((out / "cv.json").read_text()) == result  # the plain scores are kept
 
+    # Date matching asked at prediction rescores them the same way, and the final bundle says so.
+    assert groundbreak([*argv, "--date-matching", "mean_std", "--final"]) == 0
+    assert "training (" not in capsys.readouterr().out
+    for k in range(2):
+        matched = json.loads((out / f"fold{k}" / "evaluation_mean_std.json").read_text())
+        assert matched["date_matching"] == "mean_std"
+    matched_result = json.loads((out / "cv_mean_std.json").read_text())
+    assert matched_result["name"] == "cv + date matching mean_std"
+    assert load_bundle(out / "final" / "bundle").date_matching == "mean_std"
+
 
 def test_date_matching_of_a_config_and_its_overrides(tmp_path: Path, tiny_model: dict) -> None:
     config = tiny_config(tmp_path, tiny_model)

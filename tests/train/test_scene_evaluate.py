@@ -159,6 +159,9 @@ def test_whole_scene_options_need_a_scene_source(
     code = groundbreak(["evaluate", "--chips", str(tmp_path), "--cities", "beirut"])
     assert code == 2
     assert "use --oscd-root or --pairs" in capsys.readouterr().err
+    code = groundbreak(["evaluate", "--chips", str(tmp_path), "--date-matching", "mean_std"])
+    assert code == 2
+    assert "--date-matching score whole scenes" in capsys.readouterr().err
     assert groundbreak(["evaluate", "--chips", str(tmp_path), "--pairs", "x.csv"]) == 2
 
 
