@@ -1,6 +1,6 @@
-"""A bundle that matches dates (``date_matching: mean_std``) on the real Beirut fixture: a
+"""The shipped bundle matches dates (``date_matching: mean_std``); on the real Beirut fixture a
 scene-wide brightness and contrast change of the after date does not change its prediction; the
-shipped bundle (no matching) is moved by it; bundles with an unknown mode are refused."""
+same weights without matching are moved by it; bundles with an unknown mode are refused."""
 
 from __future__ import annotations
 
@@ -61,21 +61,27 @@ def pairs(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 def test_matching_bundle_ignores_a_scene_wide_change_of_the_after_date(
     pairs: dict[str, TilePair], tmp_path: Path
 ) -> None:
-    bundle = load_bundle(bundle_with(tmp_path, date_matching="mean_std"))
+    bundle = load_bundle(default_bundle_path())
     assert bundle.date_matching == "mean_std"
     plain = probability(bundle, pairs["plain"], tmp_path / "plain")
     hazy = probability(bundle, pairs["hazy"], tmp_path / "hazy")
     np.testing.assert_allclose(hazy, plain, atol=1e-3)
-    shipped = load_bundle(default_bundle_path())
-    assert shipped.date_matching == "none"  # bundles that do not say match nothing
-    assert not np.allclose(probability(shipped, pairs["plain"], tmp_path / "s"), plain, atol=0.05)
+    meta = json.loads((default_bundle_path() / "model.json").read_text())
+    del meta["date_matching"]  # a bundle that does not say matches nothing
+    folder = bundle_with(tmp_path)
+    (folder / "model.json").write_text(json.dumps(meta))
+    unmatched = load_bundle(folder)
+    assert unmatched.date_matching == "none"
+    assert not np.allclose(probability(unmatched, pairs["plain"], tmp_path / "u"), plain,
+                           atol=0.05)
 
 
 def test_without_matching_the_same_change_moves_the_prediction(
     pairs: dict[str, TilePair], tmp_path: Path
 ) -> None:
-    """The check above can fail: the shipped bundle sees the brightened date as it is."""
-    bundle = load_bundle(default_bundle_path())
+    """The check above can fail: the same weights without matching see the brightened date
+    as it is."""
+    bundle = load_bundle(bundle_with(tmp_path, date_matching="none"))
     plain = probability(bundle, pairs["plain"], tmp_path / "plain")
     hazy = probability(bundle, pairs["hazy"], tmp_path / "hazy")
     assert np.abs(hazy - plain).max() > 0.1
@@ -84,8 +90,8 @@ def test_without_matching_the_same_change_moves_the_prediction(
 def test_matching_asked_at_prediction_overrides_the_bundle(
     pairs: dict[str, TilePair], fixtures_dir: Path, tmp_path: Path
 ) -> None:
-    """``predict --date-matching mean_std`` with the shipped bundle (which does not match)."""
-    bundle = load_bundle(default_bundle_path())
+    """``predict --date-matching mean_std`` with a bundle that does not match."""
+    bundle = load_bundle(bundle_with(tmp_path, date_matching="none"))
     predictor = TiledPredictor(bundle, device="cpu", cloud_mask="none", date_matching="mean_std")
     assert predictor.date_matching == "mean_std"
     plain = predictor.predict_pair(pairs["plain"], tmp_path / "plain").probability_path
@@ -93,8 +99,9 @@ def test_matching_asked_at_prediction_overrides_the_bundle(
         expected = src.read(1)
     out = tmp_path / "cli"
     code = groundbreak([
-        "predict", "--before", str(fixtures_dir / "oscd/beirut/imgs_1"), "--after",
-        str(pairs["hazy"].after.path), "--out", str(out), "--cloud-mask", "none",
+        "predict", "--model", str(bundle.path), "--before",
+        str(fixtures_dir / "oscd/beirut/imgs_1"), "--after", str(pairs["hazy"].after.path),
+        "--out", str(out), "--cloud-mask", "none",
         "--date-matching", "mean_std", "--device", "cpu",
     ])
     assert code == 0
