@@ -6,8 +6,10 @@ that, and on a city it has never seen it often does not (OSCD's Pisa: summer aga
 With ``mean_std`` matching, each band of the after date is mapped linearly, ``gain * x +
 offset``, so that its mean and standard deviation over the pixels both dates observe equal the
 before date's. Local differences (a new building, a cleared field) survive; a scene-wide shift
-does not. The map is fitted once per pair, on the same pixels in training (chips) and in
-prediction, so a model trained on matched chips sees matched windows.
+does not. The map is fitted once per pair, the same way when chips are cut and when a pair is
+predicted (where the pixels a cloud mask hides are left out of the fit too), so a model trained
+on matched chips sees matched windows. A bundle may also match at prediction only: the shipped
+default's weights were trained on unmatched chips, and matching was chosen out of fold.
 
 Modes (``groundbreak chips --date-matching``, a bundle's ``date_matching``):
 

@@ -230,7 +230,7 @@ class TiledPredictor:
             nodata either way).
         date_matching: How the after date is matched to the before date (``none``,
             ``mean_std``; see :mod:`groundbreak.datasets.date_matching`); None: as the bundle
-            says (``model.json`` ``date_matching``, as its training chips were cut).
+            says (``model.json`` ``date_matching``).
 
     Raises:
         ValueError: For a window, overlap, batch size or blend mode that does not fit.
