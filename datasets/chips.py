@@ -181,15 +181,14 @@ class PairChipper:
         self.bands = list(bands)
         self.out_dir = out_dir
         self.stats = stats
-        self.match: DateMatch | None = None  # set by match_dates for date-matched chips
 
-    def match_dates(self, pair: TilePair) -> DateMatch:
-        """Fit (and use from now on) the map of ``pair``'s after date onto its before date."""
-        self.match = match_pair(pair, self.bands)
-        return self.match
+    def cut(
+        self, pair: TilePair, split: str, counts: SplitCounts, match: DateMatch | None = None
+    ) -> list[dict]:
+        """Write the chips of ``pair`` and return their manifest rows; update ``counts``.
 
-    def cut(self, pair: TilePair, split: str, counts: SplitCounts) -> list[dict]:
-        """Write the chips of ``pair`` and return their manifest rows; update ``counts``."""
+        With ``match``, the after date is mapped by it (see
+        :mod:`groundbreak.datasets.date_matching`)."""
         size = self.config.chip_size
         grid = pair.grid
         windows = chip_windows(grid.height, grid.width, size, self.config.step)
@@ -199,8 +198,8 @@ class PairChipper:
         chip_dir.mkdir(parents=True, exist_ok=True)
         for strip, members in row_strips(windows):
             before, after = pair.read(self.bands, strip)
-            if self.match is not None:
-                after = self.match.apply(after)
+            if match is not None:
+                after = match.apply(after)
             label = pair.read_label(strip)
             valid = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
             if label is not None:
@@ -314,10 +313,11 @@ def cut_chips(
     for spec, pair in zip(selected, pairs, strict=True):
         chipper = PairChipper(config, bands, out, stats if spec.split in stats_splits else None)
         record = _pair_record(spec, pair)
-        if config.date_matching == "mean_std":
-            record["date_match"] = chipper.match_dates(pair).to_dict()
+        match = match_pair(pair, bands) if config.date_matching == "mean_std" else None
+        if match is not None:
+            record["date_match"] = match.to_dict()
         before_chips = counts[spec.split].chips
-        rows += chipper.cut(pair, spec.split, counts[spec.split])
+        rows += chipper.cut(pair, spec.split, counts[spec.split], match)
         counts[spec.split].pairs += 1
         pair_records.append(record)
         if progress is not None:

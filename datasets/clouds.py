@@ -115,8 +115,16 @@ class CloudMask:
 def window_of(coarse: np.ndarray, factor: int, window: Window) -> np.ndarray:
     """A window of the pair grid cut from a coarse mask (nearest, exact for any offset)."""
     row0, col0 = int(window.row_off), int(window.col_off)
-    rows = (np.arange(row0, row0 + int(window.height)) // factor).clip(0, coarse.shape[0] - 1)
-    cols = (np.arange(col0, col0 + int(window.width)) // factor).clip(0, coarse.shape[1] - 1)
+    rows = np.arange(row0, row0 + int(window.height))
+    cols = np.arange(col0, col0 + int(window.width))
+    return mask_at(coarse, factor, rows, cols)
+
+
+def mask_at(coarse: np.ndarray, factor: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """A coarse mask at the pair-grid pixels ``rows`` x ``cols`` (nearest; pixels past its edge
+    take the edge's value)."""
+    rows = (rows // factor).clip(0, coarse.shape[0] - 1)
+    cols = (cols // factor).clip(0, coarse.shape[1] - 1)
     return coarse[np.ix_(rows, cols)]
 
 

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 from rasterio.enums import Resampling
 
-from groundbreak.datasets.clouds import coarse_grid
+from groundbreak.datasets.clouds import coarse_grid, mask_at
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.radiometry import Radiometry
@@ -142,11 +142,8 @@ def match_pair(
     before = pair.before.read(bands, sample, radiometry=radiometry, resampling=Resampling.nearest)
     after = pair.after.read(bands, sample, radiometry=radiometry, resampling=Resampling.nearest)
     observed = None
-    if unobserved is not None:
-        # the pair pixel at the centre of each sample pixel, then its coarse mask pixel
-        rows = np.minimum(np.arange(sample.height) * factor + factor // 2, grid.height - 1)
-        cols = np.minimum(np.arange(sample.width) * factor + factor // 2, grid.width - 1)
-        rows = np.minimum(rows // unobserved_factor, unobserved.shape[0] - 1)
-        cols = np.minimum(cols // unobserved_factor, unobserved.shape[1] - 1)
-        observed = ~unobserved[np.ix_(rows, cols)]
+    if unobserved is not None:  # the mask at the pair pixel in the centre of each sample pixel
+        rows = np.arange(sample.height) * factor + factor // 2
+        cols = np.arange(sample.width) * factor + factor // 2
+        observed = ~mask_at(unobserved, unobserved_factor, rows, cols)
     return fit_date_match(before, after, observed)
