@@ -3,8 +3,9 @@
 Every pair is predicted by the same :class:`~groundbreak.infer.predictor.TiledPredictor` that
 ``groundbreak predict`` uses (overlapping windows, blended), its ``probability.tif`` is read back
 in row bands beside the label, and every labelled pixel is counted once (label 255 is left out).
-A labelled pixel the model could not predict (invalid input on a date) counts as "no change", so
-a detector is never rewarded for declining to answer; their number is reported.
+A labelled pixel the model could not predict (invalid input, or hidden by a cloud or its shadow
+on a date) counts as "no change", so a detector is never rewarded for declining to answer; their
+number is reported, and how many of them are labelled change (recall the mask costs).
 
 Counts are kept as a histogram of probabilities per class (:class:`ChangeHistogram`, 1000 bins),
 so memory does not grow with the scenes and the pooled F1 of any threshold on the sweep (0.01 to
@@ -128,6 +129,7 @@ class PairEvaluation:
     changed_pixels: int
     unpredicted_pixels: int
     seconds: float
+    unpredicted_changed_pixels: int = 0
 
     def to_json(self, threshold: float) -> dict[str, Any]:
         """Counts and scores at ``threshold``, and the histogram."""
@@ -136,6 +138,7 @@ class PairEvaluation:
             "pixels": self.pixels,
             "changed_pixels": self.changed_pixels,
             "unpredicted_pixels": self.unpredicted_pixels,
+            "unpredicted_changed_pixels": self.unpredicted_changed_pixels,
             "seconds": round(self.seconds, 2),
             **self.histogram.scores(threshold),
             "histogram": self.histogram.to_json(),
@@ -196,7 +199,7 @@ def open_labelled_pairs(specs: Sequence[PairSpec], predictor: Any) -> list[TileP
 def score_probability_map(pair: TilePair, probability_path: Path) -> PairEvaluation:
     """Count the labelled pixels of a pair against a probability raster on its grid."""
     histogram = ChangeHistogram()
-    pixels = changed = missing = 0
+    pixels = changed = missing = missing_changed = 0
     with rasterio.open(probability_path) as src:
         if (src.height, src.width) != pair.grid.shape:
             raise InputError(probability_path, f"is not on the grid of pair {pair.pair_id}")
@@ -208,7 +211,8 @@ def score_probability_map(pair: TilePair, probability_path: Path) -> PairEvaluat
             missing += histogram.add(probability, label)
             pixels += int((label != IGNORE).sum())
             changed += int((label == 1).sum())
-    return PairEvaluation(pair.pair_id, histogram, pixels, changed, missing, 0.0)
+            missing_changed += int(((label == 1) & ~np.isfinite(probability)).sum())
+    return PairEvaluation(pair.pair_id, histogram, pixels, changed, missing, 0.0, missing_changed)
 
 
 def evaluate_scenes(
@@ -254,6 +258,7 @@ def summary(results: Sequence[PairEvaluation], threshold: float) -> dict[str, An
         "pixels": sum(r.pixels for r in results),
         "changed_pixels": sum(r.changed_pixels for r in results),
         "unpredicted_pixels": sum(r.unpredicted_pixels for r in results),
+        "unpredicted_changed_pixels": sum(r.unpredicted_changed_pixels for r in results),
         "pooled": histogram.scores(threshold),
         "best": best,
         "per_pair": [r.to_json(threshold) for r in results],
@@ -266,7 +271,8 @@ def format_summary(result: dict[str, Any], name: str) -> str:
     at, best = result["pooled"], result["best"]
     lines = [
         f"{name} on {result['pairs_count']} whole scene(s), {result['pixels']} labelled pixels "
-        f"({result['changed_pixels']} changed, {result['unpredicted_pixels']} unpredicted):",
+        f"({result['changed_pixels']} changed, {result['unpredicted_pixels']} unpredicted, "
+        f"{result['unpredicted_changed_pixels']} of them changed):",
         f"  pooled at threshold {at['threshold']:.3f}: precision {at['precision']:.4f}  "
         f"recall {at['recall']:.4f}  F1 {at['f1']:.4f}  IoU {at['iou']:.4f}",
         f"  best pooled threshold {best['threshold']:.2f}: precision {best['precision']:.4f}  "

@@ -194,4 +194,6 @@ def test_unobserved_labelled_pixels_count_as_no_change(
     assert result["unpredicted_pixels"] == int(unobserved.sum())
     assert pooled["tp"] == int(((label == 2) & ~unobserved).sum())
     assert pooled["fn"] == int(((label == 2) & unobserved).sum()) > 0
+    assert result["unpredicted_changed_pixels"] == pooled["fn"]  # the recall the mask costs
+    assert result["per_pair"][0]["unpredicted_changed_pixels"] == pooled["fn"]
     assert pooled["fp"] == int(((label == 1) & ~unobserved).sum())

@@ -119,9 +119,16 @@ def test_missing_chips_dir_is_a_one_line_error(
     assert "no_chips: chips directory not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "name", ["oscd_s2.yaml", "oscd_s2_x004_ema.yaml", "oscd_s2_radio.yaml", "levir_smoke.yaml"]
+TRAINING_CONFIGS = sorted(
+    p.name for p in CONFIGS.glob("*.yaml") if p.name != "nightly.example.yaml"
 )
+
+
+def test_the_config_list_holds_the_shipped_recipes() -> None:
+    assert {"oscd_s2.yaml", "oscd_s2_radio.yaml", "levir_smoke.yaml"} <= set(TRAINING_CONFIGS)
+
+
+@pytest.mark.parametrize("name", TRAINING_CONFIGS)
 def test_shipped_configs_parse(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert groundbreak(["train", "fit", "--config", str(CONFIGS / name), "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
