@@ -129,7 +129,7 @@ class PairEvaluation:
     changed_pixels: int
     unpredicted_pixels: int
     seconds: float
-    unpredicted_changed_pixels: int = 0
+    unpredicted_changed_pixels: int
 
     def to_json(self, threshold: float) -> dict[str, Any]:
         """Counts and scores at ``threshold``, and the histogram."""
