@@ -209,9 +209,10 @@ def score_probability_map(pair: TilePair, probability_path: Path) -> PairEvaluat
             label = pair.read_label(window)
             assert label is not None
             missing += histogram.add(probability, label)
+            is_changed = label == 1
             pixels += int((label != IGNORE).sum())
-            changed += int((label == 1).sum())
-            missing_changed += int(((label == 1) & ~np.isfinite(probability)).sum())
+            changed += int(is_changed.sum())
+            missing_changed += int((is_changed & ~np.isfinite(probability)).sum())
     return PairEvaluation(pair.pair_id, histogram, pixels, changed, missing, 0.0, missing_changed)
 
 
