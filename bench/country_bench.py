@@ -20,10 +20,14 @@ child process, and the bench prints:
   the model ran over the model's own seconds);
 - the projected time for North Korea (120,540 km², ~20 tiles) at each format's rate.
 
+A night with a failed pair (or no scored pair) prints its reasons and no figures, and the bench
+exits non-zero. Only the formats asked for (``--formats``) are built.
+
 Usage::
 
     python bench/country_bench.py                      # 1 full-size pair, both formats
     python bench/country_bench.py --size 2048          # a quick run (figures scale by area)
+    python bench/country_bench.py --size 512 --formats cog   # a smoke run of the COG path
     python bench/country_bench.py --pairs 2 --chain    # 2 pairs of 3 acquisitions of one
                                                        # ground: the middle one's cloud mask is
                                                        # computed once (the predictor's cache)
@@ -52,6 +56,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,22 +109,26 @@ def city_dates(data: Path, city: str) -> list[str]:
     return [line.split(":")[1].strip() for line in lines if ":" in line]
 
 
-def build_scene(data: Path, cache: Path, city: str, index: int, size: int) -> dict[str, Path]:
-    """Write (or reuse) one city date as a .SAFE product and as a folder of COGs."""
+def build_scene(
+    data: Path, cache: Path, city: str, index: int, size: int, formats: Sequence[str] = FORMATS
+) -> dict[str, Path]:
+    """Write (or reuse) one city date in each of ``formats``: a .SAFE product, a folder of COGs."""
     date = city_dates(data, city)[index]
     base = cache / str(size) / f"{city}_{date}"
     safe_dir, cog_dir = base / "safe", base / "cog"
-    built = {"safe": next(safe_dir.glob("*.SAFE"), None) if safe_dir.is_dir() else None,
-             "cog": cog_dir if (cog_dir / "done").is_file() else None}
-    if all(built.values()):
-        return built  # type: ignore[return-value]
+    built: dict[str, Path | None] = {
+        "safe": next(safe_dir.glob("*.SAFE"), None) if safe_dir.is_dir() else None,
+        "cog": cog_dir if (cog_dir / "done").is_file() else None,
+    }
+    if all(built[fmt] is not None for fmt in formats):
+        return {fmt: built[fmt] for fmt in formats}  # type: ignore[misc]
     started = time.perf_counter()
     bands = grown_bands(data / city / f"imgs_{index + 1}", size)
-    if built["safe"] is None:
+    if "safe" in formats and built["safe"] is None:
         shutil.rmtree(safe_dir, ignore_errors=True)
         stamp = f"{date[:4]}-{date[4:6]}-{date[6:]}T08:17:39.024Z"
         built["safe"] = write_product(safe_dir, bands, sensing_time=stamp, tile="T36SYC")
-    if built["cog"] is None:
+    if "cog" in formats and built["cog"] is None:
         shutil.rmtree(cog_dir, ignore_errors=True)
         cog_dir.mkdir(parents=True)
         for name, image in bands.items():
@@ -129,20 +138,21 @@ def build_scene(data: Path, cache: Path, city: str, index: int, size: int) -> di
             with rasterio.open(cog_dir / f"T36SYC_{date}_{name}.tif", "w", **profile) as dst:
                 dst.write(image.data, 1)
         (cog_dir / "done").write_text("ok\n")
+        built["cog"] = cog_dir
     print(f"built {city} {date} ({size}²) in {time.perf_counter() - started:.0f} s", flush=True)
-    return built  # type: ignore[return-value]
+    return {fmt: built[fmt] for fmt in formats}  # type: ignore[misc]
 
 
 def build_pairs(args: argparse.Namespace) -> dict[str, list[dict[str, str]]]:
     """The pairs CSV rows of each format."""
-    rows: dict[str, list[dict[str, str]]] = {f: [] for f in FORMATS}
+    rows: dict[str, list[dict[str, str]]] = {f: [] for f in args.formats}
     for k in range(args.pairs):
         city = CITIES[0] if args.chain else CITIES[k % len(CITIES)]
         dates = city_dates(args.data, city)
         first, second = (k % 2, 1 - k % 2) if args.chain else (0, 1)
-        before = build_scene(args.data, args.cache, city, first, args.size)
-        after = build_scene(args.data, args.cache, city, second, args.size)
-        for fmt in FORMATS:
+        before = build_scene(args.data, args.cache, city, first, args.size, args.formats)
+        after = build_scene(args.data, args.cache, city, second, args.size, args.formats)
+        for fmt in args.formats:
             row = {"pair_id": f"{city}-{k}", "before": str(before[fmt]), "after": str(after[fmt]),
                    "before_date": iso(dates[first]), "after_date": iso(dates[second])}
             if fmt == "cog":  # plain DN = reflectance x 10000, as the OSCD files hold
@@ -198,6 +208,8 @@ def night_child(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - started
     print(json.dumps({
         "seconds": seconds,
+        "exit_code": summary.exit_code,
+        "failures": summary.failures,
         "timings": summary.timings,
         "pairs": [(p.pair_id, p.status, p.seconds, p.reason) for p in summary.pairs],
         "stages": collector.stages,
@@ -227,6 +239,17 @@ def run_format(args: argparse.Namespace, fmt: str, rows: list[dict[str, str]]) -
     if child.returncode != 0:
         sys.exit(f"the {fmt} night failed:\n{child.stderr[-3000:]}")
     return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def night_failures(figures: dict) -> list[str]:
+    """Why a night does not count: its failed pairs and source problems, a non-zero exit code,
+    or no pair scored (empty when every pair was scored)."""
+    reasons = [f"{f['pair_id']}: {f['reason']}" for f in figures.get("failures", [])]
+    if not reasons and figures.get("exit_code", 0) != 0:
+        reasons.append(f"the night exited with code {figures['exit_code']}")
+    if not reasons and not any(p[1] == "scored" for p in figures["pairs"]):
+        reasons.append(f"no pair was scored ({[p[1] for p in figures['pairs']]})")
+    return reasons
 
 
 def report(args: argparse.Namespace, fmt: str, figures: dict, peak: float, gflop: float) -> None:
@@ -260,13 +283,26 @@ def report(args: argparse.Namespace, fmt: str, figures: dict, peak: float, gflop
           f"{per_km2 * NORTH_KOREA_KM2 / 60:.1f} min at this rate")
 
 
+def format_list(text: str) -> list[str]:
+    """``--formats``: a comma list of known formats, each once."""
+    formats = list(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(
+            f"unknown format(s) {', '.join(unknown) or text!r}; use {', '.join(FORMATS)}"
+        )
+    return formats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1, help="tile pairs (default 1)")
-    parser.add_argument("--size", type=int, default=FULL_TILE, help="tile side in 10 m pixels")
+    parser.add_argument("--size", type=int, default=FULL_TILE,
+                        help="tile side in 10 m pixels")
     parser.add_argument("--chain", action="store_true",
                         help="pairs of consecutive acquisitions of one ground (shared scenes)")
-    parser.add_argument("--formats", default="safe,cog", help="comma-separated: safe, cog")
+    parser.add_argument("--formats", type=format_list, default=list(FORMATS),
+                        help="comma-separated: safe, cog (default both)")
     parser.add_argument("--predictor", default="{}",
                         help="JSON of the nightly config's predictor key, e.g. '{\"runtime\": "
                         "\"onnx\"}'")
@@ -303,8 +339,12 @@ def main() -> None:
     print(f"threads {torch.get_num_threads()}, matmul peak (fp32, 2048³) {peak:.1f} GFLOP/s, "
           f"model {gflop:.2f} GFLOP per {window}² window, predictor {args.predictor}, "
           f"prefetch {args.prefetch if args.prefetch is not None else 'default'}")
-    for fmt in (f.strip() for f in args.formats.split(",")):
-        report(args, fmt, run_format(args, fmt, rows[fmt]), peak, gflop)
+    for fmt in args.formats:
+        figures = run_format(args, fmt, rows[fmt])
+        failures = night_failures(figures)
+        if failures:  # a failed night has no rate
+            sys.exit(f"the {fmt} night failed, no figures: " + "; ".join(failures))
+        report(args, fmt, figures, peak, gflop)
     if args.size != FULL_TILE:
         print(f"\n(size {args.size}: a full tile is {FULL_TILE**2 / args.size**2:.1f}x the area)")
 
