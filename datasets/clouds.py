@@ -9,6 +9,7 @@ Methods (``--cloud-mask``):
 
 - ``scl``: the Sen2Cor scene classification of an L2A product: classes 1 (saturated or
   defective), 3 (cloud shadow), 8 and 9 (cloud, medium and high probability) and 10 (thin cirrus).
+  A mask pixel is hidden when any SCL pixel under it is; the mask is dilated as s2cloudless's.
 - ``s2cloudless``: Sentinel Hub's LightGBM pixel classifier (its model ships in the PyPI wheel,
   nothing is downloaded) on L1C top-of-atmosphere reflectance of B01, B02, B04, B05, B08, B8A,
   B09, B10, B11, B12, averaged over a disk and dilated; plus cloud shadows by
@@ -193,11 +194,8 @@ def scene_cloud_mask(
         cloud = np.nan_to_num(values, nan=0.0) != 0
         return CloudMask(factor, cloud, np.zeros_like(cloud), "user")
     if method == "scl":
-        classes = scene.read_classes(coarse)
-        assert classes is not None
-        shadow = classes == SCL_SHADOW
-        cloud = np.isin(classes, SCL_UNOBSERVED) & ~shadow
-        return CloudMask(factor, cloud, shadow, "scl")
+        cloud, shadow = scl_mask(scene, coarse)
+        return CloudMask(factor, cloud, shadow & ~cloud, "scl")
     extra = ["B03"] if "B03" in scene.sources else []  # for the water test of shadows
     bands = scene.read(
         [*S2CLOUDLESS_BANDS, *extra], coarse, radiometry=_REFLECTANCE,
@@ -213,6 +211,51 @@ def scene_cloud_mask(
         sun_angles=scene.sun_angles,
     )
     return CloudMask(factor, cloud, shadow & ~cloud, "s2cloudless")
+
+
+def scl_mask(scene: Scene, coarse: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """(cloud, shadow) of a scene's SCL on a coarse grid: a coarse pixel is cloud (shadow) when
+    any SCL pixel under it is, then dilated as the s2cloudless path dilates (clouds by
+    :data:`S2CLOUDLESS_DILATION_M`, shadows by one pixel). The SCL is read at its own pixel size
+    onto a grid nested in the coarse one (nearest on class codes is exact there)."""
+    assert scene.scl is not None
+    cloud = np.zeros(coarse.shape, bool)
+    shadow = np.zeros(coarse.shape, bool)
+    k = _nested_factor(coarse, scene.scl.grid)
+    rows_per_strip = max(1, 1024 // k)  # a fine strip of about 1024 rows at a time
+    for row0 in range(0, coarse.height, rows_per_strip):
+        rows = min(rows_per_strip, coarse.height - row0)
+        fine = Grid(
+            coarse.width * k,
+            rows * k,
+            coarse.transform @ Affine.translation(0, row0) @ Affine.scale(1 / k),
+            coarse.crs,
+        )
+        classes = scene.read_classes(fine)
+        assert classes is not None
+        blocks = (rows, k, coarse.width, k)
+        shadow[row0 : row0 + rows] = (classes == SCL_SHADOW).reshape(blocks).any(axis=(1, 3))
+        hidden = np.isin(classes, SCL_UNOBSERVED) & (classes != SCL_SHADOW)
+        cloud[row0 : row0 + rows] = hidden.reshape(blocks).any(axis=(1, 3))
+    pixel_m = math.sqrt(coarse.pixel_area_m2()) if coarse.georeferenced else MASK_PIXEL_M
+    cloud = _dilate(cloud, max(1, round(S2CLOUDLESS_DILATION_M / pixel_m)))
+    return cloud, _dilate(shadow, 1)
+
+
+def _nested_factor(coarse: Grid, source: Grid) -> int:
+    """How many source-sized pixels fit along a coarse pixel (1 when not georeferenced)."""
+    if not (coarse.georeferenced and source.georeferenced):
+        return 1
+    source_m = math.sqrt(source.pixel_area_m2())
+    return max(1, round(math.sqrt(coarse.pixel_area_m2()) / source_m)) if source_m > 0 else 1
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` dilated by a disk of ``radius`` pixels (s2cloudless's structuring element)."""
+    if not mask.any():
+        return mask
+    disk = cv2.circle(np.zeros((2 * radius + 1,) * 2, np.uint8), (radius, radius), radius, 1, -1)
+    return cv2.dilate(mask.astype(np.uint8), disk).astype(bool)
 
 
 def s2cloudless_mask(reflectance: np.ndarray, pixel_m: float) -> np.ndarray:
