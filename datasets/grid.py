@@ -9,7 +9,6 @@ import numpy as np
 from affine import Affine
 from pyproj import Geod, Transformer
 from rasterio.crs import CRS
-from rasterio.transform import array_bounds
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
@@ -38,9 +37,12 @@ class Grid:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in the grid's CRS."""
-        west, south, east, north = array_bounds(self.height, self.width, self.transform)
-        return (west, south, east, north)
+        """(left, bottom, right, top) in the grid's CRS, with left < right and bottom < top
+        whatever the orientation (a south-up grid's transform has a positive ``e``)."""
+        cols = np.array([0.0, self.width, self.width, 0.0])
+        rows = np.array([0.0, 0.0, self.height, self.height])
+        xs, ys = self.transform @ (cols, rows)
+        return (float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys)))
 
     @property
     def georeferenced(self) -> bool:

@@ -10,7 +10,7 @@ from rasterio.windows import Window
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.grid import Grid
-from groundbreak.datasets.scene import Scene
+from groundbreak.datasets.scene import Scene, single_band_source
 
 
 @dataclass
@@ -30,6 +30,8 @@ class TilePair:
 
     def __post_init__(self) -> None:
         check_overlap(self.before, self.after)
+        for scene in (self.before, self.after):
+            check_cloud_mask(scene, self.grid)
 
     @property
     def grid(self) -> Grid:
@@ -86,3 +88,26 @@ def check_overlap(before: Scene, after: Scene) -> None:
         return
     if not b.overlaps(a):
         raise InputError(after.path, f"does not overlap the before-scene {before.path}")
+
+
+def check_cloud_mask(scene: Scene, grid: Grid) -> None:
+    """Raise an :class:`InputError` naming a scene's user cloud mask when it cannot be placed
+    on the pair grid: no georeference on a georeferenced pair (or the reverse), no ground in
+    common with the pair, or, without georeference, another size."""
+    if scene.cloud_mask is None:
+        return
+    mask = single_band_source(scene.cloud_mask).grid
+    if mask.georeferenced != grid.georeferenced:
+        problem = (
+            f"cloud mask has no georeference (CRS), so it cannot be placed on the grid of "
+            f"{scene.path}"
+            if grid.georeferenced
+            else f"cloud mask is georeferenced but {scene.path} is not: it cannot be placed on it"
+        )
+        raise InputError(scene.cloud_mask, problem)
+    if not grid.georeferenced and mask.shape != grid.shape:
+        raise InputError(scene.cloud_mask, f"cloud mask without georeference must have the "
+                         f"pair's size {grid.shape}, not {mask.shape}")
+    if grid.georeferenced and not grid.overlaps(mask):
+        raise InputError(scene.cloud_mask, f"cloud mask does not overlap the pair (scene "
+                         f"{scene.path})")

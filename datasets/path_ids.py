@@ -15,7 +15,8 @@ import re
 from groundbreak.datasets.errors import InputError
 
 MAX_ID_LENGTH = 128
-"""The longest id accepted (a file name holds 255 bytes; a pair id gets suffixes)."""
+"""The longest id accepted, in bytes of UTF-8 (a file name holds 255 bytes; a pair id gets
+suffixes)."""
 
 _PATH_ID = re.compile(r"^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*$")
 GROUND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -27,16 +28,27 @@ def check_path_id(
 ) -> str:
     """``value`` when it is safe as one file or folder name; else an InputError naming it.
 
-    Safe: a non-empty string of at most :data:`MAX_ID_LENGTH` characters, without ``/``,
+    Safe: a non-empty string of at most :data:`MAX_ID_LENGTH` bytes in UTF-8, without ``/``,
     ``\\``, control characters or a leading ``.`` (so neither ``.`` nor ``..``).
     """
-    if not isinstance(value, str) or not _PATH_ID.match(value) or len(value) > MAX_ID_LENGTH:
+    if not (isinstance(value, str) and _PATH_ID.match(value)) or _utf8_size(value) > MAX_ID_LENGTH:
+        shown = repr(value)
         raise InputError(
             where,
-            f"{what} {value!r} cannot name a folder: use 1-{MAX_ID_LENGTH} characters without "
-            "'/', '\\' or control characters, not starting with '.'",
+            f"{what} {shown[:80] + '...' if len(shown) > 80 else shown} cannot name a folder: "
+            f"use at most {MAX_ID_LENGTH} bytes (UTF-8) without '/', '\\' or control "
+            "characters, not starting with '.'",
         )
     return value
+
+
+def _utf8_size(value: str) -> int:
+    """Bytes of ``value`` in UTF-8 (a lone surrogate, which no file name holds, counts as too
+    long)."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return MAX_ID_LENGTH + 1
 
 
 def check_ground_id(value: object, where: str | os.PathLike[str] | None = None) -> str:

@@ -25,7 +25,6 @@ Invalid pixels (nodata, outside the scene) come back as NaN.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -59,6 +58,7 @@ from groundbreak.datasets.radiometry import (
     Radiometry,
     convert_radiometry,
 )
+from groundbreak.datasets.text_files import load_json_file
 from groundbreak.datasets.upsample import bilinear_upsample, nesting, source_window
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
@@ -110,8 +110,13 @@ def dataset_grid(src: rasterio.io.DatasetReader) -> Grid:
     """The grid of an open raster (CRS None when the file has no georeference).
 
     Raises:
-        InputError: When the raster declares more than :func:`max_raster_pixels` pixels.
+        InputError: When the raster declares more than :func:`max_raster_pixels` pixels, or
+            holds complex values (not an image of reflectances, classes or a mask).
     """
+    complex_types = sorted({d for d in src.dtypes if np.dtype(d).kind == "c"})
+    if complex_types:
+        raise InputError(src.name, f"holds complex values ({', '.join(complex_types)}); "
+                         "give a raster of real numbers")
     limit = max_raster_pixels()
     if src.width * src.height > limit:
         raise InputError(
@@ -392,6 +397,9 @@ def _read_bands_into(
                         if upsampled is None:
                             upsampled = _read_warped(src, source, target, resampling)
                         out[i] = upsampled
+                    if np.dtype(src.dtypes[source.index - 1]).kind == "f":
+                        band = out[i]
+                        band[np.isinf(band)] = np.nan  # +-inf is no reflectance: invalid
     except RasterioError as err:
         detail = err.__cause__ or err
         raise InputError(
@@ -498,6 +506,8 @@ def _read_upsampled(
         read = src.read(source.index, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
         block, invalid = read.data, bool(np.ma.getmaskarray(read).any())
     if invalid or (source.nodata is not None and bool((block == source.nodata).any())):
+        return None
+    if block.dtype.kind == "f" and not np.isfinite(block).all():  # NaN or inf: the warper's job
         return None
     return bilinear_upsample(block, (r0, c0), nest, target.shape, (src.height, src.width))
 
@@ -622,11 +632,24 @@ def open_band_folder_scene(folder: str | Path, date: str | None = None) -> Scene
 
 
 def _finest_grid(sources: Mapping[str, BandSource]) -> Grid:
-    """The grid with the smallest pixel (the largest one among equals)."""
+    """The grid with the smallest pixel (the largest one among equals), after checking that
+    every band lies on the ground it covers.
+
+    Raises:
+        InputError: Naming a band's file when it is georeferenced and the others are not (or
+            the reverse), or has no ground in common with the finest band.
+    """
     finest = min(
         sources.values(),
         key=lambda s: (abs(s.grid.transform.a * s.grid.transform.e), -s.grid.width * s.grid.height),
     )
+    for name, source in sources.items():
+        if source.grid.georeferenced != finest.grid.georeferenced:
+            raise InputError(source.path, f"band {name} and the band in {finest.path} are not "
+                             "both georeferenced; cannot read them as one scene")
+        if source.grid.georeferenced and not finest.grid.overlaps(source.grid):
+            raise InputError(source.path, f"band {name} does not overlap the scene's other "
+                             f"bands ({finest.path})")
     return finest.grid
 
 
@@ -668,13 +691,7 @@ def open_band_files_scene(
 def read_scene_manifest(path: str | Path) -> dict[str, str]:
     """The ``{band: location}`` mapping of a scene manifest, relative paths made absolute."""
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "scene manifest does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(path, f"scene manifest is not valid JSON ({err})") from err
-    return _manifest_bands(document, path)
+    return _manifest_bands(load_json_file(path, "scene manifest"), path)
 
 
 def _manifest_bands(document: object, path: Path) -> dict[str, str]:
@@ -704,9 +721,7 @@ def open_scene_manifest(
     later mean an offset of -1000).
     """
     path = Path(path)
-    read_scene_manifest(path)  # checks the file and its "bands"
-    document = json.loads(path.read_text(encoding="utf-8"))
-    return scene_from_manifest(document, path, date, nodata)
+    return scene_from_manifest(load_json_file(path, "scene manifest"), path, date, nodata)
 
 
 def scene_from_manifest(

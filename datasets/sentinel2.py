@@ -13,6 +13,7 @@ A zipped product (``S2A_MSIL1C_....zip``) is read in place through GDAL's ``/vsi
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 import zipfile
@@ -85,6 +86,37 @@ def _is_product_xml(name: str) -> bool:
     return re.search(r"(^|/)MTD_MSIL(1C|2A)\.xml$", name) is not None
 
 
+def _is_granule_xml(name: str) -> bool:
+    return re.search(r"GRANULE/[^/]+/MTD_TL\.xml$", name) is not None
+
+
+MAX_METADATA_BYTES = 64 * 2**20
+"""The most read from one metadata file of a product (real ones are well under 1 MiB)."""
+
+
+def _read_entry(path: Path, name: str) -> bytes:
+    """One entry of a zip, read up to :data:`MAX_METADATA_BYTES` (a zip bomb is refused)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(name) as entry:
+            data = entry.read(MAX_METADATA_BYTES + 1)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError) as err:
+        raise InputError(path, f"cannot read {name} from the archive ({err})") from err
+    if len(data) > MAX_METADATA_BYTES:
+        raise InputError(path, f"archive entry {name} is larger than {MAX_METADATA_BYTES:,} "
+                         "bytes: not product metadata")
+    return data
+
+
+def _read_file(file: Path) -> bytes:
+    """A metadata file of a product folder, read up to :data:`MAX_METADATA_BYTES`."""
+    with file.open("rb") as handle:
+        data = handle.read(MAX_METADATA_BYTES + 1)
+    if len(data) > MAX_METADATA_BYTES:
+        raise InputError(file, f"is larger than {MAX_METADATA_BYTES:,} bytes: not product "
+                         "metadata")
+    return data
+
+
 def parse_product_metadata(
     xml: bytes, source: object, granule_xml: bytes | None = None
 ) -> ProductMetadata:
@@ -103,24 +135,25 @@ def parse_product_metadata(
         raise InputError(source, f"product metadata states no known level ({level_text!r})")
     quant_tag = "QUANTIFICATION_VALUE" if level == "L1C" else "BOA_QUANTIFICATION_VALUE"
     offset_tag = "RADIO_ADD_OFFSET" if level == "L1C" else "BOA_ADD_OFFSET"
+    baseline = _text(root, "PROCESSING_BASELINE")
     try:
-        quantification = float(_text(root, quant_tag) or DEFAULT_QUANTIFICATION)
         offsets = {
-            BAND_IDS[int(element.get("band_id", ""))]: float(element.text or "")
+            BAND_IDS[int(element.get("band_id", ""))]: element.text or ""
             for element in _elements(root, offset_tag)
         }
+        if not offsets and baseline is not None and _baseline_number(baseline) >= 4.0:
+            offsets = dict.fromkeys(BAND_IDS, BASELINE_04_OFFSET)  # stated by the baseline
+        radiometry = Radiometry.from_dict(
+            {
+                "quantification_value": _text(root, quant_tag) or DEFAULT_QUANTIFICATION,
+                "band_offsets": offsets,
+            },
+            source=f"{Path(str(source)).name} (baseline {baseline or 'unknown'})",
+        )
     except (ValueError, IndexError) as err:
         raise InputError(source, f"malformed {quant_tag} or {offset_tag} ({err})") from err
-    baseline = _text(root, "PROCESSING_BASELINE")
-    if not offsets and baseline is not None and _baseline_number(baseline) >= 4.0:
-        offsets = dict.fromkeys(BAND_IDS, BASELINE_04_OFFSET)  # stated by the baseline itself
-    radiometry = Radiometry(
-        quantification=quantification,
-        offsets=offsets,
-        source=f"{Path(str(source)).name} (baseline {baseline or 'unknown'})",
-    )
     sensing = _text(root, "PRODUCT_START_TIME") or _text(root, "DATATAKE_SENSING_START")
-    sun = _sun_angles(_parse_xml(granule_xml, source)) if granule_xml else None
+    sun = _sun_angles(_parse_xml(granule_xml, source), source) if granule_xml else None
     return ProductMetadata(level, baseline, sensing, radiometry, sun)
 
 
@@ -153,11 +186,23 @@ def _text(root: ET.Element, name: str) -> str | None:
     return None
 
 
-def _sun_angles(granule: ET.Element) -> tuple[float, float] | None:
+def _sun_angles(granule: ET.Element, source: object) -> tuple[float, float] | None:
+    """Mean sun (azimuth, zenith) in degrees, or None when not stated.
+
+    Raises:
+        InputError: For an angle that is not a finite number, or a zenith outside 0-90.
+    """
     for mean in _elements(granule, "Mean_Sun_Angle"):
         zenith, azimuth = _text(mean, "ZENITH_ANGLE"), _text(mean, "AZIMUTH_ANGLE")
         if zenith and azimuth:
-            return float(azimuth), float(zenith)
+            try:
+                angles = float(azimuth), float(zenith)
+            except ValueError:
+                angles = (math.nan, math.nan)
+            if not all(math.isfinite(a) for a in angles) or not 0 <= angles[1] <= 90:
+                raise InputError(source, f"malformed Mean_Sun_Angle (azimuth {azimuth[:40]!r}, "
+                                 f"zenith {zenith[:40]!r}): expected degrees, zenith 0-90")
+            return angles
     return None
 
 
@@ -178,22 +223,20 @@ def product_files(path: Path) -> ProductFiles:
     """
     if path.is_dir():
         names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
-        read: Callable[[str], bytes] = lambda name: (path / name).read_bytes()  # noqa: E731
+        read: Callable[[str], bytes] = lambda name: _read_file(path / name)  # noqa: E731
         location: Callable[[str], str] = lambda name: str(path / name)  # noqa: E731
     else:
         try:
-            archive = zipfile.ZipFile(path)
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if not n.endswith("/")]
         except (OSError, zipfile.BadZipFile) as err:
             raise InputError(path, f"cannot be read as a zip archive ({err})") from err
-        with archive:
-            names = [n for n in archive.namelist() if not n.endswith("/")]
-            contents = {n: archive.read(n) for n in names if n.endswith(".xml")}
-        read = contents.__getitem__
+        read = lambda name: _read_entry(path, name)  # noqa: E731
         location = lambda name: f"/vsizip/{path.resolve()}/{name}"  # noqa: E731
     product_xml = [n for n in names if _is_product_xml(n)]
     if not product_xml:
         raise InputError(path, "Sentinel-2 product without MTD_MSIL1C.xml or MTD_MSIL2A.xml")
-    granule_xml = [n for n in names if re.search(r"GRANULE/[^/]+/MTD_TL\.xml$", n)]
+    granule_xml = [n for n in names if _is_granule_xml(n)]
     try:
         metadata = parse_product_metadata(
             read(product_xml[0]),

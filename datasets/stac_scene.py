@@ -36,6 +36,7 @@ from groundbreak.datasets.bands import (
     sentinel2_band_of,
 )
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.text_files import read_text_file
 
 RASTER_MEDIA_TYPES = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff")
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
@@ -58,10 +59,11 @@ def open_stac_item_scene(path: str | Path, date: str | None = None) -> Any:
 
 def stac_item_document(path: Path) -> dict[str, Any] | None:
     """The STAC Item in a JSON file, or None when the file is not a STAC document."""
+    text = read_text_file(path, what="scene JSON")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None  # not JSON at all: the scene-manifest reader names the problem
+        document = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return None  # not JSON: the scene-manifest reader names the problem
     if not isinstance(document, dict) or "bands" in document:  # a scene manifest
         return None
     kind = document.get("type")

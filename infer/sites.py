@@ -15,7 +15,6 @@ Both are measured and scored with :func:`groundbreak.infer.scoring.measure_site`
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.geojson import WGS84, geojson_crs
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.scene import dataset_grid, open_raster
+from groundbreak.datasets.text_files import load_json_text, read_text_file
 from groundbreak.infer.raster_io import bounded_gdal_cache
 from groundbreak.infer.region_stream import RegionPixels, StreamingRegionLabeler
 from groundbreak.infer.scoring import (
@@ -97,12 +97,7 @@ def load_watch_list(path: str | Path) -> list[Site]:
     EPSG:4326 (longitude in [-180, 180], latitude in [-90, 90]), duplicate ids, or no features.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "watch-list file does not exist")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(path, f"cannot be read as GeoJSON ({err})") from err
+    document = load_json_text(read_text_file(path, what="watch-list file"), path, "GeoJSON")
     features = _features_of(document, path)
     crs = geojson_crs(document, path)
     sites: list[Site] = []
@@ -136,6 +131,9 @@ def _site_from_feature(feature: object, number: int, crs: CRS, path: Path) -> Si
     if not isinstance(feature, dict):
         raise InputError(path, f"{where} is not a GeoJSON feature")
     properties = feature.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise InputError(path, f"{where}: 'properties' must be an object, not "
+                         f"{type(properties).__name__}")
     site_id = properties.get("site_id")
     if site_id is None or str(site_id).strip() == "":
         raise InputError(path, f"{where} has no 'site_id' property")

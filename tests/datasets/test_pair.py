@@ -104,3 +104,40 @@ def test_png_pair_and_its_label(levir_dir: Path) -> None:
     assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1}
     assert pair.read_label(Window(200, 200, 64, 64))[60:, 60:].max() == 255  # past the edge
     assert PairSpec("v", spec.before, spec.after).open().read_label() is None
+
+
+def test_a_south_up_raster_pairs_with_itself(tmp_path: Path, make_raster) -> None:
+    data = np.arange(100, dtype=np.float32).reshape(10, 10)
+    south_up = make_raster(tmp_path / "s.tif", data, Affine(10, 0, 0, 0, 10, 0), UTM)
+    scene = open_scene(south_up)
+    left, bottom, right, top = scene.grid.bounds
+    assert (left, bottom, right, top) == (0, 0, 100, 100)
+    before, after = TilePair("p", scene, open_scene(south_up)).read()
+    np.testing.assert_array_equal(before[0], data)
+    np.testing.assert_array_equal(after[0], data)
+
+
+def test_a_cloud_mask_that_cannot_be_placed_on_the_pair_is_refused(
+    tmp_path: Path, make_raster
+) -> None:
+    data = np.ones((10, 10), np.float32)
+    grid = Affine(10, 0, 0, 0, -10, 100)
+    before = make_raster(tmp_path / "b.tif", data, grid, UTM)
+    after = make_raster(tmp_path / "a.tif", data, grid, UTM)
+    mask = np.ones((10, 10), np.uint8)
+    cases = {
+        make_raster(tmp_path / "plain.tif", mask): "cloud mask has no georeference",
+        make_raster(tmp_path / "far.tif", mask, Affine(10, 0, 9000, 0, -10, 100), UTM):
+            "cloud mask does not overlap the pair",
+    }
+    for path, problem in cases.items():
+        spec = PairSpec("p", before, after, after_mask=path)
+        with pytest.raises(InputError, match=problem) as info:
+            spec.open()
+        assert str(info.value).startswith(str(path))
+    near = make_raster(tmp_path / "near.tif", mask, Affine(10, 0, 50, 0, -10, 100), UTM)
+    assert PairSpec("p", before, after, after_mask=near).open().after.cloud_mask == str(near)
+    plain_b = make_raster(tmp_path / "pb.tif", np.ones((3, 8, 8), np.uint8))
+    plain_a = make_raster(tmp_path / "pa.tif", np.ones((3, 8, 8), np.uint8))
+    with pytest.raises(InputError, match=r"must have the pair's size \(8, 8\)"):
+        PairSpec("p", plain_b, plain_a, before_mask=tmp_path / "plain.tif").open()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -430,3 +431,42 @@ def test_strip_reads_ask_gdal_to_cache_a_block_row_of_pixel_interleaved_files_on
     assert strip_block_cache_bytes(pixel[:1]) == 0  # one band read: no other band waits in cache
     (tmp_path / "pixel.tif").write_bytes(b"not a tiff")  # reported by the read, not here
     assert strip_block_cache_bytes(pixel) == 0
+
+
+def test_a_band_off_the_scene_is_refused(tmp_path: Path, make_raster) -> None:
+    folder = tmp_path / "scene"
+    data = np.ones((10, 10), np.float32)
+    make_raster(folder / "T_B02.tif", data, Affine(10, 0, 0, 0, -10, 100), UTM)
+    make_raster(folder / "T_B03.tif", data, Affine(10, 0, 50, 0, -10, 100), UTM)  # overlaps
+    assert open_scene(folder).band_names == ["B02", "B03"]
+    make_raster(folder / "T_B04.tif", data, Affine(10, 0, 50_000, 0, -10, 100), UTM)
+    with pytest.raises(InputError, match=r"T_B04\.tif: band B04 does not overlap"):
+        open_scene(folder)
+    (folder / "T_B04.tif").unlink()
+    make_raster(folder / "T_B04.tif", data)  # no georeference
+    with pytest.raises(InputError, match=r"band B0[24] and the band in .*not both georeferenced"):
+        open_scene(folder)
+
+
+def test_complex_rasters_are_refused(tmp_path: Path, make_raster) -> None:
+    values = np.ones((2, 8, 8), np.complex64)
+    path = make_raster(tmp_path / "c.tif", values, Affine(10, 0, 0, 0, -10, 80), UTM)
+    with pytest.raises(InputError, match=r"c\.tif: holds complex values \(complex64\)"):
+        open_scene(path)
+
+
+def test_infinite_values_are_invalid_without_warnings(tmp_path: Path, make_raster) -> None:
+    data = np.full((2, 8, 8), 500.0, np.float32)
+    data[:, 2, 3] = np.inf
+    data[1, 4, 4] = -np.inf
+    path = make_raster(tmp_path / "i.tif", data, Affine(10, 0, 0, 0, -10, 80), UTM)
+    folder = tmp_path / "bands"
+    make_raster(folder / "T_B02.tif", data[0], Affine(10, 0, 0, 0, -10, 80), UTM)
+    make_raster(folder / "T_B05.tif", data[0, :4, :4], Affine(20, 0, 0, 0, -20, 80), UTM)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = open_scene(path).read()
+        bands = open_scene(folder).read()
+    assert np.isnan(values[:, 2, 3]).all() and np.isnan(values[1, 4, 4])
+    assert np.isfinite(values).sum() == 2 * 64 - 3
+    assert not np.isinf(bands).any() and np.isnan(bands[1]).any() and np.isfinite(bands[1]).any()

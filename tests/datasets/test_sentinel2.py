@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from groundbreak.datasets import sentinel2
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.product_writer import BandImage, read_band_images, write_product
 from groundbreak.datasets.radiometry import (
@@ -160,3 +163,57 @@ def test_manifest_keys_state_the_offset(beirut_after: Path, tmp_path: Path) -> N
         warnings.simplefilter("error", RadiometryWarning)  # opening never warns; predicting does
         open_scene(beirut_after, date="2023-01-01")
 
+
+
+def test_a_zip_bomb_entry_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    bomb = tmp_path / "S2A_MSIL1C_X.zip"
+    big = sentinel2.MAX_METADATA_BYTES + 10
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("S2A_MSIL1C_X.SAFE/junk.xml", b"<a>" + b" " * (50 * 2**20) + b"</a>")
+        with archive.open("S2A_MSIL1C_X.SAFE/MTD_MSIL1C.xml", "w") as entry:
+            chunk = b" " * 2**20
+            for _ in range(big // len(chunk) + 1):
+                entry.write(chunk)
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(InputError, match=r"MTD_MSIL1C\.xml is larger than") as info:
+        open_scene(bomb)
+    assert str(bomb) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"<QUANTIFICATION_VALUE>0</QUANTIFICATION_VALUE>", "must be positive"),
+        (b"<QUANTIFICATION_VALUE>abc</QUANTIFICATION_VALUE>", "malformed QUANTIFICATION_VALUE"),
+        (b"<RADIO_ADD_OFFSET band_id='3'>nan</RADIO_ADD_OFFSET>", "finite"),
+        (b"<RADIO_ADD_OFFSET band_id='3'>-inf</RADIO_ADD_OFFSET>", "finite"),
+        (b"<QUANTIFICATION_VALUE>inf</QUANTIFICATION_VALUE>", "finite"),
+    ],
+)
+def test_unusable_radiometric_metadata_is_refused(body: bytes, problem: str) -> None:
+    xml = b"<a><PROCESSING_LEVEL>Level-1C</PROCESSING_LEVEL>" + body + b"</a>"
+    with pytest.raises(InputError, match=problem) as info:
+        parse_product_metadata(xml, "S2A.SAFE/MTD_MSIL1C.xml")
+    assert "MTD_MSIL1C.xml" in str(info.value)
+
+
+@pytest.mark.parametrize("zenith", [b"abc", b"nan", b"120"])
+def test_unusable_sun_angles_are_refused(zenith: bytes) -> None:
+    xml = b"<a><PROCESSING_LEVEL>Level-1C</PROCESSING_LEVEL></a>"
+    granule = (b"<t><Mean_Sun_Angle><ZENITH_ANGLE>" + zenith + b"</ZENITH_ANGLE>"
+               b"<AZIMUTH_ANGLE>150</AZIMUTH_ANGLE></Mean_Sun_Angle></t>")
+    with pytest.raises(InputError, match="malformed Mean_Sun_Angle"):
+        parse_product_metadata(xml, "S2A.SAFE/MTD_MSIL1C.xml", granule)
+
+
+def test_zero_quantification_in_a_product_folder_is_one_line(
+    beirut_after: Path, tmp_path: Path
+) -> None:
+    product = write_product(tmp_path, read_band_images(beirut_after))
+    metadata = product / "MTD_MSIL1C.xml"
+    text = metadata.read_text()
+    assert "<QUANTIFICATION_VALUE" in text
+    metadata.write_text(re.sub(r"(<QUANTIFICATION_VALUE[^>]*>)[^<]*", r"\g<1>0", text))
+    with pytest.raises(InputError, match="quantification_value must be positive") as info:
+        open_scene(product)
+    assert "MTD_MSIL1C.xml" in str(info.value)

@@ -54,3 +54,10 @@ def test_fifo_is_no_scene(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "scene.tif")
     with pytest.raises(InputError, match="not a regular file"):
         open_scene(tmp_path / "scene.tif")
+
+
+def test_deeply_nested_scene_json_is_one_line(tmp_path: Path) -> None:
+    deep = tmp_path / "scene.json"
+    deep.write_text("[" * 200_000)
+    with pytest.raises(InputError, match=r"scene\.json: cannot be read as .*nested too deeply"):
+        open_scene(deep)

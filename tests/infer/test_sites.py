@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -130,6 +131,8 @@ SQUARE = {"type": "Polygon", "coordinates": [[[35.5, 33.9], [35.6, 33.9], [35.6,
                                                                      [1, 1]]]})],
          None, "no area"),
         ([feature("a", "A", SQUARE)], "EPSG:999999", "unknown CRS"),
+        ([{"type": "Feature", "properties": ["a", "A"], "geometry": SQUARE}], None,
+         "feature 1: 'properties' must be an object, not list"),
     ],
 )
 def test_bad_watch_list_names_the_file(
@@ -155,6 +158,15 @@ def test_unreadable_watch_list_names_the_file(tmp_path: Path, text: str, problem
     with pytest.raises(InputError, match=problem) as info:
         load_watch_list(path)
     assert str(path) in str(info.value)
+
+
+def test_a_watch_list_that_is_a_device_or_a_fifo_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="/dev/zero: watch-list file is not a regular file"):
+        load_watch_list("/dev/zero")
+    fifo = tmp_path / "sites.geojson"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_watch_list(fifo)
 
 
 def test_missing_watch_list_names_the_file(tmp_path: Path) -> None:
