@@ -2,7 +2,7 @@
 
 A bundle is a folder with two files::
 
-    model.safetensors   the state dict of a ChangeUNet (tensors only, no pickle)
+    model.safetensors   the state dict of the change model (tensors only, no pickle)
     model.json          {"format_version": 2, "name", "architecture": {...}, "bands": [...],
                          "normalization": {"mean": [...], "std": [...]}, "chip_size",
                          "threshold", "pixel_size_m", "radiometry": {...}, "date_matching",
@@ -19,6 +19,11 @@ Format versions (:func:`upgrade_meta` reads every one of them as the current one
   timm and torch versions that wrote the bundle (null where unknown).
 - **1**: the first format; upgraded by mapping the encoder name to its public name (the same
   weights) and adding ``versions`` with unknown (null) values.
+
+``architecture`` holds ``network`` (``"fc"``: FC-EF/FC-Siam-diff/FC-Siam-conc; ``"fc_res"``:
+FC-EF-Res), ``fusion`` and ``in_channels`` for the published FC networks; a U-Net's records no
+``network`` (bundles written before the FC networks read unchanged) and holds
+``full_resolution: true`` only when it has the full-resolution stage.
 
 Before any model is built, the architecture is checked value by value and against the tensor
 shapes in the safetensors header (read without loading a tensor), so a crafted ``model.json``
@@ -51,7 +56,16 @@ from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.normalization import normalize_bands
 from groundbreak.datasets.radiometry import OSCD_CONVENTION, Radiometry
 from groundbreak.datasets.scene import Scene
-from groundbreak.train.model import FUSIONS, ChangeUNet, is_known_encoder, public_encoder_name
+from groundbreak.train.model import (
+    FC_KEYS,
+    FUSIONS,
+    NETWORKS,
+    ChangeModel,
+    architecture_record,
+    build_change_model,
+    is_known_encoder,
+    public_encoder_name,
+)
 
 FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
@@ -59,6 +73,7 @@ META_FILE = "model.json"
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "oscd-s2-default"
 """The bundle shipped with the source tree (see :func:`default_bundle_path`)."""
 ARCHITECTURE_KEYS = ("fusion", "encoder_name", "encoder_depth", "decoder_channels", "in_channels")
+"""The architecture keys of a U-Net bundle (an FC network's are ``model.FC_KEYS``)."""
 REQUIRED_META_KEYS = ("bands", "normalization", "chip_size", "threshold")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".pkl", ".pickle", ".bin", ".joblib")
 _LISTED = 5  # how many offending tensor names an error message lists
@@ -89,7 +104,7 @@ class ModelBundle:
     """
 
     path: Path
-    model: ChangeUNet = field(repr=False)
+    model: ChangeModel = field(repr=False)
     bands: list[str]
     mean: np.ndarray
     std: np.ndarray
@@ -187,7 +202,7 @@ def shipped_bundles_for(bands: set[str]) -> list[str]:
 
 
 def save_bundle(
-    model: ChangeUNet, meta: Mapping[str, Any], out_dir: str | os.PathLike[str]
+    model: ChangeModel, meta: Mapping[str, Any], out_dir: str | os.PathLike[str]
 ) -> Path:
     """Write a model bundle (``model.safetensors`` + ``model.json``) into ``out_dir``.
 
@@ -258,7 +273,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     meta = _read_meta(meta_path)
     check_weights_header(weights_path, meta["architecture"])
     try:
-        model = ChangeUNet(**_architecture_of(meta["architecture"]))
+        model = build_change_model(_architecture_of(meta["architecture"]))
     except (TypeError, ValueError) as err:
         raise InputError(meta_path, f"architecture cannot be built: {err}") from err
     if meta["chip_size"] % model.output_stride:
@@ -400,7 +415,14 @@ def _validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
         raise InputError(meta_path, str(err)) from err
     if not isinstance(meta["architecture"], Mapping):
         raise InputError(meta_path, "architecture must be an object")
-    missing = [key for key in ARCHITECTURE_KEYS if key not in meta["architecture"]]
+    network = meta["architecture"].get("network", "unet")
+    if network not in NETWORKS:
+        raise InputError(
+            meta_path,
+            f"architecture.network must be one of {', '.join(NETWORKS)}, got {network!r}",
+        )
+    keys = ARCHITECTURE_KEYS if network == "unet" else FC_KEYS
+    missing = [key for key in keys if key not in meta["architecture"]]
     if missing:
         raise InputError(meta_path, f"architecture is missing key(s): {', '.join(missing)}")
     _validate_architecture(meta["architecture"], meta_path)
@@ -463,6 +485,20 @@ def _validate_architecture(architecture: Mapping[str, Any], meta_path: Path) -> 
         raise InputError(
             meta_path, f"architecture.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}"
         )
+    network = architecture.get("network", "unet")
+    if network == "fc_res" and fusion != "early":
+        raise InputError(
+            meta_path, f"architecture.fusion of network fc_res must be 'early', got {fusion!r}"
+        )
+    if network != "unet":
+        _validate_in_channels(architecture["in_channels"], meta_path)
+        return
+    full_resolution = architecture.get("full_resolution", False)
+    if not isinstance(full_resolution, bool):
+        raise InputError(
+            meta_path,
+            f"architecture.full_resolution must be true or false, got {full_resolution!r}",
+        )
     encoder = architecture["encoder_name"]
     if not is_known_encoder(encoder):
         raise InputError(
@@ -486,7 +522,11 @@ def _validate_architecture(architecture: Mapping[str, Any], meta_path: Path) -> 
             f"architecture.decoder_channels must list {depth} integers (one per encoder stage) "
             f"from 1 to {MAX_DECODER_CHANNELS}, got {channels!r}",
         )
-    in_channels = architecture["in_channels"]
+    _validate_in_channels(architecture["in_channels"], meta_path)
+
+
+def _validate_in_channels(in_channels: Any, meta_path: Path) -> None:
+    """Bands per date: an integer 1 to MAX_IN_CHANNELS."""
     if not _is_int(in_channels) or not 1 <= in_channels <= MAX_IN_CHANNELS:
         raise InputError(
             meta_path,
@@ -555,6 +595,9 @@ def check_weights_header(weights_path: Path, architecture: Mapping[str, Any]) ->
             f"{len(wrong_dtype)} tensor(s) of an unsupported dtype (weights must be floating "
             f"point, F16/BF16/F32/F64): {listed}",
         )
+    if architecture.get("network", "unet") != "unet":
+        _check_fc_header(weights_path, tensors, architecture)
+        return
     channels = list(architecture["decoder_channels"])
     # (tensor, axis, size): the output widths of each decoder block and the head's input width.
     expected = [("segmentation_head.0.weight", 1, channels[-1])]
@@ -575,13 +618,32 @@ def check_weights_header(weights_path: Path, architecture: Mapping[str, Any]) ->
         )
 
 
+def _check_fc_header(
+    weights_path: Path, tensors: Mapping[str, Any], architecture: Mapping[str, Any]
+) -> None:
+    """The first convolution of an FC network must read the recorded bands (both dates for
+    early fusion); its other layers are fixed, and checked tensor by tensor after the build."""
+    dates = 2 if architecture["fusion"] == "early" else 1
+    name = "encoder.0.0.0.weight" if architecture["network"] == "fc" else "encoder.0.0.conv1.weight"
+    shape = tensors.get(name, {}).get("shape") or []
+    size = dates * architecture["in_channels"]
+    if len(shape) < 2 or shape[1] != size:
+        found = "is missing" if len(shape) < 2 else f"has shape {tuple(shape)}"
+        raise InputError(
+            weights_path,
+            f"does not fit the architecture in model.json ({architecture['network']} "
+            f"{architecture['fusion']}, {architecture['in_channels']} bands): {name} {found}, "
+            f"not {size} input channels",
+        )
+
+
 def _header_dtype_ok(name: str, entry: Mapping[str, Any]) -> bool:
     """Floating-point weights; integer batch-norm counters."""
     allowed = _INT_DTYPES if name.endswith("num_batches_tracked") else _FLOAT_DTYPES
     return entry["dtype"] in allowed
 
 
-def _read_weights(weights_path: Path, model: ChangeUNet) -> dict[str, torch.Tensor]:
+def _read_weights(weights_path: Path, model: ChangeModel) -> dict[str, torch.Tensor]:
     """Read ``model.safetensors`` and check its tensors against the model's state dict."""
     try:
         state = load_file(str(weights_path), device="cpu")
@@ -593,7 +655,7 @@ def _read_weights(weights_path: Path, model: ChangeUNet) -> dict[str, torch.Tens
 
 def check_state_dict(
     state: Mapping[str, torch.Tensor],
-    model: ChangeUNet,
+    model: ChangeModel,
     source: str | os.PathLike[str],
     what: str = "the model's architecture",
 ) -> None:
@@ -644,14 +706,19 @@ def _same_kind(tensor: torch.Tensor, reference: torch.Tensor) -> bool:
 
 
 def _architecture_of(architecture: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture keys in canonical form (lists, ints), ready for ``ChangeUNet(**...)``."""
+    """The architecture keys in canonical form (lists, ints), for ``build_change_model``."""
+    if architecture.get("network", "unet") != "unet":
+        record = architecture_record(architecture)
+        return {**record, "in_channels": int(record["in_channels"])}
     encoder = architecture.get("encoder_name")
+    full_resolution = {"full_resolution": True} if architecture.get("full_resolution") else {}
     return {
         "fusion": architecture.get("fusion"),
         "encoder_name": public_encoder_name(encoder) if isinstance(encoder, str) else encoder,
         "encoder_depth": int(architecture.get("encoder_depth", 0)),
         "decoder_channels": [int(c) for c in architecture.get("decoder_channels", [])],
         "in_channels": int(architecture.get("in_channels", 0)),
+        **full_resolution,
     }
 
 
@@ -659,7 +726,7 @@ def _given_architecture(architecture: Any, meta_path: Path) -> dict[str, Any]:
     """The canonical form of an architecture given to save_bundle, or an InputError."""
     try:
         return _architecture_of(architecture)
-    except (AttributeError, TypeError, ValueError) as err:
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise InputError(meta_path, f"meta architecture {architecture!r} is malformed") from err
 
 

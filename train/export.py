@@ -11,8 +11,9 @@ checkpoint you made yourself that holds other objects. Inference never reads a c
 
 What goes into the bundle, and where it comes from:
 
-- **architecture**: the task's saved hyperparameters (``in_channels``, ``fusion``,
-  ``encoder_name``, ``encoder_depth``, ``decoder_channels``), else the ``"groundbreak"`` record
+- **architecture**: the task's saved hyperparameters (``network``, ``in_channels``, ``fusion``,
+  ``encoder_name``, ``encoder_depth``, ``decoder_channels``, ``full_resolution``; what the
+  network uses of them), else the ``"groundbreak"`` record
   that :class:`~groundbreak.train.task.ChangeSegmentationTask` adds to its checkpoints;
 - **weights**: the task's ``model.*`` tensors, with the ``model.`` prefix stripped;
 - **bands, normalisation, chip size, pixel size, date matching**: with ``--chips``, that chips
@@ -49,13 +50,17 @@ from groundbreak.datasets.datamodule import ChipsDirectory
 from groundbreak.datasets.errors import InputError
 from groundbreak.train.arguments import threshold_argument
 from groundbreak.train.bundle import (
-    ARCHITECTURE_KEYS,
     ModelBundle,
     check_state_dict,
     load_bundle,
     save_bundle,
 )
-from groundbreak.train.model import ChangeUNet, SkippedStage
+from groundbreak.train.model import (
+    ChangeModel,
+    SkippedStage,
+    architecture_record,
+    build_change_model,
+)
 from groundbreak.train.task import CHECKPOINT_KEY as CHECKPOINT_RECORD_KEY
 
 MODEL_PREFIX = "model."
@@ -107,24 +112,28 @@ def load_checkpoint(path: Path, trust: bool = False) -> dict[str, Any]:
 
 
 def checkpoint_architecture(checkpoint: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """The ChangeUNet arguments saved in a checkpoint."""
+    """The architecture record of the model saved in a checkpoint (see
+    :func:`~groundbreak.train.model.architecture_record`)."""
     hparams = checkpoint.get("hyper_parameters") or {}
     record = checkpoint.get(CHECKPOINT_RECORD_KEY) or {}
     for candidate in (hparams, record.get("architecture") or {}):
-        if all(key in candidate for key in ARCHITECTURE_KEYS):
-            return {key: candidate[key] for key in ARCHITECTURE_KEYS}
+        try:
+            return architecture_record(candidate)
+        except (KeyError, ValueError, AttributeError):
+            continue
     raise InputError(
         path,
-        f"records no model architecture (hyperparameters {', '.join(ARCHITECTURE_KEYS)}); "
-        "was it saved by ChangeSegmentationTask?",
+        "records no model architecture (hyperparameters network, fusion, in_channels and, for a "
+        "U-Net, encoder_name, encoder_depth, decoder_channels); was it saved by "
+        "ChangeSegmentationTask?",
     )
 
 
-def checkpoint_model(checkpoint: Mapping[str, Any], path: Path) -> ChangeUNet:
-    """The ChangeUNet of a task checkpoint, its ``model.*`` weights loaded, in eval mode."""
+def checkpoint_model(checkpoint: Mapping[str, Any], path: Path) -> ChangeModel:
+    """The change model of a task checkpoint, its ``model.*`` weights loaded, in eval mode."""
     architecture = checkpoint_architecture(checkpoint, path)
     try:
-        model = ChangeUNet(**architecture)
+        model = build_change_model(architecture)
     except (TypeError, ValueError) as err:
         raise InputError(path, f"architecture {architecture} cannot be built: {err}") from err
     state = {
@@ -133,7 +142,7 @@ def checkpoint_model(checkpoint: Mapping[str, Any], path: Path) -> ChangeUNet:
         if name.startswith(MODEL_PREFIX)
     }
     if not state:
-        raise InputError(path, f"state_dict has no '{MODEL_PREFIX}*' weights of a ChangeUNet")
+        raise InputError(path, f"state_dict has no '{MODEL_PREFIX}*' weights of a change model")
     # Checkpoints from before deeper-than-depth stages were dropped still carry their weights.
     skipped = tuple(
         f"{name}." for name, module in model.named_modules() if isinstance(module, SkippedStage)
@@ -376,9 +385,10 @@ def main(argv: Sequence[str]) -> int:
     )
     f1 = bundle.meta["metrics"].get("val/f1")
     architecture = bundle.model.architecture
+    network = architecture.get("network") or architecture["encoder_name"]
     print(
         f"wrote model bundle {bundle.path} ({bundle.name}: {architecture['fusion']} "
-        f"{architecture['encoder_name']}, {len(bundle.bands)} bands {','.join(bundle.bands)}, "
+        f"{network}, {len(bundle.bands)} bands {','.join(bundle.bands)}, "
         f"chip {bundle.chip_size})"
     )
     print(f"threshold {bundle.threshold:.3f} from {bundle.meta['training']['threshold_source']}")

@@ -9,10 +9,21 @@ Three ways to fuse the two dates (Caye Daudt et al., ICIP 2018):
 - ``"siamese_concat"``: the same shared encoder, with the features of both dates concatenated at
   every scale, so the decoder sees twice the encoder's channels (FC-Siam-conc).
 
-Every variant has the same three parts, ``encoder``, ``decoder`` and ``segmentation_head``, so a
-state dict's keys depend only on the architecture, never on how the model was trained. The parts
-come from smp's public API: ``smp.create_model("unet", ...)`` builds them (the siamese_concat
-decoder is a second instance of the same decoder class, for the doubled channels). Encoders
+With ``full_resolution=True`` a light full-resolution stage (two 3x3 conv + batch norm + ReLU of
+:data:`FULL_RESOLUTION_CHANNELS` channels, reading each date, or the stacked dates for early
+fusion) is fused like the encoder features and read by the last decoder block as its skip, which
+smp's U-Net otherwise lacks (its first encoder scale is the input itself, and the decoder drops
+it). Off by default, so bundles without the key build as before.
+
+The published fully convolutional networks (FC-EF, FC-Siam-diff, FC-Siam-conc, FC-EF-Res) are in
+:mod:`groundbreak.train.fc_networks`; :func:`build_change_model` builds any of them from an
+architecture record (``network`` ``"unet"``, the default, ``"fc"`` or ``"fc_res"``).
+
+Every U-Net variant has the same three parts, ``encoder``, ``decoder`` and
+``segmentation_head`` (and ``full_resolution_stage`` when on), so a state dict's keys depend
+only on the architecture, never on how the model was trained. The parts come from smp's public
+API: ``smp.create_model("unet", ...)`` builds them (the siamese_concat and full-resolution
+decoders are a second instance of the same decoder class, for the other skip widths). Encoders
 are always built without pretrained weights (nothing is downloaded), and encoder stages deeper
 than ``encoder_depth`` are dropped (smp keeps them), so every parameter is trained and saved.
 Encoder names are recorded by their public name: smp's deprecated ``timm-`` aliases of timm
@@ -27,7 +38,7 @@ anything else. The output is one logit per pixel, ``(B, 1, H, W)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import segmentation_models_pytorch as smp
@@ -35,8 +46,19 @@ import timm
 import torch
 from torch import nn
 
+from groundbreak.train.fc_networks import FCEFRes, FCNet
+
 Fusion = Literal["early", "siamese_diff", "siamese_concat"]
 FUSIONS: tuple[str, ...] = get_args(Fusion)
+Network = Literal["unet", "fc", "fc_res"]
+NETWORKS: tuple[str, ...] = get_args(Network)
+"""``unet``: :class:`ChangeUNet`; ``fc``: FC-EF, FC-Siam-diff or FC-Siam-conc by fusion
+(:class:`FCNet`); ``fc_res``: FC-EF-Res (:class:`FCEFRes`)."""
+UNET_KEYS = ("fusion", "encoder_name", "encoder_depth", "decoder_channels", "in_channels")
+"""Architecture keys of a U-Net (``full_resolution`` is recorded only when on)."""
+FC_KEYS = ("network", "fusion", "in_channels")
+"""Architecture keys of the FC networks, whose layers are fixed."""
+FULL_RESOLUTION_CHANNELS = 16
 
 _TIMM_UNIVERSAL_ALIASES = ("timm-regnet", "timm-res2", "timm-resnest", "timm-mobilenetv3",
                            "timm-gernet")
@@ -79,6 +101,7 @@ class ChangeUNet(nn.Module):
             initialised. Deprecated aliases are recorded by their public name.
         encoder_depth: Number of encoder stages (downsamplings), 1 to 5.
         decoder_channels: Output channels of each decoder block; one per encoder stage.
+        full_resolution: Add the full-resolution stage read by the last decoder block.
 
     Raises:
         ValueError: For an unknown fusion or encoder, a bad depth, or decoder channels whose
@@ -92,6 +115,7 @@ class ChangeUNet(nn.Module):
         encoder_name: str = "resnet18",
         encoder_depth: int = 5,
         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+        full_resolution: bool = False,
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
@@ -115,6 +139,7 @@ class ChangeUNet(nn.Module):
         self.encoder_name = public_encoder_name(encoder_name)
         self.encoder_depth = int(encoder_depth)
         self.decoder_channels = decoder_channels
+        self.full_resolution = bool(full_resolution)
 
         encoder_in = 2 * self.in_channels if fusion == "early" else self.in_channels
         unet = smp.create_model(
@@ -126,14 +151,30 @@ class ChangeUNet(nn.Module):
             encoder_depth=self.encoder_depth,
             decoder_channels=decoder_channels,
         )
-        if fusion == "siamese_concat":  # the decoder reads both dates' features side by side
+        widen = 2 if fusion == "siamese_concat" else 1  # concat: both dates' features side by side
+        if widen > 1 or self.full_resolution:
+            encoder_channels = [widen * c for c in unet.encoder.out_channels]
+            if self.full_resolution:
+                # The decoder drops its first entry (the input scale): the stage's width goes
+                # second, so the last block is built to read it as its skip.
+                encoder_channels.insert(1, widen * FULL_RESOLUTION_CHANNELS)
             unet.decoder = type(unet.decoder)(
-                encoder_channels=[2 * c for c in unet.encoder.out_channels],
+                encoder_channels=encoder_channels,
                 decoder_channels=decoder_channels,
                 n_blocks=self.encoder_depth,
                 add_center_block=self.encoder_name.startswith("vgg"),
             )
             unet.initialize()
+        if self.full_resolution:
+            width = FULL_RESOLUTION_CHANNELS
+            self.full_resolution_stage = nn.Sequential(
+                nn.Conv2d(encoder_in, width, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            )
         self.encoder = unet.encoder
         self.decoder = unet.decoder
         self.segmentation_head = unet.segmentation_head
@@ -147,13 +188,16 @@ class ChangeUNet(nn.Module):
     @property
     def architecture(self) -> dict[str, Any]:
         """The constructor arguments, as recorded in a model bundle's ``model.json``."""
-        return {
+        record: dict[str, Any] = {
             "fusion": self.fusion,
             "encoder_name": self.encoder_name,
             "encoder_depth": self.encoder_depth,
             "decoder_channels": list(self.decoder_channels),
             "in_channels": self.in_channels,
         }
+        if self.full_resolution:
+            record["full_resolution"] = True
+        return record
 
     def check_input(self, before: torch.Tensor, after: torch.Tensor) -> None:
         """Raise ValueError unless both dates are ``(B, in_channels, H, W)`` with H, W divisible."""
@@ -183,11 +227,19 @@ class ChangeUNet(nn.Module):
         return self.segmentation_head(self.decoder(features))
 
     def _fused_features(self, before: torch.Tensor, after: torch.Tensor) -> list[torch.Tensor]:
-        """Encoder features of the pair, fused at every scale as the fusion mode says."""
+        """Encoder features of the pair, fused at every scale as the fusion mode says (with the
+        full-resolution stage's second, where the decoder reads it)."""
         if self.fusion == "early":
-            return self.encoder(torch.cat([before, after], dim=1))
+            x = torch.cat([before, after], dim=1)
+            features = self.encoder(x)
+            if self.full_resolution:
+                features.insert(1, self.full_resolution_stage(x))
+            return features
         # One pass of the shared encoder over both dates, split back along the batch.
-        both = self.encoder(torch.cat([before, after], dim=0))
+        x = torch.cat([before, after], dim=0)
+        both = self.encoder(x)
+        if self.full_resolution:
+            both.insert(1, self.full_resolution_stage(x))
         batch = before.shape[0]
         if self.fusion == "siamese_diff":
             return [torch.abs(f[:batch] - f[batch:]) for f in both]
@@ -234,3 +286,46 @@ def _drop_unused_stages(encoder: nn.Module, in_channels: int) -> None:
 
     if unused:
         prune(encoder)
+
+
+ChangeModel = ChangeUNet | FCNet | FCEFRes
+"""Any change model: ``model(before, after)`` gives logits; it has ``architecture``,
+``output_stride``, ``in_channels`` and ``check_input``."""
+
+
+def architecture_record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture record (``model.json["architecture"]``) of the model that ``values``
+    describe: task hyperparameters or a recorded architecture.
+
+    A U-Net records :data:`UNET_KEYS` (and ``full_resolution`` when on); an FC network
+    :data:`FC_KEYS`, its layers being fixed. ``network`` defaults to ``"unet"``.
+
+    Raises:
+        KeyError: When a key the network needs is missing.
+        ValueError: For an unknown network.
+    """
+    network = values.get("network", "unet")
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; expected one of {', '.join(NETWORKS)}")
+    if network != "unet":
+        return {key: values[key] for key in FC_KEYS}
+    record = {key: values[key] for key in UNET_KEYS}
+    if values.get("full_resolution"):
+        record["full_resolution"] = True
+    return record
+
+
+def build_change_model(architecture: Mapping[str, Any]) -> ChangeModel:
+    """The change model of an architecture record (see :func:`architecture_record`).
+
+    Raises:
+        KeyError: When a key the network needs is missing.
+        ValueError: For an unknown network, or arguments the network refuses.
+    """
+    record = architecture_record(architecture)
+    network = record.pop("network", "unet")
+    if network == "fc":
+        return FCNet(**record)
+    if network == "fc_res":
+        return FCEFRes(**record)
+    return ChangeUNet(**record)

@@ -1,4 +1,4 @@
-"""The LightningModule that trains a ChangeUNet on (before, after, mask) chips.
+"""The LightningModule that trains a change network on (before, after, mask) chips.
 
 Built like a torchgeo trainer: small hooks :meth:`configure_models`, :meth:`configure_losses` and
 :meth:`configure_metrics` build the parts from the saved hyperparameters, so a subclass can swap
@@ -25,7 +25,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from groundbreak.train.losses import ChangeLoss, LossName
 from groundbreak.train.metrics import PooledChangeMetrics
-from groundbreak.train.model import ChangeUNet, Fusion
+from groundbreak.train.model import Fusion, Network, build_change_model
 
 Scheduler = Literal["cosine", "onecycle", "none"]
 CHECKPOINT_KEY = "groundbreak"
@@ -73,10 +73,16 @@ class ChangeSegmentationTask(LightningModule):
 
     Args:
         in_channels: Bands per date (with LightningCLI, linked from the datamodule's band count).
+        network: ``"unet"`` (smp U-Net, the encoder and decoder below), ``"fc"`` (FC-EF,
+            FC-Siam-diff or FC-Siam-conc by ``fusion``) or ``"fc_res"`` (FC-EF-Res, early fusion);
+            see :mod:`groundbreak.train.fc_networks`. The FC networks have fixed layers: the
+            encoder, decoder and full-resolution arguments are ignored for them.
         fusion: How the dates are fused: ``"early"``, ``"siamese_diff"``, ``"siamese_concat"``.
         encoder_name: A segmentation-models-pytorch encoder, randomly initialised.
         encoder_depth: Encoder stages; inputs are padded to a multiple of ``2**encoder_depth``.
         decoder_channels: Width of each decoder block, one per encoder stage.
+        full_resolution: Add the U-Net's full-resolution stage (see
+            :class:`~groundbreak.train.model.ChangeUNet`).
         loss: ``"bce"``, ``"bce_dice"``, ``"focal_dice"`` or ``"bce_lovasz"`` (see
             :mod:`groundbreak.train.losses`).
         pos_weight: Weight of changed pixels in BCE (``None``: unweighted).
@@ -93,10 +99,12 @@ class ChangeSegmentationTask(LightningModule):
     def __init__(
         self,
         in_channels: int = 13,
+        network: Network = "unet",
         fusion: Fusion = "early",
         encoder_name: str = "resnet18",
         encoder_depth: int = 5,
         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+        full_resolution: bool = False,
         loss: LossName = "bce_dice",
         pos_weight: float | None = None,
         dice_weight: float = 1.0,
@@ -117,15 +125,17 @@ class ChangeSegmentationTask(LightningModule):
 
     # -- hooks -------------------------------------------------------------------------------
     def configure_models(self) -> None:
-        """Build :attr:`model`, the ChangeUNet."""
+        """Build :attr:`model`, the change network the hyperparameters name."""
         hp = self.hparams
-        self.model = ChangeUNet(
-            in_channels=hp.in_channels,
-            fusion=hp.fusion,
-            encoder_name=hp.encoder_name,
-            encoder_depth=hp.encoder_depth,
-            decoder_channels=tuple(hp.decoder_channels),
-        )
+        self.model = build_change_model({
+            "network": hp.get("network", "unet"),
+            "in_channels": hp.in_channels,
+            "fusion": hp.fusion,
+            "encoder_name": hp.encoder_name,
+            "encoder_depth": hp.encoder_depth,
+            "decoder_channels": tuple(hp.decoder_channels),
+            "full_resolution": hp.get("full_resolution", False),
+        })
         if hp.get("channels_last", False):
             self.model = self.model.to(memory_format=torch.channels_last)
 
