@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="name of the night (default: today's UTC date; key run_id)")
     parser.add_argument("--alert-threshold", type=float, metavar="S",
                         help="key alert_threshold")
-    parser.add_argument("--dismiss-margin", type=float, metavar="M", help="key dismiss_margin")
+    parser.add_argument("--dismiss-margin", type=float, metavar="M",
+                        help="deprecated and ignored (see the key alerts)")
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="key log_format")
     parser.add_argument("--device", type=device_argument,
                         help="predictor device: auto, cpu, cuda... (key predictor)")

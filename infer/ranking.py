@@ -178,7 +178,7 @@ def score_prediction(
     with bounded_gdal_cache(), open_raster(probability_path) as src:
         grid = dataset_grid(src)
         changes = [
-            _row(r.region_id, f"change region {r.region_id}", pair_id, "discovered",
+            site_row(r.region_id, f"change region {r.region_id}", pair_id, "discovered",
                  r.measure, r.geometry, grid, dates)
             for r in regions
         ]
@@ -194,7 +194,7 @@ def score_prediction(
             if measured is None:
                 continue  # on the grid's bounding box but on none of its pixels
             rows.append(
-                _row(site.site_id, site.name, pair_id, "watch", measured[0], geometry, grid,
+                site_row(site.site_id, site.name, pair_id, "watch", measured[0], geometry, grid,
                      dates, geometry_wgs84=to_crs(site.geometry, site.crs, WGS84))
             )
     return PairScores(sites=rows, changes=changes)
@@ -205,7 +205,7 @@ def _region_name(region_id: str, pair_id: str) -> str:
     return f"Change region {number} in {pair_id}"
 
 
-def _row(
+def site_row(
     site_id: str,
     name: str,
     pair_id: str,

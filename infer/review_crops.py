@@ -2,7 +2,9 @@
 
 The probability raster is the one the night published in the state directory
 (``runs/<night>/pairs/<pair_id>/probability.tif``): one outside the state directory is never
-read. The scenes are those the night scored: the pair's row of the pairs CSV named in that
+read. The scenes are those the night scored, as stored with the pair (paths and content hashes,
+:mod:`~groundbreak.infer.nightly.evidence`): a scene changed or gone since is said so, never
+replaced. Pairs stored before the state kept scenes fall back to the pairs CSV named in that
 night's config, or the two acquisitions of a catalogue or drop-folder pair stored in the state.
 Crops are drawn by the report's :func:`~groundbreak.infer.report.render_site_crops` (site
 outlined, full resolution, upsampled for the screen) and kept in a small cache.
@@ -19,6 +21,8 @@ from typing import Any
 from shapely import wkt
 
 from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.infer.nightly.evidence import stored_pair_spec
+from groundbreak.infer.nightly.hashing import ContentHasher
 from groundbreak.infer.nightly.state import NightlyState
 from groundbreak.infer.raster_io import PROBABILITY_FILE
 
@@ -63,9 +67,13 @@ class CropRenderer:
         probability = self.probability_path(dict(pair))
         if probability is None:
             return "the night's probability raster is gone (pruned?)"
-        spec = pair_spec(state, dict(pair))
+        spec = stored_pair_spec(dict(pair), ContentHasher(state, store=False))
+        if spec is None:  # a pair stored without its scenes (before state schema 3)
+            spec = pair_spec(state, dict(pair))
         if spec is None:
             return "the scenes of this pair are no longer listed where the night found them"
+        if isinstance(spec, str):
+            return spec
         try:
             crops = render_site_crops(
                 spec.open(with_label=False), probability, wkt.loads(alert["grid_outline"])

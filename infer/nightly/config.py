@@ -7,6 +7,7 @@ A bad config raises :class:`InputError` naming the file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping
@@ -18,13 +19,12 @@ from typing import Any
 import yaml
 
 from groundbreak.datasets.errors import InputError
+from groundbreak.infer.nightly.alert_policy import AlertPolicy
 from groundbreak.infer.nightly.logging import LOG_FORMATS
+from groundbreak.infer.nightly.pairing import DEFAULT_PAIRING, PairingRule
 from groundbreak.infer.ranking import DEFAULT_ALERT_THRESHOLD
 from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2
 from groundbreak.infer.sites import DEFAULT_MIN_AREA_M2
-
-DEFAULT_DISMISS_MARGIN = 0.15
-"""A dismissed site alerts again once its score is this much (absolute) above its dismissal."""
 
 DEFAULT_FOOTPRINT_IOU = 0.9
 """Two STAC items without a tile id are the same ground when their footprints overlap this much."""
@@ -89,9 +89,26 @@ KEYS: dict[str, KeySpec] = {
         "Sites scoring at least this (0..1) are alerts.",
     ),
     "dismiss_margin": KeySpec(
-        "probability", DEFAULT_DISMISS_MARGIN,
-        "A dismissed site alerts again only when its score reaches the score at dismissal plus "
-        "this margin (absolute, 0..1).",
+        "probability", None,
+        "Deprecated and ignored (a warning says so): a dismissed site now comes back when it "
+        "grows; see alerts.regrow_ratio, alerts.regrow_m2 and alerts.realert_share.",
+    ),
+    "pairing": KeySpec(
+        "pairing", DEFAULT_PAIRING,
+        "How a new acquisition (STAC, drop folder) finds the earlier one it is compared with: "
+        "rule (reference: the clearest acquisition within window_days of the same date "
+        "1..max_years years earlier, else the oldest clear one at least min_gap_days earlier, "
+        "else none (a baseline); consecutive: the latest earlier clear one), window_days "
+        "(30), max_years (3), min_gap_days (180). A pairs CSV keeps its own pairs.",
+    ),
+    "alerts": KeySpec(
+        "alerts", AlertPolicy(),
+        "The alert policy (docs/operator.md): confirm_detections (2) within "
+        "confirm_window_days (120) make a candidate an alert, or one detection scoring at "
+        "least confirm_score (0.97); clear_after (2) clear non-detections in a row end a "
+        "candidate or an undecided alert (cleared); a dismissed site comes back when its "
+        "changed area grows by regrow_ratio (0.5) and regrow_m2 (5000) or its score reaches "
+        "s_d + realert_share (0.5) x (1 - s_d).",
     ),
     "min_area_m2": KeySpec(
         "non_negative", DEFAULT_MIN_AREA_M2,
@@ -162,7 +179,9 @@ class NightlyConfig:
     drop_folder: Path | None = None
     sites: Path | None = None
     alert_threshold: float = DEFAULT_ALERT_THRESHOLD
-    dismiss_margin: float = DEFAULT_DISMISS_MARGIN
+    dismiss_margin: float | None = None
+    pairing: PairingRule = DEFAULT_PAIRING
+    alerts: AlertPolicy = field(default_factory=AlertPolicy)
     min_area_m2: float = DEFAULT_MIN_AREA_M2
     area_scale: float = DEFAULT_AREA_SCALE_M2
     predictor: dict[str, Any] = field(default_factory=dict)
@@ -198,7 +217,19 @@ class NightlyConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """Every key with its value (paths as strings), as recorded with each run."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, PairingRule | AlertPolicy):
+                value = dataclasses.asdict(value)
+            out[key] = value
+        return out
+
+    @property
+    def policy(self) -> AlertPolicy:
+        """The alert policy, with the config's alert threshold."""
+        return dataclasses.replace(self.alerts, threshold=self.alert_threshold)
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -336,6 +367,8 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
             raise fail(f"cloud_mask must be one of {', '.join(CLOUD_MASK_MODES)}, "
                        f"got {raw['cloud_mask']!r}")
         return dict(raw)
+    if kind in ("pairing", "alerts"):
+        return _parse_section(PairingRule if kind == "pairing" else AlertPolicy, raw, fail)
     if kind == "cluster":
         from groundbreak.infer.nightly.cluster import parse_cluster
 
@@ -355,6 +388,30 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
             raise fail(f"must be one of {', '.join(LOG_FORMATS)}, got {raw!r}")
         return raw
     raise AssertionError(f"unhandled key kind {kind}")
+
+
+def _parse_section(kind: type, raw: Any, fail: Any) -> Any:
+    """A mapping of a config section (``pairing``, ``alerts``) as its dataclass."""
+    if not isinstance(raw, dict):
+        raise fail(f"expected a mapping, got {raw!r}")
+    known = [f.name for f in dataclasses.fields(kind) if f.name != "threshold"]
+    unknown = sorted(str(k) for k in raw if k not in known)
+    if unknown:
+        raise fail(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    numbers = {k: v for k, v in raw.items() if k != "rule"}
+    for name, value in numbers.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            value
+        ):
+            raise fail(f"option {name}: expected a number, got {value!r}")
+        if isinstance(next(f for f in dataclasses.fields(kind) if f.name == name).default, int):
+            if value != int(value):
+                raise fail(f"option {name}: expected a whole number, got {value!r}")
+            raw = {**raw, name: int(value)}
+    try:
+        return kind(**raw)
+    except ValueError as err:
+        raise fail(str(err)) from None
 
 
 def describe_keys() -> str:

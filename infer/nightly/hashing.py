@@ -24,10 +24,12 @@ BUNDLE_FILES = ("model.json", "model.safetensors")
 
 class ContentHasher:
     """sha256 of files, cached in the nightly state by (path, size, mtime_ns); no cache without
-    a state (a cluster worker checks the model it loads so)."""
+    a state (a cluster worker checks the model it loads so). With ``store`` False the cache is
+    read but never written (a read-only state)."""
 
-    def __init__(self, state: NightlyState | None) -> None:
+    def __init__(self, state: NightlyState | None, store: bool = True) -> None:
         self.state = state
+        self.store = store
         self.hashed_bytes = 0
         """Bytes actually read (not served from the cache) by this hasher."""
 
@@ -56,7 +58,7 @@ class ContentHasher:
             raise InputError(path, f"cannot be read ({err.strerror})") from err
         self.hashed_bytes += stat.st_size
         value = digest.hexdigest()
-        if self.state is not None:
+        if self.state is not None and self.store:
             self.state.store_hash(str(path), stat.st_size, stat.st_mtime_ns, value)
         return value
 

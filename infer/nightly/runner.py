@@ -47,10 +47,11 @@ from groundbreak.infer.nightly.config import NightlyConfig
 from groundbreak.infer.nightly.hashing import ContentHasher, digest_of
 from groundbreak.infer.nightly.lock import RunLock
 from groundbreak.infer.nightly.logging import NightLog, utc_now
+from groundbreak.infer.nightly.pairing import pair_acquisitions
 from groundbreak.infer.nightly.remote import refusal
+from groundbreak.infer.nightly.revisits import footprint_lonlat, revisit_sites
 from groundbreak.infer.nightly.sources import (
     NightInputs,
-    pair_acquisitions,
     pairs_from_csv,
     pairs_from_drop_folder,
     pairs_from_stac,
@@ -63,7 +64,6 @@ from groundbreak.infer.ranking import (
     PairOutcome,
     PairScores,
     RankResult,
-    alert_rows,
     process_pair,
     rank_changes,
     rank_sites,
@@ -143,6 +143,8 @@ class NightSummary:
             "new_alerts": len(self.alerts.new) + len(self.alerts.realerted),
             "ongoing_alerts": len(self.alerts.ongoing),
             "suppressed_alerts": len(self.alerts.suppressed),
+            "candidates": len(self.alerts.candidates),
+            "cleared_alerts": len(self.alerts.cleared),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,6 +209,10 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
         )
         log.event("night_started", run_id=config.run_id, attempt=attempt, model=str(bundle.path),
                   source=config.source_kind, cleaned_temps=len(removed))
+        if config.dismiss_margin is not None:
+            log.event("config_deprecated", level="warning", key="dismiss_margin",
+                      reason="ignored: a dismissed site comes back when it grows (keys "
+                      "alerts.regrow_ratio, alerts.regrow_m2, alerts.realert_share)")
         try:
             inputs = read_source(config, state)
         except InputError:
@@ -310,12 +316,14 @@ def read_source(config: NightlyConfig, state: NightlyState) -> NightInputs:
     """The night's pairs from the configured source."""
     if config.pairs is not None:
         return pairs_from_csv(config.pairs)
-    cloudy = state.cloudy_scenes(config.cloudy_fraction)
+    clouds = state.cloud_fractions()
     if config.stac is not None:
         return pairs_from_stac(config.stac, config.state_dir, state.acquisitions(),
-                               config.footprint_iou, cloudy)
+                               config.footprint_iou, config.pairing, clouds,
+                               config.cloudy_fraction)
     assert config.drop_folder is not None
-    return pairs_from_drop_folder(config.drop_folder, state.acquisitions(), cloudy)
+    return pairs_from_drop_folder(config.drop_folder, state.acquisitions(), config.pairing,
+                                  clouds, config.cloudy_fraction)
 
 
 def repair_after_clouds(
@@ -323,11 +331,11 @@ def repair_after_clouds(
 ) -> list[PairSpec]:
     """The night's remaining pairs, paired again now that a scene turned out cloudy.
 
-    An acquisition after a cloudy one is compared with the latest earlier acquisition of its
-    ground that was clear (see :func:`~groundbreak.infer.nightly.sources.pair_acquisitions`).
+    A cloudy acquisition is no reference: the acquisitions compared with it are paired again
+    (see :func:`~groundbreak.infer.nightly.pairing.pair_acquisitions`).
     """
-    cloudy = state.cloudy_scenes(config.cloudy_fraction)
-    pairs, _ = pair_acquisitions(inputs.acquisitions, state.acquisitions(), cloudy)
+    pairs, _ = pair_acquisitions(inputs.acquisitions, state.acquisitions(), config.pairing,
+                                 state.cloud_fractions(), config.cloudy_fraction)
     return [p for p in pairs if str(p.after) not in scored_afters]
 
 
@@ -439,17 +447,41 @@ class PairScorer:
         if cloudy:  # too cloudy to judge: its watch-list sites were not observed
             sites = [dict(row, observed=False) for row in sites if row["kind"] == "watch"]
             changes = []
+        revisits = [] if cloudy or self.sites is not None else self.revisits(spec, final)
         seconds = time.perf_counter() - started
         match_iou = self.config.site_match_iou if self.sites is None else None
         self.state.record_done(run_id, self.attempt, spec.pair_id, inputs_hash,
                                self.model_hash, str(final), seconds, sites, changes,
-                               site_match_iou=match_iou)
+                               site_match_iou=match_iou, scenes=self.scenes(spec),
+                               revisits=revisits)
         if cloudy:
             reason = (f"cloudy: clouds and shadows hide {clouds['either']:.0%} of the pair "
                       f"(before {clouds['before']:.0%}, after {clouds['after']:.0%})")
             return PairRecord(spec.pair_id, "skipped", seconds, reason=reason,
                               outputs=str(final), clouds=clouds)
         return PairRecord(spec.pair_id, "scored", seconds, outputs=str(final), clouds=clouds)
+
+    def scenes(self, spec: PairSpec) -> dict[str, Any]:
+        """Which scenes a pair was read from: paths and content hashes (the evidence kept)."""
+        return {
+            "before": {"path": str(spec.before), "sha256": self.hasher.scene_digest(spec.before),
+                       "date": spec.before_date},
+            "after": {"path": str(spec.after), "sha256": self.hasher.scene_digest(spec.after),
+                      "date": spec.after_date},
+        }
+
+    def revisits(self, spec: PairSpec, final: Path) -> list[dict[str, Any]]:
+        """The discovered sites the alert policy follows, measured on this pair
+        (:mod:`~groundbreak.infer.nightly.revisits`)."""
+        probability = final / PROBABILITY_FILE
+        bounds = footprint_lonlat(probability)
+        tracked = self.state.tracked_sites(bounds) if bounds is not None else []
+        if not tracked:
+            return []
+        dates = {"before_date": spec.before_date or "", "after_date": spec.after_date or ""}
+        threshold = getattr(self.predictor, "threshold", None) or self.bundle.threshold
+        return revisit_sites(probability, tracked, spec.pair_id, float(threshold),
+                             self.config.area_scale, dates)
 
     def record_clouds(self, spec: PairSpec, outcome: PairOutcome) -> dict[str, float]:
         """Store how much of each scene clouds hid; return the pair's cloud fractions."""
@@ -497,37 +529,39 @@ def write_night_outputs(
     specs: Sequence[PairSpec],
     bundle: Any,
 ) -> None:
-    """Rank every site of the night (new and reused), update alerts, write the run folder."""
+    """Apply the night's new observations to the alerts, then write the run folder: the sites
+    of the pairs this night scored (``sites.csv``) and every open alert (``alerts.csv``)."""
     run_dir = summary.run_dir
-    rows = [_expand(r) for r in state.night_scores(config.run_id)]
+    observed = state.night_scores(config.run_id, new_only=True)
+    summary.alerts = state.update_alerts(config.run_id, observed, config.policy)
+    rows = [_expand(r) for r in observed]
     summary.sites = len(rows)
-    summary.alerts = state.update_alerts(
-        config.run_id, rows, config.alert_threshold, config.dismiss_margin
-    )
     ranked = rank_sites(rows)
-    suppressed = set(summary.alerts.suppressed)
-    alerts = alert_rows(ranked, config.alert_threshold)
-    alerts = alerts[~alerts["site_id"].isin(suppressed)].reset_index(drop=True)
+    alerts = rank_sites([_expand(r) for r in state.open_alert_rows()])
     fresh = set(summary.alerts.new) | set(summary.alerts.realerted)
     summary.new_alerts = [
         {k: _plain(row.get(k)) for k in ("site_id", "name", "pair_id", "score",
                                          "changed_area_m2", "lon", "lat")}
         for row in best_per_site(rows) if str(row["site_id"]) in fresh
     ]
-    changes = pd.DataFrame([_expand_geometries(c) for c in state.night_changes(config.run_id)])
+    changes = pd.DataFrame([_expand_geometries(c) for c in
+                            state.night_changes(config.run_id, new_only=True)])
     failures = pd.DataFrame(summary.failures, columns=list(FAILURE_COLUMNS))
     write_run_tables(run_dir, ranked, alerts, changes, failures)
     if config.report:
         from groundbreak.infer.report import write_report
 
         outputs = {p.pair_id: p.outputs for p in summary.pairs if p.outputs}
+        specs = {s.pair_id: s for s in specs}
+        for pair_id, (spec, stored) in earlier_alert_pairs(state, alerts, specs).items():
+            specs[pair_id], outputs[pair_id] = spec, stored
         result = RankResult(
             out_dir=run_dir, sites=ranked, alerts=alerts, changes=changes, failures=failures,
             timings=pd.DataFrame([vars(p) for p in summary.pairs]),
             probability_paths={k: Path(v) / "probability.tif" for k, v in outputs.items()},
         )
         write_report(
-            run_dir / REPORT_HTML, result, pairs={s.pair_id: s for s in specs},
+            run_dir / REPORT_HTML, result, pairs=specs,
             settings={
                 "model": getattr(bundle, "name", "model"),
                 "threshold": getattr(bundle, "threshold", None),
@@ -540,10 +574,31 @@ def write_night_outputs(
         )
 
 
+def earlier_alert_pairs(
+    state: NightlyState, alerts: pd.DataFrame, known: Mapping[str, PairSpec]
+) -> dict[str, tuple[PairSpec, str]]:
+    """(spec, outputs) of the pairs that scored open alerts on earlier nights, from the scenes
+    stored with them (:mod:`.evidence`); a pair whose scenes changed or are gone is left out,
+    so its card says the imagery is not available."""
+    from groundbreak.infer.nightly.evidence import stored_pair_spec
+
+    hasher = ContentHasher(state)
+    out: dict[str, tuple[PairSpec, str]] = {}
+    for pair_id in sorted(set(alerts.get("pair_id", pd.Series(dtype=str))) - set(known)):
+        row = state.db.execute(
+            "SELECT * FROM pairs WHERE pair_id = ? AND status = 'done' ORDER BY id DESC",
+            (pair_id,),
+        ).fetchone()
+        spec = stored_pair_spec(dict(row), hasher) if row is not None else None
+        if isinstance(spec, PairSpec) and outputs_exist(row["outputs"]):
+            out[pair_id] = (spec, row["outputs"])
+    return out
+
+
 def _expand(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored site score as a ranking row: details unpacked, geometries parsed."""
     out = {k: v for k, v in row.items() if k not in ("details", "pair_row")}
-    out.update(json.loads(row["details"] or "{}"))
+    out.update(json.loads(row.get("details") or "{}"))
     return _expand_geometries(out)
 
 

@@ -27,14 +27,12 @@ scene manifest (``…json``). Names starting
 with ``.`` or ending in ``.partial`` / ``.tmp`` are ignored: copy a scene in under such a name
 and rename it when complete.
 
-**Pairing rule** (STAC and drop folder): every acquisition in the source is paired with the
-*latest earlier* acquisition of the same ground, among the source and every acquisition the state
-has seen (``before`` = that earlier one, ``after`` = this one), leaving out acquisitions that
-turned out cloudy when scored (``cloudy_fraction`` of the nightly config): a change that happened
-under clouds is found by the next clear acquisition, compared with the last clear one. The first
-acquisition of a ground is a *baseline*: it is stored, and there is nothing to compare yet. The
-pair id is ``<ground>_<before YYYYMMDD>_<after YYYYMMDD>``, so the same source yields the same
-pairs every time and pairs done already are skipped.
+**Pairing** (STAC and drop folder): every acquisition in the source is paired with its
+*reference*, an earlier acquisition of the same ground among the source and every acquisition the
+state has seen, by the config's ``pairing`` rule (:mod:`~groundbreak.infer.nightly.pairing`: by
+default the clearest acquisition of the same season a year or more earlier), leaving out
+acquisitions that turned out cloudy when scored (``cloudy_fraction``). An acquisition with no
+reference yet is a *baseline*: it is stored, and compared later.
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -54,10 +52,11 @@ from shapely.geometry.base import BaseGeometry
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
-from groundbreak.datasets.path_ids import GROUND_ID, check_ground_id
+from groundbreak.datasets.path_ids import check_ground_id
 from groundbreak.datasets.scene import RASTER_SUFFIXES
 from groundbreak.datasets.stac_scene import stac_item_manifest
 from groundbreak.infer.atomic import atomic_write_json
+from groundbreak.infer.nightly.pairing import DEFAULT_PAIRING, PairingRule, pair_acquisitions
 from groundbreak.infer.nightly.site_identity import intersection_over_union
 from groundbreak.infer.nightly.state import AcquisitionRecord
 
@@ -99,46 +98,6 @@ def pairs_from_csv(path: str | Path) -> NightInputs:
     from groundbreak.datasets.layouts import read_pairs_csv
 
     return NightInputs(pairs=list(read_pairs_csv(path)))
-
-
-def pair_acquisitions(
-    new: Sequence[AcquisitionRecord],
-    known: Sequence[AcquisitionRecord],
-    cloudy: Collection[str] = frozenset(),
-) -> tuple[list[PairSpec], list[AcquisitionRecord]]:
-    """Pair each new acquisition with the latest earlier one of its ground (see module doc)
-    that did not turn out cloudy (its scene in ``cloudy``: it never serves as a 'before').
-
-    Returns:
-        The pairs, and the new acquisitions that have no earlier one (baselines).
-    """
-    by_ground: dict[str, dict[str, AcquisitionRecord]] = {}
-    for record in (r for r in known if GROUND_ID.match(r.ground_id)):  # ids checked on entry
-        by_ground.setdefault(record.ground_id, {})[record.acquired] = record
-    for record in new:  # the source's own record of an acquisition wins over the stored one
-        by_ground.setdefault(record.ground_id, {})[record.acquired] = record
-    pairs: list[PairSpec] = []
-    baselines: list[AcquisitionRecord] = []
-    for record in sorted(new, key=lambda r: (r.ground_id, r.acquired)):
-        earlier = [
-            d for d, r in by_ground[record.ground_id].items()
-            if d < record.acquired and r.scene not in cloudy
-        ]
-        if not earlier:
-            baselines.append(record)
-            continue
-        before = by_ground[record.ground_id][max(earlier)]
-        pairs.append(
-            PairSpec(
-                pair_id=f"{record.ground_id}_{_compact(before.acquired)}_"
-                f"{_compact(record.acquired)}",
-                before=Path(before.scene),
-                after=Path(record.scene),
-                before_date=before.acquired,
-                after_date=record.acquired,
-            )
-        )
-    return pairs, baselines
 
 
 # -- drop folder ---------------------------------------------------------------------------------
@@ -203,12 +162,14 @@ def _drop_entry(entry: Path) -> AcquisitionRecord | None:
 def pairs_from_drop_folder(
     folder: str | Path,
     known: Sequence[AcquisitionRecord],
-    cloudy: Collection[str] = frozenset(),
+    rule: PairingRule = DEFAULT_PAIRING,
+    clouds: Mapping[str, float] | None = None,
+    cloudy_fraction: float = 1.0,
 ) -> NightInputs:
-    """The night's pairs from a drop folder, paired against the acquisitions the state knows
-    (but never after a ``cloudy`` scene)."""
+    """The night's pairs from a drop folder, paired by ``rule`` against the acquisitions the
+    state knows (see :func:`~groundbreak.infer.nightly.pairing.pair_acquisitions`)."""
     records, ignored, problems = drop_folder_acquisitions(folder)
-    pairs, baselines = pair_acquisitions(records, known, cloudy)
+    pairs, baselines = pair_acquisitions(records, known, rule, clouds, cloudy_fraction)
     return NightInputs(pairs=pairs, acquisitions=records, baselines=baselines, ignored=ignored,
                        problems=problems)
 
@@ -221,7 +182,9 @@ def pairs_from_stac(
     state_dir: str | Path,
     known: Sequence[AcquisitionRecord],
     footprint_iou: float = 0.9,
-    cloudy: Collection[str] = frozenset(),
+    rule: PairingRule = DEFAULT_PAIRING,
+    clouds: Mapping[str, float] | None = None,
+    cloudy_fraction: float = 1.0,
 ) -> NightInputs:
     """The night's pairs from a STAC ItemCollection JSON file (see the module docstring).
 
@@ -255,7 +218,9 @@ def pairs_from_stac(
             continue
         seen[key] = item.id
         inputs.acquisitions.append(record)
-    inputs.pairs, inputs.baselines = pair_acquisitions(inputs.acquisitions, known, cloudy)
+    inputs.pairs, inputs.baselines = pair_acquisitions(
+        inputs.acquisitions, known, rule, clouds, cloudy_fraction
+    )
     return inputs
 
 
@@ -362,8 +327,3 @@ def _iso_date(text: str) -> str:
     if len(text) == 8:
         return datetime.strptime(text, "%Y%m%d").date().isoformat()
     return date.fromisoformat(text).isoformat()
-
-
-def _compact(acquired: str) -> str:
-    return acquired.replace("-", "")
-

@@ -42,19 +42,26 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import quote
 
 from groundbreak.datasets.errors import is_disk_full
+from groundbreak.infer.nightly.alert_policy import (
+    TRACKED_STATUSES,
+    AlertPolicy,
+    Observation,
+    SiteStatus,
+    next_status,
+)
 from groundbreak.infer.nightly.logging import utc_now
 
 DB_NAME = "state.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-AlertStatus = Literal["new", "ongoing", "confirmed", "dismissed"]
-ALERT_STATUSES: tuple[str, ...] = ("new", "ongoing", "confirmed", "dismissed")
+AlertStatus = Literal["candidate", "new", "ongoing", "confirmed", "dismissed", "cleared"]
+ALERT_STATUSES: tuple[str, ...] = get_args(AlertStatus)
 OPEN_STATUSES: tuple[str, ...] = ("new", "ongoing")
-"""Statuses of an alert that waits for an analyst."""
+"""Statuses of an alert that waits for an analyst (a ``candidate`` waits for confirmation)."""
 
 Decision = Literal["confirm", "dismiss", "reopen"]
 DECISIONS: tuple[str, ...] = ("confirm", "dismiss", "reopen")
@@ -92,7 +99,8 @@ CREATE TABLE IF NOT EXISTS pairs (
     reason TEXT,
     outputs TEXT,
     seconds REAL,
-    finished_at TEXT NOT NULL
+    finished_at TEXT NOT NULL,
+    scenes TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS pairs_done_once
     ON pairs (pair_id, inputs_hash, model_hash) WHERE status = 'done';
@@ -149,7 +157,8 @@ CREATE TABLE IF NOT EXISTS file_hashes (
 CREATE TABLE IF NOT EXISTS alerts (
     site_id TEXT PRIMARY KEY,
     name TEXT,
-    status TEXT NOT NULL CHECK (status IN ('new', 'ongoing', 'confirmed', 'dismissed')),
+    status TEXT NOT NULL CHECK (status IN
+        ('candidate', 'new', 'ongoing', 'confirmed', 'dismissed', 'cleared')),
     score REAL NOT NULL,
     max_score REAL NOT NULL,
     dismissed_score REAL,
@@ -159,7 +168,22 @@ CREATE TABLE IF NOT EXISTS alerts (
     lon REAL,
     lat REAL,
     note TEXT,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    changed_area_m2 REAL,
+    dismissed_area_m2 REAL
+);
+CREATE TABLE IF NOT EXISTS site_observations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    site_id TEXT NOT NULL,
+    pair_id TEXT NOT NULL,
+    pair_row INTEGER,
+    run_id TEXT NOT NULL,
+    acquired TEXT,
+    kind TEXT NOT NULL CHECK (kind IN ('detection', 'clear', 'unobserved')),
+    score REAL,
+    changed_area_m2 REAL,
+    valid_fraction REAL,
+    UNIQUE (site_id, pair_id)
 );
 CREATE TABLE IF NOT EXISTS discovered_sites (
     number INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -206,6 +230,20 @@ class AlertOutcome:
     suppressed: list[str] = field(default_factory=list)
     unobserved: list[str] = field(default_factory=list)
     """Alerting sites that clouds (or the swath) hid this night: their status stays."""
+    candidates: list[str] = field(default_factory=list)
+    """Sites detected, not yet confirmed (first detection, or not enough detections yet)."""
+    cleared: list[str] = field(default_factory=list)
+    """Candidates and undecided alerts ended by repeated clear non-detections."""
+    seen: list[str] = field(default_factory=list)
+    """Confirmed sites detected again."""
+
+
+_OUTCOME_OF_EVENT = {
+    "new": "new", "realerted": "realerted", "ongoing": "ongoing", "suppressed": "suppressed",
+    "unobserved": "unobserved", "candidate": "candidates", "detected": "candidates",
+    "cleared": "cleared", "seen": "seen",
+}
+"""Which :class:`AlertOutcome` list a night's alert event counts in."""
 
 
 class AlertConflictError(Exception):
@@ -397,6 +435,11 @@ class NightlyState:
         ).fetchall()
         return {r["scene"] for r in rows}
 
+    def cloud_fractions(self) -> dict[str, float]:
+        """The measured share of each scene (by path) that clouds or shadows hid."""
+        rows = self.db.execute("SELECT scene, cloud_fraction FROM scene_clouds").fetchall()
+        return {r["scene"]: float(r["cloud_fraction"]) for r in rows}
+
     def acquisitions(self, ground_id: str | None = None) -> list[AcquisitionRecord]:
         """Stored acquisitions (of one ground, when given), ordered by ground and date."""
         query = "SELECT ground_id, acquired, scene, source, footprint FROM acquisitions"
@@ -430,20 +473,28 @@ class NightlyState:
         sites: Sequence[Mapping[str, Any]],
         changes: Sequence[Mapping[str, Any]] = (),
         site_match_iou: float | None = None,
+        scenes: Mapping[str, Any] | None = None,
+        revisits: Sequence[Mapping[str, Any]] = (),
     ) -> int:
         """Mark a pair done with its sites and change regions, linked to the night, atomically.
 
         Call it only after the pair's outputs are in their final place. Site and change rows
         are ranking rows; their columns beyond the site columns go to ``details`` (JSON).
         With ``site_match_iou``, discovered sites take stable ids (see :mod:`.site_identity`).
+        ``scenes`` records which scenes the pair was read from (paths and content hashes).
+        ``revisits`` are known sites measured again on this pair (:mod:`.revisits`); those that
+        a discovered region of the pair matched already are left out.
         A pair done before with the same hashes (scored again because its outputs were
         removed) keeps its row, with the new outputs and scores.
         """
+        scenes_json = json.dumps(dict(scenes), default=str) if scenes is not None else None
         with self.transaction() as db:
             if site_match_iou is not None:
                 sites, changes = _stable_discovered_ids(
                     db, run_id, pair_id, sites, changes, site_match_iou
                 )
+            found = {str(s["site_id"]) for s in sites}
+            sites = [*sites, *(r for r in revisits if str(r["site_id"]) not in found)]
             earlier = db.execute(
                 "SELECT id FROM pairs WHERE pair_id = ? AND inputs_hash = ? AND model_hash = ? "
                 "AND status = 'done'",
@@ -452,18 +503,19 @@ class NightlyState:
             if earlier is not None:
                 row = int(earlier["id"])
                 db.execute(
-                    "UPDATE pairs SET outputs = ?, seconds = ?, finished_at = ? WHERE id = ?",
-                    (outputs, seconds, utc_now(), row),
+                    "UPDATE pairs SET outputs = ?, seconds = ?, finished_at = ?, scenes = ? "
+                    "WHERE id = ?",
+                    (outputs, seconds, utc_now(), scenes_json, row),
                 )
                 db.execute("DELETE FROM site_scores WHERE pair_row = ?", (row,))
                 db.execute("DELETE FROM change_regions WHERE pair_row = ?", (row,))
             else:
                 cursor = db.execute(
                     "INSERT INTO pairs (run_id, attempt, pair_id, inputs_hash, model_hash, "
-                    "status, outputs, seconds, finished_at) "
-                    "VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?)",
+                    "status, outputs, seconds, finished_at, scenes) "
+                    "VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, ?)",
                     (run_id, attempt, pair_id, inputs_hash, model_hash, outputs, seconds,
-                     utc_now()),
+                     utc_now(), scenes_json),
                 )
                 row = int(cursor.lastrowid)
             db.executemany(
@@ -556,24 +608,85 @@ class NightlyState:
         row = self.db.execute("SELECT outputs FROM pairs WHERE id = ?", (pair_row,)).fetchone()
         return row["outputs"] if row else None
 
-    def night_changes(self, run_id: str) -> list[dict[str, Any]]:
-        """Every discovered change region of a night's pairs (details expanded), best first."""
+    def night_changes(self, run_id: str, new_only: bool = False) -> list[dict[str, Any]]:
+        """Every discovered change region of a night's pairs (details expanded), best first;
+        with ``new_only``, only those of the pairs the night scored itself."""
+        where = " AND n.reused = 0" if new_only else ""
         rows = self.db.execute(
             "SELECT c.region_id, c.score, c.details FROM night_pairs n "
-            "JOIN change_regions c ON c.pair_row = n.pair_row WHERE n.run_id = ? "
+            f"JOIN change_regions c ON c.pair_row = n.pair_row WHERE n.run_id = ?{where} "
             "ORDER BY c.score DESC, c.region_id",
             (run_id,),
         ).fetchall()
         return [{**json.loads(r["details"]), "region_id": r["region_id"]} for r in rows]
 
-    def night_scores(self, run_id: str) -> list[dict[str, Any]]:
-        """Every site score ranked in a night (new and reused), best first."""
+    def night_scores(self, run_id: str, new_only: bool = False) -> list[dict[str, Any]]:
+        """Every site score of a night's pairs, best first; with ``new_only``, only those of
+        the pairs the night scored itself (a reused pair is no new observation)."""
+        where = " AND reused = 0" if new_only else ""
         rows = self.db.execute(
-            "SELECT * FROM night_site_scores WHERE run_id = ? ORDER BY score DESC, site_id, "
-            "pair_id",
+            f"SELECT * FROM night_site_scores WHERE run_id = ?{where} "
+            "ORDER BY score DESC, site_id, pair_id",
             (run_id,),
         ).fetchall()
         return [dict(r) for r in rows]
+
+    def tracked_sites(self, bounds: tuple[float, float, float, float]) -> list[dict[str, Any]]:
+        """Discovered sites with a tracked status (:data:`TRACKED_STATUSES`) whose latest
+        outline (lon/lat) meets ``bounds`` (min lon, min lat, max lon, max lat)."""
+        marks = ", ".join("?" * len(TRACKED_STATUSES))
+        rows = self.db.execute(
+            "SELECT d.site_id, d.outline, a.name, a.status FROM discovered_sites d "
+            f"JOIN alerts a ON a.site_id = d.site_id WHERE a.status IN ({marks}) "
+            "AND d.space = 'EPSG:4326' AND d.maxx >= ? AND d.minx <= ? AND d.maxy >= ? "
+            "AND d.miny <= ? ORDER BY d.number",
+            (*TRACKED_STATUSES, bounds[0], bounds[2], bounds[1], bounds[3]),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def open_alert_rows(self) -> list[dict[str, Any]]:
+        """The latest stored site row of every open alert (new, ongoing), best first; alerts
+        without a stored row (older states) give their own columns."""
+        marks = ", ".join("?" * len(OPEN_STATUSES))
+        alerts = self.db.execute(
+            f"SELECT * FROM alerts WHERE status IN ({marks}) ORDER BY score DESC, site_id",
+            OPEN_STATUSES,
+        ).fetchall()
+        rows = []
+        for alert in map(dict, alerts):
+            stored = self.db.execute(
+                "SELECT s.*, p.pair_id FROM site_scores s JOIN pairs p ON p.id = s.pair_row "
+                "WHERE s.site_id = ? AND p.pair_id = ? ORDER BY p.id DESC LIMIT 1",
+                (alert["site_id"], alert["pair_id"]),
+            ).fetchone()
+            row = dict(stored) if stored else {k: alert.get(k) for k in SITE_COLUMNS}
+            row.setdefault("changed_area_m2", alert["changed_area_m2"])
+            rows.append({**row, "status": alert["status"]})
+        return rows
+
+    def observations(self, site_id: str) -> list[dict[str, Any]]:
+        """A site's timeline: every observation (oldest acquisition first) with its pair's
+        dates, outputs and the scenes it was read from."""
+        if not self._has_table("site_observations"):
+            return []
+        rows = self.db.execute(
+            "SELECT o.*, p.outputs, p.scenes, s.before_date, s.after_date "
+            "FROM site_observations o LEFT JOIN pairs p ON p.id = o.pair_row "
+            "LEFT JOIN site_scores s ON s.pair_row = o.pair_row AND s.site_id = o.site_id "
+            "WHERE o.site_id = ? ORDER BY COALESCE(o.acquired, ''), o.id",
+            (site_id,),
+        ).fetchall()
+        out = []
+        for r in rows:
+            row = dict(r)
+            row["scenes"] = json.loads(row["scenes"]) if row.get("scenes") else None
+            out.append(row)
+        return out
+
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone() is not None
 
     # -- alerts ---------------------------------------------------------------------------------
 
@@ -581,77 +694,48 @@ class NightlyState:
         self,
         run_id: str,
         sites: Sequence[Mapping[str, Any]],
-        alert_threshold: float,
-        dismiss_margin: float,
+        policy: AlertPolicy,
     ) -> AlertOutcome:
-        """Apply one night's best score per site to the alert statuses, in one transaction.
+        """Apply a night's new observations to the alert statuses, in one transaction.
 
-        A site at or above ``alert_threshold`` that never alerted becomes ``new``; a ``new`` or
-        ``ongoing`` alert seen again by a later night becomes ``ongoing``; ``confirmed`` stays
-        confirmed; a ``dismissed`` site alerts again (back to ``new``) only when its score reaches
-        the score at dismissal plus ``dismiss_margin``, else it stays dismissed (suppressed).
-        Re-applying the same night changes nothing. A site that was not observed (row
-        ``observed`` false: clouds, shadows, outside a scene) in any pair of the night neither
-        alerts nor changes status; an alert it has gets an ``unobserved`` event.
+        Each site row of a pair scored this night is one observation of its site (see
+        :mod:`~groundbreak.infer.nightly.alert_policy`, whose :func:`next_status` decides);
+        observations are applied in acquisition order and stored in ``site_observations``, at
+        most once per site and pair: re-applying a night changes nothing.
         """
         outcome = AlertOutcome()
         now = utc_now()
-        observed = [s for s in sites if _observed(s)]
-        seen = {str(s["site_id"]) for s in observed}
+        ordered = sorted(sites, key=lambda s: (str(s.get("after_date") or ""),
+                                               str(s.get("pair_id") or ""), str(s["site_id"])))
         with self.transaction() as db:
-            for site_id in sorted({str(s["site_id"]) for s in sites} - seen):
+            for site in ordered:
+                site_id, pair_id = str(site["site_id"]), str(site.get("pair_id") or "")
                 known = db.execute("SELECT * FROM alerts WHERE site_id = ?", (site_id,)).fetchone()
-                if known is None or known["status"] == "dismissed":
-                    continue
                 if db.execute(
-                    "SELECT 1 FROM alert_events WHERE site_id = ? AND run_id = ? "
-                    "AND event = 'unobserved'", (site_id, run_id)
-                ).fetchone() is None:
-                    _event(db, site_id, run_id, "unobserved", known["status"], None)
-                outcome.unobserved.append(site_id)
-            for site in best_per_site(observed):
-                score = float(site["score"])
-                if score < alert_threshold:
+                    "SELECT 1 FROM site_observations WHERE site_id = ? AND pair_id = ?",
+                    (site_id, pair_id),
+                ).fetchone():
+                    if known is not None:
+                        _count_again(db, known, run_id, outcome)
                     continue
-                site_id = str(site["site_id"])
-                known = db.execute("SELECT * FROM alerts WHERE site_id = ?", (site_id,)).fetchone()
-                values = (site.get("name"), site.get("pair_id"), site.get("lon"), site.get("lat"))
-                if known is None:
-                    db.execute(
-                        "INSERT INTO alerts (site_id, name, status, score, max_score, "
-                        "first_run_id, last_run_id, pair_id, lon, lat, updated_at) "
-                        "VALUES (?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (site_id, values[0], score, score, run_id, run_id, *values[1:], now),
-                    )
-                    _event(db, site_id, run_id, "new", "new", score)
-                    outcome.new.append(site_id)
-                    continue
-                if known["last_run_id"] == run_id:
-                    _count_again(db, known, run_id, outcome)
-                    continue
-                status = known["status"]
-                if status == "dismissed":
-                    floor = (known["dismissed_score"] or 0.0) + dismiss_margin
-                    if score >= floor - 1e-12:
-                        status = "new"
-                        _event(db, site_id, run_id, "realerted", status, score)
-                        outcome.realerted.append(site_id)
-                    else:
-                        _event(db, site_id, run_id, "suppressed", status, score)
-                        outcome.suppressed.append(site_id)
-                elif status in ("new", "ongoing"):
-                    status = "ongoing"
-                    _event(db, site_id, run_id, "ongoing", status, score)
-                    outcome.ongoing.append(site_id)
-                else:
-                    _event(db, site_id, run_id, "seen", status, score)
-                db.execute(
-                    "UPDATE alerts SET name = ?, status = ?, score = ?, "
-                    "max_score = MAX(max_score, ?), last_run_id = ?, pair_id = ?, lon = ?, "
-                    "lat = ?, updated_at = ? "
-                    "WHERE site_id = ?",
-                    (values[0], status, score, score, run_id, *values[1:], now, site_id),
+                score = _float_or_none(site.get("score"))
+                observation = Observation(
+                    pair_id, _str_or_none(site.get("after_date")),
+                    policy.classify(_observed(site), score), score,
+                    _float_or_none(site.get("changed_area_m2")),
                 )
+                current = SiteStatus(
+                    known["status"] if known else None,
+                    known["dismissed_score"] if known else None,
+                    known["dismissed_area_m2"] if known else None,
+                )
+                step = next_status(policy, current, _observations(db, site_id), observation)
+                _store_observation(db, site, observation, run_id)
+                if step.status is not None:
+                    _store_alert(db, known, site, observation, step.status, run_id, now)
+                if step.event is not None:
+                    _event(db, site_id, run_id, step.event, step.status or "", score)
+                    getattr(outcome, _OUTCOME_OF_EVENT[step.event]).append(site_id)
         return outcome
 
     def alerts(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -889,8 +973,10 @@ def _count_again(
         (known["site_id"], run_id),
     ).fetchone()
     event = last["event"] if last else None
-    if event in ("new", "realerted", "ongoing", "suppressed"):
-        getattr(outcome, event).append(known["site_id"])
+    if event in _OUTCOME_OF_EVENT and known["site_id"] not in getattr(
+        outcome, _OUTCOME_OF_EVENT[event]
+    ):
+        getattr(outcome, _OUTCOME_OF_EVENT[event]).append(known["site_id"])
 
 
 def _event(
@@ -919,17 +1005,17 @@ def _apply_status(
     analyst: str | None,
 ) -> None:
     """Set an alert's status by an analyst's decision, with its event; dismissing remembers the
-    score (the floor for alerting again), reopening forgets it."""
+    score and changed area (what a site must outgrow to alert again), reopening forgets them."""
     if status == "dismissed":
-        dismissed_score = known["score"]
+        dismissed = (known["score"], known["changed_area_m2"])
     elif event == "reopened":
-        dismissed_score = None
+        dismissed = (None, None)
     else:
-        dismissed_score = known["dismissed_score"]
+        dismissed = (known["dismissed_score"], known["dismissed_area_m2"])
     db.execute(
-        "UPDATE alerts SET status = ?, dismissed_score = ?, note = COALESCE(?, note), "
-        "updated_at = ? WHERE site_id = ?",
-        (status, dismissed_score, note, utc_now(), known["site_id"]),
+        "UPDATE alerts SET status = ?, dismissed_score = ?, dismissed_area_m2 = ?, "
+        "note = COALESCE(?, note), updated_at = ? WHERE site_id = ?",
+        (status, *dismissed, note, utc_now(), known["site_id"]),
     )
     _event(db, known["site_id"], None, event, status, known["score"], note, analyst)
 
@@ -945,10 +1031,87 @@ def _last_decision(db: sqlite3.Connection, site_id: str) -> sqlite3.Row | None:
 
 def _upgrade(db: sqlite3.Connection) -> None:
     """Bring an older state's tables up to :data:`SCHEMA_VERSION` (inside the schema
-    transaction). Schema 1 -> 2: ``alert_events.analyst``."""
-    columns = {row["name"] for row in db.execute("PRAGMA table_info(alert_events)")}
-    if "analyst" not in columns:
+    transaction), keeping every row. Schema 1 -> 2: ``alert_events.analyst``. 2 -> 3: the
+    ``candidate`` and ``cleared`` statuses (the alerts table is rebuilt: SQLite cannot change a
+    CHECK constraint), ``alerts.changed_area_m2`` and ``dismissed_area_m2``, ``pairs.scenes``
+    (``site_observations`` is created by the schema)."""
+    if "analyst" not in _columns(db, "alert_events"):
         db.execute("ALTER TABLE alert_events ADD COLUMN analyst TEXT")
+    if "scenes" not in _columns(db, "pairs"):
+        db.execute("ALTER TABLE pairs ADD COLUMN scenes TEXT")
+    alerts_sql = db.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
+    ).fetchone()[0]
+    if "'candidate'" not in alerts_sql:
+        old = sorted(_columns(db, "alerts"))
+        db.execute("ALTER TABLE alerts RENAME TO alerts_schema2")
+        create = next(s for s in _SCHEMA.split(";") if "TABLE IF NOT EXISTS alerts " in s)
+        db.execute(create)
+        names = ", ".join(old)
+        db.execute(f"INSERT INTO alerts ({names}) SELECT {names} FROM alerts_schema2")
+        db.execute("DROP TABLE alerts_schema2")
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _observations(db: sqlite3.Connection, site_id: str) -> list[Observation]:
+    """A site's stored observations, in acquisition order."""
+    rows = db.execute(
+        "SELECT pair_id, acquired, kind, score, changed_area_m2 FROM site_observations "
+        "WHERE site_id = ? ORDER BY COALESCE(acquired, ''), id",
+        (site_id,),
+    ).fetchall()
+    return [Observation(r["pair_id"], r["acquired"], r["kind"], r["score"],
+                        r["changed_area_m2"]) for r in rows]
+
+
+def _store_observation(
+    db: sqlite3.Connection, site: Mapping[str, Any], observation: Observation, run_id: str
+) -> None:
+    db.execute(
+        "INSERT INTO site_observations (site_id, pair_id, pair_row, run_id, acquired, kind, "
+        "score, changed_area_m2, valid_fraction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (str(site["site_id"]), observation.pair_id, site.get("pair_row"), run_id,
+         observation.acquired, observation.kind, observation.score,
+         observation.changed_area_m2, _float_or_none(site.get("valid_fraction"))),
+    )
+
+
+def _store_alert(
+    db: sqlite3.Connection,
+    known: sqlite3.Row | None,
+    site: Mapping[str, Any],
+    observation: Observation,
+    status: str,
+    run_id: str,
+    now: str,
+) -> None:
+    """Write a site's alert row after an observation: its status, and the latest observed
+    score and area (an unobserved acquisition leaves an existing row as it was)."""
+    site_id = str(site["site_id"])
+    if known is None:
+        score = observation.score or 0.0
+        db.execute(
+            "INSERT INTO alerts (site_id, name, status, score, max_score, first_run_id, "
+            "last_run_id, pair_id, lon, lat, updated_at, changed_area_m2) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (site_id, site.get("name"), status, score, score, run_id, run_id,
+             observation.pair_id, _float_or_none(site.get("lon")),
+             _float_or_none(site.get("lat")), now, observation.changed_area_m2),
+        )
+        return
+    if observation.kind == "unobserved":
+        return
+    db.execute(
+        "UPDATE alerts SET name = ?, status = ?, score = ?, max_score = MAX(max_score, ?), "
+        "last_run_id = ?, pair_id = ?, lon = ?, lat = ?, changed_area_m2 = ?, updated_at = ? "
+        "WHERE site_id = ?",
+        (site.get("name") or known["name"], status, observation.score, observation.score,
+         run_id, observation.pair_id, _float_or_none(site.get("lon")),
+         _float_or_none(site.get("lat")), observation.changed_area_m2, now, site_id),
+    )
 
 
 def _details(row: Mapping[str, Any], exclude: Sequence[str]) -> str:

@@ -134,7 +134,9 @@ def test_repeated_night_does_no_work_twice(tmp_path: Path, tiny_bundle: Path,
     assert summary_of(state, "n1")["counts"]["reused"] == 2
     n2 = summary_of(state, "n2")
     assert n2["counts"]["scored"] == 0 and n2["counts"]["reused"] == 2
-    assert n2["counts"]["sites"] == summary_of(state, "n1")["counts"]["sites"] > 0
+    # a night reports what it newly observed: reused pairs are no new observation (issue 26.6)
+    assert n2["counts"]["sites"] == 0 < summary_of(state, "n1")["counts"]["sites"]
+    assert pd.read_csv(state / "runs" / "n2" / "sites.csv").empty
     assert {p["outputs"] for p in n2["pairs"]} == {
         str(state / "runs" / "n1" / "pairs" / c) for c in ("beirut", "dubai")}
     with NightlyState(state) as db:
@@ -295,13 +297,22 @@ def _done_pairs(state: Path) -> int:
         return 0
 
 
-def test_dismissed_site_stays_quiet_until_its_score_rises_by_the_margin(
+def test_dismissed_site_stays_quiet_until_it_grows(
     tmp_path: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    pairs = write_pairs(tmp_path / "pairs.csv", city_rows("dubai"))
     state = tmp_path / "state"
-    base = ("--pairs", str(pairs), "--alert-threshold", "0")
-    assert nightly(state, tiny_bundle, *base, "--run-id", "n1") == 0
+    dubai = (OSCD / "dubai" / "imgs_1", OSCD / "dubai" / "imgs_2")
+    config = tmp_path / "nightly.yaml"
+    config.write_text(f"state_dir: {state}\nmodel: {tiny_bundle}\nalert_threshold: 0\n"
+                      "log_format: json\nreport: false\nalerts: {confirm_detections: 1}\n")
+
+    def night(run_id: str, *extra: str) -> dict:
+        pairs = write_pairs(tmp_path / f"{run_id}.csv", [(f"dubai_{run_id}", *dubai)])
+        assert groundbreak(["nightly", "--config", str(config), "--pairs", str(pairs),
+                            "--run-id", run_id, *extra]) == 0
+        return summary_of(state, run_id)
+
+    night("n1")
     with NightlyState(state) as db:
         top = db.alerts()[0]
     assert summary_of(state, "n1")["new_alerts"][0]["site_id"] == top["site_id"]
@@ -310,18 +321,39 @@ def test_dismissed_site_stays_quiet_until_its_score_rises_by_the_margin(
                         "--note", "cloud shadow"]) == 0
     assert "dismissed" in capsys.readouterr().out
 
-    assert nightly(state, tiny_bundle, *base, "--run-id", "n2") == 0  # same score, margin 0.15
-    n2 = summary_of(state, "n2")
+    n2 = night("n2")  # a new acquisition, the same site: neither larger nor surer
     assert n2["counts"]["suppressed_alerts"] == 1
     assert top["site_id"] not in {a["site_id"] for a in n2["new_alerts"]}
     assert top["site_id"] not in (state / "runs" / "n2" / "alerts.csv").read_text()
     assert top["site_id"] in (state / "runs" / "n2" / "sites.csv").read_text()
 
-    assert nightly(state, tiny_bundle, *base, "--run-id", "n3", "--dismiss-margin", "0") == 0
-    n3 = summary_of(state, "n3")
+    config.write_text(config.read_text().replace("{confirm_detections: 1}",
+                                                 "{confirm_detections: 1, realert_share: 0}"))
+    n3 = night("n3")
     assert top["site_id"] in {a["site_id"] for a in n3["new_alerts"]}
     with NightlyState(state) as db:
         assert db.alert(top["site_id"])["status"] == "new"
+
+
+def test_reused_pairs_turn_no_alert_ongoing(tmp_path: Path, tiny_bundle: Path) -> None:
+    """Failure 4 of the monitoring issue: every open alert turned 'ongoing' on a night that
+    scored nothing new, because reused pairs were re-linked into it as evidence."""
+    pairs = write_pairs(tmp_path / "pairs.csv", city_rows("dubai"))
+    state = tmp_path / "state"
+    config = tmp_path / "nightly.yaml"
+    config.write_text(f"state_dir: {state}\nmodel: {tiny_bundle}\npairs: {pairs}\n"
+                      "alert_threshold: 0\nlog_format: json\nreport: false\n"
+                      "alerts: {confirm_detections: 1}\n")
+    assert groundbreak(["nightly", "--config", str(config), "--run-id", "n1"]) == 0
+    assert groundbreak(["nightly", "--config", str(config), "--run-id", "n2"]) == 0
+    n2 = summary_of(state, "n2")
+    assert n2["counts"]["reused"] == 1 and n2["counts"]["ongoing_alerts"] == 0
+    with NightlyState(state) as db:
+        assert {a["status"] for a in db.alerts()} == {"new"}
+        assert all(e["run_id"] != "n2" for e in db.alert_events())
+    # the night still lists every open alert it knows of
+    assert len(pd.read_csv(state / "runs" / "n2" / "alerts.csv")) == n2["counts"]["new_alerts"] \
+        + summary_of(state, "n1")["counts"]["new_alerts"]
 
 
 def stac_item(scene_dir: Path, item_id: str, when: str) -> dict:
@@ -495,9 +527,11 @@ def test_discovered_sites_keep_their_id_across_nights(
     n2 = summary_of(state, "n2")
     second = pd.read_csv(state / "runs" / "n2" / "sites.csv")
     assert set(second["site_id"]) == set(first["site_id"])  # the same regions, the same ids
-    assert n2["counts"]["suppressed_alerts"] == 1 and n2["counts"]["new_alerts"] == 0
-    assert n2["counts"]["ongoing_alerts"] == len(first) - 1
+    # the first detection made candidates; the second acquisition confirms them
+    assert n2["counts"]["suppressed_alerts"] == 1
+    assert n2["counts"]["new_alerts"] == len(first) - 1
     assert top not in (state / "runs" / "n2" / "alerts.csv").read_text()
     with NightlyState(state) as db:
         assert db.alert(top)["status"] == "dismissed"
-        assert [e["event"] for e in db.alert_events(top)] == ["new", "dismissed", "suppressed"]
+        assert [e["event"] for e in db.alert_events(top)] == [
+            "candidate", "dismissed", "suppressed"]

@@ -12,10 +12,10 @@ from rasterio.warp import transform_bounds
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.scene import open_scene
+from groundbreak.infer.nightly.pairing import PairingRule, pair_acquisitions
 from groundbreak.infer.nightly.sources import (
     drop_folder_acquisitions,
     mgrs_ground,
-    pair_acquisitions,
     pairs_from_drop_folder,
     pairs_from_stac,
 )
@@ -206,12 +206,42 @@ def test_drop_folder_entry_that_is_no_regular_file_is_a_problem(tmp_path: Path) 
         ("drop entry beirut_20150820.tif", True), ("drop entry dubai_20151211.tif", True)]
 
 
-def test_pairing_rule_uses_the_latest_earlier_acquisition() -> None:
-    def acq(day: str) -> AcquisitionRecord:
-        return AcquisitionRecord("g", day, f"/s/{day}", "x")
+def acq(day: str, ground: str = "g") -> AcquisitionRecord:
+    return AcquisitionRecord(ground, day, f"/s/{day}", "x")
 
+
+def test_consecutive_rule_uses_the_latest_earlier_acquisition() -> None:
     pairs, baselines = pair_acquisitions([acq("2024-03-01"), acq("2024-01-01")],
-                                         [acq("2023-06-01"), acq("2024-02-01")])
+                                         [acq("2023-06-01"), acq("2024-02-01")],
+                                         PairingRule(rule="consecutive"))
     assert [(p.before_date, p.after_date) for p in pairs] == [
         ("2023-06-01", "2024-01-01"), ("2024-02-01", "2024-03-01")]
     assert baselines == []
+
+
+def test_reference_rule_compares_with_the_same_season_a_year_earlier() -> None:
+    """Failure 1 of the monitoring issue: a new acquisition was compared with the one 40 days
+    before it, a sliver of gradual construction and a season the model never learned."""
+    history = [acq(d) for d in ("2023-01-10", "2023-02-20", "2023-03-30", "2023-12-20",
+                                "2024-01-29")]
+    pairs, _ = pair_acquisitions([acq("2024-03-05")], history)
+    assert [(p.before_date, p.after_date) for p in pairs] == [("2023-02-20", "2024-03-05")]
+    assert pairs[0].pair_id == "g_20230220_20240305"
+    # the clearest in the window wins over the nearest to the anniversary
+    clouds = {"/s/2023-02-20": 0.3, "/s/2023-03-30": 0.0}
+    pairs, _ = pair_acquisitions([acq("2024-03-05")], history, clouds=clouds)
+    assert pairs[0].before_date == "2023-03-30"
+    # a cloudy one is never a reference; two years back when a year back has none
+    clouds = {f"/s/{d}": 0.9 for d in ("2023-02-20", "2023-03-30")}
+    older = [*history, acq("2022-03-01")]
+    pairs, _ = pair_acquisitions([acq("2024-03-05")], older, clouds=clouds, cloudy_fraction=0.5)
+    assert pairs[0].before_date == "2022-03-01"
+
+
+def test_reference_rule_falls_back_to_the_oldest_then_to_a_baseline() -> None:
+    history = [acq("2024-01-01"), acq("2024-03-01"), acq("2024-05-01")]
+    pairs, baselines = pair_acquisitions([acq("2024-08-01"), acq("2024-05-20")], history)
+    assert [(p.before_date, p.after_date) for p in pairs] == [("2024-01-01", "2024-08-01")]
+    assert [b.acquired for b in baselines] == ["2024-05-20"]  # 140 days of history: nothing yet
+    again, _ = pair_acquisitions([acq("2024-08-01"), acq("2024-05-20")], history)
+    assert again == pairs  # deterministic: a rerun pairs the same way

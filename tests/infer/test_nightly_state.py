@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -19,18 +20,21 @@ from groundbreak.infer.atomic import (
     remove_temps,
     temp_sibling,
 )
+from groundbreak.infer.nightly.alert_policy import AlertPolicy
 from groundbreak.infer.nightly.config import KEYS, build_config, read_config_file
 from groundbreak.infer.nightly.hashing import ContentHasher
 from groundbreak.infer.nightly.lock import LockHeldError, RunLock
 from groundbreak.infer.nightly.logging import NightLog
+from groundbreak.infer.nightly.pairing import PairingRule
 from groundbreak.infer.nightly.state import NightlyState
 
 OSCD = Path(__file__).resolve().parents[1] / "fixtures" / "oscd"
 
 
-def _site(site_id: str, score: float) -> dict:
-    return {"site_id": site_id, "name": site_id, "pair_id": "p", "score": score,
-            "lon": 1.0, "lat": 2.0}
+def _site(site_id: str, score: float, pair_id: str = "p", after_date: str | None = None,
+          area: float | None = None) -> dict:
+    return {"site_id": site_id, "name": site_id, "pair_id": pair_id, "score": score,
+            "lon": 1.0, "lat": 2.0, "after_date": after_date, "changed_area_m2": area}
 
 
 @pytest.fixture
@@ -73,34 +77,89 @@ def test_interrupted_attempt_is_marked_by_the_next_one(state: NightlyState) -> N
     assert [r["status"] for r in state.runs("n1")] == ["interrupted", "running"]
 
 
+ONE_DETECTION = AlertPolicy(confirm_detections=1)
+"""A policy where one detection is an alert (the lifecycle after confirmation)."""
+
+
 def test_alert_lifecycle_new_ongoing_confirmed(state: NightlyState) -> None:
-    outcome = state.update_alerts("n1", [_site("a", 0.8), _site("b", 0.2)], 0.5, 0.15)
+    outcome = state.update_alerts("n1", [_site("a", 0.8), _site("b", 0.2)], ONE_DETECTION)
     assert outcome.new == ["a"] and state.alert("b") is None
-    again = state.update_alerts("n1", [_site("a", 0.8)], 0.5, 0.15)  # the same night re-run
+    again = state.update_alerts("n1", [_site("a", 0.8)], ONE_DETECTION)  # the same night re-run
     assert again.new == ["a"] and len(state.alert_events("a")) == 1
-    assert state.update_alerts("n2", [_site("a", 0.9)], 0.5, 0.15).ongoing == ["a"]
+    assert state.update_alerts("n2", [_site("a", 0.9, "p2")], ONE_DETECTION).ongoing == ["a"]
     state.set_alert_status("a", "confirmed", "crane on site")
-    state.update_alerts("n3", [_site("a", 0.95)], 0.5, 0.15)
+    state.update_alerts("n3", [_site("a", 0.95, "p3")], ONE_DETECTION)
     alert = state.alert("a")
     assert alert["status"] == "confirmed" and alert["note"] == "crane on site"
     assert alert["max_score"] == pytest.approx(0.95)
 
 
-def test_dismissed_site_realerts_only_above_the_margin(state: NightlyState) -> None:
-    state.update_alerts("n1", [_site("a", 0.6)], 0.5, 0.15)
-    state.set_alert_status("a", "dismissed", "shadow")
-    quiet = state.update_alerts("n2", [_site("a", 0.74)], 0.5, 0.15)
-    assert quiet.suppressed == ["a"] and quiet.new == quiet.realerted == []
-    assert state.alert("a")["status"] == "dismissed"
-    loud = state.update_alerts("n3", [_site("a", 0.75)], 0.5, 0.15)
-    assert loud.realerted == ["a"] and state.alert("a")["status"] == "new"
+def test_first_detection_is_a_candidate_until_a_second_confirms_it(state: NightlyState) -> None:
+    policy = AlertPolicy()
+    first = state.update_alerts("n1", [_site("a", 0.8, "p1", "2024-01-01")], policy)
+    assert first.candidates == ["a"] and first.new == []
+    assert state.alert("a")["status"] == "candidate"
+    second = state.update_alerts("n2", [_site("a", 0.7, "p2", "2024-02-10")], policy)
+    assert second.new == ["a"] and state.alert("a")["status"] == "new"
+    sure = state.update_alerts("n2", [_site("b", 0.99, "p2", "2024-02-10")], policy)
+    assert sure.new == ["b"]  # one detection above confirm_score is enough
+
+
+def test_an_alert_from_one_bad_night_clears_after_two_clear_nights(state: NightlyState) -> None:
+    """Failure 2 of the monitoring issue: an alert raised by one bad night stayed forever."""
+    policy = AlertPolicy(confirm_detections=1)
+    state.update_alerts("n1", [_site("a", 0.8, "p1", "2024-01-01")], policy)
+    assert state.alert("a")["status"] == "new"
+    state.update_alerts("n2", [_site("a", 0.1, "p2", "2024-02-01")], policy)
+    hidden = dict(_site("a", 0.0, "p3", "2024-03-01"), observed=False)
+    assert state.update_alerts("n3", [hidden], policy).unobserved == ["a"]
+    assert state.alert("a")["status"] == "new"  # one clear, one unobserved: not yet
+    cleared = state.update_alerts("n4", [_site("a", 0.2, "p4", "2024-04-01")], policy)
+    assert cleared.cleared == ["a"] and state.alert("a")["status"] == "cleared"
+    events = [e["event"] for e in state.alert_events("a")]
+    assert events == ["new", "unobserved", "cleared"]
+
+
+def test_dismissed_site_comes_back_when_it_grows_whatever_its_score(
+    state: NightlyState,
+) -> None:
+    """Failure 3: a site dismissed at 0.96 could never come back (0.96 + 0.15 > 1)."""
+    policy = AlertPolicy(confirm_detections=1)
+    state.update_alerts("n1", [_site("a", 0.96, "p1", area=2000.0)], policy)
+    state.set_alert_status("a", "dismissed", "spoil heap")
+    quiet = state.update_alerts("n2", [_site("a", 0.97, "p2", area=2500.0)], policy)
+    assert quiet.suppressed == ["a"] and state.alert("a")["status"] == "dismissed"
+    grown = state.update_alerts("n3", [_site("a", 0.96, "p3", area=8000.0)], policy)
+    assert grown.realerted == ["a"] and state.alert("a")["status"] == "new"
     events = [e["event"] for e in state.alert_events("a")]
     assert events == ["new", "dismissed", "suppressed", "realerted"]
 
 
-def test_a_site_in_two_pairs_alerts_once_with_its_best_score(state: NightlyState) -> None:
-    outcome = state.update_alerts("n1", [_site("a", 0.6), _site("a", 0.9)], 0.5, 0.15)
+def test_dismissed_site_comes_back_on_a_share_of_the_headroom(state: NightlyState) -> None:
+    policy = AlertPolicy(confirm_detections=1)
+    state.update_alerts("n1", [_site("a", 0.6, "p1")], policy)
+    state.set_alert_status("a", "dismissed", "shadow")
+    assert state.update_alerts("n2", [_site("a", 0.79, "p2")], policy).suppressed == ["a"]
+    assert state.update_alerts("n3", [_site("a", 0.8, "p3")], policy).realerted == ["a"]
+
+
+def test_a_site_in_two_pairs_counts_as_two_observations(state: NightlyState) -> None:
+    outcome = state.update_alerts(
+        "n1", [_site("a", 0.6, "p1", "2024-05-01"), _site("a", 0.9, "p2", "2024-05-03")],
+        AlertPolicy(),
+    )
     assert outcome.new == ["a"] and state.alert("a")["score"] == pytest.approx(0.9)
+    assert [o["kind"] for o in state.observations("a")] == ["detection", "detection"]
+
+
+def test_rerunning_an_older_night_changes_nothing(state: NightlyState) -> None:
+    policy = AlertPolicy(confirm_detections=1)
+    state.update_alerts("n1", [_site("a", 0.8, "p1", "2024-01-01")], policy)
+    state.update_alerts("n2", [_site("a", 0.9, "p2", "2024-02-01")], policy)
+    before = (state.alert("a"), state.alert_events("a"))
+    state.update_alerts("n1", [_site("a", 0.8, "p1", "2024-01-01")], policy)
+    assert (state.alert("a"), state.alert_events("a")) == before
+    assert state.alert("a")["last_run_id"] == "n2"
 
 
 def test_set_status_of_unknown_site_raises(state: NightlyState) -> None:
@@ -173,7 +232,7 @@ def test_config_file_keys_resolve_and_flags_override(tmp_path: Path) -> None:
     config_path.write_text("state_dir: state\npairs: pairs.csv\nalert_threshold: 0.4\n")
     config = build_config(read_config_file(config_path), config_path)
     assert config.state_dir == tmp_path / "state" and config.pairs == tmp_path / "pairs.csv"
-    assert config.alert_threshold == 0.4 and config.dismiss_margin == 0.15
+    assert config.alert_threshold == 0.4 and config.policy.threshold == 0.4
     assert len(config.run_id) == 10  # today's UTC date
     override = build_config(read_config_file(config_path), config_path,
                             {"pairs": str(tmp_path / "other.csv"), "alert_threshold": 0.9})
@@ -203,6 +262,10 @@ def test_device_and_runtime_do_not_change_the_scoring_settings(tmp_path: Path) -
         ("state_dir: s\npairs: missing.csv\n", "key 'pairs': file .*missing.csv does not exist"),
         ("state_dir: s\npairs: p.csv\nalert_threshold: 2\n", "key 'alert_threshold': must lie"),
         ("state_dir: s\npairs: p.csv\ndismiss_margin: high\n", "key 'dismiss_margin': expected"),
+        ("state_dir: s\npairs: p.csv\npairing: {rule: latest}\n", "key 'pairing': rule must"),
+        ("state_dir: s\npairs: p.csv\npairing: {window_days: 2.5}\n", "whole number"),
+        ("state_dir: s\npairs: p.csv\nalerts: {clear_after: 0}\n", "key 'alerts': clear_after"),
+        ("state_dir: s\npairs: p.csv\nalerts: {k: 3}\n", "key 'alerts': unknown option"),
         ("state_dir: s\npairs: p.csv\npredictor: {speed: 3}\n", "key 'predictor': unknown"),
         ("state_dir: s\npairs: p.csv\npredictor: {runtime: tvm}\n", "key 'predictor': runtime"),
         ("state_dir: s\npairs: p.csv\nlog_format: xml\n", "key 'log_format'"),
@@ -222,8 +285,11 @@ def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, message: s
 def test_example_config_documents_every_key() -> None:
     example = Path(__file__).resolve().parents[2] / "configs" / "nightly.example.yaml"
     text = example.read_text()
-    assert set(read_config_file(example)) <= set(KEYS)
+    keys = read_config_file(example)
+    assert set(keys) <= set(KEYS)
     assert all(f"{key}:" in text for key in KEYS)
+    assert set(keys["pairing"]) == {f.name for f in dataclasses.fields(PairingRule)}
+    assert set(keys["alerts"]) | {"threshold"} == {f.name for f in dataclasses.fields(AlertPolicy)}
 
 
 def test_log_writes_json_lines_or_a_progress_bar(tmp_path: Path) -> None:

@@ -1,0 +1,88 @@
+"""The alert policy as a pure function of a site's evidence (no state, no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from groundbreak.infer.nightly.alert_policy import (
+    AlertPolicy,
+    Observation,
+    SiteStatus,
+    next_status,
+)
+
+POLICY = AlertPolicy()
+
+
+def obs(kind: str, day: str, score: float | None = None, area: float | None = None) -> Observation:
+    default = {"detection": 0.8, "clear": 0.1, "unobserved": None}[kind]
+    return Observation(f"p-{day}", day, kind, default if score is None else score, area)  # type: ignore[arg-type]
+
+
+def run(observations: list[Observation], policy: AlertPolicy = POLICY,
+        start: SiteStatus | None = None) -> list[tuple[str | None, str | None]]:
+    """The (status, event) after each observation, applied in order."""
+    current, history, steps = start or SiteStatus(), [], []
+    for observation in observations:
+        step = next_status(policy, current, history, observation)
+        steps.append((step.status, step.event))
+        current = SiteStatus(step.status, current.dismissed_score, current.dismissed_area_m2)
+        history.append(observation)
+    return steps
+
+
+def test_two_detections_within_the_window_confirm() -> None:
+    assert run([obs("detection", "2024-01-01"), obs("detection", "2024-03-01")]) == [
+        ("candidate", "candidate"), ("new", "new")]
+
+
+def test_detections_further_apart_than_the_window_do_not_confirm() -> None:
+    steps = run([obs("detection", "2024-01-01"), obs("detection", "2024-06-01")])
+    assert steps == [("candidate", "candidate"), ("candidate", "detected")]
+
+
+def test_an_unobserved_night_neither_confirms_nor_clears() -> None:
+    steps = run([obs("detection", "2024-01-01"), obs("clear", "2024-02-01"),
+                 obs("unobserved", "2024-03-01"), obs("clear", "2024-04-01")])
+    assert steps == [("candidate", "candidate"), ("candidate", None),
+                     ("candidate", "unobserved"), ("cleared", "cleared")]
+
+
+def test_a_cleared_site_needs_fresh_detections_to_confirm() -> None:
+    steps = run([obs("detection", "2024-01-01"), obs("clear", "2024-01-20"),
+                 obs("clear", "2024-02-10"), obs("detection", "2024-03-01"),
+                 obs("detection", "2024-04-01")])
+    assert [s for s, _ in steps] == ["candidate", "candidate", "cleared", "candidate", "new"]
+
+
+def test_one_very_sure_detection_is_an_alert_at_once() -> None:
+    assert run([obs("detection", "2024-01-01", score=0.99)]) == [("new", "new")]
+
+
+def test_alerts_go_ongoing_only_on_new_detections_and_decided_ones_never_clear() -> None:
+    assert run([obs("detection", "2024-01-01")], start=SiteStatus("new")) == [
+        ("ongoing", "ongoing")]
+    clears = [obs("clear", "2024-01-01"), obs("clear", "2024-02-01"), obs("clear", "2024-03-01")]
+    assert [s for s, _ in run(clears, start=SiteStatus("confirmed"))] == ["confirmed"] * 3
+    assert [s for s, _ in run(clears, start=SiteStatus("dismissed", 0.9))] == ["dismissed"] * 3
+
+
+@pytest.mark.parametrize(
+    ("score", "area", "event"),
+    [(0.99, 2000.0, "realerted"),   # took half the headroom above 0.98
+     (0.985, 2000.0, "suppressed"),
+     (0.985, 6000.0, "suppressed"),  # +200 % but only +4000 m²
+     (0.985, 7000.0, "realerted")],  # +250 % and +5000 m²
+)
+def test_a_dismissed_site_comes_back_by_headroom_or_growth(
+    score: float, area: float, event: str
+) -> None:
+    start = SiteStatus("dismissed", dismissed_score=0.98, dismissed_area_m2=2000.0)
+    assert run([obs("detection", "2024-01-01", score, area)], start=start)[0][1] == event
+
+
+def test_out_of_range_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="clear_after"):
+        AlertPolicy(clear_after=0)
+    with pytest.raises(ValueError, match="realert_share"):
+        AlertPolicy(realert_share=1.5)
