@@ -3,7 +3,8 @@
 Example::
 
     groundbreak predict --before images/beirut/imgs_1 --after images/beirut/imgs_2 \\
-        --out runs/beirut [--model checkpoints/oscd-s2-default] [--tta] [--devices 2]
+        --out runs/beirut [--model checkpoints/oscd-s2-default] [--tta] [--threshold 0.5] \\
+        [--devices 2]
 
 Each scene is a multi-band raster, a folder of per-band rasters (Sentinel-2 style) or an RGB
 image. Writes ``OUT/probability.tif`` and ``OUT/mask.tif`` on the before-scene's grid and prints
@@ -24,7 +25,7 @@ from groundbreak.datasets.scene import check_mask_raster, open_scene
 from groundbreak.infer.blending import BLEND_MODES
 from groundbreak.infer.coverage import too_little_valid_data
 from groundbreak.infer.inference import RUNTIMES
-from groundbreak.train.arguments import device_argument, positive_int
+from groundbreak.train.arguments import device_argument, positive_int, threshold_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tta", action="store_true", help="average identity and flips")
     parser.add_argument(
+        "--threshold", type=threshold_argument, default=None,
+        help="cut the mask at this change probability, in (0, 1) (default: the bundle's "
+        "threshold; with --tta its TTA threshold when it states one)",
+    )
+    parser.add_argument(
         "--date-matching", choices=DATE_MATCHING_MODES, default=None,
         help="match the after date to the before date this way before the model (none; "
         "mean_std: band by band, mean and standard deviation over the pixels both dates see); "
@@ -49,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per model call")
     parser.add_argument(
-        "--window", type=positive_int, default=None, help="window side (default: 2 x chip size)"
+        "--window", type=positive_int, default=None,
+        help="window side (default: the predictor's, from the bundle's chip size)"
     )
     parser.add_argument(
         "--overlap", type=int, default=None, help="window overlap (default: window / 4)"
@@ -120,6 +127,7 @@ def main(argv: Sequence[str]) -> int:
             runtime=args.runtime,
             cloud_mask=args.cloud_mask,
             date_matching=args.date_matching,
+            threshold=args.threshold,
         )
     except ValueError as err:
         parser.error(str(err))

@@ -231,6 +231,8 @@ class TiledPredictor:
         date_matching: How the after date is matched to the before date (``none``,
             ``mean_std``; see :mod:`groundbreak.datasets.date_matching`); None: as the bundle
             says (``model.json`` ``date_matching``).
+        threshold: The mask's threshold on the probability, in (0, 1); None: the bundle's
+            (its ``tta_threshold`` with ``tta`` when it states one).
 
     Raises:
         ValueError: For a window, overlap, batch size or blend mode that does not fit.
@@ -253,7 +255,11 @@ class TiledPredictor:
         prefetch: int | None = None,
         skip_unobserved: bool = True,
         date_matching: str | None = None,
+        threshold: float | None = None,
     ) -> None:
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+        self._threshold = threshold
         if cloud_mask not in CLOUD_MASK_MODES:
             raise ValueError(
                 f"unknown cloud mask {cloud_mask!r}; expected one of {', '.join(CLOUD_MASK_MODES)}"
@@ -312,8 +318,11 @@ class TiledPredictor:
 
     @property
     def threshold(self) -> float:
-        """The bundle's operating threshold, used for the mask."""
-        return float(self.bundle.threshold)
+        """The mask's threshold: the one given, else the bundle's for this TTA setting
+        (:meth:`~groundbreak.train.bundle.ModelBundle.threshold_for`)."""
+        if self._threshold is not None:
+            return float(self._threshold)
+        return float(self.bundle.threshold_for(self.tta))
 
     def check_bands(self, pair: TilePair) -> list[str]:
         """The model's bands; an InputError names a scene lacking some and what they are."""

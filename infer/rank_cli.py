@@ -1,7 +1,8 @@
 """``groundbreak rank``: score and rank construction sites over many tile pairs.
 
     groundbreak rank --pairs PAIRS.csv [--sites SITES.geojson] --out RUNDIR [--model BUNDLE]
-                     [--min-area M2] [--alert-threshold S] [--tta] ...
+                     [--min-area M2] [--alert-threshold S] [--tta] [--threshold P]
+                     [--date-matching none|mean_std] [--nodata V] ...
 
 Exit codes: 0 every pair was ranked; 1 some pairs failed (listed in ``RUNDIR/failures.csv``;
 every output is still written); 2 bad input or usage (bad CSV, watch-list or bundle); 4 stopped
@@ -13,8 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from groundbreak.datasets.clouds import CLOUD_MASK_MODES
+from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.infer.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_PAIRS_FAILED
 from groundbreak.infer.inference import RUNTIMES
 from groundbreak.infer.ranking import (
@@ -30,6 +33,7 @@ from groundbreak.train.arguments import (
     non_negative_float,
     positive_float,
     positive_int,
+    threshold_argument,
 )
 
 
@@ -63,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="changed area at which the score's area term reaches 0.63; "
                         f"default {DEFAULT_AREA_SCALE_M2:g}")
     parser.add_argument("--tta", action="store_true", help="average flipped predictions")
+    parser.add_argument("--threshold", type=threshold_argument, default=None, metavar="P",
+                        help="change probability at which a pixel is change, in (0, 1) "
+                        "(default: the bundle's threshold; with --tta its TTA threshold when it "
+                        "states one)")
+    parser.add_argument("--date-matching", choices=DATE_MATCHING_MODES, default=None,
+                        help="match each after date to its before date this way before the "
+                        "model (none; mean_std: band by band, mean and standard deviation); "
+                        "default: as the model bundle says")
+    parser.add_argument("--nodata", type=float, default=None,
+                        help="a nodata value for every scene that overrides the files' own "
+                        "(a pairs CSV's nodata column wins for its pair)")
     parser.add_argument("--window", type=positive_int, help="prediction window side in pixels")
     parser.add_argument("--overlap", type=int, help="overlap of prediction windows in pixels")
     parser.add_argument("--batch-size", type=positive_int, default=8,
@@ -106,6 +121,9 @@ def main(argv: Sequence[str]) -> int:
     from groundbreak.train.bundle import default_bundle_path, load_bundle
 
     pairs = read_pairs_csv(args.pairs)
+    if args.nodata is not None:
+        pairs = [spec if spec.nodata is not None else replace(spec, nodata=args.nodata)
+                 for spec in pairs]
     sites = load_watch_list(args.sites) if args.sites else None
     bundle = load_bundle(args.model if args.model else default_bundle_path())
     from groundbreak.infer.predictor import TiledPredictor
@@ -114,6 +132,7 @@ def main(argv: Sequence[str]) -> int:
         predictor = TiledPredictor(
             bundle, window=args.window, overlap=args.overlap, batch_size=args.batch_size,
             tta=args.tta, device=args.device, runtime=args.runtime, cloud_mask=args.cloud_mask,
+            date_matching=args.date_matching, threshold=args.threshold,
         )
     except ValueError as err:
         parser.print_usage(sys.stderr)
@@ -121,7 +140,8 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_BAD_INPUT
     if not args.quiet:
         what = f"{len(sites)} watch-list site(s)" if sites else "discovered change regions"
-        print(f"ranking {len(pairs)} pair(s), {what}, model {bundle.name!r}")
+        print(f"ranking {len(pairs)} pair(s), {what}, model {bundle.name!r} "
+              f"(threshold {predictor.threshold:g}, date matching {predictor.date_matching})")
     result = rank_pairs(
         pairs,
         args.out,

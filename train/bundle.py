@@ -5,8 +5,8 @@ A bundle is a folder with two files::
     model.safetensors   the state dict of the change model (tensors only, no pickle)
     model.json          {"format_version": 2, "name", "architecture": {...}, "bands": [...],
                          "normalization": {"mean": [...], "std": [...]}, "chip_size",
-                         "threshold", "pixel_size_m", "radiometry": {...}, "date_matching",
-                         "versions": {...}, "training": {...}, "metrics": {...}}
+                         "threshold", ["tta_threshold"], "pixel_size_m", "radiometry": {...},
+                         "date_matching", "versions": {...}, "training": {...}, "metrics": {...}}
 
 :func:`save_bundle` writes one (``groundbreak export`` calls it), :func:`load_bundle` reads and
 checks one. Nothing here ever unpickles a file: Lightning ``.ckpt`` and other torch pickles are
@@ -116,6 +116,17 @@ class ModelBundle:
     def name(self) -> str:
         """The bundle's name from ``model.json``."""
         return str(self.meta.get("name", self.path.name))
+
+    @property
+    def tta_threshold(self) -> float | None:
+        """The operating threshold with flip test-time augmentation (``model.json``
+        ``tta_threshold``), when the bundle states one."""
+        value = self.meta.get("tta_threshold")
+        return float(value) if value is not None else None
+
+    def threshold_for(self, tta: bool) -> float:
+        """The operating threshold: with ``tta``, the TTA threshold when stated."""
+        return self.tta_threshold if tta and self.tta_threshold is not None else self.threshold
 
     @property
     def pixel_size_m(self) -> float | None:
@@ -451,6 +462,12 @@ def _validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
     threshold = meta["threshold"]
     if not _is_number(threshold) or not 0.0 < threshold < 1.0:
         raise InputError(meta_path, f"threshold must be a number in (0, 1), got {threshold!r}")
+    tta_threshold = meta.get("tta_threshold")  # optional: the threshold with flip TTA
+    if tta_threshold is not None and (not _is_number(tta_threshold)
+                                      or not 0.0 < tta_threshold < 1.0):
+        raise InputError(
+            meta_path, f"tta_threshold must be a number in (0, 1) or null, got {tta_threshold!r}"
+        )
     pixel_size = meta.get("pixel_size_m")
     if pixel_size is not None and (not _is_number(pixel_size) or pixel_size <= 0):
         raise InputError(meta_path, f"pixel_size_m must be positive or null, got {pixel_size!r}")

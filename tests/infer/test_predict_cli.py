@@ -17,8 +17,10 @@ from groundbreak.train.bundle import save_bundle
 from groundbreak.train.model import ChangeUNet
 
 
-def save_tiny_bundle(out_dir: Path, bands: list[str], mean: float, std: float) -> Path:
-    """A seeded, untrained one-stage ChangeUNet as a bundle folder."""
+def save_tiny_bundle(
+    out_dir: Path, bands: list[str], mean: float, std: float, **meta: object
+) -> Path:
+    """A seeded, untrained one-stage ChangeUNet as a bundle folder (``meta``: more keys)."""
     torch.manual_seed(0)
     model = ChangeUNet(len(bands), encoder_depth=1, decoder_channels=(8,))
     meta = {
@@ -26,6 +28,7 @@ def save_tiny_bundle(out_dir: Path, bands: list[str], mean: float, std: float) -
         "normalization": {"mean": [mean] * len(bands), "std": [std] * len(bands)},
         "chip_size": 32,
         "threshold": 0.5,
+        **meta,
     }
     return save_bundle(model, meta, out_dir)
 
@@ -189,3 +192,46 @@ def test_window_that_does_not_fit_the_model_is_a_usage_error(
     code, _, err = run(capsys, beirut[0], beirut[1], tmp_path, s2_model, "--window", "33")
     assert code == 2
     assert "window 33" in err
+
+
+def cut_at(out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The valid probabilities of a prediction and its mask there."""
+    with rasterio.open(out / "probability.tif") as p, rasterio.open(out / "mask.tif") as m:
+        probability, mask = p.read(1), m.read(1)
+    valid = np.isfinite(probability)
+    return probability[valid], mask[valid]
+
+
+def test_threshold_option_and_the_bundles_tta_threshold(
+    beirut: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before, after = beirut
+    options = ("--window", "64", "--device", "cpu", "--cloud-mask", "none", "--tta")
+    plain = save_tiny_bundle(tmp_path / "plain", list(SENTINEL2_L2A_BANDS), 1500.0, 800.0)
+    assert run(capsys, before, after, tmp_path / "a", plain, *options)[0] == 0
+    probability, mask = cut_at(tmp_path / "a")
+    assert np.array_equal(mask, probability >= 0.5)  # no TTA threshold: the bundle's
+    low, high = (float(np.quantile(probability, q)) for q in (0.25, 0.75))
+    assert low < high
+    tta = save_tiny_bundle(tmp_path / "tta", list(SENTINEL2_L2A_BANDS), 1500.0, 800.0,
+                           threshold=high, tta_threshold=low)  # the same weights
+    assert run(capsys, before, after, tmp_path / "b", tta, *options)[0] == 0
+    assert np.array_equal(cut_at(tmp_path / "b")[1], probability >= low)
+    assert run(capsys, before, after, tmp_path / "c", tta, *options, "--threshold", "0.9")[0] == 0
+    assert np.array_equal(cut_at(tmp_path / "c")[1], probability >= 0.9)
+    code, _, err = run(capsys, before, after, tmp_path / "d", tta, "--threshold", "1.5")
+    assert code == 2 and "threshold must lie in (0, 1)" in err
+
+
+def test_a_bad_tta_threshold_in_a_bundle_is_named(
+    s2_model: Path, beirut: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(s2_model, bundle)
+    meta = json.loads((bundle / "model.json").read_text())
+    (bundle / "model.json").write_text(json.dumps({**meta, "tta_threshold": "0.5"}))
+    code, _, err = run(capsys, beirut[0], beirut[1], tmp_path / "o", bundle)
+    assert_one_line_error(code, err, "model.json", "tta_threshold must be a number in (0, 1)")
