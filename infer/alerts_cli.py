@@ -40,6 +40,7 @@ from typing import Any
 from groundbreak.datasets.errors import InputError
 from groundbreak.infer.alerts_io import spreadsheet_safe
 from groundbreak.infer.nightly.state import ALERT_STATUSES, DB_NAME, OPEN_STATUSES, NightlyState
+from groundbreak.infer.nightly.timeline import site_timeline
 
 STATE_ENV = "GROUNDBREAK_STATE"
 """The environment variable naming the state directory when ``--state`` is not given."""
@@ -55,6 +56,10 @@ TABLE_COLUMNS: tuple[str, ...] = (
 TABLE_HEADERS: dict[str, str] = {"last_run_id": "last_run", "unobserved_in": "unobserved"}
 """Shorter table headers of some columns (CSV and JSON keep the column names)."""
 HISTORY_COLUMNS: tuple[str, ...] = ("at", "run_id", "event", "status", "score", "note", "analyst")
+OBSERVATION_COLUMNS: tuple[str, ...] = (
+    "acquired", "kind", "score", "changed_area_m2", "valid_fraction", "pair_id", "run_id",
+)
+"""The columns of ``history``'s timeline: one row per scored acquisition that covered the site."""
 TABLE_WIDTH = 100
 """Widest line of a table, in characters."""
 SHRINKABLE: tuple[str, ...] = ("name", "note", "pair_id", "analyst")
@@ -143,8 +148,7 @@ def main(argv: Sequence[str]) -> int:
         if state.alert(args.site_id) is None:
             raise InputError(state.path, f"no alert for site {args.site_id!r}")
         if args.action == "history":
-            events = state.alert_events(args.site_id)
-            print(format_rows(events, HISTORY_COLUMNS, "table"), end="")
+            print(format_history(state, args.site_id), end="")
             return 0
         alert = state.decide(args.site_id, args.action, args.note, args.analyst or os_user())
     print(f"{alert['site_id']}: {alert['status']} (score {alert['score']:.3f})")
@@ -164,6 +168,18 @@ def list_alerts(state: NightlyState, statuses: tuple[str, ...] | str | None, fmt
         return (f"no {' or '.join(statuses)} alerts ({len(every)} with other statuses; "
                 "--status all lists them)\n")
     return format_rows(rows, TABLE_COLUMNS, fmt)
+
+
+def format_history(state: NightlyState, site_id: str) -> str:
+    """When the site's change began, its observations (the timeline) and its status events."""
+    timeline = site_timeline(state.observations(site_id))
+    began = timeline.began()
+    lines = [f"change began {began}\n" if began else "",
+             "observations (one per scored acquisition):\n",
+             format_rows(timeline.observations, OBSERVATION_COLUMNS, "table")
+             if timeline.observations else "none stored (scored before the state kept them)\n",
+             "events:\n", format_rows(state.alert_events(site_id), HISTORY_COLUMNS, "table")]
+    return "".join(lines)
 
 
 def os_user() -> str | None:

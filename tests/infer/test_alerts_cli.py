@@ -10,18 +10,14 @@ from pathlib import Path
 import pytest
 
 from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.nightly.alert_policy import AlertPolicy
 from groundbreak.infer.nightly.state import NightlyState
 
 
 def record_night(state_dir: Path, run_id: str, sites: list[dict]) -> None:
     """One night's site scores into the state: each site at or above 0.5 alerts at once."""
     with NightlyState(state_dir) as state:
-        try:
-            from groundbreak.infer.nightly.alert_policy import AlertPolicy
-        except ImportError:  # the state before the alert policy of issue 26
-            state.update_alerts(run_id, sites, alert_threshold=0.5, dismiss_margin=0.15)
-        else:
-            state.update_alerts(run_id, sites, AlertPolicy(threshold=0.5, confirm_score=0.5))
+        state.update_alerts(run_id, sites, AlertPolicy(threshold=0.5, confirm_score=0.5))
 
 
 @pytest.fixture
@@ -72,7 +68,9 @@ def test_confirm_and_dismiss_with_notes(state_dir: Path, capsys: pytest.CaptureF
     _, out, _ = run(capsys, "list", "--state", str(state_dir), "--status", "confirmed")
     assert "dubai-c0001" in out and "new tower" in out
     _, out, _ = run(capsys, "history", "beirut-c0002", "--state", str(state_dir))
-    assert [line.split()[2] for line in out.splitlines()[1:]] == ["new", "dismissed"]
+    observations, events = out.split("events:\n")
+    assert [line.split()[1] for line in observations.splitlines()[2:]] == ["detection"]
+    assert [line.split()[2] for line in events.splitlines()[1:]] == ["new", "dismissed"]
     # the next night, a little higher: it stays dismissed (below the re-alerting margin)
     record_night(state_dir, "2024-05-02",
                  [{"site_id": "beirut-c0002", "pair_id": "beirut-2", "score": 0.7}])

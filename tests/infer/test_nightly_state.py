@@ -27,6 +27,7 @@ from groundbreak.infer.nightly.lock import LockHeldError, RunLock
 from groundbreak.infer.nightly.logging import NightLog
 from groundbreak.infer.nightly.pairing import PairingRule
 from groundbreak.infer.nightly.state import NightlyState
+from groundbreak.infer.nightly.timeline import site_timeline
 
 OSCD = Path(__file__).resolve().parents[1] / "fixtures" / "oscd"
 
@@ -311,3 +312,18 @@ def test_log_writes_json_lines_or_a_progress_bar(tmp_path: Path) -> None:
     assert "2/2" in bar_stream.getvalue() and "[warning] pair_failed pair_id=p2" in (
         bar_stream.getvalue())
     assert NightLog("auto", io.StringIO()).format == "json"  # not a terminal
+
+
+def test_timeline_says_when_the_change_began(state: NightlyState) -> None:
+    policy = AlertPolicy()
+    for night, (day, score) in enumerate(
+        [("2024-02-01", 0.1), ("2024-03-03", 0.2), ("2024-03-23", 0.8), ("2024-04-12", 0.9)]
+    ):
+        state.update_alerts(f"n{night}", [_site("a", score, f"p{night}", day)], policy)
+    timeline = site_timeline(state.observations("a"))
+    assert timeline.began() == "between 2024-03-03 and 2024-03-23"
+    assert timeline.first_detection["pair_id"] == "p2"
+    assert timeline.latest_detection["pair_id"] == "p3"
+    assert timeline.scores() == [("2024-02-01", 0.1), ("2024-03-03", 0.2),
+                                 ("2024-03-23", 0.8), ("2024-04-12", 0.9)]
+    assert state.alert("a")["status"] == "new"
