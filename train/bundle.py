@@ -151,6 +151,28 @@ class ModelBundle:
         (``model.json["date_matching"]``; ``none`` when it does not say)."""
         return str(self.meta.get("date_matching", "none"))
 
+    @property
+    def seen_pairs(self) -> dict[str, str]:
+        """The pairs the model has seen, by id: ``"training"`` (trained on) or ``"validation"``
+        (selected on), from ``model.json["training"]``: the chips' pairs by split
+        (``dataset.pairs``) and the datamodule's ``train_split``/``val_split``. Empty where the
+        bundle does not record them."""
+        training = self.meta.get("training")
+        training = training if isinstance(training, Mapping) else {}
+        dataset = training.get("dataset")
+        pairs = dataset.get("pairs") if isinstance(dataset, Mapping) else None
+        if not isinstance(pairs, Mapping):
+            return {}
+        datamodule = training.get("datamodule")
+        datamodule = datamodule if isinstance(datamodule, Mapping) else {}
+        seen: dict[str, str] = {}
+        for key, default, role in (("val_split", "val", "validation"),
+                                   ("train_split", "train", "training")):
+            names = pairs.get(datamodule.get(key, default))
+            if isinstance(names, list):
+                seen.update((name, role) for name in names if isinstance(name, str))
+        return seen
+
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """Normalise raw band values ``(C, H, W)`` or ``(B, C, H, W)``: ``(x - mean) / std``.
 

@@ -33,8 +33,13 @@ trained folds are the same, so a run without it can be rescored with it at the c
 
 A fold with ``evaluation.json`` is done and skipped on a rerun. When every fold is done, the
 out-of-fold (OOF) histograms of all cities are pooled: the OOF threshold is the best pooled F1
-over the sweep, and pooled precision/recall/F1/IoU, per-city F1 and per-fold F1 (mean, std, min,
-max) at that threshold go to ``OUT/cv.json`` and ``OUT/cv.md`` (a table row for the model card).
+over the sweep, and pooled precision/recall/F1/IoU, per-city F1 and per-fold F1, precision and
+recall (mean, std, min, max) at that threshold go to ``OUT/cv.json`` and ``OUT/cv.md`` (a table
+row for the model card), with the out-of-fold recall by labelled region size (pixel recall and
+share of regions found, pooled and mean ± std over the folds; see
+:class:`~groundbreak.train.scene_evaluate.RegionCounts`). A fold scored before region counts were
+recorded has them computed from its kept maps (``--keep-maps``: the last scoring written there)
+when a rerun pools the folds; without maps the region table is left out.
 
 ``--folds`` is a YAML/JSON file (``folds: [[city, ...], ...]``, every labelled city once) or a
 number N: the cities, largest change first, each dealt to the fold with the fewest changed pixels
@@ -309,28 +314,86 @@ def train_final(
     return bundle.path
 
 
+def fold_regions(
+    out: Path, k: int, row: dict[str, Any], specs: Sequence[PairSpec]
+) -> scene_evaluate.RegionCounts | None:
+    """The region counts of one held-out city: recorded in its evaluation, else from the fold's
+    kept probability map, else None."""
+    if "regions" in row:
+        return scene_evaluate.RegionCounts.from_json(row["regions"])
+    probability = out / f"fold{k}" / "maps" / row["pair_id"] / "probability.tif"
+    spec = next((s for s in specs if s.pair_id == row["pair_id"]), None)
+    if spec is None or not probability.is_file():
+        return None
+    return scene_evaluate.score_probability_map(spec.open(), probability).regions
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, standard deviation, min and max of per-fold values (std 0 for one value)."""
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def region_table(
+    per_fold: Sequence[Sequence[scene_evaluate.RegionCounts]], threshold: float
+) -> list[dict[str, Any]]:
+    """Pooled recall by region size at ``threshold``, with its spread over the folds (over the
+    folds that hold regions of a bin)."""
+    total = scene_evaluate.RegionCounts()
+    for counts in per_fold:
+        for city in counts:
+            total = total + city
+    fold_tables = []
+    for counts in per_fold:
+        fold_total = scene_evaluate.RegionCounts()
+        for city in counts:
+            fold_total = fold_total + city
+        fold_tables.append(fold_total.table(threshold))
+    rows = total.table(threshold)
+    for k, row in enumerate(rows):
+        present = [table[k] for table in fold_tables if table[k]["regions"]]
+        if present:
+            row["fold_pixel_recall"] = spread([r["pixel_recall"] for r in present])
+            row["fold_regions_found"] = spread([r["regions_found"] for r in present])
+    return rows
+
+
 def aggregate(
-    out: Path, folds: Sequence[Sequence[str]], name: str, suffix: str = ""
+    out: Path, folds: Sequence[Sequence[str]], name: str, suffix: str = "",
+    specs: Sequence[PairSpec] = (),
 ) -> dict[str, Any]:
     """Pool the out-of-fold histograms of every fold (``evaluation{suffix}.json``): the OOF
-    threshold and scores."""
+    threshold and scores, and recall by region size (``specs``: the labelled pairs, to count
+    regions from kept maps where an evaluation lacks them)."""
     records = [json.loads((out / f"fold{k}" / f"evaluation{suffix}.json").read_text())
                for k in range(len(folds))]
     cities = {
         row["pair_id"]: scene_evaluate.ChangeHistogram.from_json(row["histogram"])
         for record in records for row in record["per_pair"]
     }
+    regions = [
+        [fold_regions(out, k, row, specs) for row in record["per_pair"]]
+        for k, record in enumerate(records)
+    ]
     total = scene_evaluate.ChangeHistogram()
     for histogram in cities.values():
         total = total + histogram
     best = total.best()
     threshold = best["threshold"]
-    fold_f1 = []
+    fold_f1, fold_precision, fold_recall = [], [], []
     for record in records:
         fold_total = scene_evaluate.ChangeHistogram()
         for row in record["per_pair"]:
             fold_total = fold_total + cities[row["pair_id"]]
-        fold_f1.append(fold_total.scores(threshold)["f1"])
+        fold_scores = fold_total.scores(threshold)
+        fold_f1.append(fold_scores["f1"])
+        fold_precision.append(fold_scores["precision"])
+        fold_recall.append(fold_scores["recall"])
+    complete = all(c is not None for counts in regions for c in counts)
     return {
         "name": name,
         "folds": [list(f) for f in folds],
@@ -341,6 +404,11 @@ def aggregate(
         "per_fold_f1": [round(f, 4) for f in fold_f1],
         "fold_f1_mean": statistics.fmean(fold_f1),
         "fold_f1_std": statistics.stdev(fold_f1) if len(fold_f1) > 1 else 0.0,
+        "per_fold_precision": [round(v, 4) for v in fold_precision],
+        "per_fold_recall": [round(v, 4) for v in fold_recall],
+        "fold_precision": spread(fold_precision),
+        "fold_recall": spread(fold_recall),
+        "by_region_size": region_table(regions, threshold) if complete else None,  # type: ignore[arg-type]
         "train_minutes": round(sum(r["train_seconds"] for r in records) / 60, 1),
     }
 
@@ -365,7 +433,34 @@ def markdown(result: dict[str, Any], settings: dict[str, Any]) -> str:
         "|" + " --- |" * len(cities),
         "| " + " | ".join(f"{v:.3f}" for v in cities.values()) + " |",
         "",
+        *region_markdown(result),
     ])
+
+
+def region_markdown(result: dict[str, Any]) -> list[str]:
+    """The out-of-fold recall-by-region-size table and the precision spread, as markdown."""
+    precision = result.get("fold_precision")
+    lines = []
+    if precision:
+        lines += [f"precision per fold {precision['mean']:.3f} ± {precision['std']:.3f} "
+                  f"({precision['min']:.3f}-{precision['max']:.3f})", ""]
+    rows = result.get("by_region_size")
+    if not rows:
+        return lines
+    lines += [
+        f"| region size (px) | regions | pixel recall | fold mean ± std | regions >= "
+        f"{scene_evaluate.FOUND_PERCENT} % found | fold mean ± std |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        recall, found = row.get("fold_pixel_recall"), row.get("fold_regions_found")
+        lines.append(
+            f"| {row['size']} | {row['regions']} | {row['pixel_recall']:.3f} | "
+            + (f"{recall['mean']:.3f} ± {recall['std']:.3f}" if recall else "-")
+            + f" | {row['regions_found']:.3f} | "
+            + (f"{found['mean']:.3f} ± {found['std']:.3f}" if found else "-") + " |"
+        )
+    return [*lines, ""]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -455,7 +550,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
     name = args.out.name + (f" + date matching {args.date_matching}" if args.date_matching else "")
     name += " + flip TTA" if args.tta else ""
-    result = aggregate(args.out, folds, name, scored(args))
+    result = aggregate(args.out, folds, name, scored(args), specs)
     cv_json, cv_md = (args.out / f"cv{scored(args)}{ext}" for ext in (".json", ".md"))
     cv_json.write_text(json.dumps(result, indent=2) + "\n")
     cv_md.write_text(markdown(result, settings))
@@ -469,6 +564,10 @@ def main(argv: Sequence[str]) -> int:
           f"{', '.join(f'{f:.3f}' for f in result['per_fold_f1'])} "
           f"(mean {result['fold_f1_mean']:.3f} ± {result['fold_f1_std']:.3f})")
     print("per city: " + ", ".join(f"{c} {f:.3f}" for c, f in result["per_city_f1"].items()))
+    if result["by_region_size"]:
+        print("\n".join(scene_evaluate.format_region_table(
+            result["by_region_size"], result["oof_threshold"]
+        )))
     print(f"wrote {cv_json} and {cv_md}")
     if args.final:
         path = train_final(specs, args, extra, result)

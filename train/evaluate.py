@@ -11,7 +11,10 @@ With ``--oscd-root`` or ``--pairs`` every pair is predicted whole by the tiled p
 ``groundbreak predict`` uses and every labelled pixel counts once; the pooled scores at the
 bundle's threshold (or ``--threshold``), the best pooled threshold and each pair's scores are
 printed (see :mod:`groundbreak.train.scene_evaluate`). This is the evaluation the model card and a
-bundle's threshold rest on.
+bundle's threshold rest on. A scored pair that the bundle was trained or selected on (its
+``model.json`` records the training chips' pairs) is named in a warning on stderr and flagged in
+the JSON (``seen_in_training``: ``"training"``, ``"validation"`` or null): its scores are not
+held-out figures.
 
 With ``--chips`` the bundle scores the chips of one split instead (overlapping chips count a pixel
 up to four times, unblended: a quick check, not the figure to publish).
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -265,6 +269,16 @@ def _main_scenes(args: argparse.Namespace) -> int:
         cloud_mask=args.cloud_mask, date_matching=args.date_matching,
     )
     pairs = scene_evaluate.open_labelled_pairs(specs, predictor)
+    seen = bundle.seen_pairs
+    for role in ("training", "validation"):
+        named = [spec.pair_id for spec in specs if seen.get(spec.pair_id) == role]
+        if named:
+            print(
+                f"warning: {', '.join(named)} {'is' if len(named) == 1 else 'are'} in the "
+                f"{role} data of model {bundle.name!r} ({bundle.path / 'model.json'}): "
+                "not held-out scores",
+                file=sys.stderr,
+            )
     threshold = bundle.threshold if args.threshold is None else float(args.threshold)
     results = scene_evaluate.evaluate_scenes(predictor, pairs, maps_dir=args.maps)
     result = {
@@ -276,6 +290,8 @@ def _main_scenes(args: argparse.Namespace) -> int:
         "date_matching": predictor.date_matching,
         **scene_evaluate.summary(results, threshold),
     }
+    for row in result["per_pair"]:
+        row["seen_in_training"] = seen.get(row["pair_id"])
     print(scene_evaluate.format_summary(result, bundle.name))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,14 +20,15 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F  # noqa: N812
 from lightning.pytorch import LightningModule
-from torch.optim import AdamW
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim import Adam, AdamW
+from torch.optim.lr_scheduler import ExponentialLR, LambdaLR
 
 from groundbreak.train.losses import ChangeLoss, LossName
 from groundbreak.train.metrics import PooledChangeMetrics
 from groundbreak.train.model import Fusion, Network, build_change_model
 
-Scheduler = Literal["cosine", "onecycle", "none"]
+Scheduler = Literal["cosine", "onecycle", "exponential", "none"]
+Optimizer = Literal["adamw", "adam"]
 CHECKPOINT_KEY = "groundbreak"
 """Key of the export metadata inside a Lightning checkpoint."""
 
@@ -87,10 +88,13 @@ class ChangeSegmentationTask(LightningModule):
             :mod:`groundbreak.train.losses`).
         pos_weight: Weight of changed pixels in BCE (``None``: unweighted).
         dice_weight: Weight of the soft Dice term of ``"bce_dice"`` and ``"focal_dice"``.
-        lr: Peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
+        lr: Peak learning rate.
+        weight_decay: Weight decay: decoupled with AdamW, an L2 term of the loss with Adam.
         scheduler: ``"cosine"`` (annealed to 0 over training, per step), ``"onecycle"`` (warm-up
-            then annealing, per step; see :func:`schedule_factor`) or ``"none"``.
+            then annealing, per step; see :func:`schedule_factor`), ``"exponential"`` (multiplied
+            by ``lr_decay`` after every epoch) or ``"none"``.
+        optimizer: ``"adamw"`` or ``"adam"`` (Caye Daudt et al.'s recipe).
+        lr_decay: Factor of the ``"exponential"`` schedule per epoch.
         threshold: Probability threshold of the pooled validation scores (``val/f1`` ...).
         channels_last: Keep the model and its inputs channels-last (NHWC): about 40 % faster
             training on this project's CPU, and the fast layout for mixed precision on GPUs.
@@ -113,6 +117,8 @@ class ChangeSegmentationTask(LightningModule):
         scheduler: Scheduler = "cosine",
         threshold: float = 0.5,
         channels_last: bool = True,
+        optimizer: Optimizer = "adamw",
+        lr_decay: float = 0.95,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -217,15 +223,27 @@ class ChangeSegmentationTask(LightningModule):
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW, with a per-step cosine or one-cycle schedule over the whole run.
+        """AdamW (or Adam), with a per-step cosine or one-cycle schedule over the whole run, or a
+        per-epoch exponential decay.
 
-        The schedule is a function of the step and the run's length, which a checkpoint does not
-        store: a run resumed with more epochs stretches the schedule over its new length.
+        The cosine and one-cycle schedules are functions of the step and the run's length, which a
+        checkpoint does not store: a run resumed with more epochs stretches the schedule over its
+        new length.
         """
         hp = self.hparams
-        optimizer = AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        optimizer_class = Adam if hp.get("optimizer", "adamw") == "adam" else AdamW
+        optimizer = optimizer_class(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "none":
             return {"optimizer": optimizer}
+        if hp.scheduler == "exponential":
+            decay = float(hp.get("lr_decay", 0.95))
+            if not 0.0 < decay <= 1.0:
+                raise ValueError(f"lr_decay must be in (0, 1], got {decay}")
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": ExponentialLR(optimizer, gamma=decay),
+                                 "interval": "epoch", "frequency": 1},
+            }
         total_steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(total_steps) or total_steps < 1:
             raise ValueError(

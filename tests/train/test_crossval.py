@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import yaml
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.infer.cli import main as groundbreak
+from groundbreak.train import scene_evaluate
 from groundbreak.train.bundle import load_bundle
-from groundbreak.train.crossval import balanced_folds, date_matching_of, read_folds
+from groundbreak.train.crossval import (
+    aggregate,
+    balanced_folds,
+    date_matching_of,
+    read_folds,
+    region_markdown,
+    region_table,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -172,3 +182,59 @@ def test_cv_cuts_chips_the_way_the_config_matches_dates(
     bundle = load_bundle(out / "fold0" / "bundle")  # trained, exported and scored matched
     assert bundle.date_matching == "mean_std"
     assert json.loads((out / "fold0" / "evaluation.json").read_text())["per_pair"]
+
+
+def test_out_of_fold_recall_by_region_size_and_its_spread(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Two folds scored from real fixture labels and constant probability maps: beirut's map
+    0.7 everywhere, abudhabi's 0.3. Fold 1's record predates region counts: they come from its
+    kept map."""
+    specs = [s for s in oscd_pairs(fixtures_dir / "oscd") if s.label is not None]
+    folds = [["beirut"], ["abudhabi"]]
+    expected = {}
+    for k, (city, value) in enumerate((("beirut", 0.7), ("abudhabi", 0.3))):
+        pair = next(s for s in specs if s.pair_id == city).open()
+        maps = tmp_path / f"fold{k}" / "maps" / city
+        maps.mkdir(parents=True)
+        height, width = pair.grid.shape
+        profile = {"driver": "GTiff", "height": height, "width": width, "count": 1,
+                   "dtype": "float32"}
+        with rasterio.open(maps / "probability.tif", "w", **profile) as dst:
+            dst.write(np.full((height, width), value, np.float32), 1)
+        result = scene_evaluate.score_probability_map(pair, maps / "probability.tif")
+        expected[city] = result.regions
+        row = result.to_json(0.5)
+        if k == 1:
+            del row["regions"]
+        record = {"per_pair": [row], "train_seconds": 60.0}
+        (tmp_path / f"fold{k}" / "evaluation.json").write_text(scene_evaluate.dumps(record))
+
+    result = aggregate(tmp_path, folds, "constant", "", specs)
+    changed = sum(int(r.sizes.sum()) for r in expected.values())
+    rows = result["by_region_size"]
+    assert sum(row["changed_pixels"] for row in rows) == changed
+    assert result["oof_threshold"] <= 0.3  # predicting every pixel is the best F1 here
+    assert all(row["pixel_recall"] == 1.0 and row["fold_regions_found"]["std"] == 0.0
+               for row in rows if row["regions"])
+    assert len(result["per_fold_precision"]) == 2 and result["fold_recall"]["mean"] == 1.0
+
+    # At 0.5 beirut's regions are all found and abudhabi's none: each fold found 1 or 0.
+    at_half = region_table([[expected["beirut"]], [expected["abudhabi"]]], 0.5)
+    beirut, abudhabi = expected["beirut"].table(0.5), expected["abudhabi"].table(0.5)
+    for row, one, other in zip(at_half, beirut, abudhabi, strict=True):
+        assert row["regions"] == one["regions"] + other["regions"]
+        assert row["regions_found"] == pytest.approx(
+            one["regions"] / row["regions"] if row["regions"] else 0.0
+        )
+        folds_found = [t["regions_found"] for t in (one, other) if t["regions"]]
+        if folds_found:
+            assert row["fold_regions_found"]["mean"] == pytest.approx(np.mean(folds_found))
+            assert (row["fold_regions_found"]["min"], row["fold_regions_found"]["max"]) == (
+                min(folds_found), max(folds_found)
+            )
+    assert sum(row["regions_found"] * row["regions"] for row in at_half) == pytest.approx(
+        len(expected["beirut"].sizes)
+    )
+    markdown_lines = region_markdown(result)
+    assert any(line.startswith("| region size (px) |") for line in markdown_lines)

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from scipy import ndimage
 
 from groundbreak.infer.cli import main as groundbreak
 from groundbreak.train.bundle import save_bundle
 from groundbreak.train.model import ChangeUNet
-from groundbreak.train.scene_evaluate import ChangeHistogram
+from groundbreak.train.scene_evaluate import ChangeHistogram, RegionCounts, label_regions
 
 BANDS = ["B02", "B03", "B04", "B08"]
 CONSTANT = 0.7
@@ -76,6 +77,37 @@ def test_histogram_counts_by_hand() -> None:
     assert (again + histogram).counts(0.3) == {"tp": 4, "fp": 4, "fn": 2, "tn": 4}
 
 
+def test_recall_by_region_size_by_hand() -> None:
+    label = np.zeros((16, 16), np.uint8)
+    probability = np.full((16, 16), 0.2, np.float32)
+    label[0, 0] = label[1, 1] = 1  # A: two diagonal pixels, one 8-connected region of 2 px
+    probability[0, 0], probability[1, 1] = 0.9, 0.1
+    label[3:6, 0:4] = 1  # B: 12 px, 4 of them (33 %) at 0.8, one unpredicted
+    probability[3, 0:4] = 0.8
+    probability[5, 3] = np.nan
+    label[6:16, 6:16] = 1  # D: 100 px, 29 of them (29 %) at 0.9
+    probability[6:16, 6:16].flat[:29] = 0.9
+    label[0, 8:12] = 255  # no label: not change
+    regions, count = label_regions(label)
+    assert count == 3
+    counts = RegionCounts.from_pixels(regions[regions > 0], probability[regions > 0], count)
+    assert sorted(counts.sizes.tolist()) == [2, 12, 100]
+
+    def table(threshold: float) -> dict[str, tuple[int, int, float, float]]:
+        return {r["size"]: (r["regions"], r["changed_pixels"], r["pixel_recall"],
+                            r["regions_found"]) for r in counts.table(threshold)}
+
+    assert table(0.5) == {
+        "1-10": (1, 2, 0.5, 1.0), "10-30": (1, 12, 4 / 12, 1.0), "30-100": (0, 0, 0.0, 0.0),
+        "100-300": (1, 100, 0.29, 0.0), "300+": (0, 0, 0.0, 0.0),
+    }
+    assert table(0.85)["10-30"] == (1, 12, 0.0, 0.0)  # B's 0.8 pixels are below
+    assert table(0.85)["1-10"] == (1, 2, 0.5, 1.0)
+    again = RegionCounts.from_json(json.loads(json.dumps(counts.to_json())))
+    doubled = {r["size"]: r["regions"] for r in (again + counts).table(0.5)}
+    assert doubled == {"1-10": 2, "10-30": 2, "30-100": 0, "100-300": 2, "300+": 0}
+
+
 def test_whole_scenes_of_a_constant_model(
     fixtures_dir: Path, constant: Path, tmp_path: Path
 ) -> None:
@@ -99,6 +131,12 @@ def test_whole_scenes_of_a_constant_model(
         assert (row["tp"], row["fp"]) == counts[row["pair_id"]]
     # Every threshold up to 0.7 gives the same F1, every one above gives 0: the nearest 0.5.
     assert result["best"]["threshold"] == 0.5
+    # Every labelled region is found whole; the bins hold every changed pixel once.
+    by_size = result["by_region_size"]
+    assert sum(row["changed_pixels"] for row in by_size) == changed
+    assert all(row["pixel_recall"] == 1.0 and row["regions_found"] == 1.0
+               for row in by_size if row["regions"])
+    assert sum(row["regions"] for row in by_size) > 2
     assert (tmp_path / "maps" / "beirut" / "probability.tif").is_file()
 
 
@@ -197,3 +235,54 @@ def test_unobserved_labelled_pixels_count_as_no_change(
     assert result["unpredicted_changed_pixels"] == pooled["fn"]  # the recall the mask costs
     assert result["per_pair"][0]["unpredicted_changed_pixels"] == pooled["fn"]
     assert pooled["fp"] == int(((label == 1) & ~unobserved).sum())
+    # By region size: a region is found when >= 30 % of it lies in the observed (right) half.
+    regions, count = ndimage.label(label == 2, structure=np.ones((3, 3)))
+    expected = {name: [0, 0, 0, 0] for name in ("1-10", "10-30", "30-100", "100-300", "300+")}
+    for region in range(1, count + 1):
+        inside = regions == region
+        size, seen = int(inside.sum()), int((inside & ~unobserved).sum())
+        name = next(n for n, high in (("1-10", 10), ("10-30", 30), ("30-100", 100),
+                                      ("100-300", 300), ("300+", 10**9)) if size < high)
+        row = expected[name]
+        row[0] += 1
+        row[1] += size
+        row[2] += seen
+        row[3] += 10 * seen >= 3 * size
+    assert any(0 < row[2] < row[1] for row in expected.values())  # some bins half seen
+    for row in result["by_region_size"]:
+        regions_in, pixels, seen, found = expected[row["size"]]
+        assert (row["regions"], row["changed_pixels"]) == (regions_in, pixels)
+        assert row["pixel_recall"] == pytest.approx(seen / pixels if pixels else 0.0)
+        assert row["regions_found"] == pytest.approx(found / regions_in if regions_in else 0.0)
+
+
+def test_pairs_the_bundle_was_trained_or_selected_on_are_flagged(
+    fixtures_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = constant_bundle(tmp_path / "trained")
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["training"] = {  # as export records a `train fit` on beirut, validated on abudhabi
+        "datamodule": {"train_split": "train", "val_split": "val"},
+        "dataset": {"layout": "oscd", "pairs": {"train": ["beirut"], "val": ["abudhabi"]}},
+    }
+    (bundle / "model.json").write_text(json.dumps(meta))
+    out = tmp_path / "metrics.json"
+    code = groundbreak([
+        "evaluate", "--model", str(bundle), "--oscd-root", str(fixtures_dir / "oscd"),
+        "--cities", "beirut,abudhabi", "--out", str(out),
+    ])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "warning: beirut is in the training data of model 'trained'" in err
+    assert "warning: abudhabi is in the validation data of model 'trained'" in err
+    flags = {row["pair_id"]: row["seen_in_training"]
+             for row in json.loads(out.read_text())["per_pair"]}
+    assert flags == {"beirut": "training", "abudhabi": "validation"}
+
+    # A bundle that does not record its data, or held-out pairs: no warning, flag null.
+    code = groundbreak([
+        "evaluate", "--model", str(constant_bundle(tmp_path / "plain")), "--oscd-root",
+        str(fixtures_dir / "oscd"), "--cities", "beirut", "--out", str(out),
+    ])
+    assert code == 0 and "warning" not in capsys.readouterr().err
+    assert json.loads(out.read_text())["per_pair"][0]["seen_in_training"] is None
