@@ -54,13 +54,27 @@ INCOMPLETE_MARK = ".chips-incomplete"
 """Present in a chip dataset folder while it is being written: its leftovers may be replaced."""
 
 
+DEFAULT_CHIP_SIZE = 128
+"""Chip side in pixels of the shipped recipe (``groundbreak cv``, ``configs/oscd_s2_radio.yaml``)
+and of ``groundbreak chips`` without ``--size``."""
+
+
+def default_stride(chip_size: int) -> int:
+    """The step between chips when none is given: half the chip size (the recipe: 128 at 64)."""
+    return max(1, chip_size // 2)
+
+
+DEFAULT_CHIP_STRIDE = default_stride(DEFAULT_CHIP_SIZE)
+"""The recipe's step between chips (64)."""
+
+
 @dataclass(frozen=True)
 class ChipConfig:
-    """How to cut chips.
+    """How to cut chips. The defaults are the shipped recipe's geometry: 128 px at stride 64.
 
     Attributes:
         chip_size: Chip height and width in pair-grid pixels.
-        stride: Step between chips (default: ``chip_size``, no overlap).
+        stride: Step between chips (default: :func:`default_stride`, half the chip size).
         bands: Bands to keep, by name (default: every band common to all pairs).
         change_threshold: A chip is ``construction`` when its changed fraction reaches this.
         min_valid_fraction: Chips with a smaller fraction of valid pixels are skipped.
@@ -69,7 +83,7 @@ class ChipConfig:
             date band by band (see :mod:`groundbreak.datasets.date_matching`).
     """
 
-    chip_size: int = 256
+    chip_size: int = DEFAULT_CHIP_SIZE
     stride: int | None = None
     bands: Sequence[str] | None = None
     change_threshold: float = 0.01
@@ -89,7 +103,7 @@ class ChipConfig:
     @property
     def step(self) -> int:
         """The stride actually used."""
-        return self.stride or self.chip_size
+        return self.stride or default_stride(self.chip_size)
 
 
 @dataclass

@@ -2,7 +2,12 @@
 
 Example::
 
-    groundbreak chips --layout oscd --root ../shared/data/oscd --size 128 --out chips/oscd
+    groundbreak chips --layout oscd --root ../shared/data/oscd --out runs/chips/oscd
+
+Chips are 128 px at stride 64 unless ``--size``/``--stride`` say otherwise: the geometry of the
+shipped recipe (:data:`groundbreak.datasets.chips.DEFAULT_CHIP_SIZE`); the stride defaults to
+half the chip size. A model trained on the chips records their size in its bundle
+(``model.json`` ``chip_size``), from which the predictor derives its window.
 
 For OSCD the validation split is held out by city (default: cupertino, hongkong, nantes — see
 :data:`groundbreak.datasets.layouts.OSCD_VAL_CITIES`); the 10 official test cities have no labels
@@ -16,7 +21,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from groundbreak.datasets.chips import ChipConfig, cut_chips
+from groundbreak.datasets.chips import (
+    DEFAULT_CHIP_SIZE,
+    DEFAULT_CHIP_STRIDE,
+    ChipConfig,
+    cut_chips,
+)
 from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.layouts import OSCD_VAL_CITIES, SPLITS, layout_pairs
 
@@ -38,9 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", required=True, type=Path, help="dataset folder (the CSV file for --layout csv)"
     )
     parser.add_argument("--out", required=True, type=Path, help="chip dataset folder to write")
-    parser.add_argument("--size", type=int, default=256, help="chip size in pixels (default 256)")
     parser.add_argument(
-        "--stride", type=int, default=None, help="step between chips (default: the chip size)"
+        "--size", type=int, default=DEFAULT_CHIP_SIZE,
+        help=f"chip size in pixels (default {DEFAULT_CHIP_SIZE}, the shipped recipe's)",
+    )
+    parser.add_argument(
+        "--stride", type=int, default=None,
+        help=f"step between chips (default: half the chip size, {DEFAULT_CHIP_STRIDE} for "
+        f"{DEFAULT_CHIP_SIZE} px chips)",
     )
     parser.add_argument(
         "--bands", type=_comma_list, default=None,
@@ -118,6 +133,7 @@ def main(argv: Sequence[str]) -> int:
     )
     print(
         f"wrote {len(summary.manifest)} chips of {config.chip_size}x{config.chip_size} "
+        f"at stride {config.step} "
         f"({len(summary.bands)} bands: {','.join(summary.bands)}) to {summary.out_dir}"
     )
     print(summary.table())

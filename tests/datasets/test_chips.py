@@ -30,7 +30,8 @@ def oscd_chips(tmp_path_factory: pytest.TempPathFactory) -> ChipSummary:
     """32 px chips of the OSCD fixtures: beirut train, abudhabi val, dubai test."""
     out = tmp_path_factory.mktemp("chips") / "oscd"
     specs = oscd_pairs(FIXTURES / "oscd", val_pairs=["abudhabi"])
-    return cut_chips(specs, out, ChipConfig(chip_size=32), layout="oscd", root=FIXTURES / "oscd")
+    return cut_chips(specs, out, ChipConfig(chip_size=32, stride=32), layout="oscd",
+                     root=FIXTURES / "oscd")
 
 
 def test_manifest_columns_and_counts(oscd_chips: ChipSummary) -> None:
@@ -136,7 +137,7 @@ def test_pixels_invalid_in_either_date_are_ignored(tmp_path: Path, make_raster) 
 
 def test_existing_output_is_kept_unless_overwritten(tmp_path: Path) -> None:
     specs = levir_pairs(FIXTURES / "levir")
-    config = ChipConfig(chip_size=128, splits=["val"])
+    config = ChipConfig(chip_size=128, stride=128, splits=["val"])
     cut_chips(specs, tmp_path / "c", config)
     with pytest.raises(InputError, match=r"c: already holds a chip dataset"):
         cut_chips(specs, tmp_path / "c", config)

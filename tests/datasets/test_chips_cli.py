@@ -25,7 +25,7 @@ def test_chips_on_the_oscd_fixtures(oscd_dir: Path, tmp_path: Path, capsys) -> N
     ])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "wrote 12 chips of 48x48 (4 bands: B02,B03,B04,B08)" in printed
+    assert "wrote 12 chips of 48x48 at stride 48 (4 bands: B02,B03,B04,B08)" in printed
     lines = {line.split()[0]: line.split()[1:] for line in printed.splitlines()[2:]}
     assert lines["train"][:2] == ["1", "4"] and lines["val"][:2] == ["1", "4"]
     assert lines["test"][:2] == ["1", "4"]  # 64 px: windows at 0 and 16
@@ -112,7 +112,7 @@ def test_error_from_a_subprocess(tmp_path: Path) -> None:
 def test_real_oscd_city(shared_data: Path, tmp_path: Path) -> None:
     specs = [s for s in oscd_pairs(shared_data / "oscd") if s.pair_id == "bercy"]
     assert specs and specs[0].split == "train"
-    summary = cut_chips(specs, tmp_path / "c", ChipConfig(chip_size=128), layout="oscd")
+    summary = cut_chips(specs, tmp_path / "c", ChipConfig(chip_size=128, stride=128), layout="oscd")
     assert summary.bands[0] == "B01" and len(summary.bands) == 13
     assert summary.counts["train"].chips == 12  # 395 rows: 0,128,256,267; 360 cols: 0,128,232
     assert summary.counts["train"].construction > 0
@@ -129,7 +129,8 @@ def test_invalid_pairs_stop_the_run_or_are_skipped(levir_dir: Path, tmp_path: Pa
     image = Image.open(levir_dir / "B" / "val_27_0000_0256.png")
     shutil.copy(levir_dir / "A" / "val_27_0000_0256.png", root / "A" / "odd.png")
     image.crop((0, 0, 256, 255)).save(root / "B" / "odd.png")  # one row short, no label
-    args = ["chips", "--layout", "levir", "--root", str(root), "--size", "128", "--quiet"]
+    args = ["chips", "--layout", "levir", "--root", str(root), "--size", "128", "--stride", "128",
+            "--quiet"]
     assert groundbreak([*args, "--out", str(tmp_path / "a")]) == 2
     assert "odd.png: images without georeference must have the same size" in _error_line(capsys)
     assert not (tmp_path / "a" / "manifest.parquet").exists()
@@ -174,3 +175,20 @@ def test_a_csv_pair_id_that_is_no_folder_name_is_refused(oscd_dir: Path, tmp_pat
                         "--out", str(out)]) == 2
     assert "line 2: pair_id" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "escaped").exists()
+
+
+def test_chips_cut_with_defaults_have_the_recipes_geometry(oscd_dir: Path, tmp_path: Path) -> None:
+    """``chips`` without --size/--stride cuts what ``cv`` and the shipped bundle were made of."""
+    from groundbreak.train.bundle import DEFAULT_BUNDLE_DIR
+    from groundbreak.train.crossval import build_parser as cv_parser
+
+    out = tmp_path / "chips"
+    assert groundbreak(["chips", "--layout", "oscd", "--root", str(oscd_dir), "--out", str(out),
+                        "--bands", "B02", "--quiet"]) == 0
+    cut = json.loads((out / "dataset.json").read_text())
+    recipe = cv_parser().parse_args(["--config", "c.yaml", "--folds", "f.yaml", "--out", "o"])
+    assert (cut["chip_size"], cut["stride"]) == (recipe.size, recipe.stride) == (128, 64)
+    shipped = json.loads((DEFAULT_BUNDLE_DIR / "model.json").read_text())
+    assert shipped["chip_size"] == cut["chip_size"]
+    assert ChipConfig().chip_size == 128 and ChipConfig().step == 64
+    assert ChipConfig(chip_size=256).step == 128 and ChipConfig(32, stride=8).step == 8

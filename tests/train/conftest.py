@@ -23,7 +23,7 @@ def oscd_chips_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path)
     code = groundbreak(
         [
             "chips", "--layout", "oscd", "--root", str(fixtures_dir / "oscd"), "--size", "32",
-            "--out", str(out), "--val-pairs", "abudhabi", "--quiet",
+            "--stride", "32", "--out", str(out), "--val-pairs", "abudhabi", "--quiet",
         ]
     )
     assert code == 0
