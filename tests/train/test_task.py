@@ -119,3 +119,26 @@ def test_schedules_cosine_and_one_cycle(total: int) -> None:
 def test_unknown_schedule_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown scheduler 'linear'"):
         schedule_factor("linear", 10)  # type: ignore[arg-type]
+
+
+def test_papers_recipe_adam_with_per_epoch_exponential_decay(
+    oscd_chips_dir: Path, tmp_path: Path
+) -> None:
+    """FC-Siam-diff trained for 3 epochs with Adam (L2 decay) and lr x 0.5 after every epoch."""
+    seed_everything(0)
+    dm = ChangeDataModule(oscd_chips_dir, bands=["B04", "B03", "B02", "B08"], batch_size=4)
+    task = ChangeSegmentationTask(
+        in_channels=dm.num_bands, network="fc", fusion="siamese_diff", loss="bce",
+        pos_weight=4.27, lr=0.01, optimizer="adam", scheduler="exponential", lr_decay=0.5,
+        channels_last=False,
+    )
+    runner = trainer(tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=1)
+    runner.fit(task, datamodule=dm)
+    optimizer = runner.optimizers[0]
+    assert type(optimizer) is torch.optim.Adam
+    assert optimizer.param_groups[0]["weight_decay"] == 1e-4
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**3)
+    with pytest.raises(ValueError, match="lr_decay must be in"):
+        ChangeSegmentationTask(in_channels=4, scheduler="exponential", lr_decay=1.5,
+                               **{"encoder_depth": 2, "decoder_channels": (8, 8)}
+                               ).configure_optimizers()
