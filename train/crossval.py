@@ -166,11 +166,37 @@ def resolve_folds(text: str, specs: Sequence[PairSpec]) -> list[list[str]]:
     return read_folds(path, [s.pair_id for s in specs])
 
 
+CV_SET_PATHS = (("trainer", "default_root_dir"), ("data", "chips_dir"))
+"""Config keys that ``cv`` sets itself for every training: left out of the config's content hash."""
+
+
+def config_content_sha256(config: Path) -> str:
+    """SHA-256 of a training config's parsed content, without comments, layout and the paths
+    ``cv`` sets itself (:data:`CV_SET_PATHS`): what the trainings depend on."""
+    try:
+        data = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(config, f"cannot be read as YAML ({err})") from err
+    if isinstance(data, dict):
+        for section, key in CV_SET_PATHS:
+            if isinstance(data.get(section), dict):
+                data[section] = {k: v for k, v in data[section].items() if k != key}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Record the run's settings, or refuse when ``out`` was started with others."""
+    """Record the run's settings, or refuse when ``out`` was started with others.
+
+    Runs that record ``config_content_sha256`` compare the config by its content, so an edit of
+    its comments or of the paths ``cv`` sets does not stop a resume; older runs compare the file.
+    """
     path = out / "cv_settings.json"
     if path.exists():
         previous = json.loads(path.read_text())
+        if "config_content_sha256" in previous:
+            previous = {**previous, "config_sha256": settings["config_sha256"]}
+        else:
+            settings = {k: v for k, v in settings.items() if k != "config_content_sha256"}
         if previous != settings:
             changed = sorted(k for k in settings if previous.get(k) != settings[k])
             raise InputError(
@@ -525,6 +551,7 @@ def main(argv: Sequence[str]) -> int:
     settings = {
         "config": str(args.config),
         "config_sha256": hashlib.sha256(args.config.read_bytes()).hexdigest(),
+        "config_content_sha256": config_content_sha256(args.config),
         "oscd_root": str(args.oscd_root.resolve()),
         "size": args.size,
         "stride": args.stride,

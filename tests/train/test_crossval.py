@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from groundbreak.train.bundle import load_bundle
 from groundbreak.train.crossval import (
     aggregate,
     balanced_folds,
+    check_settings,
+    config_content_sha256,
     date_matching_of,
     read_folds,
     region_markdown,
@@ -238,3 +241,35 @@ def test_out_of_fold_recall_by_region_size_and_its_spread(
     )
     markdown_lines = region_markdown(result)
     assert any(line.startswith("| region size (px) |") for line in markdown_lines)
+
+
+def test_a_run_resumes_after_its_config_is_edited_in_comments_or_cv_set_paths(
+    tmp_path: Path, tiny_model: dict
+) -> None:
+    config = tiny_config(tmp_path, tiny_model)
+
+    def settings() -> dict:
+        return {
+            "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
+            "config_content_sha256": config_content_sha256(config),
+            "size": 32,
+        }
+
+    out = tmp_path / "cv"
+    check_settings(out, settings())
+    data = yaml.safe_load(config.read_text())
+    data["trainer"]["default_root_dir"] = "../runs/elsewhere"  # cv sets it for every training
+    data["data"]["chips_dir"] = "../runs/chips/oscd"
+    config.write_text("# a new comment\n" + yaml.safe_dump(data))
+    check_settings(out, settings())  # the same trainings: resumes
+    data["trainer"]["max_epochs"] = 2
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match="other settings .config_content_sha256"):
+        check_settings(out, settings())
+
+    # A run recorded before content hashes compares the file itself.
+    old = tmp_path / "old"
+    check_settings(old, {k: v for k, v in settings().items() if k != "config_content_sha256"})
+    config.write_text("# another comment\n" + config.read_text())
+    with pytest.raises(InputError, match="other settings .config_sha256"):
+        check_settings(old, settings())
