@@ -19,13 +19,20 @@ What this adds to a plain LightningCLI:
 
 Strategy and devices stay ``auto``: one device trains without DDP or SyncBatchNorm; several
 devices use DDP (gloo on CPU).
+
+Relative paths in a config file (``data.chips_dir``, ``trainer.default_root_dir``,
+``checkpoint.dirpath``, ``ckpt_path``) resolve against the config file's folder, so a config
+runs the same from any working directory; the shipped configs in ``configs/`` name the
+repository's ``runs/`` as ``../runs/...``. Paths given on the command line resolve against the
+working directory.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -34,9 +41,16 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from groundbreak.datasets.datamodule import ChangeDataModule
+from groundbreak.datasets.text_files import load_yaml_text, read_text_file
 from groundbreak.train.task import ChangeSegmentationTask
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+CONFIG_PATH_KEYS: tuple[str, ...] = (
+    "data.chips_dir", "trainer.default_root_dir", "checkpoint.dirpath", "ckpt_path",
+)
+"""Keys of a training config whose relative paths resolve against the config file's folder."""
+MAX_CONFIG_BYTES = 2**20
+"""The largest training config read (1 MiB)."""
 
 
 def runtime_precision(accelerator: object) -> str:
@@ -103,12 +117,56 @@ def last_checkpoint(dirpath: str) -> Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``groundbreak train <fit|validate|test|predict> [--config FILE] [options]``."""
-    check_ckpt_path(argv)
+    args = with_config_paths_resolved(sys.argv[1:] if argv is None else argv)
+    check_ckpt_path(args)
     with warnings.catch_warnings():
         # Called from the ``groundbreak`` dispatcher, sys.argv also holds "train ...": expected.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        _run_cli(argv)
+        _run_cli(args)
     return 0
+
+
+def with_config_paths_resolved(argv: Sequence[str]) -> list[str]:
+    """``argv`` with, right after each ``--config FILE``, an override of every relative path of
+    :data:`CONFIG_PATH_KEYS` in FILE, resolved against FILE's folder (later arguments still win).
+
+    Raises:
+        InputError: For a config that is not a regular file, is too large or is not YAML.
+    """
+    args: list[str] = []
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        args.append(arg)
+        if arg == "--config" and rest:
+            value = rest.pop(0)
+            args.append(value)
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        if os.path.lexists(value):  # else LightningCLI reads it (a YAML string) or says why
+            args += [f"--{key}={path}" for key, path in config_paths(Path(value)).items()]
+    return args
+
+
+def config_paths(config: Path) -> dict[str, str]:
+    """The relative paths of :data:`CONFIG_PATH_KEYS` in a config file, resolved against its
+    folder (absolute paths, nulls and ``ckpt_path`` keywords such as ``last`` are left out)."""
+    document = load_yaml_text(
+        read_text_file(config, MAX_CONFIG_BYTES, "training config"), config, "a training config"
+    )
+    resolved = {}
+    for key in CONFIG_PATH_KEYS:
+        value: object = document
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if not isinstance(value, str) or not value or os.path.isabs(value) or "://" in value:
+            continue
+        if key == "ckpt_path" and value.split(":", 1)[0] in CKPT_PATH_KEYWORDS:
+            continue
+        resolved[key] = os.path.abspath(config.parent / value)
+    return resolved
 
 
 CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")

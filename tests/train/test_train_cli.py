@@ -129,11 +129,52 @@ def test_the_config_list_holds_the_shipped_recipes() -> None:
 
 
 @pytest.mark.parametrize("name", TRAINING_CONFIGS)
-def test_shipped_configs_parse(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shipped_configs_parse(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # any working directory: the config's paths are the repo's
     assert groundbreak(["train", "fit", "--config", str(CONFIGS / name), "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["checkpoint"]["monitor"] == "val/f1"
-    assert printed["data"]["chips_dir"].startswith("runs/chips/")
+    assert printed["data"]["chips_dir"].startswith(str(CONFIGS.parent / "runs" / "chips") + "/")
+    assert printed["trainer"]["default_root_dir"].startswith(str(CONFIGS.parent / "runs") + "/")
+
+
+def test_config_paths_resolve_against_the_config_file(
+    oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative paths in a config are the config folder's; on the command line, the cwd's."""
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "runs").mkdir()
+    (project / "runs" / "chips").symlink_to(oscd_chips_dir)
+    config = write_config(tmp_path, oscd_chips_dir, tiny_model, bands=["B04", "B03", "B02"])
+    data = yaml.safe_load(config.read_text())
+    data["trainer"]["default_root_dir"] = "../runs/fit"
+    data["data"]["chips_dir"] = "../runs/chips"
+    (project / "configs" / "run.yaml").write_text(yaml.safe_dump(data))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    args = ["train", "fit", "--config", "../project/configs/run.yaml"]
+    assert groundbreak(args) == 0
+    assert (project / "runs" / "fit" / "checkpoints" / "last.ckpt").is_file()
+    assert not list(elsewhere.iterdir())  # nothing written where it ran
+    assert groundbreak([*args, "--trainer.default_root_dir", "here"]) == 0  # the cwd's
+    assert (elsewhere / "here" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("config", ["/dev/zero", "folder"])
+def test_a_config_that_is_no_regular_file_is_one_line(
+    config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    assert groundbreak(["train", "fit", "--config", config]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"groundbreak train: error: {config}: training config is not a regular file "
+                     "(a folder, device, FIFO or socket)")
 
 
 def test_ema_weights_are_what_last_ckpt_and_the_export_hold(
