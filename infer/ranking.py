@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -81,6 +82,15 @@ def stops_the_run(err: BaseException) -> bool:
     return is_disk_full(err)
 
 
+def describe_error(err: BaseException) -> str:
+    """One line saying what went wrong with an input (an InputError names its file)."""
+    if isinstance(err, InputError):
+        return str(err)
+    if isinstance(err, RecursionError):
+        return "input nested too deeply to read (RecursionError)"
+    return f"{type(err).__name__}: {err}"
+
+
 class PairPredictor(Protocol):
     """What :func:`rank_pairs` needs of a predictor (``TiledPredictor`` is one)."""
 
@@ -113,6 +123,9 @@ class PairOutcome:
     """Share of the pair that clouds or shadows hid on either date."""
     cloud_fractions: tuple[float, float] = (0.0, 0.0)
     """Share of the pair that clouds or shadows hid on the before and on the after date."""
+    warnings: tuple[str, ...] = ()
+    """The warnings raised while the pair was read, predicted and scored (e.g. an unknown
+    radiometric offset), one line each: the nightly batch logs them as events of the night."""
 
 
 @dataclass
@@ -388,6 +401,25 @@ def process_pair(
     Raises:
         OSError: When the disk or quota is full (:func:`stops_the_run`): every pair would fail.
     """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outcome, scores = _process_pair(spec, pair_dir, predictor, sites, min_area_m2,
+                                        area_scale)
+    for warning in caught:  # shown as before (stderr), and kept with the outcome
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
+    messages = tuple(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+    return replace(outcome, warnings=messages), scores
+
+
+def _process_pair(
+    spec: PairSpec,
+    pair_dir: str | Path,
+    predictor: PairPredictor,
+    sites: Sequence[Site] | None,
+    min_area_m2: float,
+    area_scale: float,
+) -> tuple[PairOutcome, PairScores | None]:
     started = time.perf_counter()
     try:
         check_path_id(spec.pair_id, "pair_id")  # it names the pair's folder
@@ -410,8 +442,7 @@ def process_pair(
     except Exception as err:  # one bad pair must not stop the run; the reason is recorded
         if stops_the_run(err):
             raise
-        reason = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
-        reason = " ".join(f"pair {spec.pair_id}: {reason}".split())
+        reason = " ".join(f"pair {spec.pair_id}: {describe_error(err)}".split())
         log.debug("pair %s failed", spec.pair_id, exc_info=True)
         log.info("pair %s failed: %s", spec.pair_id, reason)
         return PairOutcome(spec.pair_id, False, time.perf_counter() - started, reason), None

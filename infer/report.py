@@ -471,7 +471,12 @@ def _card(
         ("after", after or "?"),
         ("peak p", _fraction(row.get("max_probability"))),
     ]
+    if row.get("change_began"):
+        details.append(("change began", row["change_began"]))
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>" for k, v in details)
+    history = row.get("score_history")
+    if isinstance(history, list) and len(history) > 1:
+        dl += f"<dt>score over time</dt><dd>{score_line_svg(history, alert_threshold)}</dd>"
     if crops is not None:
         images = (
             f"<figure>{_img(crops.before, 'before')}<figcaption>Before {esc(before)}"
@@ -494,6 +499,44 @@ def _card(
         f'<span class="score" title="site score">{score:.2f}</span><dl>{dl}</dl></div>'
         f'<div class="crops">{images}</div></article>'
     )
+
+
+def score_line_svg(
+    points: Sequence[tuple[str, float | None]], threshold: float, width: int = 220,
+    height: int = 48,
+) -> str:
+    """An inline SVG of a site's score over its acquisitions (dots; a gap where unobserved),
+    with the alert threshold dashed; dates in the tooltips."""
+    esc = html.escape
+    days = [dt.date.fromisoformat(str(d)[:10]).toordinal() for d, _ in points]
+    first, span = min(days), max(1, max(days) - min(days))
+
+    def x(day: int) -> float:
+        return 4 + (width - 8) * (day - first) / span
+
+    def y(score: float) -> float:
+        return height - 4 - (height - 8) * min(max(score, 0.0), 1.0)
+
+    parts, line = [], []
+    for day, (when, score) in zip(days, points, strict=True):
+        if score is None:
+            if len(line) > 1:
+                parts.append(f'<polyline points="{" ".join(line)}" fill="none" '
+                             'stroke="#444" stroke-width="1.5"/>')
+            line = []
+            parts.append(f'<circle cx="{x(day):.1f}" cy="{height - 4}" r="2" fill="#bbb">'
+                         f"<title>{esc(str(when))}: not observed</title></circle>")
+            continue
+        line.append(f"{x(day):.1f},{y(score):.1f}")
+        parts.append(f'<circle cx="{x(day):.1f}" cy="{y(score):.1f}" r="2.5" fill="#c0392b">'
+                     f"<title>{esc(str(when))}: {score:.2f}</title></circle>")
+    if len(line) > 1:
+        parts.insert(0, f'<polyline points="{" ".join(line)}" fill="none" stroke="#444" '
+                        'stroke-width="1.5"/>')
+    limit = f'<line x1="0" x2="{width}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" ' \
+            'stroke="#999" stroke-dasharray="3,3"/>'
+    return (f'<svg class="score-line" width="{width}" height="{height}" role="img" '
+            f'aria-label="score over time">{limit}{"".join(parts)}</svg>')
 
 
 def _table(sites: pd.DataFrame, alerts: pd.DataFrame, alert_threshold: float) -> str:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.atomic import TEMP_MARK
-from groundbreak.infer.ranking import PairOutcome, PairScores
+from groundbreak.infer.ranking import PairOutcome, PairScores, describe_error, stops_the_run
 from groundbreak.infer.raster_io import MASK_FILE, PROBABILITY_FILE
 
 if TYPE_CHECKING:
@@ -351,8 +351,10 @@ class PairCluster:
             slot = _Slot(started=time.perf_counter())
             try:
                 slot.inputs_hash = scorer.examine(spec)
-            except InputError as err:
-                slot.error = f"pair {spec.pair_id}: {err}"
+            except Exception as err:  # any error of one pair's inputs fails that pair only
+                if stops_the_run(err):
+                    raise
+                slot.error = f"pair {spec.pair_id}: {describe_error(err)}"
             if slot.inputs_hash is not None and scorer.done_row(spec, slot.inputs_hash) is None:
                 slot.future = self.submit(scorer, spec)
                 by_key[slot.future.key] = spec

@@ -16,15 +16,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.text_files import load_yaml_text, read_text_file
 from groundbreak.infer.nightly.alert_policy import AlertPolicy
 from groundbreak.infer.nightly.logging import LOG_FORMATS
 from groundbreak.infer.nightly.pairing import DEFAULT_PAIRING, PairingRule
 from groundbreak.infer.ranking import DEFAULT_ALERT_THRESHOLD
 from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2
 from groundbreak.infer.sites import DEFAULT_MIN_AREA_M2
+
+MAX_CONFIG_BYTES = 2**20
+"""The largest nightly config read (1 MiB)."""
 
 DEFAULT_FOOTPRINT_IOU = 0.9
 """Two STAC items without a tile id are the same ground when their footprints overlap this much."""
@@ -233,16 +235,14 @@ class NightlyConfig:
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The keys of a YAML config file (not yet validated), or an InputError naming the file."""
+    """The keys of a YAML config file (not yet validated), or an InputError naming the file.
+
+    Only a regular file of at most 1 MiB is read (never a device or a FIFO), and YAML anchors
+    and aliases are refused (no alias bombs).
+    """
     path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "config file does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(path, f"config file cannot be read ({err})") from err
-    except yaml.YAMLError as err:
-        raise InputError(path, f"config file is not valid YAML ({err})".replace("\n", " ")) from err
+    text = read_text_file(path, MAX_CONFIG_BYTES, "config file")
+    document = load_yaml_text(text, path, "valid YAML")
     if document is None:
         return {}
     if not isinstance(document, dict):
@@ -268,7 +268,7 @@ def build_config(
             range, a path that does not exist, or not exactly one source.
     """
     where = Path(origin) if origin is not None else None
-    base = where.parent if where is not None else Path.cwd()
+    base = where.resolve().parent if where is not None else Path.cwd()
     not_names = [repr(k) for k in values if not isinstance(k, str)]
     if not_names:
         raise InputError(where or "config", f"key(s) {', '.join(not_names)} are not names; "
@@ -359,6 +359,10 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
             check_device_name(raw.get("device", "auto"))
         except ValueError as err:
             raise fail(str(err)) from None
+        for name, value in raw.items():
+            problem = _predictor_option_problem(str(name), value)
+            if problem:
+                raise fail(problem)
         if raw.get("runtime", "torch") not in RUNTIMES:
             raise fail(f"runtime must be one of {', '.join(RUNTIMES)}, got {raw['runtime']!r}")
         from groundbreak.datasets.clouds import CLOUD_MASK_MODES
@@ -388,6 +392,18 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
             raise fail(f"must be one of {', '.join(LOG_FORMATS)}, got {raw!r}")
         return raw
     raise AssertionError(f"unhandled key kind {kind}")
+
+
+def _predictor_option_problem(name: str, value: Any) -> str | None:
+    """Why a predictor option's value has the wrong type, or None."""
+    if name == "tta" and not isinstance(value, bool):
+        return f"tta must be true or false, got {value!r}"
+    if name in ("window", "overlap", "batch_size"):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not whole or value < (0 if name == "overlap" else 1):
+            least = 0 if name == "overlap" else 1
+            return f"{name} must be a whole number >= {least}, got {value!r}"
+    return None
 
 
 def _parse_section(kind: type, raw: Any, fail: Any) -> Any:

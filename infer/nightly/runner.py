@@ -21,6 +21,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -58,15 +59,18 @@ from groundbreak.infer.nightly.sources import (
     read_item_collection,
 )
 from groundbreak.infer.nightly.state import AlertOutcome, NightlyState, best_per_site
+from groundbreak.infer.nightly.timeline import site_timeline
 from groundbreak.infer.ranking import (
     PAIRS_DIR,
     REPORT_HTML,
     PairOutcome,
     PairScores,
     RankResult,
+    describe_error,
     process_pair,
     rank_changes,
     rank_sites,
+    stops_the_run,
     write_run_tables,
 )
 from groundbreak.infer.raster_io import MASK_FILE, PROBABILITY_FILE
@@ -92,6 +96,8 @@ class PairRecord:
     outputs: str | None = None
     clouds: dict[str, float] | None = None
     """Share of the pair hidden by clouds or shadows: ``before``, ``after``, ``either``."""
+    warnings: tuple[str, ...] = ()
+    """Warnings raised while the pair was read, predicted and scored (one line each)."""
 
 
 @dataclass
@@ -145,6 +151,7 @@ class NightSummary:
             "suppressed_alerts": len(self.alerts.suppressed),
             "candidates": len(self.alerts.candidates),
             "cleared_alerts": len(self.alerts.cleared),
+            "warnings": sum(len(p.warnings) for p in self.pairs),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,12 +168,15 @@ class NightSummary:
             "counts": self.counts(),
             "timings": self.timings,
             "failures": self.failures,
+            "warnings": [{"pair_id": p.pair_id, "warning": w}
+                         for p in self.pairs for w in p.warnings],
             "new_alerts": self.new_alerts,
             "baselines": self.baselines,
             "ignored_entries": self.ignored,
             "pairs": [
                 {"pair_id": p.pair_id, "status": p.status, "seconds": round(p.seconds, 3),
-                 "reason": p.reason, "outputs": p.outputs, "clouds": p.clouds}
+                 "reason": p.reason, "outputs": p.outputs, "clouds": p.clouds,
+                 "warnings": list(p.warnings)}
                 for p in self.pairs
             ],
         }
@@ -243,6 +253,9 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
             log.event(f"pair_{record.status}", level=level, pair_id=record.pair_id,
                       seconds=round(record.seconds, 3), reason=record.reason,
                       clouds=record.clouds)
+            for warning in record.warnings:
+                log.event("pair_warning", level="warning", pair_id=record.pair_id,
+                          warning=warning)
             log.advance(record.pair_id)
 
         def repair(scored_afters: set[str]) -> list[PairSpec]:
@@ -409,8 +422,11 @@ class PairScorer:
         started = time.perf_counter()
         try:
             inputs_hash = self.examine(spec)
-        except InputError as err:
-            return self.fail(spec.pair_id, None, f"pair {spec.pair_id}: {err}", started)
+        except Exception as err:  # any error of one pair's inputs fails that pair only
+            if stops_the_run(err):
+                raise
+            return self.fail(spec.pair_id, None, f"pair {spec.pair_id}: {describe_error(err)}",
+                             started)
         reused = self.reuse(spec, inputs_hash, started)
         if reused is not None:
             return reused
@@ -436,7 +452,8 @@ class PairScorer:
     ) -> PairRecord:
         """Record a predicted pair: publish its staging folder, then mark it done (or failed)."""
         if scores is None:
-            return self.fail(spec.pair_id, inputs_hash, outcome.reason or "", started)
+            failed = self.fail(spec.pair_id, inputs_hash, outcome.reason or "", started)
+            return dataclasses.replace(failed, warnings=outcome.warnings)
         run_id, final = self.config.run_id, self.final_dir(spec)
         clouds = self.record_clouds(spec, outcome)
         publish_dir(staging, final)
@@ -458,8 +475,9 @@ class PairScorer:
             reason = (f"cloudy: clouds and shadows hide {clouds['either']:.0%} of the pair "
                       f"(before {clouds['before']:.0%}, after {clouds['after']:.0%})")
             return PairRecord(spec.pair_id, "skipped", seconds, reason=reason,
-                              outputs=str(final), clouds=clouds)
-        return PairRecord(spec.pair_id, "scored", seconds, outputs=str(final), clouds=clouds)
+                              outputs=str(final), clouds=clouds, warnings=outcome.warnings)
+        return PairRecord(spec.pair_id, "scored", seconds, outputs=str(final), clouds=clouds,
+                          warnings=outcome.warnings)
 
     def scenes(self, spec: PairSpec) -> dict[str, Any]:
         """Which scenes a pair was read from: paths and content hashes (the evidence kept)."""
@@ -532,12 +550,11 @@ def write_night_outputs(
     """Apply the night's new observations to the alerts, then write the run folder: the sites
     of the pairs this night scored (``sites.csv``) and every open alert (``alerts.csv``)."""
     run_dir = summary.run_dir
-    observed = state.night_scores(config.run_id, new_only=True)
-    summary.alerts = state.update_alerts(config.run_id, observed, config.policy)
-    rows = [_expand(r) for r in observed]
+    rows = [_expand(r) for r in state.night_scores(config.run_id, new_only=True)]
+    summary.alerts = state.update_alerts(config.run_id, rows, config.policy)
     summary.sites = len(rows)
     ranked = rank_sites(rows)
-    alerts = rank_sites([_expand(r) for r in state.open_alert_rows()])
+    alerts = rank_sites([with_timeline(state, _expand(r)) for r in state.open_alert_rows()])
     fresh = set(summary.alerts.new) | set(summary.alerts.realerted)
     summary.new_alerts = [
         {k: _plain(row.get(k)) for k in ("site_id", "name", "pair_id", "score",
@@ -574,6 +591,12 @@ def write_night_outputs(
         )
 
 
+def with_timeline(state: NightlyState, row: dict[str, Any]) -> dict[str, Any]:
+    """An alert row with when its change began and its score over time (for the report)."""
+    timeline = site_timeline(state.observations(str(row["site_id"])))
+    return {**row, "change_began": timeline.began(), "score_history": timeline.scores()}
+
+
 def earlier_alert_pairs(
     state: NightlyState, alerts: pd.DataFrame, known: Mapping[str, PairSpec]
 ) -> dict[str, tuple[PairSpec, str]]:
@@ -596,8 +619,9 @@ def earlier_alert_pairs(
 
 
 def _expand(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored site score as a ranking row: details unpacked, geometries parsed."""
-    out = {k: v for k, v in row.items() if k not in ("details", "pair_row")}
+    """A stored site score as a ranking row: details unpacked, geometries parsed (its
+    ``pair_row`` kept: the state links each observation to the pair that made it)."""
+    out = {k: v for k, v in row.items() if k != "details"}
     out.update(json.loads(row.get("details") or "{}"))
     return _expand_geometries(out)
 

@@ -55,6 +55,7 @@ from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.datasets.path_ids import check_ground_id
 from groundbreak.datasets.scene import RASTER_SUFFIXES
 from groundbreak.datasets.stac_scene import stac_item_manifest
+from groundbreak.datasets.text_files import load_json_file
 from groundbreak.infer.atomic import atomic_write_json
 from groundbreak.infer.nightly.pairing import DEFAULT_PAIRING, PairingRule, pair_acquisitions
 from groundbreak.infer.nightly.site_identity import intersection_over_union
@@ -231,13 +232,7 @@ def read_item_collection(path: str | Path) -> list[Any]:
     collections of new acquisitions (a single Item can be a scene of ``groundbreak predict``).
     """
     path = Path(path)
-    if not path.is_file():
-        what = "does not exist" if not path.exists() else "is not a regular file"
-        raise InputError(path, f"STAC ItemCollection {what}")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(path, f"is not a readable JSON file ({err})") from err
+    document = load_json_file(path, "STAC ItemCollection")
     kind = document.get("type") if isinstance(document, dict) else None
     if kind == "Feature":
         raise InputError(path, "is a single STAC Item, not an ItemCollection; wrap it as "
@@ -313,6 +308,8 @@ def _acquisition_of_item(
     check_ground_id(ground_id, collection_path)  # it names the scene folder and the pairs
     acquired = when.date().isoformat()
     safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", item.id)
+    if safe_id != item.id:  # 'S2/x' and 'S2_x' must not share a manifest
+        safe_id += "-" + hashlib.sha256(item.id.encode()).hexdigest()[:8]
     manifest = state_dir / SCENES_DIR / ground_id / f"{safe_id}.json"
     document = {**scene, "date": acquired, "stac_item": item.id,
                 "source": str(collection_path)}

@@ -288,6 +288,10 @@ class NightlyState:
             if not self.path.is_file() or self.path.stat().st_size == 0:
                 raise StateDamagedError(self.path, "is missing or empty (0 bytes); not a state "
                                         "made by 'groundbreak nightly'")
+        elif self.path.exists() and (not self.path.is_file() or self.path.stat().st_size == 0):
+            # an emptied state is damage, not a fresh start: its history and dismissals are gone
+            raise StateDamagedError(self.path, "is empty (0 bytes) or not a file; restore it "
+                                    "from a backup, or remove it to start a new state")
         else:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -11,6 +11,7 @@ import pytest
 
 from groundbreak.infer.alerts_io import spreadsheet_safe, write_sites_csv
 from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.nightly.alert_policy import AlertPolicy
 from groundbreak.infer.nightly.state import NightlyState
 
 HOSTILE = ["=HYPERLINK(\"http://x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx"]
@@ -41,7 +42,7 @@ def test_alerts_list_csv_neutralises_names(tmp_path: Path, capsys: pytest.Captur
     sites = [{"site_id": "@evil", "name": "=1+1", "pair_id": "p", "score": 0.9,
               "lon": -115.2, "lat": 36.1}]
     with NightlyState(tmp_path / "state") as state:
-        state.update_alerts("2024-05-01", sites, alert_threshold=0.5, dismiss_margin=0.15)
+        state.update_alerts("2024-05-01", sites, AlertPolicy(confirm_detections=1))
     assert groundbreak(["alerts", "list", "--state", str(tmp_path / "state"),
                         "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))

@@ -61,7 +61,7 @@ def test_cloudy_acquisition_is_skipped_and_the_next_clear_one_is_compared_with_t
     write_scene(drop / "beirut_20171202.tif", cloudy=False)
     config = tmp_path / "nightly.yaml"
     config.write_text("state_dir: state\ndrop_folder: drop\nlog_format: json\nreport: false\n"
-                      "cloudy_fraction: 0.2\n")
+                      "cloudy_fraction: 0.2\npairing: {rule: consecutive}\n")
 
     summary = night(config, "n1")
     pairs = {p["pair_id"]: p for p in summary["pairs"]}
@@ -137,7 +137,7 @@ def test_an_alert_hidden_by_clouds_keeps_its_status_and_says_so(
         tmp_path / "cloudy.tif", False, overcast=True)
     config = tmp_path / "nightly.yaml"
     config.write_text(f"state_dir: state\nsites: {sites}\nalert_threshold: 0\n"
-                      "log_format: json\nreport: false\n")
+                      "log_format: json\nreport: false\nalerts: {confirm_detections: 1}\n")
     for run_id, after in (("n1", clear), ("n2", cloudy)):
         pairs = tmp_path / f"{run_id}.csv"
         pairs.write_text(f"pair_id,before,after\nbeirut_{run_id},{BEIRUT / 'imgs_1'},{after}\n")

@@ -145,7 +145,7 @@ def test_local_cluster_night_matches_the_in_process_night(
     config = tmp_path / "nightly.yaml"
     config.write_text(f"model: {tiny_bundle}\ndrop_folder: {drop}\nmin_area_m2: 0\n"
                       "alert_threshold: 0\ncloudy_fraction: 0.2\nlog_format: json\n"
-                      "report: false\npredictor:\n  device: cpu\n")
+                      "report: false\npairing: {rule: consecutive}\npredictor:\n  device: cpu\n")
     reference, state = tmp_path / "in-process", tmp_path / "state"
     assert run(config, reference) == 0
     assert run(config, state, "--cluster", "local:2") == 0

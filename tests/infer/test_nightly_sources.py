@@ -98,7 +98,7 @@ def test_stac_item_without_band_assets_is_a_problem_not_a_crash(tmp_path: Path) 
 def test_bad_stac_file_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "items.json"
     bad.write_text("{not json")
-    with pytest.raises(InputError, match="items.json: is not a readable JSON"):
+    with pytest.raises(InputError, match="items.json: cannot be read as STAC ItemCollection"):
         pairs_from_stac(bad, tmp_path / "s", [])
     bad.write_text(json.dumps({"type": "Collection", "features": "none"}))
     with pytest.raises(InputError, match="items.json: is not a STAC ItemCollection"):

@@ -270,7 +270,7 @@ def test_device_and_runtime_do_not_change_the_scoring_settings(tmp_path: Path) -
         ("state_dir: s\npairs: p.csv\npredictor: {speed: 3}\n", "key 'predictor': unknown"),
         ("state_dir: s\npairs: p.csv\npredictor: {runtime: tvm}\n", "key 'predictor': runtime"),
         ("state_dir: s\npairs: p.csv\nlog_format: xml\n", "key 'log_format'"),
-        ("state_dir: [unclosed\n", "not valid YAML"),
+        ("state_dir: [unclosed\n", "cannot be read as valid YAML"),
         ("- a list\n", "must be a mapping"),
     ],
 )

@@ -9,15 +9,22 @@ from pathlib import Path
 import pytest
 
 from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.nightly.alert_policy import AlertPolicy
 from groundbreak.infer.nightly.state import AlertConflictError, NightlyState
 
 SITES = [{"site_id": "a", "name": "A", "pair_id": "p", "score": 0.8},
          {"site_id": "b", "name": "B", "pair_id": "p", "score": 0.6}]
+ONE_DETECTION = AlertPolicy(confirm_detections=1)
+
+
+def sites_of(pair_id: str) -> list[dict]:
+    """The sites seen again on another pair (a new acquisition)."""
+    return [dict(site, pair_id=pair_id) for site in SITES]
 
 
 def make_state(root: Path) -> Path:
     with NightlyState(root / "state") as state:
-        state.update_alerts("n1", SITES, alert_threshold=0.5, dismiss_margin=0.15)
+        state.update_alerts("n1", SITES, ONE_DETECTION)
     return root / "state"
 
 
@@ -27,7 +34,7 @@ def test_versions_change_with_decisions_only(tmp_path: Path) -> None:
         state.decide("a", "dismiss", "crane", "Ann", expected_version=0)
         version = state.decision_version("a")
         assert version > 0
-        state.update_alerts("n2", SITES, 0.5, 0.15)  # a night: not a decision
+        state.update_alerts("n2", sites_of("p2"), ONE_DETECTION)  # a night: not a decision
         assert state.decision_version("a") == version
         with pytest.raises(AlertConflictError, match="dismissed by Ann"):
             state.decide("a", "confirm", "mine", "Ben", expected_version=0)
@@ -63,7 +70,7 @@ def test_a_schema_1_state_reads_and_upgrades_on_write(tmp_path: Path,
     assert capsys.readouterr().out.splitlines()[-1].rstrip().endswith("Cy")
     with NightlyState(state_dir, read_only=True) as state:
         version = state.db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone()[0] == "2"
+        assert version.fetchone()[0] == "3"
 
 
 def test_catalogue_pairs_find_their_scenes_in_the_stored_acquisitions(tmp_path: Path) -> None:
