@@ -65,7 +65,12 @@ from typing import Any
 import torch
 import yaml
 
-from groundbreak.datasets.chips import ChipConfig, cut_chips
+from groundbreak.datasets.chips import (
+    DEFAULT_CHIP_SIZE,
+    DEFAULT_CHIP_STRIDE,
+    ChipConfig,
+    cut_chips,
+)
 from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 from groundbreak.datasets.date_matching import DATE_MATCHING_MODES, check_date_matching
 from groundbreak.datasets.errors import InputError
@@ -503,8 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folds file (YAML: folds: [[city, ...], ...]) or a number of folds")
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumable)")
     parser.add_argument("--oscd-root", type=Path, default=DEFAULT_OSCD_ROOT, help="OSCD folder")
-    parser.add_argument("--size", type=positive_int, default=128, help="chip size (default 128)")
-    parser.add_argument("--stride", type=positive_int, default=64, help="chip stride (default 64)")
+    parser.add_argument("--size", type=positive_int, default=DEFAULT_CHIP_SIZE,
+                        help=f"chip size (default {DEFAULT_CHIP_SIZE}, as 'groundbreak chips')")
+    parser.add_argument("--stride", type=positive_int, default=DEFAULT_CHIP_STRIDE,
+                        help=f"chip stride (default {DEFAULT_CHIP_STRIDE})")
     parser.add_argument("--only-folds", type=comma_list,
                         help="run only these folds (e.g. 0,1), e.g. one process per core")
     parser.add_argument("--device", type=device_argument, default="auto",
