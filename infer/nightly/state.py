@@ -36,7 +36,9 @@ a readable state database raises :class:`StateDamagedError`.
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import quote
 
-from groundbreak.datasets.errors import is_disk_full
+from groundbreak.datasets.errors import InputError, is_disk_full
 from groundbreak.infer.nightly.alert_policy import (
     TRACKED_STATUSES,
     AlertPolicy,
@@ -299,6 +301,7 @@ class NightlyState:
         except sqlite3.DatabaseError as err:
             if is_disk_full(err) or "locked" in str(err):
                 raise
+            _raise_healthy_state_error(self.path, err)
             raise StateDamagedError(self.path, f"is damaged or not a state database ({err})") \
                 from err
 
@@ -926,11 +929,23 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
         db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     except sqlite3.OperationalError as err:
         db.close()
-        if "unable to open" not in str(err):
+        if "unable to open" not in str(err) and "readonly" not in str(err):
             raise
         db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
     db.execute("PRAGMA query_only=ON")
     return db
+
+
+def _raise_healthy_state_error(path: Path, err: sqlite3.DatabaseError) -> None:
+    """Raise what a healthy state that cannot be written says: a full disk (exit 4) or a
+    read-only file system or folder (exit 2); return for anything else (real damage)."""
+    text = str(err)
+    if "disk I/O error" in text and shutil.disk_usage(path.parent).free < 1_048_576:
+        raise OSError(errno.ENOSPC, f"{path}: no space left on the state's disk ({text})") \
+            from err
+    if "readonly" in text or "read-only" in text:
+        raise InputError(path, "cannot be written (a read-only file system, or a folder this "
+                         "user may not write); 'alerts list' and 'alerts history' can read it")
 
 
 def _check_schema(db: sqlite3.Connection) -> None:
