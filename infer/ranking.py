@@ -374,7 +374,8 @@ def rank_pairs(
             pairs={spec.pair_id: spec for spec in pairs},
             settings={
                 "model": getattr(bundle, "name", "model"),
-                "threshold": getattr(bundle, "threshold", None),
+                "threshold": getattr(predictor, "threshold", None)
+                or getattr(bundle, "threshold", None),
                 "alert threshold": alert_threshold,
                 "minimum region area": min_area_m2,
                 "area scale": area_scale,

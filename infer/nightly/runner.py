@@ -279,7 +279,8 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
                 log.end_progress()
         scored_seconds = time.perf_counter() - started
 
-        write_night_outputs(config, state, summary, inputs.pairs, bundle)
+        write_night_outputs(config, state, summary, inputs.pairs, bundle,
+                            getattr(predictor, "threshold", None))
         summary.finished_at = utc_now()
         summary.timings = {
             "total_s": round(time.perf_counter() - started, 3),
@@ -546,6 +547,7 @@ def write_night_outputs(
     summary: NightSummary,
     specs: Sequence[PairSpec],
     bundle: Any,
+    threshold: float | None = None,
 ) -> None:
     """Apply the night's new observations to the alerts, then write the run folder: the sites
     of the pairs this night scored (``sites.csv``) and every open alert (``alerts.csv``)."""
@@ -581,7 +583,7 @@ def write_night_outputs(
             run_dir / REPORT_HTML, result, pairs=specs,
             settings={
                 "model": getattr(bundle, "name", "model"),
-                "threshold": getattr(bundle, "threshold", None),
+                "threshold": threshold or getattr(bundle, "threshold", None),
                 "alert threshold": config.alert_threshold,
                 "minimum region area": config.min_area_m2,
                 "area scale": config.area_scale,
