@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 
 from groundbreak.datasets.errors import InputError
+from groundbreak.infer.cli import main as groundbreak
 from groundbreak.train.bundle import load_bundle, save_bundle
 from groundbreak.train.fc_networks import FCEFRes, FCNet
 from groundbreak.train.model import ChangeUNet, architecture_record, build_change_model
@@ -155,3 +158,27 @@ def test_bad_architectures_are_refused_naming_model_json(
     with pytest.raises(InputError, match=message) as error:
         load_bundle(tmp_path / "b")
     assert "model.json" in str(error.value)
+
+
+@pytest.mark.parametrize("network", ["fc", "fc_res"])
+def test_fc_bundles_run_in_the_tiled_predictor(
+    network: str, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """An FC bundle predicts whole fixture scenes (padded to its stride of 16) in evaluate."""
+    torch.manual_seed(0)
+    model = build_change_model(
+        {"network": network, "fusion": "early", "in_channels": BANDS}
+    ).eval()
+    save_bundle(model, meta(), tmp_path / "bundle")
+    out = tmp_path / "metrics.json"
+    code = groundbreak([
+        "evaluate", "--model", str(tmp_path / "bundle"), "--oscd-root",
+        str(fixtures_dir / "oscd"), "--cities", "beirut", "--out", str(out),
+        "--maps", str(tmp_path / "maps"), "--cloud-mask", "none",
+    ])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["unpredicted_pixels"] == 0 and result["pixels"] > 0
+    with rasterio.open(tmp_path / "maps" / "beirut" / "probability.tif") as src:
+        probability = src.read(1)
+    assert np.isfinite(probability).all() and probability.std() > 0

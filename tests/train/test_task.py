@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from groundbreak.datasets.datamodule import ChangeDataModule
+from groundbreak.train.export import export_checkpoint
 from groundbreak.train.task import CHECKPOINT_KEY, ChangeSegmentationTask, schedule_factor
 
 VAL_KEYS = ("val/loss", "val/precision", "val/recall", "val/f1", "val/iou", "val/best_f1",
@@ -138,6 +139,15 @@ def test_papers_recipe_adam_with_per_epoch_exponential_decay(
     assert type(optimizer) is torch.optim.Adam
     assert optimizer.param_groups[0]["weight_decay"] == 1e-4
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**3)
+    # The checkpoint exports as an FC-Siam-diff bundle that predicts what the task does.
+    runner.save_checkpoint(tmp_path / "fc.ckpt")
+    bundle = export_checkpoint(tmp_path / "fc.ckpt", tmp_path / "bundle", chips_dir=oscd_chips_dir)
+    assert bundle.meta["architecture"] == {
+        "network": "fc", "fusion": "siamese_diff", "in_channels": 4
+    }
+    before, after = torch.randn(2, 1, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(bundle.model(before, after), task.eval()(before, after))
     with pytest.raises(ValueError, match="lr_decay must be in"):
         ChangeSegmentationTask(in_channels=4, scheduler="exponential", lr_decay=1.5,
                                **{"encoder_depth": 2, "decoder_channels": (8, 8)}
