@@ -13,8 +13,11 @@ grids without a CRS, in pixels of the same pair id only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from shapely import wkt
 from shapely.geometry.base import BaseGeometry
 
 DISCOVERED_ID_PREFIX = "d-"
@@ -59,3 +62,78 @@ def match_regions(
 def discovered_id(number: int) -> str:
     """The id of the ``number``-th discovered site of a state (``d-000001``...)."""
     return f"{DISCOVERED_ID_PREFIX}{number:06d}"
+
+
+def stable_discovered_ids(
+    db: sqlite3.Connection,
+    run_id: str,
+    pair_id: str,
+    sites: Sequence[Mapping[str, Any]],
+    changes: Sequence[Mapping[str, Any]],
+    min_iou: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Give a pair's discovered sites (and their change regions) their stable ids."""
+    sites = [dict(s) for s in sites]
+    found = [
+        (i, *_outline(s, pair_id)) for i, s in enumerate(sites) if s.get("kind") == "discovered"
+    ]
+    found = [(i, space, outline) for i, space, outline in found if outline is not None]
+    renamed: dict[str, str] = {}
+    for space in sorted({space for _, space, _ in found}):
+        regions = [(i, outline) for i, s, outline in found if s == space]
+        minx = min(o.bounds[0] for _, o in regions)
+        miny = min(o.bounds[1] for _, o in regions)
+        maxx = max(o.bounds[2] for _, o in regions)
+        maxy = max(o.bounds[3] for _, o in regions)
+        known = db.execute(
+            "SELECT site_id, outline FROM discovered_sites WHERE space = ? AND maxx >= ? AND "
+            "minx <= ? AND maxy >= ? AND miny <= ?",
+            (space, minx, maxx, miny, maxy),
+        ).fetchall()
+        matched = match_regions(
+            [outline for _, outline in regions],
+            [(k["site_id"], wkt.loads(k["outline"])) for k in known], min_iou,
+        )
+        for position, (i, outline) in enumerate(regions):
+            site_id = matched.get(position)
+            bounds = (*outline.bounds, run_id)
+            if site_id is None:
+                number = db.execute(
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM discovered_sites"
+                ).fetchone()[0]
+                site_id = discovered_id(int(number))
+                db.execute(
+                    "INSERT INTO discovered_sites (number, site_id, space, outline, minx, miny, "
+                    "maxx, maxy, first_pair_id, first_run_id, last_run_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (number, site_id, space, outline.wkt, *outline.bounds, pair_id, run_id,
+                     run_id),
+                )
+            else:  # follow the site as it grows: the latest outline is matched next time
+                db.execute(
+                    "UPDATE discovered_sites SET outline = ?, minx = ?, miny = ?, maxx = ?, "
+                    "maxy = ?, last_run_id = ? WHERE site_id = ?",
+                    (outline.wkt, *bounds, site_id),
+                )
+            first = db.execute(
+                "SELECT first_pair_id FROM discovered_sites WHERE site_id = ?", (site_id,)
+            ).fetchone()[0]
+            renamed[str(sites[i]["site_id"])] = site_id
+            sites[i]["site_id"] = site_id
+            sites[i]["name"] = f"Discovered site {site_id} (first seen in {first})"
+    changes = [
+        {**c, "region_id": renamed.get(str(c.get("region_id")), c.get("region_id"))}
+        for c in changes
+    ]
+    return sites, changes
+
+
+def _outline(site: Mapping[str, Any], pair_id: str) -> tuple[str, Any]:
+    """(matching space, outline) of a site row: lon/lat when georeferenced, else pair pixels."""
+    geometry = site.get("geometry")
+    if hasattr(geometry, "wkt") and not geometry.is_empty:
+        return "EPSG:4326", geometry
+    grid_geometry = site.get("grid_geometry")
+    if hasattr(grid_geometry, "wkt") and not grid_geometry.is_empty:
+        return f"px:{pair_id}", grid_geometry
+    return "", None
