@@ -424,7 +424,8 @@ def aggregate(
         fold_f1.append(fold_scores["f1"])
         fold_precision.append(fold_scores["precision"])
         fold_recall.append(fold_scores["recall"])
-    complete = all(c is not None for counts in regions for c in counts)
+    counted = [[c for c in counts if c is not None] for counts in regions]
+    complete = sum(map(len, counted)) == sum(map(len, regions))
     return {
         "name": name,
         "folds": [list(f) for f in folds],
@@ -439,7 +440,7 @@ def aggregate(
         "per_fold_recall": [round(v, 4) for v in fold_recall],
         "fold_precision": spread(fold_precision),
         "fold_recall": spread(fold_recall),
-        "by_region_size": region_table(regions, threshold) if complete else None,  # type: ignore[arg-type]
+        "by_region_size": region_table(counted, threshold) if complete else None,
         "train_minutes": round(sum(r["train_seconds"] for r in records) / 60, 1),
     }
 
