@@ -81,6 +81,9 @@ CELL_MIN_CHANGED = 10
 BUILD_DAYS = 120
 GAIN_JITTER = 0.03
 CLOUD_B02_DN = 1800
+CLOUD_MARGIN_PX = 5
+"""An alert first raised on a cloudy night counts as raised by the cloud when its outline
+comes within this many pixels of the pasted cloud or shadow."""
 OPEN_STATUSES = ("new", "ongoing", "confirmed")
 """Alert statuses that count as alerted (an analyst sees them); ``candidate``, ``cleared`` and
 ``dismissed`` do not."""
@@ -106,6 +109,8 @@ class CitySequence:
     gains: list[list[float]]
     cloud_at: list[list[int] | None]
     yardstick: tuple[Path, Path, str, str]
+    pasted: dict[str, np.ndarray] = field(default_factory=dict)
+    """Pixels of the pasted clouds and their shadows, by acquisition date."""
 
 
 def seasonal_weight(days: float) -> float:
@@ -250,6 +255,7 @@ def build_city(
     latest_start = max(0, span - BUILD_DAYS - 2 * every)
     starts = {r: int(rng.integers(0, latest_start + 1)) for r in range(1, n_regions + 1)}
     scenes, dates, cloudy, gains, cloud_at = [], [], [], [], []
+    pasted: dict[str, np.ndarray] = {}
     for k in range(count):
         days = k * every
         day = start + timedelta(days=days)
@@ -264,7 +270,8 @@ def build_city(
             sh, sw = sample.cloud.shape
             row = int(rng.integers(0, max(0, grid.height - sh) + 1))
             col = int(rng.integers(0, max(0, grid.width - sw) + 1))
-            paste_cloud(data, sample, row, col)
+            cloud = paste_cloud(data, sample, row, col)
+            pasted[day.isoformat()] = cloud | shifted(cloud, *sample.shadow_offset)
         cloud_at.append([row, col] if has_cloud else None)
         name = f"{ground}_{day:%Y%m%d}"
         scenes.append(write_scene(out / "scenes" / name, data, grid))
@@ -275,7 +282,7 @@ def build_city(
     real_after = write_scene(out / "pairs" / f"{ground}_after", second, grid)
     return CitySequence(city, ground, grid, changed, regions, starts, scenes, dates, cloudy,
                         gains, cloud_at,
-                        (real_before, real_after, spec.before_date, spec.after_date))
+                        (real_before, real_after, spec.before_date, spec.after_date), pasted)
 
 
 def build_sequences(
@@ -293,6 +300,7 @@ def build_sequences(
 ) -> list[CitySequence]:
     """Write every city's sequence under ``out`` (reused when ``out/sequence.json`` says the same
     parameters) and return them."""
+    out = out.resolve()  # scenes and pairs are named by absolute paths
     params = {"cities": cities, "count": count, "every": every, "start": start.isoformat(),
               "crop": crop, "clouds": clouds, "cloud_sample": str(cloud_sample), "seed": seed,
               "oscd": str(oscd_root)}
@@ -315,6 +323,7 @@ def build_sequences(
         seq = build_city(specs[city], out, count=count, every=every, start=start, crop=crop,
                          cloudy_nights=cloudy_nights, sample=sample, seed=seed)
         np.save(out / f"{seq.ground}_regions.npy", seq.regions.astype(np.int32))
+        np.savez_compressed(out / f"{seq.ground}_clouds.npz", **seq.pasted)
         sequences.append(seq)
     meta = {"params": params, "cities": [city_meta(s) for s in sequences]}
     if sample is not None:
@@ -346,8 +355,8 @@ def load_city(out: Path, meta: dict[str, Any]) -> CitySequence:
     return CitySequence(meta["city"], meta["ground"], grid, regions > 0, regions,
                         {int(k): v for k, v in meta["starts"].items()},
                         [Path(p) for p in meta["scenes"]], meta["dates"], meta["cloudy"],
-                        meta["gains"], meta.get("cloud_at", [None] * len(meta["dates"])),
-                        (Path(before), Path(after), d1, d2))
+                        meta["gains"], meta["cloud_at"], (Path(before), Path(after), d1, d2),
+                        dict(np.load(out / f"{meta['ground']}_clouds.npz")))
 
 
 # -- reading alerts -------------------------------------------------------------------------------
@@ -579,10 +588,19 @@ def run_variant(
         open_now = [a.geometry for a in mine if a.status in OPEN_STATUSES and a.geometry]
         figures = cell_figures(seq, open_now)
         cloud_first = [a for a in mine if a.raised_on in cloudy_nights]
+        near_cloud = {day: ndimage.binary_dilation(mask, iterations=CLOUD_MARGIN_PX)
+                      for day, mask in seq.pasted.items()}
         figures["alerts_open"] = len(open_now)
+        ever = cell_figures(seq, [n.geometry for a in mine for n in a.open_nights])
+        figures["construction_ever_alerted"] = ever["construction_alerted"]
+        figures["no_change_ever_alerted"] = ever["no_change_alerted"]
         figures["first_raised_on_cloudy_night"] = len(cloud_first)
         figures["first_raised_on_cloudy_night_no_change_only"] = sum(
             cell_figures(seq, [a.open_nights[0].geometry])["construction_alerted"] == 0
+            for a in cloud_first
+        )
+        figures["first_raised_over_pasted_cloud"] = sum(
+            bool((pixels_of(a.open_nights[0].geometry, seq.grid) & near_cloud[a.raised_on]).any())
             for a in cloud_first
         )
         figures["first_raised_by_pair_with_cloudy_scene"] = sum(
@@ -611,8 +629,9 @@ def totals(cities: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Sums over cities, and the alerted shares."""
     keys = ("construction_cells", "construction_alerted", "no_change_cells", "no_change_alerted")
     out = {k: sum(c[k] for c in cities.values()) for k in keys}
-    for key in ("first_raised_on_cloudy_night", "first_raised_on_cloudy_night_no_change_only",
-                "first_raised_by_pair_with_cloudy_scene"):
+    for key in ("construction_ever_alerted", "no_change_ever_alerted",
+                "first_raised_on_cloudy_night", "first_raised_on_cloudy_night_no_change_only",
+                "first_raised_over_pasted_cloud", "first_raised_by_pair_with_cloudy_scene"):
         if all(key in c for c in cities.values()):
             out[key] = sum(c[key] for c in cities.values())
     out["construction_share"] = out["construction_alerted"] / max(1, out["construction_cells"])
@@ -699,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures-only", action="store_true",
                         help="run no night: read the states a former run left in --workdir")
     args = parser.parse_args(argv)
+    args.workdir = args.workdir.resolve()  # config files name paths inside it
     if not args.oscd.is_dir() or not CUMULUS.is_file():
         sys.exit(f"shared data missing: needs {args.oscd} and {CUMULUS} "
                  "(run from a checkout beside ../shared/data)")
@@ -770,10 +790,13 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  no-change cells alerted at the end: {fig['no_change_alerted']}/"
               f"{fig['no_change_cells']} ({fig['no_change_share']:.1%}); / yardstick = "
               f"{quiet_ratio:.2f} (Done when <= 1.5)")
+        print(f"  cells alerted on any night (open then): construction "
+              f"{fig['construction_ever_alerted']}, no-change {fig['no_change_ever_alerted']}")
         print(f"  alerts first raised on a cloudy night: {fig['first_raised_on_cloudy_night']} "
               f"({fig['first_raised_on_cloudy_night_no_change_only']} touching no construction "
-              "cell) (Done when 0); by a pair with a cloudy scene (before or after): "
-              f"{fig['first_raised_by_pair_with_cloudy_scene']}")
+              f"cell, {fig['first_raised_over_pasted_cloud']} over the pasted cloud or shadow "
+              f"+ {CLOUD_MARGIN_PX} px: Done when 0); by a pair with a cloudy scene (before or "
+              f"after): {fig['first_raised_by_pair_with_cloudy_scene']}")
         regions = sum(c["regions"] for c in fig["cities"].values())
         alerted = sum(c["regions_alerted"] for c in fig["cities"].values())
         print(f"  median delay build midpoint -> first alert: {delay_text} over {alerted}/"
