@@ -376,8 +376,9 @@ def _read_bands_into(
 ) -> None:
     """Read bands of one file onto a target grid into ``out[i]`` (float32, NaN = invalid)."""
     index = next(iter(sources.values())).index  # the band being read, for the error message
+    remote = isinstance(path, str) and is_remote(path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), remote_reads(path):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with _opened(path) as src:
                 for i, source in sources.items():
@@ -402,9 +403,22 @@ def _read_bands_into(
                         band[np.isinf(band)] = np.nan  # +-inf is no reflectance: invalid
     except RasterioError as err:
         detail = err.__cause__ or err
+        if remote:
+            raise InputError(path, f"cannot read band {index} ({_remote_hint(detail, True)})"
+                             ) from err
         raise InputError(
             path, f"cannot read band {index}: truncated or corrupt file? ({detail})"
         ) from err
+
+
+def _remote_hint(err: BaseException, remote: bool) -> str:
+    """An error's text; for a remote location, with the HTTP limits it was read under."""
+    text = " ".join(str(err).split())
+    if not remote:
+        return text
+    options = remote_read_options()
+    return (f"{text}; remote reads give up after GDAL_HTTP_TIMEOUT={options['GDAL_HTTP_TIMEOUT']} "
+            f"s and GDAL_HTTP_MAX_RETRY={options['GDAL_HTTP_MAX_RETRY']} retries")
 
 
 def _read_aligned(
@@ -662,6 +676,33 @@ def is_remote(location: str) -> bool:
     return "://" in location or location.startswith("/vsi")
 
 
+REMOTE_READ_OPTIONS = {
+    "GDAL_HTTP_TIMEOUT": "30",
+    "GDAL_HTTP_CONNECTTIMEOUT": "10",
+    "GDAL_HTTP_MAX_RETRY": "2",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+}
+"""GDAL's HTTP limits for remote band reads (seconds; retries): a server that accepts and never
+answers fails the read within about a minute and a half instead of hanging; no directory
+listing or side-car files are asked for. Each is overridden by the environment variable of its
+name."""
+
+
+def remote_read_options() -> dict[str, str]:
+    """The HTTP limits in force: :data:`REMOTE_READ_OPTIONS`, each overridden by the
+    environment variable of its name."""
+    return {key: os.environ.get(key) or value for key, value in REMOTE_READ_OPTIONS.items()}
+
+
+def remote_reads(location: str | Path) -> contextlib.AbstractContextManager[object]:
+    """A GDAL environment with :func:`remote_read_options` for a remote location (nothing for
+    a local file)."""
+    if isinstance(location, str) and is_remote(location):
+        return rasterio.Env(**remote_read_options())
+    return contextlib.nullcontext()
+
+
 def open_band_files_scene(
     bands: Mapping[str, str | Path],
     path: str | Path | None = None,
@@ -801,11 +842,12 @@ def single_band_source(location: str | Path, nodata: float | None = None) -> Ban
     """The source of a single-band raster (path or URL); ``nodata`` overrides the file's."""
     remote = isinstance(location, str) and is_remote(location)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), remote_reads(location):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(location) if remote else open_raster(location)
     except RasterioError as err:
-        raise InputError(location, f"cannot be read as a raster ({err})") from err
+        raise InputError(location, f"cannot be read as a raster ({_remote_hint(err, remote)})"
+                         ) from err
     with src:
         if src.count != 1:
             raise InputError(location, f"expected a single-band raster, found {src.count} bands")

@@ -14,24 +14,28 @@ Each request opens the state on its own (read-only to read), so the app and a ru
 version its page showed: another analyst's decision in between is a 409 conflict page, never a
 silent overwrite. Bad input is a 4xx page, a damaged state a 503 page, anything else a 500 page
 with one line; never a traceback. Forms carry a per-server token (no cross-site posts) and the
-Host header must name this server (no DNS rebinding).
+Host header must name this server, whatever address it listens on (no DNS rebinding). Beyond
+loopback every request needs an access token (``?token=`` once, then a cookie, or
+``Authorization: Bearer``) and a decision is recorded as the analyst the token belongs to.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import socket
 import sqlite3
 import sys
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.infer import review_assets, review_pages
@@ -56,7 +60,12 @@ from groundbreak.infer.review_queue import (
 MAX_BODY = 64 * 1024
 MAX_NOTE = 2000
 MAX_ANALYST = 80
+MAX_FIELDS = 32
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARDS = ("", "0.0.0.0", "::")
+COOKIE = "groundbreak_review_token"
+TOKEN_FORM = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
+"""An access token: 16-256 URL-safe characters (as ``secrets.token_urlsafe`` makes)."""
 
 _ALERT = re.compile(r"^/alerts/(?P<site>[^/]+)(?:/(?P<part>[a-z]+)(?:\.(?P<ext>png))?)?$")
 
@@ -82,10 +91,20 @@ class Response:
 class ReviewApp:
     """The review app's logic over one state directory, independent of the transport."""
 
-    def __init__(self, state_dir: str | Path, analyst: str) -> None:
+    def __init__(
+        self, state_dir: str | Path, analyst: str, access: Mapping[str, str] | None = None
+    ) -> None:
+        """``access`` maps access tokens to the analyst each belongs to: when given, every
+        request must carry one (``?token=``, then a cookie; or ``Authorization: Bearer``) and
+        decisions are recorded as its analyst. Without it, decisions name the analyst the form
+        sends (else ``analyst``)."""
         self.state_dir = Path(state_dir).resolve()
         self.analyst = clean_analyst(analyst) or "analyst"
-        self.token = secrets.token_urlsafe(24)
+        self.token = secrets.token_urlsafe(24)  # the forms' token: no cross-site posts
+        self.access = (
+            None if access is None
+            else {token: clean_analyst(name) or "analyst" for token, name in access.items()}
+        )
         self.crops = CropRenderer(self.state_dir)
 
     @contextmanager
@@ -96,13 +115,19 @@ class ReviewApp:
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    def handle(self, method: str, target: str, body: bytes = b"") -> Response:
+    def handle(
+        self, method: str, target: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> Response:
         """Answer one request; every failure becomes a page, never an exception."""
         try:
-            return self._route(method, target, body)
+            analyst = self._signed_in(target, headers or {})
+            if isinstance(analyst, Response):
+                return analyst
+            return self._route(method, target, body, analyst)
         except HttpError as err:
             page = review_pages.message_page(err.title, err.message)
-            return Response(page.encode(), status=err.status)
+            extra = {"WWW-Authenticate": "Bearer"} if err.status == HTTPStatus.UNAUTHORIZED else {}
+            return Response(page.encode(), status=err.status, headers=extra)
         except sqlite3.OperationalError as err:
             if "locked" in str(err) or "busy" in str(err):
                 return self._page(HTTPStatus.SERVICE_UNAVAILABLE, "The state is busy",
@@ -118,9 +143,53 @@ class ReviewApp:
             return self._page(HTTPStatus.INTERNAL_SERVER_ERROR, "Something went wrong",
                               f"The page could not be made ({line}).")
 
-    def _route(self, method: str, target: str, body: bytes) -> Response:
+    def _signed_in(self, target: str, headers: Mapping[str, str]) -> str | None | Response:
+        """The analyst a request's access token belongs to (None when the app has no tokens),
+        or, for a valid ``?token=``, the redirect that stores it in a cookie.
+
+        Raises:
+            HttpError: 401 when the app has tokens and the request carries none that is valid.
+        """
+        if self.access is None:
+            return None
         parts = urlsplit(target)
-        path, query = parts.path, parse_qs(parts.query, max_num_fields=32)
+        fields = parse_form(parts.query)
+        query = [(k, v) for k, v in fields if k != "token"]
+        given = [v for k, v in fields if k == "token"]
+        if given:
+            analyst = self._analyst_of(given[-1])
+            if analyst is None:
+                raise _needs_token("This access token is not valid here.")
+            path = parts.path if _SAFE_PATH.match(parts.path) else "/"
+            location = path + (f"?{urlencode(query)}" if query else "")
+            cookie = f"{COOKIE}={given[-1]}; Path=/; HttpOnly; SameSite=Strict"
+            return Response(b"", status=HTTPStatus.SEE_OTHER,
+                            headers={"Location": location, "Set-Cookie": cookie})
+        bearer = headers.get("Authorization", "")
+        if bearer[:7].lower() == "bearer ":
+            analyst = self._analyst_of(bearer[7:].strip())
+        else:
+            analyst = self._analyst_of(_cookie(headers.get("Cookie", "")))
+        if analyst is None:
+            raise _needs_token("This review app is open beyond its machine and needs an access "
+                               "token: open the address with ?token=... that it printed when it "
+                               "started, or ask whoever runs it for yours.")
+        return analyst
+
+    def _analyst_of(self, token: str | None) -> str | None:
+        """The analyst of an access token (compared in constant time), or None."""
+        if not token or self.access is None:
+            return None
+        given = token.encode("utf-8", "replace")
+        found = None
+        for known, analyst in self.access.items():
+            if secrets.compare_digest(given, known.encode("utf-8")):
+                found = analyst
+        return found
+
+    def _route(self, method: str, target: str, body: bytes, analyst: str | None) -> Response:
+        parts = urlsplit(target)
+        path, query = parts.path, _query(parts.query)
         if method not in ("GET", "HEAD", "POST"):
             raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "Not allowed",
                             f"{method} is not used here.")
@@ -129,9 +198,9 @@ class ReviewApp:
             if not match or match["part"] != "decision" or match["ext"]:
                 raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "Not allowed",
                                 "Only decisions are posted, to /alerts/<site>/decision.")
-            return self.decide(unquote(match["site"]), body)
+            return self.decide(unquote(match["site"]), body, analyst)
         if path == "/":
-            return self.queue_page(query, None)
+            return self.queue_page(query, None, analyst)
         if path == "/static/review.css":
             return Response(review_assets.CSS.encode(), "text/css; charset=utf-8",
                             headers={"Cache-Control": "no-cache"})
@@ -144,7 +213,7 @@ class ReviewApp:
             return self.export(query, path.rsplit(".", 1)[1])
         match = _ALERT.match(path)
         if match and match["part"] is None:
-            return self.queue_page(query, unquote(match["site"]))
+            return self.queue_page(query, unquote(match["site"]), analyst)
         if match and match["part"] in CROP_KINDS and match["ext"] == "png":
             return self.crop(unquote(match["site"]), match["part"])
         raise HttpError(HTTPStatus.NOT_FOUND, "Not found",
@@ -153,8 +222,11 @@ class ReviewApp:
 
     # -- pages ----------------------------------------------------------------------------------
 
-    def queue_page(self, query: Mapping[str, list[str]], site_id: str | None) -> Response:
-        """The queue of a view, with one alert (the named one, or the first)."""
+    def queue_page(
+        self, query: Mapping[str, list[str]], site_id: str | None, analyst: str | None = None
+    ) -> Response:
+        """The queue of a view, with one alert (the named one, or the first); ``analyst`` is
+        the signed-in analyst (None: the name is the browser's to choose)."""
         view = _view(query)
         with self.state() as state:
             everything = alert_rows(state)
@@ -179,8 +251,9 @@ class ReviewApp:
         if saved:
             done = next((r for r in everything if r["site_id"] == saved), None)
             flash = f"Saved: {saved} is now {done['status']}." if done else None
-        page = QueuePage(self.state_dir.name, self.analyst, self.token, view, rows,
-                         status_counts(everything), selected, flash=flash, **extra)
+        page = QueuePage(self.state_dir.name, analyst or self.analyst, self.token, view, rows,
+                         status_counts(everything), selected, flash=flash,
+                         analyst_fixed=analyst is not None, **extra)
         return Response(review_pages.queue_page(page).encode())
 
     def crop(self, site_id: str, kind: str) -> Response:
@@ -207,14 +280,16 @@ class ReviewApp:
         disposition = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
         return Response(body.encode(), content_type, headers={"Content-Disposition": disposition})
 
-    def decide(self, site_id: str, body: bytes) -> Response:
-        """Write an analyst's decision; a conflict or bad form is a page saying so."""
-        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=32)
+    def decide(self, site_id: str, body: bytes, analyst: str | None = None) -> Response:
+        """Write a decision as ``analyst`` (the signed-in one; None: the form's analyst, else
+        the app's); a conflict or bad form is a page saying so."""
+        form = _query(body.decode("utf-8", "replace"))
 
         def value(name: str) -> str:
             return (form.get(name) or [""])[-1]
 
-        if not secrets.compare_digest(value("token"), self.token):
+        sent = value("token").encode("utf-8", "replace")
+        if not secrets.compare_digest(sent, self.token.encode("utf-8")):
             raise HttpError(HTTPStatus.FORBIDDEN, "Form expired",
                             "This form is not from this review session (the app was restarted, "
                             "or the page came from elsewhere). Reload the queue and decide "
@@ -233,8 +308,9 @@ class ReviewApp:
         if len(note) > MAX_NOTE:
             raise HttpError(HTTPStatus.BAD_REQUEST, "Note too long",
                             f"A note has at most {MAX_NOTE} characters.")
-        view = _view(parse_qs(value("view"), max_num_fields=32))
-        analyst = clean_analyst(value("analyst")) or self.analyst
+        view = _view(_query(value("view")))
+        if analyst is None:
+            analyst = clean_analyst(value("analyst")) or self.analyst
         with self.state(write=True) as state:
             if state.alert(site_id) is None:
                 raise _unknown(site_id)
@@ -265,6 +341,57 @@ def clean_analyst(name: str | None) -> str:
     """An analyst's name as stored: printable, one line, at most :data:`MAX_ANALYST` characters."""
     text = "".join(c for c in (name or "") if unicodedata.category(c)[0] != "C")
     return " ".join(text.split())[:MAX_ANALYST]
+
+
+def parse_form(text: str) -> list[tuple[str, str]]:
+    """The fields of a query string or form body.
+
+    Raises:
+        HttpError: 400 for more than :data:`MAX_FIELDS` fields.
+    """
+    try:
+        return parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError:
+        raise HttpError(HTTPStatus.BAD_REQUEST, "Bad request",
+                        f"A form or address has at most {MAX_FIELDS} fields.") from None
+
+
+def _query(text: str) -> dict[str, list[str]]:
+    """:func:`parse_form` as ``{name: [values]}``, blank values left out (as ``parse_qs``)."""
+    fields: dict[str, list[str]] = {}
+    for name, value in parse_form(text):
+        if value:
+            fields.setdefault(name, []).append(value)
+    return fields
+
+
+_SAFE_PATH = re.compile(r"^/(?:alerts/[^/\\]+)?$")
+"""Paths a token link may land on (never ``//host`` or ``/\\host``: no open redirect)."""
+
+
+def _cookie(header: str) -> str | None:
+    """The access token in a ``Cookie`` header, or None."""
+    try:
+        jar = SimpleCookie(header)
+    except CookieError:
+        return None
+    morsel = jar.get(COOKIE)
+    return morsel.value if morsel is not None else None
+
+
+def _needs_token(message: str) -> HttpError:
+    return HttpError(HTTPStatus.UNAUTHORIZED, "Access token needed", message)
+
+
+def machine_names() -> set[str]:
+    """This machine's host names (short and fully qualified), lower case."""
+    names = set()
+    for lookup in (socket.gethostname, socket.getfqdn):
+        try:
+            names.add(lookup().lower())
+        except OSError:
+            continue
+    return {name for name in names if name}
 
 
 def _view(query: Mapping[str, list[str]]) -> QueueFilter:
@@ -323,7 +450,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
                         status=HTTPStatus.BAD_REQUEST), method)
                     return
                 body = self.rfile.read(length)
-            response = app.handle(method, self.path, body)
+            response = app.handle(method, self.path, body, self.headers)
         self._send(response, method)
 
     def _send(self, response: Response, method: str) -> None:
@@ -346,12 +473,17 @@ class ReviewHandler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
     def _host_allowed(self) -> bool:
-        allowed = self.server.allowed_hosts
-        if allowed is None:
-            return True
+        """True when the Host header names this server: a configured name, or the address the
+        request arrived at (a DNS-rebinding page sends its own domain name, never that)."""
         host = (self.headers.get("Host") or "").strip().lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name.strip("[]") in allowed
+        name = (host.rsplit(":", 1)[0] if not host.endswith("]") else host).strip("[]")
+        if name in self.server.allowed_hosts:
+            return True
+        try:
+            arrived = str(self.connection.getsockname()[0]).lower()
+        except OSError:
+            return False
+        return bool(name) and name == arrived.removeprefix("::ffff:")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         if self.server.quiet:
@@ -364,14 +496,31 @@ class ReviewServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, app: ReviewApp, host: str, port: int, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        app: ReviewApp,
+        host: str,
+        port: int,
+        quiet: bool = False,
+        allowed_hosts: Iterable[str] = (),
+    ) -> None:
+        """Bind ``host:port``. Requests must name the server in their Host header: by a loopback
+        name, ``allowed_hosts``, the address they arrived at, and, beyond loopback, the bound
+        address or this machine's names.
+
+        Raises:
+            ValueError: When listening beyond loopback without access tokens.
+        """
+        bound = host.strip("[]").lower()
+        if bound not in LOOPBACK and app.access is None:
+            raise ValueError(f"listening on {host} (beyond this machine) needs access tokens")
         self.app, self.quiet = app, quiet
         self.address_family = _family(host)
         super().__init__((host, port), ReviewHandler)
-        bound = host.strip("[]").lower()
-        wildcard = bound in ("", "0.0.0.0", "::")
-        self.allowed_hosts: set[str] | None = None if wildcard else {bound, *LOOPBACK} \
-            if bound in LOOPBACK else {bound}
+        names = {*LOOPBACK, *(h.strip().strip("[]").lower() for h in allowed_hosts)}
+        if bound not in LOOPBACK:
+            names |= machine_names() | ({bound} - set(WILDCARDS))
+        self.allowed_hosts: set[str] = names - {""}
 
     @property
     def url(self) -> str:
@@ -381,10 +530,18 @@ class ReviewServer(ThreadingHTTPServer):
         return f"http://[{shown}]:{port}/" if ":" in str(shown) else f"http://{shown}:{port}/"
 
 
-def make_server(state_dir: str | Path, host: str = "127.0.0.1", port: int = 8765,
-                analyst: str = "analyst", quiet: bool = False) -> ReviewServer:
-    """A review server over a state directory, bound and ready to ``serve_forever()``."""
-    return ReviewServer(ReviewApp(state_dir, analyst), host, port, quiet)
+def make_server(
+    state_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    analyst: str = "analyst",
+    quiet: bool = False,
+    access: Mapping[str, str] | None = None,
+    allowed_hosts: Iterable[str] = (),
+) -> ReviewServer:
+    """A review server over a state directory, bound and ready to ``serve_forever()``
+    (``access``: tokens to analysts, required beyond loopback; see :class:`ReviewApp`)."""
+    return ReviewServer(ReviewApp(state_dir, analyst, access), host, port, quiet, allowed_hosts)
 
 
 def _family(host: str) -> Any:

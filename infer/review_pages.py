@@ -40,6 +40,8 @@ class QueuePage:
     events: Sequence[Mapping[str, Any]] = ()
     crops_problem: str | None = None
     flash: str | None = None
+    analyst_fixed: bool = False
+    """True when the analyst is the signed-in one (shown, not editable, not sent)."""
 
 
 def alert_url(site_id: str, view: QueueFilter, suffix: str = "") -> str:
@@ -115,14 +117,17 @@ def _header(page: QueuePage) -> str:
         current = " current" if page.view.status == status else ""
         stats.append(
             f'<a class="stat{current}" id="count-{status}" href="/?status={status}">'
-            f"<b>{count}</b><span>{esc(STATUS_LABELS[status])}</span></a>"
+            f"<b>{count}</b><span>{esc(STATUS_LABELS.get(status, status))}</span></a>"
         )
     suffix = f"?{query}" if query else ""
+    analyst = (
+        f'<b id="analyst-name">{esc(page.analyst)}</b>' if page.analyst_fixed
+        else f'<input id="analyst" value="{esc(page.analyst)}" size="12" maxlength="80" '
+        'aria-label="analyst name">'
+    )
     return (
         '<header><h1><span>groundbreak</span> review</h1>'
-        f'<div class="sub">state <code>{esc(page.state_name)}</code> · analyst '
-        f'<input id="analyst" value="{esc(page.analyst)}" size="12" maxlength="80" '
-        'aria-label="analyst name"></div>'
+        f'<div class="sub">state <code>{esc(page.state_name)}</code> · analyst {analyst}</div>'
         f'<div class="stats">{"".join(stats)}<span class="stat" id="count-view"><b>'
         f'{len(page.rows)}</b><span>in this view</span></span></div>'
         f'<div class="exports">export view <a class="button" id="export-csv" '
@@ -133,7 +138,8 @@ def _header(page: QueuePage) -> str:
 
 def _filters(view: QueueFilter) -> str:
     options = "".join(
-        f'<option value="{s}"{" selected" if s == view.status else ""}>{STATUS_LABELS[s]}</option>'
+        f'<option value="{s}"{" selected" if s == view.status else ""}>'
+        f"{STATUS_LABELS.get(s, s)}</option>"
         for s in STATUS_CHOICES
     )
 
@@ -251,7 +257,9 @@ def _decision_form(page: QueuePage, alert: Mapping[str, Any], after: str | None)
         for value, label, key, off in buttons
     )
     hidden = {"token": page.token, "version": str(page.version), "next": after or "",
-              "view": page.view.query(), "analyst": page.analyst}
+              "view": page.view.query()}
+    if not page.analyst_fixed:
+        hidden["analyst"] = page.analyst
     fields = "".join(
         f'<input type="hidden" name="{k}" value="{esc(v)}">' for k, v in hidden.items()
     )

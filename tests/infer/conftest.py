@@ -37,7 +37,10 @@ def demo_state_template(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: P
     """One real night over the bundled demo pairs and watch-list; every site alerts (threshold
     0), so all 13 are in the queue."""
     state = tmp_path_factory.mktemp("demo-state") / "state"
-    code = groundbreak(["nightly", "--state", str(state), "--model", str(tiny_bundle),
+    config = state.parent / "nightly.yaml"  # one detection makes an alert (no candidates)
+    config.write_text("alerts:\n  confirm_score: 0.0\n")
+    code = groundbreak(["nightly", "--config", str(config), "--state", str(state),
+                        "--model", str(tiny_bundle),
                         "--pairs", str(DEMO_PAIRS), "--sites", str(DEMO_SITES),
                         "--alert-threshold", "0", "--run-id", DEMO_NIGHT, "--no-report",
                         "--device", "cpu", "--log-format", "json"])
