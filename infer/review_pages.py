@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from groundbreak.infer.nightly.timeline import site_timeline
+from groundbreak.infer.ranking import DEFAULT_ALERT_THRESHOLD
+from groundbreak.infer.report import score_line_svg
 from groundbreak.infer.review_queue import STATUS_CHOICES, QueueFilter
 
 MAP_URL = "https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=17/{lat:.6f}/{lon:.6f}"
@@ -42,6 +45,8 @@ class QueuePage:
     flash: str | None = None
     analyst_fixed: bool = False
     """True when the analyst is the signed-in one (shown, not editable, not sent)."""
+    alert_threshold: float = DEFAULT_ALERT_THRESHOLD
+    """Where the score-over-time line draws the alert threshold."""
 
 
 def alert_url(site_id: str, view: QueueFilter, suffix: str = "") -> str:
@@ -272,7 +277,7 @@ def _decision_form(page: QueuePage, alert: Mapping[str, Any], after: str | None)
 
 
 def _history(page: QueuePage) -> str:
-    nights = "".join(_night_row(h) for h in page.history)
+    observations = "".join(_observation_row(h) for h in page.history)
     events = "".join(
         f"<tr><td>{esc(str(e['at']))}</td><td>{esc(str(e.get('run_id') or '–'))}</td>"
         f"<td>{esc(str(e['event']))}</td><td>{esc(str(e['status']))}</td>"
@@ -281,24 +286,33 @@ def _history(page: QueuePage) -> str:
         "</tr>"
         for e in page.events
     )
+    timeline = site_timeline([h for h in page.history if "kind" in h])
+    began = (f'<p class="began">Change began {esc(timeline.began())}</p>'
+             if timeline.began() else "")
+    points = timeline.scores()
+    line = score_line_svg(points, page.alert_threshold) if len(points) > 1 else ""
     return (
-        '<h3>Scores by night</h3><table id="nights"><thead><tr><th>night</th><th>pair</th>'
-        f"<th>score</th><th>changed</th><th>observed</th></tr></thead><tbody>{nights}</tbody>"
+        f'<h3>Observations</h3>{began}{line}<table id="nights"><thead><tr><th>acquired</th>'
+        "<th>night</th><th>pair</th><th>kind</th><th>score</th><th>changed</th>"
+        f"<th>observed</th></tr></thead><tbody>{observations}</tbody>"
         '</table><h3>History</h3><table id="events"><thead><tr><th>at (UTC)</th><th>night</th>'
         "<th>event</th><th>status</th><th>score</th><th>note</th><th>analyst</th></tr></thead>"
         f"<tbody>{events}</tbody></table>"
     )
 
 
-def _night_row(night: Mapping[str, Any]) -> str:
-    observed = night.get("observed_fraction")
+def _observation_row(row: Mapping[str, Any]) -> str:
+    observed = row.get("observed_fraction")
     seen = "–" if observed is None else f"{observed:.0%}"
-    if not night.get("observed", True):
+    if not row.get("observed", True):
         seen += " (not observed)"
+    score = row.get("score")
     return (
-        f"<tr><td>{esc(str(night['run_id']))}</td><td>{esc(str(night['pair_id']))}</td>"
-        f"<td>{night['score']:.3f}</td><td>{_area(night.get('changed_area_m2'), 'm2')}</td>"
-        f"<td>{esc(seen)}</td></tr>"
+        f"<tr><td>{esc(str(row.get('acquired') or '–'))}</td>"
+        f"<td>{esc(str(row['run_id']))}</td><td>{esc(str(row['pair_id']))}</td>"
+        f"<td>{esc(str(row.get('kind') or '–'))}</td>"
+        f"<td>{'–' if score is None else format(score, '.3f')}</td>"
+        f"<td>{_area(row.get('changed_area_m2'), 'm2')}</td><td>{esc(seen)}</td></tr>"
     )
 
 

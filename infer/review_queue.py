@@ -155,7 +155,19 @@ def status_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 
 
 def site_history(state: NightlyState, site_id: str) -> list[dict[str, Any]]:
-    """The site's best score of every night that ranked it, with its observed fraction."""
+    """The site's timeline: one row per observation (scored acquisition), oldest first, with
+    its acquisition date, kind, score and observed fraction; a state without observations
+    (written before schema 3) gives the best score of every night that ranked the site."""
+    observations = state.observations(site_id)
+    if observations:
+        return [
+            {"run_id": o["run_id"], "pair_id": o["pair_id"], "acquired": o.get("acquired"),
+             "kind": o["kind"], "score": o.get("score"),
+             "changed_area_m2": o.get("changed_area_m2"),
+             "observed_fraction": _number(o.get("valid_fraction")),
+             "observed": o["kind"] != "unobserved"}
+            for o in observations
+        ]
     rows = state.db.execute(
         "SELECT run_id, pair_id, score, changed_area_m2, details FROM night_site_scores "
         "WHERE site_id = ? ORDER BY run_id, score DESC",
