@@ -365,7 +365,7 @@ def _query(text: str) -> dict[str, list[str]]:
     return fields
 
 
-_SAFE_PATH = re.compile(r"^/(?:alerts/[^/\\]+)?$")
+_SAFE_PATH = re.compile(r"^/(?:alerts/[^/\\\x00-\x20\x7f-\xff]+)?$")
 """Paths a token link may land on (never ``//host`` or ``/\\host``: no open redirect)."""
 
 
