@@ -14,11 +14,18 @@ Two measurements (prints figures only):
 2. **Mask cost on a full tile**: the time of the ``auto`` mask (s2cloudless and shadows, both
    dates) on a generated 13-band 10980 x 10980 pair, against the time of the prediction of the
    same pair without a mask (``--predict``; slow), or against ``--reference-seconds``.
+3. **What the mask hides** (``--masks``, needs ``../shared/data``; no model): the share of
+   pixels the ``auto`` mask hides on every OSCD scene (both dates of the 24 cities: clear, but
+   for Paris 2018, which holds a few small real clouds), on the demo's pairs (either date), and
+   on the real cloudy samples of ``shared/data/clouds``: the cumulus sample (with the share of
+   its visibly cloudy pixels, B02 TOA above 0.18, and of its shadow pixels, B08 below 0.75 of
+   the median, left visible) and the thin-cirrus sample (cirrus over the whole scene).
 
 Usage::
 
     python bench/cloud_bench.py --cities cupertino,hongkong,nantes   # 1. (a few minutes)
     python bench/cloud_bench.py --cost --size 10980 --predict        # 2. (about 10 minutes)
+    python bench/cloud_bench.py --masks                              # 3. (about 20 s)
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 import rasterio
 
 from groundbreak.datasets.bands import SENTINEL2_BANDS
-from groundbreak.datasets.clouds import scene_cloud_mask
+from groundbreak.datasets.clouds import mask_at, scene_cloud_mask
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
 from groundbreak.infer.predictor import TiledPredictor
@@ -41,6 +48,9 @@ from groundbreak.train.bundle import default_bundle_path, load_bundle
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CUMULUS = SHARED / "clouds" / "sen12mscr-cloudy-ROIs1868" / "ROIs1868_summer_s2_cloudy_19_p30.tif"
+CIRRUS = SHARED / "clouds" / "s2-T31TDH-20150726-cirrus" / "IMG_DATA"
+DEMO = Path(__file__).resolve().parents[1] / "infer" / "demo_data"
+WITH_CLOUDS = {"paris/imgs_2"}  # OSCD scenes with real (small) clouds
 BANDS = list(SENTINEL2_BANDS)
 
 
@@ -153,15 +163,70 @@ def mask_cost(size: int, predict: bool, reference: float | None, workdir: Path) 
         print(f"mask cost: {mask_seconds / reference:.1%} of the prediction time")
 
 
+def hidden(scene, grid) -> tuple[np.ndarray, np.ndarray]:
+    """(unobserved, cloud) of the ``auto`` mask on ``grid``'s pixels (bool, all False without
+    a mask)."""
+    mask = scene_cloud_mask(scene, grid, "auto")
+    if mask is None:
+        return np.zeros(grid.shape, bool), np.zeros(grid.shape, bool)
+    rows, cols = np.arange(grid.height), np.arange(grid.width)
+    return (mask_at(mask.unobserved, mask.factor, rows, cols),
+            mask_at(mask.cloud, mask.factor, rows, cols))
+
+
+def mask_table() -> None:
+    """Part 3: the share of pixels the auto mask hides on clear and on cloudy real scenes."""
+    if not CUMULUS.is_file():
+        sys.exit(f"shared data missing: {CUMULUS} (run beside ../shared)")
+    print("scene                 hidden   cloud")
+    clear = []
+    for root in sorted(p for p in (SHARED / "oscd" / "images").iterdir() if p.is_dir()):
+        for date in ("imgs_1", "imgs_2"):
+            scene = open_scene(root / date)
+            unobserved, cloud = hidden(scene, scene.grid)
+            name = f"{root.name}/{date}"
+            note = "  (real clouds)" if name in WITH_CLOUDS else ""
+            print(f"{name:20} {unobserved.mean():6.1%}  {cloud.mean():6.1%}{note}")
+            if name not in WITH_CLOUDS:
+                clear.append(float(unobserved.mean()))
+    shares = np.array(clear)
+    print(f"clear OSCD scenes ({len(shares)}): hidden {shares.mean():.2%} on average, at most "
+          f"{shares.max():.1%}; {(shares > 0.01).sum()} above 1 %")
+    with open(DEMO / "pairs.csv") as pairs:
+        for row in list(pairs)[1:]:
+            pair_id, before, after = row.split(",")[:3]
+            first = open_scene(DEMO / before)
+            lost = hidden(first, first.grid)[0] | hidden(open_scene(DEMO / after), first.grid)[0]
+            print(f"demo {pair_id:15} {lost.mean():6.1%}  (either date)")
+    cumulus = open_scene(CUMULUS, band_names=BANDS)
+    unobserved, cloud = hidden(cumulus, cumulus.grid)
+    with rasterio.open(CUMULUS) as src:
+        sample = src.read().astype(np.float32) / 10000
+    visible_cloud = sample[BANDS.index("B02")] > 0.18
+    nir = sample[BANDS.index("B08")]
+    visible_shadow = ~visible_cloud & (nir < 0.75 * np.median(nir))
+    print(f"cumulus sample       {unobserved.mean():6.1%}  {cloud.mean():6.1%}  visibly cloudy "
+          f"left visible {(~unobserved[visible_cloud]).mean():.1%}, shadow pixels left visible "
+          f"{(~unobserved[visible_shadow]).mean():.1%}")
+    cirrus = open_scene(CIRRUS)
+    unobserved, cloud = hidden(cirrus, cirrus.grid)
+    print(f"thin cirrus sample   {unobserved.mean():6.1%}  {cloud.mean():6.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cities", default="cupertino,hongkong,nantes")
     parser.add_argument("--model", type=Path, default=None, help="bundle (default: shipped)")
     parser.add_argument("--cost", action="store_true", help="measure the mask's cost instead")
+    parser.add_argument("--masks", action="store_true",
+                        help="print what the mask hides on clear and cloudy real scenes instead")
     parser.add_argument("--size", type=int, default=10980)
     parser.add_argument("--predict", action="store_true", help="time the prediction too")
     parser.add_argument("--reference-seconds", type=float, default=None)
     args = parser.parse_args()
+    if args.masks:
+        mask_table()
+        return
     with tempfile.TemporaryDirectory() as tmp:
         if args.cost:
             mask_cost(args.size, args.predict, args.reference_seconds, Path(tmp))

@@ -1,5 +1,6 @@
 """Cloud and shadow masks (groundbreak.datasets.clouds): the SCL path on synthetic and real
-Sen2Cor classifications."""
+Sen2Cor classifications; the s2cloudless path on real clouds, thin cirrus, bright desert and
+roofs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from groundbreak.datasets.clouds import mask_at, scene_cloud_mask
 from groundbreak.datasets.scene import Scene, open_scene, single_band_source
 
 CLOUDS = Path(__file__).resolve().parents[1] / "fixtures" / "clouds"
+DEMO = Path(__file__).resolve().parents[2] / "infer" / "demo_data"
+S2_13 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+         "B12"]
 BARBELLINO_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B11", "B12"]
 UTM = "EPSG:32631"
 ORIGIN = (500_000.0, 4_800_000.0)
@@ -84,3 +88,50 @@ def test_real_sen2cor_clouds_are_all_masked(fixtures_dir: Path) -> None:
     assert len(pixels) > 20
     hidden = covered(cloudy, pixels)
     assert hidden.all(), f"{(~hidden).sum()} of {len(pixels)} Sen2Cor cloud pixels visible"
+
+
+def hidden(scene: Scene, grid=None) -> np.ndarray:
+    """The ``auto`` mask's unobserved pixels on ``grid`` (default: the scene's)."""
+    grid = grid or scene.grid
+    mask = scene_cloud_mask(scene, grid, "auto")
+    assert mask is not None and mask.method == "s2cloudless"
+    return mask_at(mask.unobserved, mask.factor, np.arange(grid.height), np.arange(grid.width))
+
+
+def test_clear_desert_and_bright_roofs_are_not_cloud() -> None:
+    """Real clear scenes that s2cloudless alone calls partly cloudy: the demo's Dubai (sand and
+    bright roofs; 9.2 % and 7.4 % of its dates were hidden) and factory roofs of OSCD's Beihai
+    2016 (27 % hidden)."""
+    before = open_scene(DEMO / "dubai_before.tif")
+    assert hidden(before).mean() < 0.01
+    assert hidden(open_scene(DEMO / "dubai_after.tif"), before.grid).mean() < 0.01
+    assert hidden(open_scene(CLOUDS / "beihai_roofs")).mean() < 0.01
+
+
+def test_cloud_rims_and_small_clouds_are_masked() -> None:
+    """The real cumulus fixture: its visibly cloudy pixels (B02 TOA above 0.18) are hidden, rims
+    and small clouds included (46 % of them stayed visible with the 180 m block mask alone)."""
+    path = CLOUDS / "cumulus_l1c_13band.tif"
+    with rasterio.open(path) as src:
+        cloudy = src.read(S2_13.index("B02") + 1) > 1800
+    unobserved = hidden(open_scene(path, band_names=S2_13))
+    assert cloudy.mean() > 0.1
+    assert (~unobserved[cloudy]).mean() < 0.1
+
+
+def test_thin_cirrus_is_masked() -> None:
+    """A real scene under thin cirrus (B10 TOA 0.02-0.03) that s2cloudless calls clear."""
+    assert hidden(open_scene(CLOUDS / "cirrus_T31TDH")).mean() > 0.95
+
+
+def test_mask_covers_the_last_rows_and_columns_of_a_scene(tmp_path: Path) -> None:
+    """A 100 x 100 px scene (not a whole number of 60 m mask pixels) under real thick cloud:
+    its partial last mask row and column are masked too."""
+    with rasterio.open(CLOUDS / "cumulus_l1c_13band.tif") as src:
+        core = src.read()[:, 92:124, 128:160]  # 32 x 32 px of the sample's densest cloud
+    data = np.tile(core, (1, 4, 4))[:, :100, :100]
+    profile = {"driver": "GTiff", "width": 100, "height": 100, "count": 13, "dtype": "uint16",
+               "crs": UTM, "transform": Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])}
+    with rasterio.open(tmp_path / "overcast.tif", "w", **profile) as dst:
+        dst.write(data)
+    assert hidden(open_scene(tmp_path / "overcast.tif", band_names=S2_13)).all()
