@@ -778,7 +778,7 @@ def scene_from_manifest(
         if nodata is None and document.get("nodata") is not None:
             nodata = float(document["nodata"])
         sun = (document.get("sun_azimuth"), document.get("sun_zenith"))
-        sun_angles = (float(sun[0]), float(sun[1])) if None not in sun else None
+        sun_angles = _sun_angles(sun) if None not in sun else None
     except (TypeError, ValueError) as err:
         raise InputError(path, str(err)) from err
     scene = open_band_files_scene(bands, path, date, nodata=nodata)
@@ -796,6 +796,18 @@ def scene_from_manifest(
         else:
             scene.cloud_mask = resolved
     return scene
+
+
+def _sun_angles(values: tuple[object, object]) -> tuple[float, float]:
+    """(azimuth, zenith) in degrees from a manifest's keys, or ValueError."""
+    try:
+        azimuth, zenith = (float(v) for v in values)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        azimuth = zenith = math.nan
+    if not (math.isfinite(azimuth) and math.isfinite(zenith) and 0 <= zenith <= 90):
+        raise ValueError(f"sun_azimuth / sun_zenith must be degrees (zenith 0-90), not "
+                         f"{values[0]!r} / {values[1]!r}")
+    return azimuth, zenith
 
 
 def radiometry_from_keys(record: Mapping[str, object], source: str) -> Radiometry | None:

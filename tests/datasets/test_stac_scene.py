@@ -61,3 +61,15 @@ def test_deeply_nested_scene_json_is_one_line(tmp_path: Path) -> None:
     deep.write_text("[" * 200_000)
     with pytest.raises(InputError, match=r"scene\.json: cannot be read as .*nested too deeply"):
         open_scene(deep)
+
+
+@pytest.mark.parametrize(("azimuth", "zenith"), [("east", 40), (140, "NaN"), (140, 95)])
+def test_unusable_sun_angles_in_a_manifest_are_one_line(
+    tmp_path: Path, azimuth: object, zenith: object
+) -> None:
+    band = next((OSCD / "beirut" / "imgs_1").glob("*_B04.tif"))
+    path = tmp_path / "scene.json"
+    path.write_text(json.dumps({"bands": {"B04": str(band)}, "sun_azimuth": azimuth,
+                                "sun_zenith": zenith}).replace('"NaN"', "NaN"))
+    with pytest.raises(InputError, match=r"scene\.json: .*sun"):
+        open_scene(path)
