@@ -335,10 +335,11 @@ def s2cloudless_mask(
     )
     filled = np.nan_to_num(coarse, nan=0.0)
     probability = detector.get_cloud_probability_maps(np.moveaxis(filled, 0, -1)[None])[0]
+    seen = np.isfinite(coarse).all(axis=0)
     green_blocks = _block_mean(green[None], block)[0] if green is not None else None
-    probability = _without_bright_surfaces(probability, filled, green_blocks)
+    probability = _without_bright_surfaces(probability, filled, seen, green_blocks)
     probability[filled[S2CLOUDLESS_BANDS.index("B10")] > CIRRUS_B10] = 1.0
-    probability[~np.isfinite(coarse).all(axis=0)] = 0.0
+    probability[~seen] = 0.0
     probability = np.repeat(np.repeat(probability, block, 0), block, 1)
     probability = probability[: data.shape[1], : data.shape[2]].astype(np.float32)
     core = detector.get_mask_from_prob(probability[None])[0].astype(bool) & valid
@@ -346,13 +347,14 @@ def s2cloudless_mask(
 
 
 def _without_bright_surfaces(
-    probability: np.ndarray, blocks: np.ndarray, green: np.ndarray | None
+    probability: np.ndarray, blocks: np.ndarray, seen: np.ndarray, green: np.ndarray | None
 ) -> np.ndarray:
     """Block probabilities with the clouds (8-connected blocks above the threshold) that have
-    neither a block above :data:`WATER_VAPOUR_RISE` nor a thick white block set to 0."""
+    neither a block above :data:`WATER_VAPOUR_RISE` nor a thick white block set to 0; ``seen``
+    marks the blocks with valid pixels (the others are never clear ground)."""
     nir = np.maximum(blocks[S2CLOUDLESS_BANDS.index("B8A")], 1e-6)
     water_vapour = blocks[S2CLOUDLESS_BANDS.index("B09")] / nir
-    clear = probability <= S2CLOUDLESS_THRESHOLD
+    clear = (probability <= S2CLOUDLESS_THRESHOLD) & seen
     if int(clear.sum()) < MIN_CLEAR_BLOCKS:
         return probability
     cloudlike = water_vapour / max(float(np.median(water_vapour[clear])), 1e-6) > WATER_VAPOUR_RISE

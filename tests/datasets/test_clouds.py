@@ -135,3 +135,15 @@ def test_mask_covers_the_last_rows_and_columns_of_a_scene(tmp_path: Path) -> Non
     with rasterio.open(tmp_path / "overcast.tif", "w", **profile) as dst:
         dst.write(data)
     assert hidden(open_scene(tmp_path / "overcast.tif", band_names=S2_13)).all()
+
+
+def test_roofs_stay_clear_beside_a_large_nodata_area(tmp_path: Path) -> None:
+    """The Beihai roofs with the left 60 % of every band nodata (a swath edge): the blocks
+    without data do not enter the scene's clear statistics."""
+    for band in (CLOUDS / "beihai_roofs").iterdir():
+        with rasterio.open(band) as src:
+            data, profile = src.read(1), src.profile | {"nodata": 0}
+        data[:, : int(data.shape[1] * 0.6)] = 0
+        with rasterio.open(tmp_path / band.name, "w", **profile) as dst:
+            dst.write(data, 1)
+    assert hidden(open_scene(tmp_path))[:, 100:].mean() < 0.01
