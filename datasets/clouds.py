@@ -314,16 +314,16 @@ def s2cloudless_mask(
 ) -> tuple[np.ndarray, np.ndarray]:
     """s2cloudless cloud mask of ``(10, H, W)`` TOA reflectance in :data:`S2CLOUDLESS_BANDS`
     order (and B03, ``green``, when there is one), on pixels of ``pixel_m`` metres:
-    ``(cloud, core)``, where ``core`` are the clouds of
-    the block pass (they cast the shadows) and ``cloud`` adds their rims. Invalid (NaN) pixels
-    are never cloud.
+    ``(cloud, core)``, where ``core`` are the clouds of the block pass (they cast the shadows)
+    and ``cloud`` adds their rims. Invalid (NaN) pixels are never cloud.
 
     The classifier runs on blocks of about :data:`S2CLOUDLESS_PIXEL_M` (its design resolution,
     and what keeps its cost bounded: LightGBM on every 60 m pixel of a full tile took 2.5 min a
-    scene here). Clouds without a water-vapour signature (bright surfaces) are dropped and thin
-    cirrus added (:data:`WATER_VAPOUR_RISE`, :data:`CIRRUS_B10`); the probabilities are spread
-    back over the mask pixels, averaged over a disk, thresholded and dilated there. Pixels near
-    these clouds are then classified one by one for the rims (:data:`RIM_M`).
+    scene here). Clouds without a water-vapour or thick-cloud signature (bright surfaces) are
+    dropped and thin cirrus added (:data:`WATER_VAPOUR_RISE`, :data:`CIRRUS_B10`); the
+    probabilities are spread back over the mask pixels, averaged over a disk, thresholded and
+    dilated there. Pixels near these clouds are then classified one by one for the rims
+    (:data:`RIM_M`).
     """
     valid = np.isfinite(reflectance).all(axis=0)
     data = np.nan_to_num(reflectance, nan=0.0).astype(np.float32)
@@ -400,11 +400,10 @@ def _block_mean(data: np.ndarray, block: int) -> np.ndarray:
     padded = np.pad(data, [(0, 0), (0, rows * block - height), (0, cols * block - width)],
                     constant_values=np.nan)
     blocks = padded.reshape(channels, rows, block, cols, block)
-    finite = np.isfinite(blocks)
-    count = finite.sum(axis=(2, 4))
-    total = np.where(finite, blocks, 0.0).sum(axis=(2, 4))
+    count = np.isfinite(blocks).sum(axis=(2, 4))
+    total = np.nan_to_num(blocks, copy=False, nan=0.0).sum(axis=(2, 4), dtype=np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan)
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
 
 
 @lru_cache(maxsize=4)
