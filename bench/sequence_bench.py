@@ -32,7 +32,7 @@ alert threshold.
 
 Usage::
 
-    python bench/sequence_bench.py                                   # abudhabi, beihai; ~20 min
+    python bench/sequence_bench.py                                   # abudhabi, beihai; ~10 min
     python bench/sequence_bench.py --cities beirut,cupertino --crop 512 --out runs/seq.json
     python bench/sequence_bench.py --variants default \
         --variant 'median={pairing: {rule: reference, composite: median}}'
