@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from groundbreak.datasets.chips import ChipConfig, cut_chips
 from groundbreak.datasets.layouts import oscd_pairs
@@ -145,8 +146,12 @@ def test_invalid_pairs_stop_the_run_or_are_skipped(levir_dir: Path, tmp_path: Pa
 def test_a_failed_chips_run_does_not_block_its_rerun(oscd_dir: Path, tmp_path: Path,
                                                      capsys) -> None:
     broken = shutil.copytree(oscd_dir / "dubai" / "imgs_2", tmp_path / "broken")
-    for band in broken.glob("*.tif"):  # the headers open, the pixels cannot be read
-        band.write_bytes(band.read_bytes()[: band.stat().st_size * 3 // 5])
+    for band in broken.glob("*.tif"):  # the tags read, the compressed pixels cannot
+        with Image.open(band) as image:
+            start = min(image.tag_v2.get(273) or image.tag_v2[324])  # strip or tile offsets
+        data = bytearray(band.read_bytes())
+        data[start + 2:] = b"\xff" * (len(data) - start - 2)
+        band.write_bytes(bytes(data))
     rows = "pair_id,before,after\n" + f"beirut,{oscd_dir}/beirut/imgs_1,{oscd_dir}/beirut/imgs_2\n"
     good = tmp_path / "good.csv"
     good.write_text(rows)
