@@ -9,7 +9,7 @@ anomalies), with an analyst in the loop::
 
     (none) --detection--> candidate --k detections within the window--> new
     (none) --detection >= confirm_score--------------------------------> new
-    candidate, new, ongoing --m clear non-detections in a row--> cleared
+    candidate, new, ongoing --m informative clear non-detections in a row--> cleared
     new, ongoing --detection--> ongoing
     cleared --detection--> candidate (or new, as from none)
     analyst: new/ongoing --confirm--> confirmed, --dismiss--> dismissed
@@ -17,6 +17,9 @@ anomalies), with an analyst in the loop::
 
 - ``candidate`` is kept and listed on request, never pushed to the analyst.
 - An unobserved acquisition neither confirms nor clears, and breaks no run of clears.
+- A clear non-detection whose reference was acquired after the change was first detected is
+  *blind* (the finished hall is in both dates: a year after its detection, a same-season
+  reference shows it too) and neither clears nor breaks a run of clears.
 - ``confirmed`` and ``dismissed`` are the analyst's; a night never clears them.
 - A dismissed site comes back when its changed area grows by ``regrow_ratio`` *and*
   ``regrow_m2`` over the area at dismissal, or its score reaches
@@ -52,6 +55,9 @@ class Observation:
     kind: ObservationKind
     score: float | None = None
     changed_area_m2: float | None = None
+    reference: str | None = None
+    """The date of the acquisition it was compared with (the pair's 'before'); None when
+    unknown."""
 
 
 @dataclass(frozen=True)
@@ -137,11 +143,14 @@ def next_status(
     """A site's status after ``observation``, given its status and its earlier observations
     (oldest first)."""
     status = current.status
+    episode = _episode(policy, history)
     if observation.kind == "unobserved":
         quiet = status is None or status in ("dismissed", "cleared")
         return Step(status, None if quiet else "unobserved")
     if observation.kind == "clear":
-        if status in CLEARABLE_STATUSES and _clears_in_a_row(history) + 1 >= policy.clear_after:
+        if episode.blind(observation):
+            return Step(status, None)
+        if status in CLEARABLE_STATUSES and episode.clears + 1 >= policy.clear_after:
             return Step("cleared", "cleared")
         return Step(status, None)
     if status == "dismissed":
@@ -152,43 +161,49 @@ def next_status(
         return Step(status, "seen")
     if status in ("new", "ongoing"):
         return Step("ongoing", "ongoing")
-    if _confirmed(policy, history, observation):
+    if _confirmed(policy, episode, observation):
         return Step("new", "new")
     return Step("candidate", "candidate" if status != "candidate" else "detected")
 
 
-def _confirmed(policy: AlertPolicy, history: Sequence[Observation], latest: Observation) -> bool:
+@dataclass
+class _Episode:
+    """The detections since a site last cleared, when the first of them was acquired, and the
+    informative clear non-detections since the last detection."""
+
+    detections: list[Observation]
+    began: str | None
+    clears: int
+
+    def blind(self, observation: Observation) -> bool:
+        """Whether a clear non-detection cannot see the change: its reference was acquired when
+        the change had already been detected (a finished hall is in both dates)."""
+        return bool(self.began and observation.reference and observation.reference >= self.began)
+
+
+def _episode(policy: AlertPolicy, history: Sequence[Observation]) -> _Episode:
+    """Walk a site's history: ``clear_after`` informative clears in a row end an episode."""
+    episode = _Episode([], None, 0)
+    for observation in history:
+        if observation.kind == "detection":
+            episode.detections.append(observation)
+            episode.began = episode.began or observation.acquired
+            episode.clears = 0
+        elif observation.kind == "clear" and not episode.blind(observation):
+            episode.clears += 1
+            if episode.clears >= policy.clear_after:
+                episode = _Episode([], None, 0)
+    return episode
+
+
+def _confirmed(policy: AlertPolicy, episode: _Episode, latest: Observation) -> bool:
     """Whether a detection of an unconfirmed site confirms it: sure enough alone, or the k-th
     detection within the window since the site last cleared."""
     if latest.score is not None and latest.score >= policy.confirm_score:
         return True
-    detections = [o for o in _since_last_cleared(policy, history) if o.kind == "detection"]
-    recent = [o for o in detections
+    recent = [o for o in episode.detections
               if _days_between(o.acquired, latest.acquired) <= policy.confirm_window_days]
     return len(recent) + 1 >= policy.confirm_detections
-
-
-def _since_last_cleared(policy: AlertPolicy, history: Sequence[Observation]) -> list[Observation]:
-    """The observations after the last run of ``clear_after`` clears (what cleared the site)."""
-    observed = [o for o in history if o.kind != "unobserved"]
-    run = 0
-    for index in range(len(observed) - 1, -1, -1):
-        run = run + 1 if observed[index].kind == "clear" else 0
-        if run >= policy.clear_after:
-            return observed[index + run:]
-    return observed
-
-
-def _clears_in_a_row(history: Sequence[Observation]) -> int:
-    """Clear non-detections at the end of the history (unobserved ones skipped)."""
-    run = 0
-    for observation in reversed(history):
-        if observation.kind == "unobserved":
-            continue
-        if observation.kind != "clear":
-            break
-        run += 1
-    return run
 
 
 def _days_between(earlier: str | None, later: str | None) -> float:

@@ -184,6 +184,7 @@ class AlertStore:
                     pair_id, str_or_none(site.get("after_date")),
                     policy.classify(_observed(site), score), score,
                     float_or_none(site.get("changed_area_m2")),
+                    str_or_none(site.get("before_date")),
                 )
                 current = SiteStatus(
                     known["status"] if known else None,
@@ -379,22 +380,23 @@ def _last_decision(db: sqlite3.Connection, site_id: str) -> sqlite3.Row | None:
 def _observations(db: sqlite3.Connection, site_id: str) -> list[Observation]:
     """A site's stored observations, in acquisition order."""
     rows = db.execute(
-        "SELECT pair_id, acquired, kind, score, changed_area_m2 FROM site_observations "
-        "WHERE site_id = ? ORDER BY COALESCE(acquired, ''), id",
+        "SELECT pair_id, acquired, kind, score, changed_area_m2, reference "
+        "FROM site_observations WHERE site_id = ? ORDER BY COALESCE(acquired, ''), id",
         (site_id,),
     ).fetchall()
     return [Observation(r["pair_id"], r["acquired"], r["kind"], r["score"],
-                        r["changed_area_m2"]) for r in rows]
+                        r["changed_area_m2"], r["reference"]) for r in rows]
 
 
 def _store_observation(
     db: sqlite3.Connection, site: Mapping[str, Any], observation: Observation, run_id: str
 ) -> None:
     db.execute(
-        "INSERT INTO site_observations (site_id, pair_id, pair_row, run_id, acquired, kind, "
-        "score, changed_area_m2, valid_fraction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO site_observations (site_id, pair_id, pair_row, run_id, acquired, "
+        "reference, kind, score, changed_area_m2, valid_fraction) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (str(site["site_id"]), observation.pair_id, site.get("pair_row"), run_id,
-         observation.acquired, observation.kind, observation.score,
+         observation.acquired, observation.reference, observation.kind, observation.score,
          observation.changed_area_m2, float_or_none(site.get("valid_fraction"))),
     )
 

@@ -127,6 +127,7 @@ CREATE TABLE IF NOT EXISTS site_observations (
     pair_row INTEGER,
     run_id TEXT NOT NULL,
     acquired TEXT,
+    reference TEXT,
     kind TEXT NOT NULL CHECK (kind IN ('detection', 'clear', 'unobserved')),
     score REAL,
     changed_area_m2 REAL,
@@ -212,6 +213,8 @@ def upgrade(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE alert_events ADD COLUMN analyst TEXT")
     if "scenes" not in _columns(db, "pairs"):
         db.execute("ALTER TABLE pairs ADD COLUMN scenes TEXT")
+    if "reference" not in _columns(db, "site_observations"):
+        db.execute("ALTER TABLE site_observations ADD COLUMN reference TEXT")
     alerts_sql = db.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
     ).fetchone()[0]

@@ -86,3 +86,16 @@ def test_out_of_range_settings_are_refused() -> None:
         AlertPolicy(clear_after=0)
     with pytest.raises(ValueError, match="realert_share"):
         AlertPolicy(realert_share=1.5)
+
+
+def test_a_clear_whose_reference_already_shows_the_change_is_blind() -> None:
+    """A hall detected in March 2024 is in both dates of a pair whose reference is of April
+    2024: that pair cannot see it, so it must not clear the alert."""
+    detected = Observation("p1", "2024-03-01", "detection", 0.8, None, "2023-03-01")
+    blind = [Observation(f"p{i}", day, "clear", 0.1, None, ref) for i, (day, ref) in
+             enumerate([("2025-04-01", "2024-04-01"), ("2025-05-10", "2024-05-10")], start=2)]
+    steps = run([detected, *blind], start=SiteStatus("new"))
+    assert [s for s, _ in steps] == ["ongoing", "ongoing", "ongoing"]
+    informative = [Observation(f"q{i}", day, "clear", 0.1, None, "2023-12-01")
+                   for i, day in enumerate(["2024-04-10", "2024-05-20"])]
+    assert run([detected, *informative], start=SiteStatus("new"))[-1] == ("cleared", "cleared")
