@@ -63,7 +63,8 @@ from shapely.geometry import box, mapping, shape
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.geojson import geojson_crs
 from groundbreak.datasets.grid import Grid
-from groundbreak.datasets.scene import _pixel_offset, dataset_grid, open_raster
+from groundbreak.datasets.scenes.rasters import dataset_grid, open_raster
+from groundbreak.datasets.scenes.reading import pixel_offset
 
 NO_CHANGE: int = 0
 CHANGE: int = 1
@@ -233,7 +234,7 @@ class RasterLabel(Label):
     def read(self, grid: Grid) -> np.ndarray:
         """The label on ``grid`` as uint8 (H, W): 0 = no change, 1 = change, 255 = ignore."""
         out = np.full(grid.shape, IGNORE, dtype=np.uint8)
-        offset = _pixel_offset(self.grid, grid)
+        offset = pixel_offset(self.grid, grid)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(self.path) as src:
@@ -390,7 +391,7 @@ def _check_label_overlap(path: Path, label_grid: Grid, pair_grid: Grid) -> None:
 
 def _mark_outside(out: np.ndarray, pair_grid: Grid, grid: Grid) -> None:
     """Set the pixels of ``grid`` that fall outside the pair grid to ignore."""
-    offset = _pixel_offset(pair_grid, grid)
+    offset = pixel_offset(pair_grid, grid)
     if offset is None:
         return
     row, col = offset

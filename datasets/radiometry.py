@@ -28,6 +28,22 @@ DEFAULT_QUANTIFICATION = 10000.0
 """Sentinel-2's ``QUANTIFICATION_VALUE`` (L1C) and ``BOA_QUANTIFICATION_VALUE`` (L2A)."""
 
 
+def baseline_offset(baseline: object) -> float:
+    """The DN offset a Sentinel-2 processing baseline (``"04.00"``, ``"05.09"``) states:
+    :data:`BASELINE_04_OFFSET` from 04.00 on, 0 before it or when none is given.
+
+    Raises:
+        ValueError: For a baseline that is not a number like ``"04.00"``.
+    """
+    if baseline in (None, ""):
+        return 0.0
+    try:
+        number = float(str(baseline))
+    except ValueError as err:
+        raise ValueError(f"processing_baseline {baseline!r} is not a number like '04.00'") from err
+    return BASELINE_04_OFFSET if number >= 4.0 else 0.0
+
+
 class RadiometryWarning(UserWarning):
     """A scene's radiometric convention is unknown where it matters (see
     :func:`unknown_radiometry_warning`)."""

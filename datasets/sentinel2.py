@@ -24,11 +24,14 @@ from pathlib import Path
 from groundbreak.datasets.bands import band_name_from_filename
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.radiometry import (
-    BASELINE_04_OFFSET,
     DEFAULT_QUANTIFICATION,
     Radiometry,
+    baseline_offset,
     parse_date,
 )
+from groundbreak.datasets.scenes.band_files import open_band_files_scene
+from groundbreak.datasets.scenes.base import Scene
+from groundbreak.datasets.scenes.rasters import single_band_source
 
 BAND_IDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
@@ -141,8 +144,9 @@ def parse_product_metadata(
             BAND_IDS[int(element.get("band_id", ""))]: element.text or ""
             for element in _elements(root, offset_tag)
         }
-        if not offsets and baseline is not None and _baseline_number(baseline) >= 4.0:
-            offsets = dict.fromkeys(BAND_IDS, BASELINE_04_OFFSET)  # stated by the baseline
+        if not offsets:  # then the baseline states them (04.00 and later: -1000)
+            stated = baseline_offset(baseline)
+            offsets = dict.fromkeys(BAND_IDS, stated) if stated else {}
         radiometry = Radiometry.from_dict(
             {
                 "quantification_value": _text(root, quant_tag) or DEFAULT_QUANTIFICATION,
@@ -155,13 +159,6 @@ def parse_product_metadata(
     sensing = _text(root, "PRODUCT_START_TIME") or _text(root, "DATATAKE_SENSING_START")
     sun = _sun_angles(_parse_xml(granule_xml, source), source) if granule_xml else None
     return ProductMetadata(level, baseline, sensing, radiometry, sun)
-
-
-def _baseline_number(baseline: str) -> float:
-    try:
-        return float(baseline)
-    except ValueError:
-        return 0.0
 
 
 def _parse_xml(xml: bytes, source: object) -> ET.Element:
@@ -269,3 +266,21 @@ def product_files(path: Path) -> ProductFiles:
         scl=location(scl[1]) if scl else None,
         metadata=metadata,
     )
+
+
+def open_product_scene(path: str | Path, date: str | None = None) -> Scene:
+    """A scene from a Sentinel-2 ``.SAFE`` product folder or zip (L1C or L2A).
+
+    Its date, radiometric convention, level, SCL and sun angles come from the product
+    metadata; DN 0 is no data.
+    """
+    path = Path(path)
+    files = product_files(path)
+    meta = files.metadata
+    scene = open_band_files_scene(files.bands, path, date or meta.date, nodata=PRODUCT_NODATA)
+    scene.radiometry = meta.radiometry
+    scene.level = meta.level
+    scene.sun_angles = meta.sun_angles
+    if files.scl is not None:
+        scene.scl = single_band_source(files.scl, nodata=0.0)
+    return scene

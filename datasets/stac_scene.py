@@ -36,20 +36,20 @@ from groundbreak.datasets.bands import (
     sentinel2_band_of,
 )
 from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.scenes.base import Scene
+from groundbreak.datasets.scenes.manifest import read_scene_manifest, scene_from_manifest
 from groundbreak.datasets.text_files import read_text_file
 
 RASTER_MEDIA_TYPES = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff")
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
 
 
-def open_stac_item_scene(path: str | Path, date: str | None = None) -> Any:
+def open_stac_item_scene(path: str | Path, date: str | None = None) -> Scene | None:
     """The scene of a STAC Item JSON file, or None when the file is not a STAC document.
 
     Raises:
         InputError: For a STAC ItemCollection, or an Item whose bands are ambiguous or absent.
     """
-    from groundbreak.datasets.scene import scene_from_manifest
-
     path = Path(path)
     item = stac_item_document(path)
     if item is None:
@@ -79,8 +79,6 @@ def stac_item_document(path: Path) -> dict[str, Any] | None:
 
 def json_scene_bands(path: str | Path) -> dict[str, str]:
     """``{band: location}`` of a JSON scene: a STAC Item, else a scene manifest."""
-    from groundbreak.datasets.scene import read_scene_manifest
-
     path = Path(path)
     item = stac_item_document(path)
     if item is None:

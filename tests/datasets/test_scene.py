@@ -404,7 +404,7 @@ def test_warped_reads_of_a_band_without_nodata_are_nan_outside_it(
 def test_which_grids_nest_in_a_band_for_numpy_upsampling(
     target: Affine, expected: tuple[int, int, int] | None
 ) -> None:
-    from groundbreak.datasets.upsample import nesting
+    from groundbreak.datasets.scenes.upsample import nesting
 
     crs = rasterio.crs.CRS.from_epsg(32633)
     band = Grid(100, 100, Affine(20, 0, 500_000, 0, -20, 4_000_000), crs)

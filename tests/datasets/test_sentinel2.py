@@ -119,6 +119,27 @@ def test_bad_product_metadata_is_an_input_error_naming_the_file(xml: bytes, prob
     assert "MTD_MSIL1C.xml" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("baseline", "offset"), [("02.09", 0.0), ("04.00", -1000.0), ("05.11", -1000.0)]
+)
+def test_a_baseline_states_the_offset_where_the_metadata_lists_none(
+    baseline: str, offset: float
+) -> None:
+    """One parser reads the baseline of product metadata, manifests and STAC items."""
+    from groundbreak.datasets.scene import radiometry_from_keys
+
+    xml = (f"<a><PROCESSING_LEVEL>Level-1C</PROCESSING_LEVEL><PROCESSING_BASELINE>{baseline}"
+           "</PROCESSING_BASELINE></a>").encode()
+    assert parse_product_metadata(xml, "MTD_MSIL1C.xml").radiometry.offset("B02") == offset
+    stated = radiometry_from_keys({"processing_baseline": baseline}, "scene.json")
+    assert stated is not None and stated.offset("B02") == offset
+    bad = xml.replace(baseline.encode(), b"N/A")
+    with pytest.raises(InputError, match="processing_baseline 'N/A' is not a number"):
+        parse_product_metadata(bad, "MTD_MSIL1C.xml")
+    with pytest.raises(ValueError, match="processing_baseline 'N/A' is not a number"):
+        radiometry_from_keys({"processing_baseline": "N/A"}, "scene.json")
+
+
 def test_product_without_metadata_or_bands_is_refused(tmp_path: Path) -> None:
     safe = tmp_path / "S2A_MSIL1C_X.SAFE"
     (safe / "GRANULE").mkdir(parents=True)
