@@ -59,6 +59,11 @@ DEFAULT_CHIP_SIZE = 128
 and of ``groundbreak chips`` without ``--size``."""
 
 
+MAX_CHIP_SIZE = 4096
+"""The largest chip side in pixels: a chip of both dates in float32 is read whole, and one of
+4096 px and 13 bands already takes 1.7 GB (training chips are 96-512 px)."""
+
+
 def default_stride(chip_size: int) -> int:
     """The step between chips when none is given: half the chip size (the recipe: 128 at 64)."""
     return max(1, chip_size // 2)
@@ -95,6 +100,8 @@ class ChipConfig:
         check_date_matching(self.date_matching)
         if self.chip_size <= 0 or (self.stride is not None and self.stride <= 0):
             raise ValueError("chip size and stride must be positive")
+        if self.chip_size > MAX_CHIP_SIZE:
+            raise ValueError(f"chip size must be at most {MAX_CHIP_SIZE} px, got {self.chip_size}")
         if not 0.0 <= self.min_valid_fraction <= 1.0:
             raise ValueError("min_valid_fraction must lie in [0, 1]")
         if not 0.0 < self.change_threshold <= 1.0:

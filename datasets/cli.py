@@ -24,6 +24,7 @@ from pathlib import Path
 from groundbreak.datasets.chips import (
     DEFAULT_CHIP_SIZE,
     DEFAULT_CHIP_STRIDE,
+    MAX_CHIP_SIZE,
     ChipConfig,
     cut_chips,
 )
@@ -100,6 +101,9 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.size <= 0 or (args.stride is not None and args.stride <= 0):
         parser.error("--size and --stride must be positive")
+    if args.size > MAX_CHIP_SIZE:
+        parser.error(f"--size must be at most {MAX_CHIP_SIZE} px (a chip of both dates is read "
+                     "whole into memory)")
     if not 0.0 <= args.min_valid <= 1.0:
         parser.error("--min-valid must lie in [0, 1]")
     if not 0.0 < args.change_threshold <= 1.0:

@@ -184,8 +184,8 @@ def test_a_csv_pair_id_that_is_no_folder_name_is_refused(oscd_dir: Path, tmp_pat
 
 def test_chips_cut_with_defaults_have_the_recipes_geometry(oscd_dir: Path, tmp_path: Path) -> None:
     """``chips`` without --size/--stride cuts what ``cv`` and the shipped bundle were made of."""
+    from groundbreak.infer.evaluation.crossval import build_parser as cv_parser
     from groundbreak.train.bundle import DEFAULT_BUNDLE_DIR
-    from groundbreak.train.crossval import build_parser as cv_parser
 
     out = tmp_path / "chips"
     assert groundbreak(["chips", "--layout", "oscd", "--root", str(oscd_dir), "--out", str(out),
@@ -197,3 +197,17 @@ def test_chips_cut_with_defaults_have_the_recipes_geometry(oscd_dir: Path, tmp_p
     assert shipped["chip_size"] == cut["chip_size"]
     assert ChipConfig().chip_size == 128 and ChipConfig().step == 64
     assert ChipConfig(chip_size=256).step == 128 and ChipConfig(32, stride=8).step == 8
+
+
+def test_a_chip_size_beyond_memory_is_refused_before_reading(oscd_dir: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    """Issue 26 item 23: 'chips --size 100000' on a 256 px pair tried to allocate 484 GiB."""
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("pair_id,before,after\n"
+                   f"beirut,{oscd_dir}/beirut/imgs_1,{oscd_dir}/beirut/imgs_2\n")
+    code = groundbreak(["chips", "--layout", "csv", "--root", str(csv), "--size", "100000",
+                        "--out", str(tmp_path / "chips")])
+    assert code == 2 and "--size must be at most 4096" in capsys.readouterr().err
+    assert not (tmp_path / "chips").exists()
+    with pytest.raises(ValueError, match="at most 4096"):
+        ChipConfig(chip_size=100_000)
