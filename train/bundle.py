@@ -56,6 +56,7 @@ from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.normalization import normalize_bands
 from groundbreak.datasets.radiometry import OSCD_CONVENTION, Radiometry
 from groundbreak.datasets.scene import Scene
+from groundbreak.datasets.text_files import load_json_file
 from groundbreak.train.model import (
     FC_KEYS,
     FUSIONS,
@@ -416,12 +417,13 @@ def _bundle_folder(path: Path) -> Path:
     return path
 
 
+MAX_META_BYTES = 4 * 2**20
+"""The largest ``model.json`` read (4 MiB; the shipped ones are a few kB)."""
+
+
 def _read_meta(meta_path: Path) -> dict[str, Any]:
     """Parse and validate ``model.json``."""
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(meta_path, f"cannot be parsed as JSON ({err})") from err
+    meta = load_json_file(meta_path, "model.json", limit=MAX_META_BYTES)
     if not isinstance(meta, dict):
         raise InputError(meta_path, "must hold a JSON object")
     meta = upgrade_meta(meta, meta_path)

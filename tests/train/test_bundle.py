@@ -178,9 +178,12 @@ def test_missing_bundle_file(saved: Path, missing: str) -> None:
     assert err.value.path == str(saved / missing)
 
 
-def test_unparsable_model_json(saved: Path) -> None:
-    (saved / "model.json").write_text("{not json")
-    with pytest.raises(InputError, match="cannot be parsed as JSON") as err:
+@pytest.mark.parametrize("text", ["{not json", "[" * 200_000])
+def test_unparsable_model_json(saved: Path, text: str) -> None:
+    """Broken JSON, and JSON nested past the parser's recursion limit (issue 26 item 14), are
+    one error naming model.json."""
+    (saved / "model.json").write_text(text)
+    with pytest.raises(InputError, match="cannot be read as model.json") as err:
         load_bundle(saved)
     assert err.value.path == str(saved / "model.json")
 
