@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -259,7 +260,7 @@ class PairChipper:
             return None
         row_off, col_off = int(window.row_off), int(window.col_off)
         relative = f"chips/{pair.pair_id}/r{row_off}_c{col_off}.npz"
-        arrays = {"before": before, "after": after}
+        arrays: dict[str, Any] = {"before": before, "after": after}
         changed_fraction = math.nan
         if label is not None:
             arrays["label"] = label

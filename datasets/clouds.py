@@ -460,7 +460,9 @@ def shadow_mask(
 
 def _large_components(mask: np.ndarray, min_pixels: float) -> np.ndarray:
     """The connected parts of ``mask`` (8-connected) of at least ``min_pixels`` pixels."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8
+    )
     keep = stats[:, cv2.CC_STAT_AREA] >= min_pixels
     keep[0] = False  # the background
     return keep[labels]

@@ -15,11 +15,12 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
@@ -335,6 +336,11 @@ class ChangeDataModule(LightningDataModule):
         self.test_dataset: ChangeChipDataset | None = None
 
     @property
+    def _hp(self) -> AttributeDict:
+        """The hyperparameters :meth:`save_hyperparameters` saved (an ``AttributeDict``)."""
+        return cast(AttributeDict, self.hparams)
+
+    @property
     def num_bands(self) -> int:
         """Bands per date fed to the model (the model's ``in_channels``)."""
         return len(self.bands)
@@ -344,7 +350,7 @@ class ChangeDataModule(LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Open the datasets a stage needs (``fit``, ``validate``, ``test``)."""
-        hp = self.hparams
+        hp = self._hp
         if stage == "fit" and self.train_dataset is None:
             augmentation = build_train_augmentation(
                 affine_p=hp.affine_p, seed=hp.seed, product_shift_p=hp.product_shift_p,
@@ -362,10 +368,10 @@ class ChangeDataModule(LightningDataModule):
             self.test_dataset = self._dataset(hp.test_split)
 
     def _loader(self, dataset: Dataset[Any], **kwargs: Any) -> DataLoader[Any]:
-        workers = self.hparams.num_workers
+        workers = self._hp.num_workers
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size,
+            batch_size=self._hp.batch_size,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -375,16 +381,16 @@ class ChangeDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader[Any]:
         """Balanced (or shuffled) train chips, drawn with a seeded generator."""
         assert self.train_dataset is not None, "call setup('fit') first"
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        if self.hparams.balance:
+        generator = torch.Generator().manual_seed(self._hp.seed)
+        if self._hp.balance:
             try:
                 weights = balanced_sample_weights(self.train_dataset.labels)
             except ValueError as err:
                 raise InputError(
-                    self.directory.root, f"split {self.hparams.train_split!r}: {err}"
+                    self.directory.root, f"split {self._hp.train_split!r}: {err}"
                 ) from err
             sampler = WeightedRandomSampler(
-                weights,
+                weights.tolist(),
                 num_samples=len(self.train_dataset),
                 replacement=True,
                 generator=generator,

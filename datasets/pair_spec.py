@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.path_ids import check_path_id
 from groundbreak.datasets.radiometry import Radiometry
 from groundbreak.datasets.scene import check_mask_raster, open_scene
+
+if TYPE_CHECKING:
+    from groundbreak.datasets.labels import ConventionName
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class PairSpec:
     split: str = "predict"
     before_date: str | None = None
     after_date: str | None = None
-    label_convention: str | None = None
+    label_convention: ConventionName | None = None
     before_mask: Path | None = None
     after_mask: Path | None = None
     before_add_offset: float | None = None

@@ -121,7 +121,7 @@ def _read_file(file: Path) -> bytes:
 
 
 def parse_product_metadata(
-    xml: bytes, source: object, granule_xml: bytes | None = None
+    xml: bytes, source: str | Path, granule_xml: bytes | None = None
 ) -> ProductMetadata:
     """Parse ``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml`` (and optionally ``MTD_TL.xml``).
 
@@ -140,7 +140,7 @@ def parse_product_metadata(
     offset_tag = "RADIO_ADD_OFFSET" if level == "L1C" else "BOA_ADD_OFFSET"
     baseline = _text(root, "PROCESSING_BASELINE")
     try:
-        offsets = {
+        offsets: dict[str, str | float] = {
             BAND_IDS[int(element.get("band_id", ""))]: element.text or ""
             for element in _elements(root, offset_tag)
         }
@@ -161,7 +161,7 @@ def parse_product_metadata(
     return ProductMetadata(level, baseline, sensing, radiometry, sun)
 
 
-def _parse_xml(xml: bytes, source: object) -> ET.Element:
+def _parse_xml(xml: bytes, source: str | Path) -> ET.Element:
     try:
         return ET.fromstring(xml)
     except ET.ParseError as err:
@@ -183,7 +183,7 @@ def _text(root: ET.Element, name: str) -> str | None:
     return None
 
 
-def _sun_angles(granule: ET.Element, source: object) -> tuple[float, float] | None:
+def _sun_angles(granule: ET.Element, source: str | Path) -> tuple[float, float] | None:
     """Mean sun (azimuth, zenith) in degrees, or None when not stated.
 
     Raises:

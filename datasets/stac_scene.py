@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import unquote, urlparse
 
 from groundbreak.datasets.bands import (
@@ -88,7 +88,7 @@ def json_scene_bands(path: str | Path) -> dict[str, str]:
 
 def is_sentinel2_item(item: Mapping[str, Any]) -> bool:
     """True for an item of a Sentinel-2 collection (platform, constellation, ``s2:`` keys)."""
-    properties = item.get("properties") if isinstance(item.get("properties"), dict) else {}
+    properties = _object(item.get("properties"))
     platform = str(properties.get("platform") or properties.get("constellation") or "").lower()
     collection = str(item.get("collection") or "").lower()
     return (
@@ -106,7 +106,7 @@ def stac_item_manifest(item: Mapping[str, Any], path: Path) -> dict[str, Any]:
         InputError: When a band comes from two assets of one kind, or no band asset is there.
     """
     sentinel2 = is_sentinel2_item(item)
-    assets = item.get("assets") if isinstance(item.get("assets"), dict) else {}
+    assets = _object(item.get("assets"))
     chosen: dict[str, tuple[str, str, dict[str, Any]]] = {}
     for key, asset in assets.items():
         band = _asset_band(str(key), asset, path, sentinel2)
@@ -124,7 +124,7 @@ def stac_item_manifest(item: Mapping[str, Any], path: Path) -> dict[str, Any]:
     scl = chosen.pop("SCL", None)
     if not chosen:
         raise InputError(path, "STAC Item has no single-band raster (GeoTIFF/JP2) data asset")
-    properties = item.get("properties") if isinstance(item.get("properties"), dict) else {}
+    properties = _object(item.get("properties"))
     manifest: dict[str, Any] = {"bands": {band: href for band, (_, href, _) in chosen.items()}}
     when = item_date(properties)
     if when:
@@ -216,7 +216,8 @@ def _radiometry_keys(
         if applied or baseline is None:
             return {"add_offset": 0.0} if applied else {}
         return {"processing_baseline": baseline}
-    offsets, quantification = {}, None
+    offsets: dict[str, float] = {}
+    quantification = 1.0
     for band, asset in assets.items():
         raster = asset.get("raster:bands")
         entry = raster[0] if isinstance(raster, list) and raster else None
@@ -234,8 +235,13 @@ def _radiometry_keys(
     return {}
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _object(value: object) -> dict[str, Any]:
+    """A JSON object's members, or none when the value is not an object."""
+    return value if isinstance(value, dict) else {}
 
 
 def item_date(properties: object) -> str | None:

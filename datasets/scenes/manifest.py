@@ -117,7 +117,8 @@ def radiometry_from_keys(record: Mapping[str, object], source: str) -> Radiometr
     stated = (offset, quantification, baseline, record.get("band_offsets"))
     if all(value in (None, "") for value in stated):
         return None
-    if not isinstance(record.get("band_offsets") or {}, Mapping):
+    band_offsets = record.get("band_offsets") or {}
+    if not isinstance(band_offsets, Mapping):
         raise ValueError("band_offsets must be an object {band: DN}")
     if offset in (None, ""):
         offset = baseline_offset(baseline)
@@ -127,10 +128,7 @@ def radiometry_from_keys(record: Mapping[str, object], source: str) -> Radiometr
             "quantification_value": quantification
             if quantification not in (None, "")
             else DEFAULT_QUANTIFICATION,
-            "band_offsets": {
-                normalize_band_name(str(b)): v
-                for b, v in (record.get("band_offsets") or {}).items()  # type: ignore[union-attr]
-            },
+            "band_offsets": {normalize_band_name(str(b)): v for b, v in band_offsets.items()},
         },
         source=source,
     )

@@ -171,8 +171,8 @@ def _read_upsampled(
     bands onto 10 m), equal to the warper's, from the kept strips of the file's rows; None
     where the warper must do it (no such nesting, invalid pixels among those needed)."""
     nest = nesting(source.grid, target)
-    window = nest and source_window(nest, target.shape, (src.height, src.width))
-    if not window:
+    window = source_window(nest, target.shape, (src.height, src.width)) if nest else None
+    if nest is None or window is None:
         return None
     (r0, r1), (c0, c1) = window
     strip = strip_rows(src, source.index, (r0, r1))
