@@ -22,7 +22,7 @@ divisible by :attr:`output_stride` (16); callers pad anything else. The output i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -267,7 +267,7 @@ class FCEFRes(nn.Module):
             self.check_input(before, after)
         x = torch.cat([before, after], dim=1)
         skips = []
-        for keep, pool in self.encoder:
+        for keep, pool in cast("list[nn.ModuleList]", self.encoder):
             x = keep(x)
             skips.append(x)
             x = pool(x)

@@ -58,6 +58,14 @@ class PooledChangeMetrics(Metric):
     higher_is_better = True
     full_state_update = False
 
+    sweep: torch.Tensor
+    tp: torch.Tensor
+    fp: torch.Tensor
+    fn: torch.Tensor
+    sweep_tp: torch.Tensor
+    sweep_fp: torch.Tensor
+    sweep_fn: torch.Tensor
+
     def __init__(
         self,
         threshold: float = 0.5,

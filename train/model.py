@@ -39,7 +39,7 @@ anything else. The output is one logit per pixel, ``(B, 1, H, W)``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import segmentation_models_pytorch as smp
 import timm
@@ -264,7 +264,7 @@ def _drop_unused_stages(encoder: nn.Module, in_channels: int) -> None:
     the features of one small forward pass, so this works for any encoder.
     """
     was_training = encoder.training
-    side = max(64, 2 * int(encoder.output_stride))
+    side = max(64, 2 * int(cast(int, encoder.output_stride)))
     named = [(name, p) for name, p in encoder.named_parameters() if p.requires_grad]
     try:
         encoder.eval()  # running statistics stay untouched

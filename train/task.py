@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch.optim import Adam, AdamW
 from torch.optim.lr_scheduler import ExponentialLR, LambdaLR
 
@@ -129,10 +131,15 @@ class ChangeSegmentationTask(LightningModule):
         self._seconds_before_run = 0.0  # training seconds of the runs a resumed one continues
         self._run_started: float | None = None
 
+    @property
+    def _hp(self) -> AttributeDict:
+        """The hyperparameters :meth:`save_hyperparameters` saved (an ``AttributeDict``)."""
+        return cast(AttributeDict, self.hparams)
+
     # -- hooks -------------------------------------------------------------------------------
     def configure_models(self) -> None:
         """Build :attr:`model`, the change network the hyperparameters name."""
-        hp = self.hparams
+        hp = self._hp
         self.model = build_change_model({
             "network": hp.get("network", "unet"),
             "in_channels": hp.in_channels,
@@ -147,13 +154,13 @@ class ChangeSegmentationTask(LightningModule):
 
     def configure_losses(self) -> None:
         """Build :attr:`criterion`, the training loss."""
-        hp = self.hparams
+        hp = self._hp
         self.criterion = ChangeLoss(hp.loss, pos_weight=hp.pos_weight, dice_weight=hp.dice_weight)
 
     def configure_metrics(self) -> None:
         """Build the pooled validation and test metrics."""
-        self.val_metrics = PooledChangeMetrics(threshold=self.hparams.threshold)
-        self.test_metrics = PooledChangeMetrics(threshold=self.hparams.threshold)
+        self.val_metrics = PooledChangeMetrics(threshold=self._hp.threshold)
+        self.test_metrics = PooledChangeMetrics(threshold=self._hp.threshold)
 
     # -- model -------------------------------------------------------------------------------
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
@@ -222,7 +229,7 @@ class ChangeSegmentationTask(LightningModule):
         return torch.sigmoid(self(batch["before"], batch["after"]))
 
     # -- optimisation ------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         """AdamW (or Adam), with a per-step cosine or one-cycle schedule over the whole run, or a
         per-epoch exponential decay.
 
@@ -230,7 +237,7 @@ class ChangeSegmentationTask(LightningModule):
         checkpoint does not store: a run resumed with more epochs stretches the schedule over its
         new length.
         """
-        hp = self.hparams
+        hp = self._hp
         optimizer_class = Adam if hp.get("optimizer", "adamw") == "adam" else AdamW
         optimizer = optimizer_class(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "none":
