@@ -41,7 +41,7 @@ class Grid:
         whatever the orientation (a south-up grid's transform has a positive ``e``)."""
         cols = np.array([0.0, self.width, self.width, 0.0])
         rows = np.array([0.0, 0.0, self.height, self.height])
-        xs, ys = self.transform @ (cols, rows)
+        xs, ys = self.transform @ (cols, rows)  # type: ignore[operator]  # arrays: stubs say floats
         return (float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys)))
 
     @property
@@ -88,7 +88,7 @@ class Grid:
         edge_rows = np.arange(row0, row0 + rows + 1, dtype=float)
         xs = np.concatenate([np.full(rows + 1, float(col)), np.full(rows + 1, col + 1.0)])
         ys = np.concatenate([edge_rows, edge_rows])
-        x, y = self.transform @ (xs, ys)
+        x, y = self.transform @ (xs, ys)  # type: ignore[operator]  # arrays: stubs say floats
         lon, lat = _to_wgs84(self.crs).transform(np.asarray(x), np.asarray(y))
         left, right = slice(0, rows + 1), slice(rows + 1, None)
         lon_l, lat_l, lon_r, lat_r = lon[left], lat[left], lon[right], lat[right]
