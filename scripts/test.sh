@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set up .venv if needed, make sure headless Chromium is there for the report's
-# browser test (Debian package; installed when running as root), then ruff and pytest.
-# Exit code: non-zero when any lint check or test fails.
+# browser test (Debian package; installed when running as root), then ruff, mypy and pytest.
+# Exit code: non-zero when any lint check, type error or test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/setup.sh
@@ -15,4 +15,5 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 . .venv/bin/activate
 ruff check .
+bash scripts/typecheck.sh datasets train  # mypy; the stages it passes on
 python -m pytest -q "$@"
