@@ -43,7 +43,7 @@ from groundbreak.datasets.bands import SENTINEL2_BANDS
 from groundbreak.datasets.clouds import mask_at, scene_cloud_mask
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
-from groundbreak.infer.predictor import TiledPredictor
+from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import default_bundle_path, load_bundle
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

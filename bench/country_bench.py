@@ -192,11 +192,11 @@ def night_child(args: argparse.Namespace) -> None:
     from groundbreak.infer.nightly.runner import run_night
 
     if args.prefetch is not None:  # the predictor's default (not a nightly config key)
-        from groundbreak.infer import predictor as predictor_module
+        from groundbreak.infer.prediction import predictor as predictor_module
 
         predictor_module.PREFETCH_BATCHES = args.prefetch
     collector = StageCollector()
-    logger = logging.getLogger("groundbreak.infer.predictor")
+    logger = logging.getLogger("groundbreak.infer.prediction.predictor")
     logger.setLevel(logging.DEBUG)
     logger.addHandler(collector)
     predictor = json.loads(args.predictor)
@@ -329,7 +329,7 @@ def main() -> None:
     import torch
     from predict_bench import matmul_peak_gflops, window_gflops
 
-    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.infer.prediction.predictor import TiledPredictor
     from groundbreak.train.bundle import default_bundle_path, load_bundle
 
     bundle = load_bundle(default_bundle_path())

@@ -142,7 +142,8 @@ def measure(command: list[str]) -> dict:
 
 DISCOVERY = """
 import sys, time
-from groundbreak.infer.sites import discover_change_regions
+from groundbreak.infer.prediction.raster_io import read_probability
+from groundbreak.infer.sites.sites import discover_change_regions
 start = time.perf_counter()
 regions = discover_change_regions(sys.argv[1], sys.argv[2], "bench", 0.5)
 print(len(regions), time.perf_counter() - start, file=sys.stderr)
@@ -153,8 +154,8 @@ import sys, time
 import numpy as np, rasterio
 from scipy import ndimage
 from groundbreak.datasets.scene import dataset_grid
-from groundbreak.infer.scoring import measure_site
-from groundbreak.infer.sites import read_probability, region_polygon
+from groundbreak.infer.sites.scoring import measure_site
+from groundbreak.infer.sites.sites import region_polygon
 from rasterio.windows import Window
 start = time.perf_counter()
 with rasterio.open(sys.argv[1]) as src:

@@ -1,6 +1,6 @@
 """Benchmark of tiled prediction on a generated Sentinel-2-sized pair (prints figures only).
 
-Reports, for ``groundbreak.infer.predictor.TiledPredictor``:
+Reports, for ``groundbreak.infer.prediction.predictor.TiledPredictor``:
 
 - km^2 per second at the scene's 10 m pixel size, and the wall time of the whole prediction
   (reading, model, blending, COG writing);
@@ -11,7 +11,7 @@ Reports, for ``groundbreak.infer.predictor.TiledPredictor``:
 - a table of CPU inference variants on a few windows (eager fp32, channels-last, bf16
   autocast, torch.compile, ONNX Runtime) to choose the predictor's defaults;
 - the whole prediction once per runtime (``--runtimes torch,onnx,compile``), which is how the
-  predictor's default runtime was chosen (see ``infer/inference.py:RUNTIMES``).
+  predictor's default runtime was chosen (see ``infer/prediction/inference.py:RUNTIMES``).
 
 Usage::
 
@@ -47,7 +47,7 @@ from groundbreak.datasets.bands import SENTINEL2_L2A_BANDS
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
-from groundbreak.infer.predictor import TiledPredictor
+from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle, save_bundle
 from groundbreak.train.model import ChangeUNet
 
@@ -210,7 +210,7 @@ def variant_table(
 
 def onnx_runner(model, before, after):
     """The predictor's ONNX Runtime model (exported on the warm-up call) and its inputs."""
-    from groundbreak.infer.onnx_model import OnnxChangeModel
+    from groundbreak.infer.prediction.onnx_model import OnnxChangeModel
 
     onnx_model = OnnxChangeModel(model)
     return onnx_model, (before, after)

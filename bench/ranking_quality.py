@@ -2,7 +2,7 @@
 
 On the OSCD validation cities (cupertino, hongkong, nantes) each city's grid is cut into square
 cells (default 32 x 32 px = 320 m); every cell is scored as a site with the same score function
-as ``groundbreak rank`` (:func:`groundbreak.infer.scoring.measure_site`), from
+as ``groundbreak rank`` (:func:`groundbreak.infer.sites.scoring.measure_site`), from
 
 - the model's probability map (``--model BUNDLE``, default the shipped default bundle), and
 - a change-vector-analysis (CVA) baseline: the per-pixel L2 norm of the band differences, each
@@ -35,8 +35,8 @@ import rasterio
 
 from groundbreak.datasets.layouts import OSCD_VAL_CITIES, oscd_pairs
 from groundbreak.datasets.pair import TilePair
-from groundbreak.infer.predictor import TiledPredictor
-from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2, measure_site
+from groundbreak.infer.prediction.predictor import TiledPredictor
+from groundbreak.infer.sites.scoring import DEFAULT_AREA_SCALE_M2, measure_site
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 
 REPO = Path(__file__).resolve().parents[1]

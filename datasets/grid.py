@@ -1,9 +1,11 @@
-"""The pixel grid that a tile pair and every output raster live on."""
+"""The pixel grid that a tile pair and every output raster live on, and windows of it."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from affine import Affine
@@ -11,6 +13,9 @@ from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 _GEOD = Geod(ellps="WGS84")
 
@@ -119,3 +124,22 @@ class Grid:
             and self.crs == other.crs
             and self.transform.almost_equals(other.transform, precision=tolerance)
         )
+
+
+def geometry_window(geometry: BaseGeometry, grid: Grid) -> Window | None:
+    """The grid pixels covering a geometry's bounding box (rounded outwards, clipped to the grid).
+
+    Works for north-up grids and for plain images (identity transform, rows growing down).
+    None when the box misses the grid.
+    """
+    left, bottom, right, top = geometry.bounds
+    inverse = ~grid.transform
+    xs, ys = np.array([left, right, right, left]), np.array([top, top, bottom, bottom])
+    cols, rows = inverse @ (xs, ys)
+    col0 = max(math.floor(cols.min() + 1e-9), 0)
+    row0 = max(math.floor(rows.min() + 1e-9), 0)
+    col1 = min(math.ceil(cols.max() - 1e-9), grid.width)
+    row1 = min(math.ceil(rows.max() - 1e-9), grid.height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)

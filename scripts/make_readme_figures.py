@@ -17,7 +17,7 @@ import rasterio
 from PIL import Image, ImageDraw
 
 from groundbreak.datasets.layouts import read_pairs_csv
-from groundbreak.infer.demo import DEMO_PAIRS
+from groundbreak.infer.cli.demo import DEMO_PAIRS
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "img"

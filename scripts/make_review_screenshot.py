@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.demo import DEMO_PAIRS, DEMO_SITES
+from groundbreak.infer.cli.demo import DEMO_PAIRS, DEMO_SITES
 from groundbreak.infer.nightly.state import NightlyState
-from groundbreak.infer.review_app import make_server
+from groundbreak.infer.review.app import make_server
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "img" / "review.png"

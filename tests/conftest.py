@@ -10,6 +10,13 @@ TESTS_DIR = Path(__file__).resolve().parent
 FIXTURES_DIR = TESTS_DIR / "fixtures"
 SHARED_DATA_DIR = (TESTS_DIR.parent / ".." / "shared" / "data").resolve()
 
+TINY_MODEL: dict[str, object] = {
+    "encoder_name": "resnet18",
+    "encoder_depth": 3,
+    "decoder_channels": [16, 8, 8],
+}
+"""A ChangeUNet small enough to fit a few 32 px chips in seconds on a CPU."""
+
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
@@ -23,6 +30,12 @@ def shared_data() -> Path:
     if not SHARED_DATA_DIR.is_dir():
         pytest.skip(f"shared data not available: {SHARED_DATA_DIR} is missing")
     return SHARED_DATA_DIR
+
+
+@pytest.fixture
+def tiny_model() -> dict[str, object]:
+    """Keyword arguments of a tiny ChangeSegmentationTask model (training and cv tests)."""
+    return dict(TINY_MODEL)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

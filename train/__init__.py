@@ -1,1 +1,25 @@
-"""Training of groundbreak: the U-Net change model, LightningModule, losses, metrics, export."""
+"""Training of groundbreak: the change model, the LightningModule, losses, metrics, export.
+
+- :mod:`.model`, :mod:`.fc_networks`: the change networks (U-Net on smp, FC-Siam);
+- :mod:`.task`: the LightningModule (hooks for models, losses, metrics);
+- :mod:`.losses`, :mod:`.metrics`: training losses and pooled change metrics;
+- :mod:`.cli`: ``groundbreak train`` (LightningCLI);
+- :mod:`.export`, :mod:`.bundle`: checkpoint -> model bundle (safetensors + JSON) and back;
+- :mod:`.arguments`, :mod:`.devices`: command-line argument types, device choice.
+
+Imports only ``datasets``; evaluation on whole scenes and cross-validation, which also need the
+tiled predictor, live in :mod:`groundbreak.infer.evaluation`.
+"""
+
+__all__ = [
+    "arguments",
+    "bundle",
+    "cli",
+    "devices",
+    "export",
+    "fc_networks",
+    "losses",
+    "metrics",
+    "model",
+    "task",
+]

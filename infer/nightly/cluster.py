@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.atomic import TEMP_MARK
-from groundbreak.infer.ranking import PairOutcome, PairScores, describe_error, stops_the_run
-from groundbreak.infer.raster_io import MASK_FILE, PROBABILITY_FILE
+from groundbreak.infer.prediction.raster_io import MASK_FILE, PROBABILITY_FILE
+from groundbreak.infer.sites.ranking import PairOutcome, PairScores, describe_error, stops_the_run
 
 if TYPE_CHECKING:
     from groundbreak.infer.nightly.runner import PairRecord, PairScorer
@@ -141,7 +141,7 @@ def compute_pair(job: PairJob) -> PairComputed:
         reason = f"pair {job.spec.pair_id}: on Dask worker {worker}: {err}"
         outcome = PairOutcome(job.spec.pair_id, False, time.perf_counter() - started, reason)
         return PairComputed(outcome, None, {}, worker)
-    from groundbreak.infer.ranking import process_pair
+    from groundbreak.infer.sites.ranking import process_pair
 
     with tempfile.TemporaryDirectory(prefix="groundbreak-pair-") as tmp:
         out = Path(tmp) / "pair"
@@ -188,7 +188,7 @@ def usable_cores() -> int:
 def _worker_model(job: PairJob) -> Any:
     """The job's tiled predictor, loaded once per worker process, from the driver's bundle."""
     from groundbreak.infer.nightly.hashing import ContentHasher
-    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.infer.prediction.predictor import TiledPredictor
     from groundbreak.train.bundle import load_bundle
 
     key = ("model", job.model, job.model_hash, repr(sorted(job.predictor.items())))
@@ -205,7 +205,7 @@ def _worker_model(job: PairJob) -> Any:
 def _worker_sites(job: PairJob) -> Any:
     """The job's watch-list (None: discovered regions), read once per worker process."""
     from groundbreak.infer.nightly.hashing import ContentHasher
-    from groundbreak.infer.sites import load_watch_list
+    from groundbreak.infer.sites.sites import load_watch_list
 
     if job.sites is None:
         return None

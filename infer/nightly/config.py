@@ -21,9 +21,9 @@ from groundbreak.datasets.text_files import load_yaml_text, read_text_file
 from groundbreak.infer.nightly.alert_policy import AlertPolicy
 from groundbreak.infer.nightly.logging import LOG_FORMATS
 from groundbreak.infer.nightly.pairing import DEFAULT_PAIRING, PairingRule
-from groundbreak.infer.ranking import DEFAULT_ALERT_THRESHOLD
-from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2
-from groundbreak.infer.sites import DEFAULT_MIN_AREA_M2
+from groundbreak.infer.sites.ranking import DEFAULT_ALERT_THRESHOLD
+from groundbreak.infer.sites.scoring import DEFAULT_AREA_SCALE_M2
+from groundbreak.infer.sites.sites import DEFAULT_MIN_AREA_M2
 
 MAX_CONFIG_BYTES = 2**20
 """The largest nightly config read (1 MiB)."""
@@ -118,7 +118,7 @@ KEYS: dict[str, KeySpec] = {
     ),
     "area_scale": KeySpec(
         "positive", DEFAULT_AREA_SCALE_M2,
-        "Changed area (m²) at which a site's area term reaches 0.63 (see infer/scoring.py).",
+        "Changed area (m²) at which a site's area term reaches 0.63 (see infer/sites/scoring.py).",
     ),
     "predictor": KeySpec(
         "mapping", {},
@@ -352,7 +352,9 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
         if unknown:
             raise fail(f"unknown option(s) {', '.join(map(str, unknown))}; "
                        f"known: {', '.join(PREDICTOR_KEYS)}")
-        from groundbreak.infer.inference import RUNTIMES  # imports torch: only when needed
+        from groundbreak.infer.prediction.inference import (
+            RUNTIMES,  # imports torch: only when needed
+        )
         from groundbreak.train.devices import check_device_name
 
         try:

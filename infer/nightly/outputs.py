@@ -18,18 +18,18 @@ import pandas as pd
 from shapely import wkt
 
 from groundbreak.datasets.pair_spec import PairSpec
-from groundbreak.infer.alerts_io import FAILURE_COLUMNS
 from groundbreak.infer.nightly.config import NightlyConfig
 from groundbreak.infer.nightly.hashing import ContentHasher
 from groundbreak.infer.nightly.state import NightlyState, best_per_site
 from groundbreak.infer.nightly.timeline import site_timeline
-from groundbreak.infer.ranking import (
+from groundbreak.infer.prediction.raster_io import MASK_FILE, PROBABILITY_FILE
+from groundbreak.infer.sites.alerts_io import FAILURE_COLUMNS
+from groundbreak.infer.sites.ranking import (
     REPORT_HTML,
     RankResult,
     rank_sites,
     write_run_tables,
 )
-from groundbreak.infer.raster_io import MASK_FILE, PROBABILITY_FILE
 
 if TYPE_CHECKING:
     from groundbreak.infer.nightly.runner import NightSummary
@@ -69,7 +69,7 @@ def write_night_outputs(
     failures = pd.DataFrame(summary.failures, columns=list(FAILURE_COLUMNS))
     write_run_tables(run_dir, ranked, alerts, changes, failures)
     if config.report:
-        from groundbreak.infer.report import write_report
+        from groundbreak.infer.report.report import write_report
 
         outputs = {p.pair_id: p.outputs for p in summary.pairs if p.outputs}
         specs = {s.pair_id: s for s in specs}

@@ -20,9 +20,9 @@ from rasterio.warp import transform_bounds
 from shapely import wkt
 
 from groundbreak.datasets.scene import dataset_grid, open_raster
-from groundbreak.infer.ranking import site_row
-from groundbreak.infer.raster_io import bounded_gdal_cache
-from groundbreak.infer.sites import WGS84, measure_watch_site, to_crs
+from groundbreak.infer.prediction.raster_io import bounded_gdal_cache
+from groundbreak.infer.sites.ranking import site_row
+from groundbreak.infer.sites.sites import WGS84, measure_watch_site, to_crs
 
 REVISIT_KIND = "revisit"
 """The ``kind`` of a site row measured on a known outline (watch-list rows are ``watch``,

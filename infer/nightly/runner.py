@@ -55,7 +55,8 @@ from groundbreak.infer.nightly.sources import (
     read_item_collection,
 )
 from groundbreak.infer.nightly.state import AlertOutcome, NightlyState
-from groundbreak.infer.ranking import (
+from groundbreak.infer.prediction.raster_io import PROBABILITY_FILE
+from groundbreak.infer.sites.ranking import (
     PAIRS_DIR,
     PairOutcome,
     PairScores,
@@ -65,7 +66,6 @@ from groundbreak.infer.ranking import (
     rank_sites,
     stops_the_run,
 )
-from groundbreak.infer.raster_io import PROBABILITY_FILE
 
 RUNS_DIR = "runs"
 SUMMARY_JSON = "summary.json"
@@ -189,7 +189,7 @@ def run_night(config: NightlyConfig, log: NightLog | None = None) -> NightSummar
 
 
 def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> NightSummary:
-    from groundbreak.infer.sites import load_watch_list
+    from groundbreak.infer.sites.sites import load_watch_list
     from groundbreak.train.bundle import default_bundle_path, load_bundle
 
     started = time.perf_counter()
@@ -347,7 +347,7 @@ def repair_after_clouds(
 
 def build_predictor(bundle: Any, config: NightlyConfig) -> Any:
     """The night's tiled predictor; an InputError names a predictor option that does not fit."""
-    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.infer.prediction.predictor import TiledPredictor
 
     try:
         return TiledPredictor(bundle, **config.predictor)

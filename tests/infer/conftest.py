@@ -13,8 +13,8 @@ import torch
 
 from groundbreak.datasets.bands import SENTINEL2_BANDS
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.demo import DEMO_PAIRS, DEMO_SITES
-from groundbreak.infer.review_app import ReviewServer, make_server
+from groundbreak.infer.cli.demo import DEMO_PAIRS, DEMO_SITES
+from groundbreak.infer.review.app import ReviewServer, make_server
 from groundbreak.train.bundle import save_bundle
 from groundbreak.train.model import ChangeUNet
 

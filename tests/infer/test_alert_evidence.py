@@ -10,8 +10,8 @@ from pathlib import Path
 
 from groundbreak.infer.cli import main as groundbreak
 from groundbreak.infer.nightly.state import NightlyState
-from groundbreak.infer.review_crops import CropRenderer
-from groundbreak.infer.review_queue import alert_rows
+from groundbreak.infer.review.crops import CropRenderer
+from groundbreak.infer.review.queue import alert_rows
 
 OSCD = Path(__file__).resolve().parents[1] / "fixtures" / "oscd"
 

@@ -58,7 +58,7 @@ def test_out_that_is_an_existing_file_is_a_usage_error(tmp_path: Path, bundle: P
 
 def test_disk_full_is_exit_4_and_other_os_errors_exit_2(capsys: pytest.CaptureFixture,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from groundbreak.infer import alerts_cli
+    from groundbreak.infer.cli import alerts as alerts_cli
 
     def raises(error: OSError):  # noqa: ANN202
         def main(argv):  # noqa: ANN001, ANN202

@@ -16,8 +16,8 @@ import torch
 from groundbreak.datasets.bands import SENTINEL2_BANDS
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.coverage import MIN_VALID_FRACTION, too_little_valid_data
-from groundbreak.infer.ranking import rank_pairs
+from groundbreak.infer.prediction.coverage import MIN_VALID_FRACTION, too_little_valid_data
+from groundbreak.infer.sites.ranking import rank_pairs
 from groundbreak.train.bundle import save_bundle
 from groundbreak.train.model import ChangeUNet
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from groundbreak.infer.alerts_io import spreadsheet_safe, write_sites_csv
 from groundbreak.infer.cli import main as groundbreak
 from groundbreak.infer.nightly.alert_policy import AlertPolicy
 from groundbreak.infer.nightly.state import NightlyState
+from groundbreak.infer.sites.alerts_io import spreadsheet_safe, write_sites_csv
 
 HOSTILE = ["=HYPERLINK(\"http://x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx"]
 

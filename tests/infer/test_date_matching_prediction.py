@@ -16,7 +16,7 @@ from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.predictor import TiledPredictor
+from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from groundbreak.datasets.layouts import read_pairs_csv
 from groundbreak.infer.cli import main
-from groundbreak.infer.demo import DEMO_PAIRS, DEMO_SITES
+from groundbreak.infer.cli.demo import DEMO_PAIRS, DEMO_SITES
 from groundbreak.train.bundle import default_bundle_path, load_bundle
 
 

@@ -12,8 +12,8 @@ import torch
 from groundbreak.datasets.bands import SENTINEL2_L2A_BANDS
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.pair_spec import PairSpec
-from groundbreak.infer.distributed import SHARD_FOLDER, DistributedPredictor
-from groundbreak.infer.predictor import TiledPredictor
+from groundbreak.infer.prediction.distributed import SHARD_FOLDER, DistributedPredictor
+from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import ModelBundle, load_bundle, save_bundle
 from groundbreak.train.model import ChangeUNet
 

@@ -11,8 +11,8 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from shapely.geometry import LinearRing, Polygon, shape
 
-from groundbreak.infer.alerts_io import write_changes_geojson, write_sites_geojson
-from groundbreak.infer.sites import WGS84, load_watch_list, region_polygon, to_crs
+from groundbreak.infer.sites.alerts_io import write_changes_geojson, write_sites_geojson
+from groundbreak.infer.sites.sites import WGS84, load_watch_list, region_polygon, to_crs
 
 DEMO_WATCH_LIST = Path(__file__).resolve().parents[2] / "infer" / "demo_data" / "watch_list.geojson"
 

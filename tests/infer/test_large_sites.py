@@ -17,9 +17,9 @@ from shapely.geometry import Polygon, box
 
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
-from groundbreak.infer.report import DISPLAY_PIXELS, render_site_crops
-from groundbreak.infer.scoring import SiteMeasure
-from groundbreak.infer.sites import measure_watch_site
+from groundbreak.infer.report.report import DISPLAY_PIXELS, render_site_crops
+from groundbreak.infer.sites.scoring import SiteMeasure
+from groundbreak.infer.sites.sites import measure_watch_site
 
 TRANSFORM = Affine(10.0, 0, 500_000, 0, -10.0, 3_700_000)
 

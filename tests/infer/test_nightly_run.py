@@ -71,7 +71,7 @@ class PredictionCounter:
     """Counts calls of TiledPredictor.predict_pair."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from groundbreak.infer.predictor import TiledPredictor
+        from groundbreak.infer.prediction.predictor import TiledPredictor
 
         self.calls: list[str] = []
         original = TiledPredictor.predict_pair
@@ -183,7 +183,7 @@ def test_input_changed_between_two_attempts_of_a_night_ranks_only_the_new_scores
 def test_full_disk_stops_the_night_and_the_rerun_keeps_what_was_done(
         tmp_path: Path, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture) -> None:
-    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.infer.prediction.predictor import TiledPredictor
 
     original = TiledPredictor.predict_pair
 

@@ -12,8 +12,8 @@ from torch import nn
 
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.onnx_model import OnnxChangeModel, onnx_runtime_available
-from groundbreak.infer.predictor import TiledPredictor
+from groundbreak.infer.prediction.onnx_model import OnnxChangeModel, onnx_runtime_available
+from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 
 pytestmark = pytest.mark.skipif(

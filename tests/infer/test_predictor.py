@@ -16,10 +16,10 @@ from groundbreak.datasets.bands import RGB_BANDS, SENTINEL2_L2A_BANDS
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.datasets.scene import Scene, open_scene
-from groundbreak.infer import predictor as predictor_module
-from groundbreak.infer.inference import predict_probabilities
-from groundbreak.infer.predictor import PredictionResult, TiledPredictor
-from groundbreak.infer.tiling import observed_windows
+from groundbreak.infer.prediction import predictor as predictor_module
+from groundbreak.infer.prediction.inference import predict_probabilities
+from groundbreak.infer.prediction.predictor import PredictionResult, TiledPredictor
+from groundbreak.infer.prediction.tiling import observed_windows
 from groundbreak.train.bundle import ModelBundle, load_bundle, save_bundle
 from groundbreak.train.model import ChangeUNet
 

@@ -13,7 +13,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from groundbreak.datasets.bands import SENTINEL2_L2A_BANDS
-from groundbreak.infer.rank_cli import main as rank
+from groundbreak.infer.cli.rank import main as rank
 from groundbreak.train.bundle import save_bundle
 from groundbreak.train.model import ChangeUNet
 

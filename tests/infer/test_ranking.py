@@ -19,11 +19,11 @@ from shapely.geometry import box, mapping, shape
 
 from groundbreak.datasets.bands import RGB_BANDS, SENTINEL2_BANDS
 from groundbreak.datasets.pair_spec import PairSpec
-from groundbreak.infer.alerts_io import DETAIL_COLUMNS, SITE_COLUMNS
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.ranking import PairOutcome, rank_pairs, rank_sites, score_prediction
-from groundbreak.infer.report import MAX_CARDS
-from groundbreak.infer.sites import WGS84, load_watch_list
+from groundbreak.infer.report.report import MAX_CARDS
+from groundbreak.infer.sites.alerts_io import DETAIL_COLUMNS, SITE_COLUMNS
+from groundbreak.infer.sites.ranking import PairOutcome, rank_pairs, rank_sites, score_prediction
+from groundbreak.infer.sites.sites import WGS84, load_watch_list
 from groundbreak.train.bundle import load_bundle, save_bundle
 from groundbreak.train.model import ChangeUNet
 

@@ -14,7 +14,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from groundbreak.datasets.errors import is_disk_full
-from groundbreak.infer.raster_io import TiledRasterWriter, remove_stale_partials
+from groundbreak.infer.prediction.raster_io import TiledRasterWriter, remove_stale_partials
 
 GRID_ARGS = (512, 512, Affine(10, 0, 600000, 0, -10, 4000000), CRS.from_epsg(32636))
 

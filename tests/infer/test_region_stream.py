@@ -22,14 +22,14 @@ from scipy import ndimage
 
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import dataset_grid, open_scene
-from groundbreak.infer.predictor import TiledPredictor
-from groundbreak.infer.region_stream import StreamingRegionLabeler
-from groundbreak.infer.scoring import measure_site
-from groundbreak.infer.sites import (
+from groundbreak.infer.prediction.predictor import TiledPredictor
+from groundbreak.infer.prediction.raster_io import read_probability
+from groundbreak.infer.sites.region_stream import StreamingRegionLabeler
+from groundbreak.infer.sites.scoring import measure_site
+from groundbreak.infer.sites.sites import (
     MIN_AREA_TOLERANCE,
     ChangeRegion,
     discover_change_regions,
-    read_probability,
     region_polygon,
 )
 from groundbreak.train.bundle import default_bundle_path, load_bundle

@@ -24,8 +24,8 @@ from shapely.geometry import box, mapping
 
 from groundbreak.datasets.bands import SENTINEL2_BANDS
 from groundbreak.datasets.pair_spec import PairSpec
-from groundbreak.infer.ranking import rank_pairs
-from groundbreak.infer.sites import WGS84
+from groundbreak.infer.sites.ranking import rank_pairs
+from groundbreak.infer.sites.sites import WGS84
 from groundbreak.train.bundle import save_bundle
 from groundbreak.train.model import ChangeUNet
 

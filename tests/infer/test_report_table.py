@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from groundbreak.infer.ranking import RankResult
-from groundbreak.infer.report import write_report
+from groundbreak.infer.report.report import write_report
+from groundbreak.infer.sites.ranking import RankResult
 
 
 def site(rank: int, site_id: str, score: float) -> dict:

@@ -23,10 +23,10 @@ import pytest
 from PIL import Image
 
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.demo import DEMO_PAIRS, DEMO_SITES
+from groundbreak.infer.cli.demo import DEMO_PAIRS, DEMO_SITES
 from groundbreak.infer.nightly.lock import RunLock
 from groundbreak.infer.nightly.state import NightlyState
-from groundbreak.infer.review_app import ReviewServer, make_server
+from groundbreak.infer.review.app import ReviewServer, make_server
 
 
 class Reply:
@@ -516,7 +516,7 @@ def test_decisions_are_recorded_as_the_tokens_analyst(open_server: ReviewServer,
 
 def test_token_file_maps_tokens_to_analysts(tmp_path: Path) -> None:
     from groundbreak.datasets.errors import InputError
-    from groundbreak.infer.review_cli import read_token_file
+    from groundbreak.infer.cli.review import read_token_file
 
     good = tmp_path / "tokens.txt"
     good.write_text(f"# analysts\n{ADA_TOKEN} Ada Lovelace\n\n{BO_TOKEN}\tBo\n")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.review_app import ReviewServer
+from groundbreak.infer.review.app import ReviewServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 

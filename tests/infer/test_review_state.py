@@ -75,7 +75,7 @@ def test_a_schema_1_state_reads_and_upgrades_on_write(tmp_path: Path,
 
 def test_catalogue_pairs_find_their_scenes_in_the_stored_acquisitions(tmp_path: Path) -> None:
     from groundbreak.infer.nightly.state import AcquisitionRecord
-    from groundbreak.infer.review_crops import pair_spec
+    from groundbreak.infer.review.crops import pair_spec
 
     with NightlyState(tmp_path / "state") as state:
         state.record_acquisitions([

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from groundbreak.infer.nightly.alert_policy import AlertPolicy
 from groundbreak.infer.nightly.state import NightlyState
-from groundbreak.infer.review_pages import QueuePage, queue_page
-from groundbreak.infer.review_queue import QueueFilter, alert_rows, site_history
+from groundbreak.infer.review.pages import QueuePage, queue_page
+from groundbreak.infer.review.queue import QueueFilter, alert_rows, site_history
 
 
 def test_review_page_draws_the_timeline(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from groundbreak.infer.scoring import (
+from groundbreak.infer.sites.scoring import (
     DEFAULT_AREA_SCALE_M2,
     area_term,
     measure_site,

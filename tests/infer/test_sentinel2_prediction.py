@@ -20,7 +20,7 @@ from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.product_writer import read_band_images, write_product
 from groundbreak.datasets.radiometry import RadiometryWarning
 from groundbreak.datasets.scene import Scene, open_scene
-from groundbreak.infer.predictor import TiledPredictor
+from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 
 S2_13 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
@@ -268,7 +268,7 @@ def test_watch_site_under_clouds_is_not_observed_and_raises_no_alert(
     import json
 
     from groundbreak.datasets.pair_spec import PairSpec
-    from groundbreak.infer.ranking import rank_pairs
+    from groundbreak.infer.sites.ranking import rank_pairs
 
     path, _, _ = cloudy_after(beirut, fixtures_dir, tmp_path)
     grid = open_scene(beirut / "imgs_1").grid

@@ -15,7 +15,7 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping
 
 from groundbreak.datasets.scene import dataset_grid
-from groundbreak.infer.sites import (
+from groundbreak.infer.sites.sites import (
     WGS84,
     discover_change_regions,
     load_watch_list,

@@ -17,12 +17,11 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.datasets.grid import Grid
+from groundbreak.datasets.grid import Grid, geometry_window
 from groundbreak.datasets.scene import dataset_grid
-from groundbreak.infer.sites import (
+from groundbreak.infer.sites.sites import (
     WGS84,
     discover_change_regions,
-    geometry_window,
     load_watch_list,
     measure_watch_site,
     site_on_grid,

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from groundbreak.infer.stage_clock import StageClock, prefetched
+from groundbreak.infer.prediction.stage_clock import StageClock, prefetched
 
 
 def test_prefetched_yields_every_result_in_order() -> None:

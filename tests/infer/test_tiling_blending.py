@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from groundbreak.infer.blending import RowBandBlender, blend_weights
-from groundbreak.infer.tiling import WindowLayout, axis_offsets, reflect_pad
+from groundbreak.infer.prediction.blending import RowBandBlender, blend_weights
+from groundbreak.infer.prediction.tiling import WindowLayout, axis_offsets, reflect_pad
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.infer.sites import load_watch_list
+from groundbreak.infer.sites.sites import load_watch_list
 
 
 def write(path: Path, ring: list[list[float]], crs: str | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""Fixtures of the training tests: a real chips directory cut from tests/fixtures, tiny models."""
+"""Fixtures of the training tests: a real chips directory cut from tests/fixtures."""
 
 from __future__ import annotations
 
@@ -7,13 +7,6 @@ from pathlib import Path
 import pytest
 
 from groundbreak.infer.cli import main as groundbreak
-
-TINY_MODEL: dict[str, object] = {
-    "encoder_name": "resnet18",
-    "encoder_depth": 3,
-    "decoder_channels": [16, 8, 8],
-}
-"""A ChangeUNet small enough to fit a few 32 px chips in seconds on a CPU."""
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +21,3 @@ def oscd_chips_dir(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path)
     )
     assert code == 0
     return out
-
-
-@pytest.fixture
-def tiny_model() -> dict[str, object]:
-    """Keyword arguments of a tiny ChangeSegmentationTask model."""
-    return dict(TINY_MODEL)

@@ -23,9 +23,9 @@ from lightning.pytorch.loggers import CSVLogger
 from groundbreak.datasets.datamodule import ChangeDataModule, ChipsDirectory
 from groundbreak.datasets.errors import InputError
 from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.evaluation.evaluate import evaluate_bundle
 from groundbreak.train import bundle as bundle_module
 from groundbreak.train.bundle import load_bundle, save_bundle
-from groundbreak.train.evaluate import evaluate_bundle
 from groundbreak.train.export import export_checkpoint
 from groundbreak.train.model import ChangeUNet
 from groundbreak.train.task import ChangeSegmentationTask

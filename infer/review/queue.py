@@ -23,8 +23,8 @@ from shapely.errors import ShapelyError
 from shapely.geometry import Point, mapping
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.infer.alerts_io import rfc7946_winding, spreadsheet_safe
 from groundbreak.infer.nightly.state import ALERT_STATUSES, OPEN_STATUSES, NightlyState
+from groundbreak.infer.sites.alerts_io import rfc7946_winding, spreadsheet_safe
 
 STATUS_CHOICES: tuple[str, ...] = ("open", *ALERT_STATUSES, "all")
 """Values of the status filter: ``open`` (new and ongoing, the default) or one status, or all."""

@@ -19,15 +19,15 @@ from dataclasses import replace
 from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.infer.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_PAIRS_FAILED
-from groundbreak.infer.inference import RUNTIMES
-from groundbreak.infer.ranking import (
+from groundbreak.infer.prediction.inference import RUNTIMES
+from groundbreak.infer.sites.ranking import (
     DEFAULT_ALERT_THRESHOLD,
     REPORT_HTML,
     PairOutcome,
     rank_pairs,
 )
-from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2
-from groundbreak.infer.sites import DEFAULT_MIN_AREA_M2, load_watch_list
+from groundbreak.infer.sites.scoring import DEFAULT_AREA_SCALE_M2
+from groundbreak.infer.sites.sites import DEFAULT_MIN_AREA_M2, load_watch_list
 from groundbreak.train.arguments import (
     device_argument,
     non_negative_float,
@@ -126,7 +126,7 @@ def main(argv: Sequence[str]) -> int:
                  for spec in pairs]
     sites = load_watch_list(args.sites) if args.sites else None
     bundle = load_bundle(args.model if args.model else default_bundle_path())
-    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.infer.prediction.predictor import TiledPredictor
 
     try:
         predictor = TiledPredictor(

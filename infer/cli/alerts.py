@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.infer.alerts_io import spreadsheet_safe
 from groundbreak.infer.nightly.state import ALERT_STATUSES, DB_NAME, OPEN_STATUSES, NightlyState
 from groundbreak.infer.nightly.timeline import site_timeline
+from groundbreak.infer.sites.alerts_io import spreadsheet_safe
 
 STATE_ENV = "GROUNDBREAK_STATE"
 """The environment variable naming the state directory when ``--state`` is not given."""

@@ -32,13 +32,12 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from groundbreak.datasets.bands import RGB_BANDS, SENTINEL2_RGB
-from groundbreak.datasets.grid import Grid
+from groundbreak.datasets.grid import Grid, geometry_window
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.datasets.scene import files_kept_open, open_raster
 from groundbreak.infer.atomic import atomic_write_text
-from groundbreak.infer.raster_io import bounded_gdal_cache
-from groundbreak.infer.sites import geometry_window, read_probability
+from groundbreak.infer.prediction.raster_io import bounded_gdal_cache, read_probability
 
 MIN_CROP_PIXELS = 64
 """Smallest side of a site crop, in pair-grid pixels."""
@@ -68,7 +67,8 @@ _INFERNO = np.array(
 
 
 class RankedRun(Protocol):
-    """What the report shows of a run (a :class:`~groundbreak.infer.ranking.RankResult` is one).
+    """What the report shows of a run (a :class:`~groundbreak.infer.sites.ranking.RankResult` is
+    one).
 
     The report depends on these tables only, never on the ranking module, which writes it.
     """

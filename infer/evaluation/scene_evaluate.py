@@ -1,11 +1,11 @@
 """Whole-scene evaluation: score a model bundle on labelled tile pairs, as ``predict`` runs it.
 
-Every pair is predicted by the same :class:`~groundbreak.infer.predictor.TiledPredictor` that
-``groundbreak predict`` uses (overlapping windows, blended), its ``probability.tif`` is read back
-in row bands beside the label, and every labelled pixel is counted once (label 255 is left out).
-A labelled pixel the model could not predict (invalid input, or hidden by a cloud or its shadow
-on a date) counts as "no change", so a detector is never rewarded for declining to answer; their
-number is reported, and how many of them are labelled change (recall the mask costs).
+Every pair is predicted by the same :class:`~groundbreak.infer.prediction.predictor.TiledPredictor`
+that ``groundbreak predict`` uses (overlapping windows, blended), its ``probability.tif`` is read
+back in row bands beside the label, and every labelled pixel is counted once (label 255 is left
+out). A labelled pixel the model could not predict (invalid input, or hidden by a cloud or its
+shadow on a date) counts as "no change", so a detector is never rewarded for declining to answer;
+their number is reported, and how many of them are labelled change (recall the mask costs).
 
 Counts are kept as a histogram of probabilities per class (:class:`ChangeHistogram`, 1000 bins),
 so memory does not grow with the scenes and the pooled F1 of any threshold on the sweep (0.01 to
@@ -18,6 +18,9 @@ and the share of regions found (at least :data:`FOUND_PERCENT` % of their pixels
 threshold) are exact at any threshold too: each bin keeps a histogram of its pixels'
 probabilities, each region the probability bin at which it is found. The label is read whole for
 this (its region numbers take 4 bytes a pixel).
+
+It sits in ``infer`` beside its two users, ``evaluate`` and ``cv``, which run the tiled predictor
+(see :mod:`groundbreak.infer.evaluation`).
 """
 
 from __future__ import annotations

@@ -14,9 +14,8 @@ import yaml
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.train import scene_evaluate
-from groundbreak.train.bundle import load_bundle
-from groundbreak.train.crossval import (
+from groundbreak.infer.evaluation import scene_evaluate
+from groundbreak.infer.evaluation.crossval import (
     aggregate,
     balanced_folds,
     check_settings,
@@ -26,6 +25,7 @@ from groundbreak.train.crossval import (
     region_markdown,
     region_table,
 )
+from groundbreak.train.bundle import load_bundle
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

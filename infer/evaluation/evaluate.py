@@ -10,8 +10,8 @@ Usage::
 With ``--oscd-root`` or ``--pairs`` every pair is predicted whole by the tiled predictor that
 ``groundbreak predict`` uses and every labelled pixel counts once; the pooled scores at the
 bundle's threshold (or ``--threshold``), the best pooled threshold and each pair's scores are
-printed (see :mod:`groundbreak.train.scene_evaluate`). This is the evaluation the model card and a
-bundle's threshold rest on. A scored pair that the bundle was trained or selected on (its
+printed (see :mod:`groundbreak.infer.evaluation.scene_evaluate`). This is the evaluation the model
+card and a bundle's threshold rest on. A scored pair that the bundle was trained or selected on (its
 ``model.json`` records the training chips' pairs) is named in a warning on stderr and flagged in
 the JSON (``seen_in_training``: ``"training"``, ``"validation"`` or null): its scores are not
 held-out figures.
@@ -24,6 +24,10 @@ CUDA GPU), with the bundle's own bands and normalisation, never the chips direct
 false positives and false negatives are pooled over all labelled pixels of the split (label 255,
 and pixels of unlabelled chips, are left out), then precision, recall, F1 and IoU of the change
 class are computed from the pooled counts; a ratio with nothing to count (0/0) is 0, never NaN.
+
+It sits in ``infer``, not ``train``: scene scores come from the tiled predictor, which needs the
+bundle from ``train`` (:mod:`groundbreak.infer.evaluation` says why evaluation moved up rather
+than the predictor down).
 """
 
 from __future__ import annotations
@@ -259,8 +263,8 @@ def comma_list(text: str) -> list[str]:
 
 def _main_scenes(args: argparse.Namespace) -> int:
     """``groundbreak evaluate --oscd-root/--pairs``: whole-scene evaluation."""
-    from groundbreak.infer.predictor import TiledPredictor
-    from groundbreak.train import scene_evaluate
+    from groundbreak.infer.evaluation import scene_evaluate
+    from groundbreak.infer.prediction.predictor import TiledPredictor
 
     bundle = load_bundle(args.model if args.model is not None else default_bundle_path())
     specs = scene_evaluate.labelled_pair_specs(args.oscd_root, args.pairs, args.cities)

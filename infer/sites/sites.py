@@ -7,10 +7,10 @@ Two kinds of site are scored:
   there (:func:`measure_watch_site`): the probability raster is never read whole for one site.
 - **discovered sites**, connected regions of the change mask (8-connectivity, a minimum area),
   polygonised into the grid's CRS (:func:`discover_change_regions`). The mask is read in bands
-  of rows and labelled band by band (:mod:`groundbreak.infer.region_stream`): memory is bounded
-  by a band and the regions open across it, not by the raster.
+  of rows and labelled band by band (:mod:`groundbreak.infer.sites.region_stream`): memory is
+  bounded by a band and the regions open across it, not by the raster.
 
-Both are measured and scored with :func:`groundbreak.infer.scoring.measure_site`.
+Both are measured and scored with :func:`groundbreak.infer.sites.scoring.measure_site`.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ from shapely.geometry.base import BaseGeometry
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.geojson import WGS84, geojson_crs
-from groundbreak.datasets.grid import Grid
+from groundbreak.datasets.grid import Grid, geometry_window
 from groundbreak.datasets.scene import dataset_grid, open_raster
 from groundbreak.datasets.text_files import load_json_text, read_text_file
-from groundbreak.infer.raster_io import bounded_gdal_cache
-from groundbreak.infer.region_stream import RegionPixels, StreamingRegionLabeler
-from groundbreak.infer.scoring import (
+from groundbreak.infer.prediction.raster_io import bounded_gdal_cache, read_probability
+from groundbreak.infer.sites.region_stream import RegionPixels, StreamingRegionLabeler
+from groundbreak.infer.sites.scoring import (
     DEFAULT_AREA_SCALE_M2,
     SiteMeasure,
     combine_measures,
@@ -213,25 +213,6 @@ def to_crs(geometry: BaseGeometry, src_crs: CRS, dst_crs: CRS) -> BaseGeometry:
     return shape(transform_geom(src_crs, dst_crs, mapping(geometry)))
 
 
-def geometry_window(geometry: BaseGeometry, grid: Grid) -> Window | None:
-    """The grid pixels covering a geometry's bounding box (rounded outwards, clipped to the grid).
-
-    Works for north-up grids and for plain images (identity transform, rows growing down).
-    None when the box misses the grid.
-    """
-    left, bottom, right, top = geometry.bounds
-    inverse = ~grid.transform
-    xs, ys = np.array([left, right, right, left]), np.array([top, top, bottom, bottom])
-    cols, rows = inverse @ (xs, ys)
-    col0 = max(math.floor(cols.min() + 1e-9), 0)
-    row0 = max(math.floor(rows.min() + 1e-9), 0)
-    col1 = min(math.ceil(cols.max() - 1e-9), grid.width)
-    row1 = min(math.ceil(rows.max() - 1e-9), grid.height)
-    if col1 <= col0 or row1 <= row0:
-        return None
-    return Window(col0, row0, col1 - col0, row1 - row0)
-
-
 def site_pixels(geometry: BaseGeometry, grid: Grid, all_touched: bool | None = None) -> np.ndarray:
     """Boolean mask of the grid pixels inside a geometry (in the grid's CRS).
 
@@ -265,17 +246,6 @@ def _rasterize(geometry: BaseGeometry, grid: Grid, all_touched: bool) -> np.ndar
     ).astype(bool)
 
 
-def read_probability(
-    src: rasterio.io.DatasetReader,
-    window: Window | None = None,
-    out_shape: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """Band 1 of an open probability raster as float32, NaN where nodata (windowed; decimated
-    to ``out_shape``, nearest neighbour, when given)."""
-    data = src.read(1, window=window, masked=True, out_shape=out_shape)
-    return np.ma.filled(data.astype(np.float32), np.nan)
-
-
 MAX_SITE_BAND_PIXELS = 4_194_304
 """A watch-list site whose bounding box holds more pixels than this (2048²) is measured in bands
 of rows, so a site as large as a tile is measured in bounded memory."""
@@ -297,7 +267,7 @@ def measure_watch_site(
         src: the probability raster (float32 in [0, 1], nodata where invalid).
         geometry: the site in the raster's CRS (see :func:`site_on_grid`).
         threshold: operating threshold of the model.
-        area_scale: see :func:`groundbreak.infer.scoring.site_score`.
+        area_scale: see :func:`groundbreak.infer.sites.scoring.site_score`.
         band_pixels: largest number of pixels read at once.
 
     Returns:
@@ -380,7 +350,7 @@ def discover_change_regions(
     the probabilities are read in bands of whole raster blocks (``band_rows`` rows, default the
     smallest multiple of the mask's block height from :data:`MIN_BAND_ROWS` rows), so memory is
     bounded by a band and the regions still open at its last row, not by the raster
-    (:class:`~groundbreak.infer.region_stream.StreamingRegionLabeler`).
+    (:class:`~groundbreak.infer.sites.region_stream.StreamingRegionLabeler`).
     """
     mask_path, probability_path = Path(mask_path), Path(probability_path)
     with (

@@ -17,7 +17,7 @@ For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
    normalisation) is seen before they are scored. An interrupted run resumes from ``last.ckpt``;
 3. ``bundle/``: the exported model bundle of ``last.ckpt``;
 4. ``evaluation.json``: the held-out cities predicted whole by the tiled predictor, counted as a
-   histogram of probabilities per class (:mod:`groundbreak.train.scene_evaluate`).
+   histogram of probabilities per class (:mod:`groundbreak.infer.evaluation.scene_evaluate`).
 
 With ``--final``, a model is then trained the same way on every labelled city (``OUT/final/``)
 and exported at the out-of-fold threshold, its ``metrics`` the out-of-fold scores. Its training
@@ -37,14 +37,17 @@ over the sweep, and pooled precision/recall/F1/IoU, per-city F1 and per-fold F1,
 recall (mean, std, min, max) at that threshold go to ``OUT/cv.json`` and ``OUT/cv.md`` (a table
 row for the model card), with the out-of-fold recall by labelled region size (pixel recall and
 share of regions found, pooled and mean ± std over the folds; see
-:class:`~groundbreak.train.scene_evaluate.RegionCounts`). A fold scored before region counts were
-recorded has them computed from its kept maps (``--keep-maps``: the last scoring written there)
-when a rerun pools the folds; without maps the region table is left out.
+:class:`~groundbreak.infer.evaluation.scene_evaluate.RegionCounts`). A fold scored before region
+counts were recorded has them computed from its kept maps (``--keep-maps``: the last scoring written
+there) when a rerun pools the folds; without maps the region table is left out.
 
 ``--folds`` is a YAML/JSON file (``folds: [[city, ...], ...]``, every labelled city once) or a
 number N: the cities, largest change first, each dealt to the fold with the fewest changed pixels
 so far. The folds and settings are recorded in ``OUT/cv_settings.json``; a rerun with other
 settings is refused (use another ``--out``).
+
+It sits in ``infer``, above both stages it drives: it trains through ``groundbreak train`` and
+scores through the tiled predictor (see :mod:`groundbreak.infer.evaluation`).
 """
 
 from __future__ import annotations
@@ -76,9 +79,9 @@ from groundbreak.datasets.date_matching import DATE_MATCHING_MODES, check_date_m
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.datasets.pair_spec import PairSpec
-from groundbreak.train import scene_evaluate
+from groundbreak.infer.evaluation import scene_evaluate
+from groundbreak.infer.evaluation.evaluate import comma_list
 from groundbreak.train.arguments import device_argument, positive_int
-from groundbreak.train.evaluate import comma_list
 from groundbreak.train.task import CHECKPOINT_KEY
 
 DEFAULT_OSCD_ROOT = Path("../shared/data/oscd")
@@ -274,7 +277,7 @@ def scored(args: argparse.Namespace) -> str:
 def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argparse.Namespace,
              extra: Sequence[str]) -> None:
     """Chips, training, export and whole-scene scoring of one fold (each step skipped if done)."""
-    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.infer.prediction.predictor import TiledPredictor
     from groundbreak.train.export import export_checkpoint
 
     fold_dir = args.out / f"fold{k}"

@@ -1,7 +1,8 @@
 """Running the change model on batches of windows: device, precision, memory format, flip TTA.
 
-Shared by the single-process :class:`~groundbreak.infer.predictor.TiledPredictor` and the
-Lightning module of :mod:`groundbreak.infer.distributed`, so both compute the same numbers.
+Shared by the single-process :class:`~groundbreak.infer.prediction.predictor.TiledPredictor` and the
+Lightning module of :mod:`groundbreak.infer.prediction.distributed`, so both compute the same
+numbers.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def check_runtime(device: torch.device, runtime: Runtime, autocast: torch.dtype 
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
     if runtime == "onnx":
-        from groundbreak.infer.onnx_model import onnx_runtime_available
+        from groundbreak.infer.prediction.onnx_model import onnx_runtime_available
 
         if device.type != "cpu" or autocast is not None:
             raise ValueError("runtime 'onnx' runs float32 on a CPU only; use runtime 'torch'")

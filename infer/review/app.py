@@ -38,16 +38,16 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.infer import review_assets, review_pages
 from groundbreak.infer.nightly.state import (
     DECISIONS,
     AlertConflictError,
     NightlyState,
     StateDamagedError,
 )
-from groundbreak.infer.review_crops import CROP_KINDS, CropRenderer
-from groundbreak.infer.review_pages import QueuePage, alert_url
-from groundbreak.infer.review_queue import (
+from groundbreak.infer.review import assets, pages
+from groundbreak.infer.review.crops import CROP_KINDS, CropRenderer
+from groundbreak.infer.review.pages import QueuePage, alert_url
+from groundbreak.infer.review.queue import (
     QueueFilter,
     alert_rows,
     queue,
@@ -125,7 +125,7 @@ class ReviewApp:
                 return analyst
             return self._route(method, target, body, analyst)
         except HttpError as err:
-            page = review_pages.message_page(err.title, err.message)
+            page = pages.message_page(err.title, err.message)
             extra = {"WWW-Authenticate": "Bearer"} if err.status == HTTPStatus.UNAUTHORIZED else {}
             return Response(page.encode(), status=err.status, headers=extra)
         except sqlite3.OperationalError as err:
@@ -202,10 +202,10 @@ class ReviewApp:
         if path == "/":
             return self.queue_page(query, None, analyst)
         if path == "/static/review.css":
-            return Response(review_assets.CSS.encode(), "text/css; charset=utf-8",
+            return Response(assets.CSS.encode(), "text/css; charset=utf-8",
                             headers={"Cache-Control": "no-cache"})
         if path == "/static/review.js":
-            return Response(review_assets.JS.encode(), "text/javascript; charset=utf-8",
+            return Response(assets.JS.encode(), "text/javascript; charset=utf-8",
                             headers={"Cache-Control": "no-cache"})
         if path == "/favicon.ico":
             return Response(b"", "image/x-icon", HTTPStatus.NO_CONTENT)
@@ -254,7 +254,7 @@ class ReviewApp:
         page = QueuePage(self.state_dir.name, analyst or self.analyst, self.token, view, rows,
                          status_counts(everything), selected, flash=flash,
                          analyst_fixed=analyst is not None, **extra)
-        return Response(review_pages.queue_page(page).encode())
+        return Response(pages.queue_page(page).encode())
 
     def crop(self, site_id: str, kind: str) -> Response:
         """One crop of an alert, as PNG."""
@@ -317,7 +317,7 @@ class ReviewApp:
             try:
                 state.decide(site_id, action, note or None, analyst, expected_version=version)
             except AlertConflictError as err:
-                page = review_pages.conflict_page(site_id, str(err), note, view)
+                page = pages.conflict_page(site_id, str(err), note, view)
                 return Response(page.encode(), status=HTTPStatus.CONFLICT)
             following = value("next")
             if not following or state.alert(following) is None:
@@ -334,7 +334,7 @@ class ReviewApp:
 
     @staticmethod
     def _page(status: HTTPStatus, title: str, message: str) -> Response:
-        return Response(review_pages.message_page(title, message).encode(), status=status)
+        return Response(pages.message_page(title, message).encode(), status=status)
 
 
 def clean_analyst(name: str | None) -> str:
@@ -435,7 +435,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
         app = self.server.app
         body = b""
         if not self._host_allowed():
-            response = Response(review_pages.message_page(
+            response = Response(pages.message_page(
                 "Wrong host", "This review app answers only to the address it was started on.",
                 None).encode(), status=HTTPStatus.MISDIRECTED_REQUEST)
         else:
@@ -445,7 +445,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
                 except ValueError:
                     length = -1
                 if not 0 <= length <= MAX_BODY:
-                    self._send(Response(review_pages.message_page(
+                    self._send(Response(pages.message_page(
                         "Bad request", "The form is missing or too large.").encode(),
                         status=HTTPStatus.BAD_REQUEST), method)
                     return

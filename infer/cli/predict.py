@@ -22,9 +22,9 @@ from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import check_mask_raster, open_scene
-from groundbreak.infer.blending import BLEND_MODES
-from groundbreak.infer.coverage import too_little_valid_data
-from groundbreak.infer.inference import RUNTIMES
+from groundbreak.infer.prediction.blending import BLEND_MODES
+from groundbreak.infer.prediction.coverage import too_little_valid_data
+from groundbreak.infer.prediction.inference import RUNTIMES
 from groundbreak.train.arguments import device_argument, positive_int, threshold_argument
 
 
@@ -103,7 +103,7 @@ def main(argv: Sequence[str]) -> int:
     if args.devices > 1 and args.runtime != "torch":
         parser.error("--devices above 1 runs the model with torch; leave out --runtime onnx")
 
-    from groundbreak.infer.predictor import TiledPredictor
+    from groundbreak.infer.prediction.predictor import TiledPredictor
     from groundbreak.train.bundle import default_bundle_path, load_bundle
 
     bundle = load_bundle(args.model if args.model is not None else default_bundle_path())
@@ -133,7 +133,7 @@ def main(argv: Sequence[str]) -> int:
         parser.error(str(err))
 
     if args.devices > 1:
-        from groundbreak.infer.distributed import DistributedPredictor
+        from groundbreak.infer.prediction.distributed import DistributedPredictor
 
         result = DistributedPredictor(predictor, devices=args.devices).predict_pair(pair, args.out)
         if result is None:  # a rank launched by Lightning: rank 0 reports

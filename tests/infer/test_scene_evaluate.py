@@ -18,9 +18,9 @@ import torch
 from scipy import ndimage
 
 from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.evaluation.scene_evaluate import ChangeHistogram, RegionCounts, label_regions
 from groundbreak.train.bundle import save_bundle
 from groundbreak.train.model import ChangeUNet
-from groundbreak.train.scene_evaluate import ChangeHistogram, RegionCounts, label_regions
 
 BANDS = ["B02", "B03", "B04", "B08"]
 CONSTANT = 0.7

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.text_files import read_text_file
-from groundbreak.infer.alerts_cli import open_state, os_user
-from groundbreak.infer.review_app import LOOPBACK, TOKEN_FORM, clean_analyst, make_server
+from groundbreak.infer.cli.alerts import open_state, os_user
+from groundbreak.infer.review.app import LOOPBACK, TOKEN_FORM, clean_analyst, make_server
 
 DEFAULT_PORT = 8765
 TOKEN_ENV = "GROUNDBREAK_REVIEW_TOKEN"

@@ -1,21 +1,23 @@
-"""The ``groundbreak`` console command: one entry point, one subcommand per pipeline stage.
+"""The command line: the ``groundbreak`` dispatcher and the subcommands of the inference stage.
 
-Each subcommand lives in the package of its stage and is imported only when it runs, so
-``groundbreak --help`` stays fast. A subcommand is a function ``main(argv: list[str]) -> int``;
-:func:`main` returns every exit code rather than raising SystemExit. A usage error exits 2 with
-argparse's message; bad input (:class:`InputError`) or a user's bad path (any other ``OSError``:
-a missing folder, a missing permission, an ``--out`` that is a file) is printed as one line,
-without a traceback, with exit code 2; a full disk or quota (ENOSPC, EDQUOT, also when GDAL or
-SQLite is the writer) exits 4; a damaged nightly state database exits 5 (the codes:
-:mod:`groundbreak.infer.exit_codes`).
+Owns :func:`main` (the console script ``groundbreak``, also ``python -m groundbreak.infer.cli``)
+and one module per subcommand of ``infer``: :mod:`.predict`, :mod:`.rank`, :mod:`.nightly`,
+:mod:`.alerts`, :mod:`.review` and :mod:`.demo`. The subcommands of the lower stages stay in
+their own packages (``chips``: :mod:`groundbreak.datasets.cli`; ``train``, ``export``:
+:mod:`groundbreak.train`; ``evaluate``, ``cv``: :mod:`groundbreak.infer.evaluation`).
 
-It lives in ``groundbreak.infer`` on purpose. ``groundbreak`` itself is no package folder: the
-distribution maps only ``groundbreak.datasets``, ``groundbreak.train`` and ``groundbreak.infer``
-onto the project's top-level folders, so a ``groundbreak.cli`` module would need a fourth
-top-level folder. Of the three, ``infer`` is the stage that already depends on the other two;
-this module imports no subcommand (it names each one's module as a string and imports it only when
-it runs), only ``datasets``' error types. So the command sits in the top stage, and no stage
-depends on a higher one.
+Each subcommand is imported only when it runs (:data:`COMMANDS` names its module as a string),
+so ``groundbreak --help`` stays fast. A subcommand is a function
+``main(argv: list[str]) -> int``; :func:`main` returns every exit code rather than raising
+SystemExit. A usage error exits 2 with argparse's message; bad input (:class:`InputError`) or a
+user's bad path (any other ``OSError``: a missing folder, a missing permission, an ``--out`` that
+is a file) is printed as one line, without a traceback, with exit code 2; a full disk or quota
+(ENOSPC, EDQUOT, also when GDAL or SQLite is the writer) exits 4; a damaged nightly state
+database exits 5 (the codes: :mod:`groundbreak.infer.exit_codes`).
+
+The command sits in the top stage because ``groundbreak`` itself is no package folder (the
+distribution maps only ``datasets``, ``train`` and ``infer`` onto top-level folders), and
+``infer`` is the stage that may depend on the other two: no stage depends on a higher one.
 """
 
 from __future__ import annotations
@@ -35,18 +37,22 @@ from groundbreak.infer.exit_codes import (
     EXIT_STOPPED,
 )
 
+__all__ = ["COMMANDS", "main"]
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "chips": ("groundbreak.datasets.cli", "cut a dataset into chips and write a manifest"),
     "train": ("groundbreak.train.cli", "train a change model (LightningCLI: fit, validate, ...)"),
     "export": ("groundbreak.train.export", "export a training checkpoint to a model bundle"),
-    "evaluate": ("groundbreak.train.evaluate", "score a model bundle on labelled scenes or chips"),
-    "cv": ("groundbreak.train.crossval", "cross-validate a training config by held-out city"),
-    "predict": ("groundbreak.infer.predict_cli", "change maps for one tile pair"),
-    "rank": ("groundbreak.infer.rank_cli", "score and rank sites over many tile pairs"),
-    "nightly": ("groundbreak.infer.nightly_cli", "the nightly batch over a watch-list"),
-    "alerts": ("groundbreak.infer.alerts_cli", "list, confirm or dismiss alerts"),
-    "review": ("groundbreak.infer.review_cli", "triage alerts in a browser (local web app)"),
-    "demo": ("groundbreak.infer.demo", "rank the bundled tile pairs with the default model"),
+    "evaluate": ("groundbreak.infer.evaluation.evaluate",
+                 "score a model bundle on labelled scenes or chips"),
+    "cv": ("groundbreak.infer.evaluation.crossval",
+           "cross-validate a training config by held-out city"),
+    "predict": ("groundbreak.infer.cli.predict", "change maps for one tile pair"),
+    "rank": ("groundbreak.infer.cli.rank", "score and rank sites over many tile pairs"),
+    "nightly": ("groundbreak.infer.cli.nightly", "the nightly batch over a watch-list"),
+    "alerts": ("groundbreak.infer.cli.alerts", "list, confirm or dismiss alerts"),
+    "review": ("groundbreak.infer.cli.review", "triage alerts in a browser (local web app)"),
+    "demo": ("groundbreak.infer.cli.demo", "rank the bundled tile pairs with the default model"),
 }
 
 
@@ -121,6 +127,3 @@ def _one_line(err: BaseException) -> str:
         text = str(err) or type(err).__name__
     return " ".join(text.split())
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,14 +1,14 @@
 """Ranking: tile pairs -> change maps -> scored sites -> ranked alerts, written to a run folder.
 
 :func:`rank_pairs` is the library function behind ``groundbreak rank`` and the nightly batch. It
-predicts each pair with a :class:`~groundbreak.infer.predictor.TiledPredictor`, then hands the
-probability and mask rasters to :func:`score_prediction`, which knows nothing about models: it
-turns a probability raster into scored sites (watch-list polygons, or discovered change regions)
-and can be used on any probability raster.
+predicts each pair with a :class:`~groundbreak.infer.prediction.predictor.TiledPredictor`, then
+hands the probability and mask rasters to :func:`score_prediction`, which knows nothing about
+models: it turns a probability raster into scored sites (watch-list polygons, or discovered change
+regions) and can be used on any probability raster.
 
 A run folder holds::
 
-    sites.csv          every scored site, ranked (see groundbreak.infer.alerts_io for columns)
+    sites.csv          every scored site, ranked (see groundbreak.infer.sites.alerts_io for columns)
     alerts.csv         the sites whose score reaches the alert threshold, same columns
     alerts.geojson     the same alerts as EPSG:4326 polygons
     changes.geojson    every discovered change region, EPSG:4326 polygons
@@ -41,18 +41,22 @@ from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.pair_spec import PairSpec, check_unique_pair_ids
 from groundbreak.datasets.path_ids import check_path_id
 from groundbreak.datasets.scene import dataset_grid, open_raster
-from groundbreak.infer.alerts_io import (
+from groundbreak.infer.prediction.coverage import too_little_valid_data
+from groundbreak.infer.prediction.raster_io import bounded_gdal_cache
+from groundbreak.infer.report.report import write_report as write_html_report
+from groundbreak.infer.sites.alerts_io import (
     FAILURE_COLUMNS,
     write_changes_geojson,
     write_failures_csv,
     write_sites_csv,
     write_sites_geojson,
 )
-from groundbreak.infer.coverage import too_little_valid_data
-from groundbreak.infer.raster_io import bounded_gdal_cache
-from groundbreak.infer.report import write_report as write_html_report
-from groundbreak.infer.scoring import DEFAULT_AREA_SCALE_M2, MIN_OBSERVED_FRACTION, SiteMeasure
-from groundbreak.infer.sites import (
+from groundbreak.infer.sites.scoring import (
+    DEFAULT_AREA_SCALE_M2,
+    MIN_OBSERVED_FRACTION,
+    SiteMeasure,
+)
+from groundbreak.infer.sites.sites import (
     DEFAULT_MIN_AREA_M2,
     WGS84,
     Site,
@@ -169,7 +173,7 @@ def score_prediction(
     With a watch-list, each site that lies on the pair's grid is measured (windowed to its
     bounding box); a site seen on too few of its pixels (clouds, shadows, outside a scene) is
     kept as *not observed* (``observed`` False; see
-    :data:`~groundbreak.infer.scoring.MIN_OBSERVED_FRACTION`), and never alerts. Without one,
+    :data:`~groundbreak.infer.sites.scoring.MIN_OBSERVED_FRACTION`), and never alerts. Without one,
     the discovered change regions are the sites. Change regions are discovered in both cases (for
     ``changes.geojson``).
 
@@ -180,7 +184,7 @@ def score_prediction(
         threshold: Operating threshold of the model.
         sites: Watch-list sites, or None to rank discovered change regions.
         min_area_m2: Smallest discovered region kept (pixels on grids without a CRS).
-        area_scale: Area scale of the score (see :mod:`groundbreak.infer.scoring`).
+        area_scale: Area scale of the score (see :mod:`groundbreak.infer.sites.scoring`).
         before_date, after_date: Copied into every row.
     """
     dates = {"before_date": before_date or "", "after_date": after_date or ""}
@@ -313,7 +317,7 @@ def rank_pairs(
         predictor_kwargs: Keyword arguments of ``TiledPredictor`` (window, overlap, batch_size,
             tta, device).
         on_pair_done: Called after each pair, in order, with its :class:`PairOutcome`.
-        area_scale: Area scale of the score (see :mod:`groundbreak.infer.scoring`).
+        area_scale: Area scale of the score (see :mod:`groundbreak.infer.sites.scoring`).
         predictor: A ready predictor to use instead of building a ``TiledPredictor``.
         write_report: Write ``report.html`` (the nightly batch may skip it).
 
@@ -332,7 +336,7 @@ def rank_pairs(
     if isinstance(sites, str | Path):
         sites = load_watch_list(sites)
     if predictor is None:
-        from groundbreak.infer.predictor import TiledPredictor
+        from groundbreak.infer.prediction.predictor import TiledPredictor
 
         predictor = TiledPredictor(bundle, **dict(predictor_kwargs or {}))
     out_dir.mkdir(parents=True, exist_ok=True)

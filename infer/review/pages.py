@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import quote
 
 from groundbreak.infer.nightly.timeline import site_timeline
-from groundbreak.infer.ranking import DEFAULT_ALERT_THRESHOLD
-from groundbreak.infer.report import score_line_svg
-from groundbreak.infer.review_queue import STATUS_CHOICES, QueueFilter
+from groundbreak.infer.report.report import score_line_svg
+from groundbreak.infer.review.queue import STATUS_CHOICES, QueueFilter
+from groundbreak.infer.sites.ranking import DEFAULT_ALERT_THRESHOLD
 
 MAP_URL = "https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=17/{lat:.6f}/{lon:.6f}"
 """The external map a location opens in (only when the analyst follows the link)."""

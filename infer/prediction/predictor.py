@@ -36,8 +36,13 @@ from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.radiometry import RadiometryWarning, unknown_radiometry_warning
 from groundbreak.datasets.scene import Scene, files_kept_open, strip_block_cache_bytes
-from groundbreak.infer.blending import BLEND_MODES, BlendMode, RowBandBlender, blend_weights
-from groundbreak.infer.inference import (
+from groundbreak.infer.prediction.blending import (
+    BLEND_MODES,
+    BlendMode,
+    RowBandBlender,
+    blend_weights,
+)
+from groundbreak.infer.prediction.inference import (
     ChangeModel,
     Precision,
     Runtime,
@@ -47,14 +52,14 @@ from groundbreak.infer.inference import (
     predict_probabilities,
     use_channels_last,
 )
-from groundbreak.infer.raster_io import (
+from groundbreak.infer.prediction.raster_io import (
     BLOCK_SIZE,
     GDAL_CACHE_BYTES,
     PredictionRasterWriter,
     bounded_gdal_cache,
 )
-from groundbreak.infer.stage_clock import StageClock, prefetched
-from groundbreak.infer.tiling import (
+from groundbreak.infer.prediction.stage_clock import StageClock, prefetched
+from groundbreak.infer.prediction.tiling import (
     BatchInput,
     PairInput,
     WindowBatch,
@@ -98,7 +103,7 @@ class PredictionResult:
         unobserved_fraction: Fraction of the grid hidden by a cloud or shadow on either date.
         cloud_masks: The cloud-mask method used for the before and the after date.
         cloud_fractions: Fraction of the grid hidden by clouds or shadows on each date.
-        stages: Seconds spent in each stage (see :class:`~groundbreak.infer.stage_clock.
+        stages: Seconds spent in each stage (see :class:`~groundbreak.infer.prediction.stage_clock.
             StageClock`): ``cloud mask``, ``read`` (on the prefetch thread, beside the model),
             ``wait`` (the model waiting for a read), ``model``, ``blend``, ``write``.
     """
@@ -219,7 +224,7 @@ class TiledPredictor:
             measured default.
         runtime: What runs the model: ``"torch"``, or ``"onnx"`` (ONNX Runtime, float32 on a
             CPU; it exports the model on the first window of each shape, which takes seconds).
-            See :data:`~groundbreak.infer.inference.RUNTIMES` for the measurement.
+            See :data:`~groundbreak.infer.prediction.inference.RUNTIMES` for the measurement.
         cloud_mask: How clouds and their shadows are found on each date (``auto``,
             ``s2cloudless``, ``scl``, ``none``; see :mod:`groundbreak.datasets.clouds`). Pixels
             hidden on either date are nodata in the outputs. Each scene's mask is kept (the last
@@ -312,7 +317,7 @@ class TiledPredictor:
         self.model = bundle.model.to(self.device, memory_format=memory_format).eval()
         self.runner: ChangeModel = self.model
         if self.runtime == "onnx":
-            from groundbreak.infer.onnx_model import OnnxChangeModel
+            from groundbreak.infer.prediction.onnx_model import OnnxChangeModel
 
             self.runner = OnnxChangeModel(self.model)
 

@@ -1,4 +1,5 @@
-"""Writing prediction rasters: georeferenced, tiled, DEFLATE-compressed, Cloud Optimized GeoTIFF.
+"""Prediction rasters: written georeferenced, tiled, DEFLATE-compressed, Cloud Optimized GeoTIFF;
+read back as float32 with NaN for nodata (:func:`read_probability`).
 
 Rasters are written band of rows by band of rows into a hidden temporary tiled GeoTIFF beside
 the final file. :meth:`TiledRasterWriter.commit` then turns it into a Cloud Optimized GeoTIFF
@@ -54,6 +55,17 @@ alone would break the memory bound on a large machine."""
 def bounded_gdal_cache(cache_bytes: int = GDAL_CACHE_BYTES) -> rasterio.Env:
     """A rasterio environment whose GDAL block cache holds at most ``cache_bytes``."""
     return rasterio.Env(GDAL_CACHEMAX=cache_bytes)
+
+
+def read_probability(
+    src: rasterio.io.DatasetReader,
+    window: Window | None = None,
+    out_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Band 1 of an open probability raster as float32, NaN where nodata (windowed; decimated
+    to ``out_shape``, nearest neighbour, when given)."""
+    data = src.read(1, window=window, masked=True, out_shape=out_shape)
+    return np.ma.filled(data.astype(np.float32), np.nan)
 
 
 _GDAL_WRITE_FAILURE = re.compile(

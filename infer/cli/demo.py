@@ -13,10 +13,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from groundbreak.infer import rank_cli
+from groundbreak.infer.cli import rank
 from groundbreak.train.arguments import device_argument
 
-DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
 DEMO_PAIRS = DEMO_DATA / "pairs.csv"
 DEMO_SITES = DEMO_DATA / "watch_list.geojson"
 
@@ -35,7 +35,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     rank_args = ["--pairs", str(DEMO_PAIRS), "--sites", str(DEMO_SITES), "--out", args.out]
     rank_args += ["--device", args.device] + (["--model", args.model] if args.model else [])
-    code = rank_cli.main(rank_args)
+    code = rank.main(rank_args)
     report = Path(args.out).resolve() / "report.html"
     if report.exists():
         print(f"\nDemo done. Open the analyst's report in a browser:\n  {report}")

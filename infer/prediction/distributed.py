@@ -1,13 +1,14 @@
 """Prediction of one tile pair on several processes or GPUs, through Lightning.
 
-The batches of windows of a :class:`~groundbreak.infer.tiling.WindowLayout` form a dataset;
-``trainer.predict`` gives every process a share of them (Lightning inserts a distributed sampler
-into the data loader). Each process runs the model exactly as the single-process
-:class:`~groundbreak.infer.predictor.TiledPredictor` does and a :class:`WindowShardWriter`
-saves each batch's probabilities as a shard (``.npz``) in a hidden folder under the output
-folder. Rank 0 then reads the shards back in batch order and blends them with the same code
-as the single-process path (:func:`~groundbreak.infer.predictor.write_blended`), so both paths
-write the same ``probability.tif`` and ``mask.tif``.
+The batches of windows of a :class:`~groundbreak.infer.prediction.tiling.WindowLayout` form a
+dataset; ``trainer.predict`` gives every process a share of them (Lightning inserts a distributed
+sampler into the data loader). Each process runs the model exactly as the single-process
+:class:`~groundbreak.infer.prediction.predictor.TiledPredictor` does and a
+:class:`WindowShardWriter` saves each batch's probabilities as a shard (``.npz``) in a hidden folder
+under the output folder. Rank 0 then reads the shards back in batch order and blends them with the
+same code as the single-process path
+(:func:`~groundbreak.infer.prediction.predictor.write_blended`), so both paths write the same
+``probability.tif`` and ``mask.tif``.
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from groundbreak.datasets.pair import TilePair
-from groundbreak.infer.inference import predict_probabilities
-from groundbreak.infer.predictor import (
+from groundbreak.infer.prediction.inference import predict_probabilities
+from groundbreak.infer.prediction.predictor import (
     BatchPrediction,
     PredictionResult,
     TiledPredictor,
     write_blended,
 )
-from groundbreak.infer.raster_io import bounded_gdal_cache
-from groundbreak.infer.tiling import PairInput, WindowBatch, WindowLayout, read_batch
+from groundbreak.infer.prediction.raster_io import bounded_gdal_cache
+from groundbreak.infer.prediction.tiling import PairInput, WindowBatch, WindowLayout, read_batch
 
 Strategy = Literal["auto", "ddp_fork", "ddp_spawn", "ddp"]
 SHARD_FOLDER = ".prediction-shards"

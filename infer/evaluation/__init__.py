@@ -1,0 +1,18 @@
+"""Evaluation: a model bundle scored on labelled scenes or chips, and cross-validation by city.
+
+Owns:
+
+- :mod:`.evaluate`: ``groundbreak evaluate`` (a bundle on labelled chips, or on whole labelled
+  scenes through the tiled predictor);
+- :mod:`.scene_evaluate`: whole-scene scores (pooled pixel counts, region counts, histograms);
+- :mod:`.crossval`: ``groundbreak cv`` (train on k-1 folds of cities, score the held-out ones).
+
+Why here, above prediction, and not in ``train``: scoring a bundle on whole scenes runs the same
+:class:`~groundbreak.infer.prediction.predictor.TiledPredictor` that users run, so the figures
+are those of the shipped inference. The predictor needs the bundle from ``train``; putting a
+prediction core below ``train`` would move the predictor and its seven modules, while moving
+evaluation up moves three modules that use both stages. So ``train`` trains and exports, and
+this package, which uses both, sits on top of them.
+"""
+
+__all__ = ["crossval", "evaluate", "scene_evaluate"]
