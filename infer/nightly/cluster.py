@@ -16,7 +16,7 @@ Who does what:
 - **The driver** (the ``groundbreak nightly`` process) is the only writer of the state and of the
   run folder. It collects results as they complete, writes each pair's rasters into its hidden
   staging folder, then publishes and records pairs in the night's pair order, exactly as one
-  process does (:class:`~.runner.PairScorer`), so discovered sites are numbered the same and a
+  process does (:class:`~.pair_scorer.PairScorer`), so discovered sites are numbered the same and a
   cloudy acquisition re-pairs the rest as it would in one process (pairs whose pairing changes
   are cancelled and the new pairs submitted).
 
@@ -43,14 +43,13 @@ from typing import TYPE_CHECKING, Any
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.atomic import TEMP_MARK
+from groundbreak.infer.nightly.cluster_spec import ClusterSpec
 from groundbreak.infer.prediction.raster_io import MASK_FILE, PROBABILITY_FILE
 from groundbreak.infer.sites.ranking import PairOutcome, PairScores, describe_error, stops_the_run
 
 if TYPE_CHECKING:
-    from groundbreak.infer.nightly.runner import PairRecord, PairScorer
-
-LOCAL_PREFIX = "local:"
-ADDRESS_SCHEMES = ("tcp://", "tls://")
+    from groundbreak.infer.nightly.pair_scorer import PairScorer
+    from groundbreak.infer.nightly.records import PairRecord
 
 ALLOWED_FAILURES = 3
 """A pair is run again after its worker died this many times, then recorded as failed
@@ -63,34 +62,6 @@ CONNECT_TIMEOUT_S = 20.0
 """How long the driver tries to reach a running scheduler."""
 
 PAIR_FILES = (PROBABILITY_FILE, MASK_FILE)
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """A validated ``cluster`` value: ``local:N`` (``workers``) or a scheduler ``address``."""
-
-    text: str
-    workers: int | None = None
-    address: str | None = None
-
-
-def parse_cluster(raw: Any) -> ClusterSpec:
-    """Parse ``local:N`` or ``tcp://host:port``; a ValueError says what is expected."""
-    expected = "expected 'local:N' (N worker processes) or a scheduler address 'tcp://host:port'"
-    if not isinstance(raw, str):
-        raise ValueError(f"{expected}, got {raw!r}")
-    text = raw.strip()
-    if text.startswith(LOCAL_PREFIX):
-        count = text[len(LOCAL_PREFIX):]
-        if not count.isdigit() or int(count) < 1:
-            raise ValueError(f"N of 'local:N' must be a whole number >= 1, got {raw!r}")
-        return ClusterSpec(f"{LOCAL_PREFIX}{int(count)}", workers=int(count))
-    if text.startswith(ADDRESS_SCHEMES):
-        host, _, port = text.split("://", 1)[1].rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{expected}; {raw!r} lacks a host or a port")
-        return ClusterSpec(text, address=text)
-    raise ValueError(f"{expected}, got {raw!r}")
 
 
 # -- the worker's side ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.text_files import load_yaml_text, read_text_file
 from groundbreak.infer.nightly.alert_policy import AlertPolicy
+from groundbreak.infer.nightly.cluster_spec import parse_cluster
 from groundbreak.infer.nightly.logging import LOG_FORMATS
 from groundbreak.infer.nightly.pairing import DEFAULT_PAIRING, PairingRule
 from groundbreak.infer.sites.ranking import DEFAULT_ALERT_THRESHOLD
@@ -376,8 +377,6 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
     if kind in ("pairing", "alerts"):
         return _parse_section(PairingRule if kind == "pairing" else AlertPolicy, raw, fail)
     if kind == "cluster":
-        from groundbreak.infer.nightly.cluster import parse_cluster
-
         if isinstance(raw, str) and raw.strip().lower() == "none":  # --cluster none: in-process
             return None
         try:

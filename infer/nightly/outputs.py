@@ -32,7 +32,7 @@ from groundbreak.infer.sites.ranking import (
 )
 
 if TYPE_CHECKING:
-    from groundbreak.infer.nightly.runner import NightSummary
+    from groundbreak.infer.nightly.records import NightSummary
 
 
 def outputs_exist(outputs: str | None) -> bool:

@@ -232,8 +232,8 @@ def test_second_run_refuses_while_the_lock_is_held(tmp_path: Path, tiny_bundle: 
 
 KILLABLE_RUN = """
 import sys, time
-from groundbreak.infer.nightly import runner
-publish = runner.publish_dir
+from groundbreak.infer.nightly import pair_scorer
+publish = pair_scorer.publish_dir
 published = []
 
 def publish_slowly(staging, final):
@@ -242,7 +242,7 @@ def publish_slowly(staging, final):
         time.sleep(300)
     return publish(staging, final)
 
-runner.publish_dir = publish_slowly
+pair_scorer.publish_dir = publish_slowly
 from groundbreak.infer.cli import main
 sys.exit(main(sys.argv[1:]))
 """
