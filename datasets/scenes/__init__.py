@@ -11,9 +11,10 @@ Kinds of scene, each opened by one module (:func:`groundbreak.datasets.scene.ope
 - Sentinel-2 products (``.SAFE``, zipped or not): :mod:`groundbreak.datasets.sentinel2`.
 
 Below them, shared by all: :mod:`.base` (the :class:`~.base.Scene`), :mod:`.reading` (bands
-read onto a target grid: windowed, decimated or warped), :mod:`.strips` (files and decoded rows
-kept open across reads), :mod:`.rasters` (opening and checking one raster file) and
-:mod:`.remote` (the HTTP limits of remote reads).
+read onto a target grid: windowed, decimated, upsampled or warped), :mod:`.upsample` (the one
+hand-written resampling kernel, and why), :mod:`.strips` (files and decoded rows kept open
+across reads), :mod:`.rasters` (opening and checking one raster file) and :mod:`.remote` (the
+HTTP limits of remote reads).
 """
 
 from groundbreak.datasets.scenes.base import Scene
