@@ -17,9 +17,12 @@ anomalies), with an analyst in the loop::
 
 - ``candidate`` is kept and listed on request, never pushed to the analyst.
 - An unobserved acquisition neither confirms nor clears, and breaks no run of clears.
-- A clear non-detection whose reference was acquired after the change was first detected is
-  *blind* (the finished hall is in both dates: a year after its detection, a same-season
-  reference shows it too) and neither clears nor breaks a run of clears.
+- Once repeated detections confirmed a change, a clear non-detection whose reference is later
+  than the latest reference a detection was made against is *blind*: the change happened after
+  that date, so it may be in both dates of the pair (a finished hall a year on, when the
+  same-season reference shows it too). It neither clears nor breaks a run of clears. A clear
+  against the same or an earlier reference still counts: a change seen only against a
+  reference of another season, then not against that very reference, was the season.
 - ``confirmed`` and ``dismissed`` are the analyst's; a night never clears them.
 - A dismissed site comes back when its changed area grows by ``regrow_ratio`` *and*
   ``regrow_m2`` over the area at dismissal, or its score reaches
@@ -148,7 +151,7 @@ def next_status(
         quiet = status is None or status in ("dismissed", "cleared")
         return Step(status, None if quiet else "unobserved")
     if observation.kind == "clear":
-        if episode.blind(observation):
+        if episode.blind(observation, policy.confirm_detections):
             return Step(status, None)
         if status in CLEARABLE_STATUSES and episode.clears + 1 >= policy.clear_after:
             return Step("cleared", "cleared")
@@ -168,31 +171,41 @@ def next_status(
 
 @dataclass
 class _Episode:
-    """The detections since a site last cleared, when the first of them was acquired, and the
-    informative clear non-detections since the last detection."""
+    """The detections since a site last cleared, when the first of them was acquired, the
+    latest reference they were compared with, and the informative clear non-detections since
+    the last detection."""
 
     detections: list[Observation]
     began: str | None
+    onset_after: str | None
+    """The change happened after this date: the latest reference a detection was made against."""
     clears: int
 
-    def blind(self, observation: Observation) -> bool:
-        """Whether a clear non-detection cannot see the change: its reference was acquired when
-        the change had already been detected (a finished hall is in both dates)."""
-        return bool(self.began and observation.reference and observation.reference >= self.began)
+    def blind(self, observation: Observation, confirm_detections: int) -> bool:
+        """Whether a clear non-detection of a change confirmed by repeated detections cannot
+        see it: its reference is later than the change's earliest possible start, so the change
+        (a finished hall) may be in both of its dates."""
+        if len(self.detections) < confirm_detections or not observation.reference:
+            return False
+        return bool(self.onset_after and observation.reference > self.onset_after)
 
 
 def _episode(policy: AlertPolicy, history: Sequence[Observation]) -> _Episode:
     """Walk a site's history: ``clear_after`` informative clears in a row end an episode."""
-    episode = _Episode([], None, 0)
+    episode = _Episode([], None, None, 0)
     for observation in history:
         if observation.kind == "detection":
             episode.detections.append(observation)
             episode.began = episode.began or observation.acquired
+            if observation.reference:
+                episode.onset_after = max(episode.onset_after or "", observation.reference)
             episode.clears = 0
-        elif observation.kind == "clear" and not episode.blind(observation):
+        elif observation.kind == "clear" and not episode.blind(
+            observation, policy.confirm_detections
+        ):
             episode.clears += 1
             if episode.clears >= policy.clear_after:
-                episode = _Episode([], None, 0)
+                episode = _Episode([], None, None, 0)
     return episode
 
 
