@@ -1,6 +1,6 @@
 """``groundbreak review``: triage the nightly alerts in a browser (a local web app).
 
-    groundbreak review --state STATE_DIR [--port 8765] [--host 127.0.0.1] [--analyst NAME]
+    groundbreak review [--state STATE_DIR] [--port 8765] [--host 127.0.0.1] [--analyst NAME]
                        [--token TOKEN | --token-file FILE] [--allowed-host NAME ...]
 
 Serves the queue of open alerts (highest score first, with filters and counts), each with its
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.text_files import read_text_file
-from groundbreak.infer.cli.alerts import open_state, os_user
+from groundbreak.infer.cli.alerts import STATE_ENV, open_state, os_user
 from groundbreak.infer.review.app import LOOPBACK, TOKEN_FORM, clean_analyst, make_server
 
 DEFAULT_PORT = 8765
@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Triage the nightly alerts in a browser: a queue of open alerts with their "
         "pictures; confirm, dismiss or reopen with a note (keys j/k, c, d, r, n).",
     )
-    parser.add_argument("--state", required=True, metavar="STATE_DIR",
-                        help="the nightly state directory")
+    parser.add_argument("--state", metavar="STATE_DIR",
+                        help=f"the nightly state directory (default: ${STATE_ENV})")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
                         help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -88,6 +88,9 @@ def main(argv: Sequence[str]) -> int:
     """Serve the review app until interrupted; return the exit code."""
     parser = build_parser()
     args = parser.parse_args(list(argv))
+    args.state = args.state or os.environ.get(STATE_ENV)
+    if not args.state:
+        parser.error(f"no state directory: pass --state STATE_DIR or set {STATE_ENV}")
     open_state(args.state, read_only=True).close()  # no state, or a damaged one: say so now
     analyst = clean_analyst(args.analyst or os_user()) or "analyst"
     loopback = args.host.strip("[]").lower() in LOOPBACK

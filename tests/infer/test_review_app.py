@@ -354,10 +354,17 @@ def test_a_damaged_state_is_a_clear_page(review_server: ReviewServer, demo_state
 
 
 def test_cli_refuses_a_missing_or_damaged_state_and_a_bad_port(
-    tmp_path: Path, demo_state: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, demo_state: Path, capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert groundbreak(["review", "--state", str(tmp_path / "none")]) == 2
     assert "not a nightly state directory" in capsys.readouterr().err
+    monkeypatch.setenv("GROUNDBREAK_STATE", str(tmp_path / "from-env"))
+    assert groundbreak(["review"]) == 2  # the state from the environment, as for 'alerts'
+    assert "from-env: not a nightly state directory" in capsys.readouterr().err
+    monkeypatch.delenv("GROUNDBREAK_STATE")
+    assert groundbreak(["review"]) == 2
+    assert "GROUNDBREAK_STATE" in capsys.readouterr().err
     assert groundbreak(["review", "--state", str(demo_state), "--port", "70000"]) == 2
     capsys.readouterr()
     (demo_state / "state.sqlite").write_bytes(b"garbage" * 500)
