@@ -8,7 +8,7 @@ detection is provisional, later ones confirm or reject it; CCDC: change only aft
 anomalies), with an analyst in the loop::
 
     (none) --detection--> candidate --k detections within the window--> new
-    (none) --detection >= confirm_score--------------------------------> new
+    (none) --detection >= confirm_score on a clear pair----------------> new
     candidate, new, ongoing --m informative clear non-detections in a row--> cleared
     new, ongoing --detection--> ongoing
     cleared --detection--> candidate (or new, as from none)
@@ -61,6 +61,8 @@ class Observation:
     reference: str | None = None
     """The date of the acquisition it was compared with (the pair's 'before'); None when
     unknown."""
+    cloud_share: float | None = None
+    """The share of its pair that clouds and shadows hid (either date); None when unknown."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,10 @@ class AlertPolicy:
     """Detections (this one included) within ``confirm_window_days`` that confirm a candidate."""
     confirm_window_days: int = 120
     confirm_score: float = 0.97
-    """One detection at least this sure is confirmed at once (above 1: never)."""
+    """One detection at least this sure is confirmed at once (above 1: never), ..."""
+    confirm_clear_share: float = 0.01
+    """... when clouds and shadows hid at most this share of its pair: a sure detection on a
+    cloudy acquisition waits for a second one (cloud rims pass any mask)."""
     clear_after: int = 2
     """Clear non-detections in a row that end a candidate or an undecided alert."""
     regrow_ratio: float = 0.5
@@ -108,6 +113,7 @@ class AlertPolicy:
             "confirm_detections": _whole(self.confirm_detections, 1),
             "confirm_window_days": _whole(self.confirm_window_days, 0),
             "confirm_score": self.confirm_score >= 0.0,
+            "confirm_clear_share": 0.0 <= self.confirm_clear_share <= 1.0,
             "clear_after": _whole(self.clear_after, 1),
             "regrow_ratio": self.regrow_ratio >= 0.0,
             "regrow_m2": self.regrow_m2 >= 0.0,
@@ -212,7 +218,8 @@ def _episode(policy: AlertPolicy, history: Sequence[Observation]) -> _Episode:
 def _confirmed(policy: AlertPolicy, episode: _Episode, latest: Observation) -> bool:
     """Whether a detection of an unconfirmed site confirms it: sure enough alone, or the k-th
     detection within the window since the site last cleared."""
-    if latest.score is not None and latest.score >= policy.confirm_score:
+    clear = latest.cloud_share is None or latest.cloud_share <= policy.confirm_clear_share
+    if clear and latest.score is not None and latest.score >= policy.confirm_score:
         return True
     recent = [o for o in episode.detections
               if _days_between(o.acquired, latest.acquired) <= policy.confirm_window_days]

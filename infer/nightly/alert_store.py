@@ -185,6 +185,7 @@ class AlertStore:
                     policy.classify(_observed(site), score), score,
                     float_or_none(site.get("changed_area_m2")),
                     str_or_none(site.get("before_date")),
+                    float_or_none(site.get("pair_cloud_share")),
                 )
                 current = SiteStatus(
                     known["status"] if known else None,

@@ -140,6 +140,9 @@ class PairScorer:
             sites = [dict(row, observed=False) for row in sites if row["kind"] == "watch"]
             changes = []
         revisits = [] if cloudy or self.sites is not None else self.revisits(spec, final)
+        # the alert policy asks how clear the pair was before one sure detection confirms a site
+        sites = [dict(row, pair_cloud_share=clouds["either"]) for row in sites]
+        revisits = [dict(row, pair_cloud_share=clouds["either"]) for row in revisits]
         seconds = time.perf_counter() - started
         match_iou = self.config.site_match_iou if self.sites is None else None
         self.state.record_done(run_id, self.attempt, spec.pair_id, inputs_hash,

@@ -106,3 +106,12 @@ def test_a_clear_whose_reference_may_already_show_a_confirmed_change_is_blind() 
              Observation("c2", "2023-09-07", "clear", 0.1, None, "2022-09-05"),
              Observation("c3", "2023-10-17", "clear", 0.1, None, "2022-10-15")]
     assert run(cloud)[-1] == ("cleared", "cleared")  # one detection: no blind clears
+
+
+def test_one_sure_detection_on_a_cloudy_pair_waits_for_a_second() -> None:
+    """Cloud rims pass any mask: a sure detection confirms alone only on a clear pair."""
+    cloudy = Observation("p1", "2024-01-01", "detection", 0.99, None, "2023-01-01", 0.08)
+    assert run([cloudy]) == [("candidate", "candidate")]
+    clear = Observation("p2", "2024-02-10", "detection", 0.99, None, "2023-02-10", 0.0)
+    assert run([clear]) == [("new", "new")]
+    assert run([cloudy, clear])[-1] == ("new", "new")
