@@ -93,7 +93,7 @@ class AlertPolicy:
     confirm_detections: int = 2
     """Detections (this one included) within ``confirm_window_days`` that confirm a candidate."""
     confirm_window_days: int = 120
-    confirm_score: float = 0.97
+    confirm_score: float = 0.9
     """One detection at least this sure is confirmed at once (above 1: never), ..."""
     confirm_clear_share: float = 0.01
     """... when clouds and shadows hid at most this share of its pair: a sure detection on a
