@@ -177,12 +177,10 @@ def next_status(
 
 @dataclass
 class _Episode:
-    """The detections since a site last cleared, when the first of them was acquired, the
-    latest reference they were compared with, and the informative clear non-detections since
-    the last detection."""
+    """The detections since a site last cleared, the latest reference they were compared with,
+    and the informative clear non-detections since the last detection."""
 
     detections: list[Observation]
-    began: str | None
     onset_after: str | None
     """The change happened after this date: the latest reference a detection was made against."""
     clears: int
@@ -198,11 +196,10 @@ class _Episode:
 
 def _episode(policy: AlertPolicy, history: Sequence[Observation]) -> _Episode:
     """Walk a site's history: ``clear_after`` informative clears in a row end an episode."""
-    episode = _Episode([], None, None, 0)
+    episode = _Episode([], None, 0)
     for observation in history:
         if observation.kind == "detection":
             episode.detections.append(observation)
-            episode.began = episode.began or observation.acquired
             if observation.reference:
                 episode.onset_after = max(episode.onset_after or "", observation.reference)
             episode.clears = 0
@@ -211,7 +208,7 @@ def _episode(policy: AlertPolicy, history: Sequence[Observation]) -> _Episode:
         ):
             episode.clears += 1
             if episode.clears >= policy.clear_after:
-                episode = _Episode([], None, None, 0)
+                episode = _Episode([], None, 0)
     return episode
 
 
