@@ -16,8 +16,9 @@ escapes) are never printed.
 Decisions are recorded with the analyst's name (``--analyst``, default the OS user), as those of
 ``groundbreak review`` (the browser queue) are.
 
-A dismissed site does not alert again unless its score rises by the config's ``dismiss_margin``
-(default 0.15) above its score when dismissed. Safe to run while a nightly run is going on.
+A dismissed site does not alert again unless it grows (its changed area, or its score by a share
+of the headroom left; the nightly config's ``alerts`` key). Safe to run while a nightly run is
+going on.
 Exit codes: 0 done; 2 bad usage, no state there, or an unknown site; 5 the state database is
 damaged (see "Backup and recovery" in docs/operator.md). ``list`` and ``history`` only read:
 they work on a read-only copy or mount of the state.
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="table (fits 100 columns), or csv/json with every column")
     for action, help_ in (("confirm", "mark an alert as real construction"),
                           ("dismiss", "mark an alert as not construction (it stays quiet "
-                                      "unless its score rises by the dismissal margin)"),
+                                      "unless the site grows)"),
                           ("reopen", "put a confirmed or dismissed alert back in the queue"),
                           ("history", "every change of one alert's status")):
         sub = commands.add_parser(action, help=help_)

@@ -74,8 +74,8 @@ KEYS: dict[str, KeySpec] = {
     "stac": KeySpec(
         "file", None,
         "Source: a STAC ItemCollection JSON of new acquisitions whose assets are single-band "
-        "rasters (paths or URLs); each item is paired with the latest earlier acquisition of "
-        "the same ground. Flag: --stac.",
+        "rasters (paths or URLs); each item is paired with its reference (key pairing) among "
+        "the acquisitions of the same ground. Flag: --stac.",
     ),
     "drop_folder": KeySpec(
         "dir", None,
