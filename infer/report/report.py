@@ -522,7 +522,7 @@ def score_line_svg(
         if score is None:
             if len(line) > 1:
                 parts.append(f'<polyline points="{" ".join(line)}" fill="none" '
-                             'stroke="#444" stroke-width="1.5"/>')
+                             'stroke="#8a96a3" stroke-width="1.5"/>')
             line = []
             parts.append(f'<circle cx="{x(day):.1f}" cy="{height - 4}" r="2" fill="#bbb">'
                          f"<title>{esc(str(when))}: not observed</title></circle>")
@@ -531,7 +531,7 @@ def score_line_svg(
         parts.append(f'<circle cx="{x(day):.1f}" cy="{y(score):.1f}" r="2.5" fill="#c0392b">'
                      f"<title>{esc(str(when))}: {score:.2f}</title></circle>")
     if len(line) > 1:
-        parts.insert(0, f'<polyline points="{" ".join(line)}" fill="none" stroke="#444" '
+        parts.insert(0, f'<polyline points="{" ".join(line)}" fill="none" stroke="#8a96a3" '
                         'stroke-width="1.5"/>')
     limit = f'<line x1="0" x2="{width}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" ' \
             'stroke="#999" stroke-dasharray="3,3"/>'
