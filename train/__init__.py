@@ -5,6 +5,7 @@
 - :mod:`.losses`, :mod:`.metrics`: training losses and pooled change metrics;
 - :mod:`.cli`: ``groundbreak train`` (LightningCLI);
 - :mod:`.export`, :mod:`.bundle`: checkpoint -> model bundle (safetensors + JSON) and back;
+  :mod:`.bundle_meta` checks its ``model.json``, :mod:`.bundle_weights` its weights;
 - :mod:`.arguments`, :mod:`.devices`: command-line argument types, device choice.
 
 Imports only ``datasets``; evaluation on whole scenes and cross-validation, which also need the
@@ -14,6 +15,8 @@ tiled predictor, live in :mod:`groundbreak.infer.evaluation`.
 __all__ = [
     "arguments",
     "bundle",
+    "bundle_meta",
+    "bundle_weights",
     "cli",
     "devices",
     "export",

@@ -49,12 +49,8 @@ from groundbreak.datasets.bands import normalize_band_names
 from groundbreak.datasets.datamodule import ChipsDirectory
 from groundbreak.datasets.errors import InputError
 from groundbreak.train.arguments import threshold_argument
-from groundbreak.train.bundle import (
-    ModelBundle,
-    check_state_dict,
-    load_bundle,
-    save_bundle,
-)
+from groundbreak.train.bundle import ModelBundle, load_bundle, save_bundle
+from groundbreak.train.bundle_weights import check_state_dict
 from groundbreak.train.model import (
     ChangeModel,
     SkippedStage,

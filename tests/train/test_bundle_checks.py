@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.train.bundle import load_bundle, read_weights_header, save_bundle
+from groundbreak.train.bundle import load_bundle, save_bundle
+from groundbreak.train.bundle_weights import read_weights_header
 from groundbreak.train.export import checkpoint_model
 from groundbreak.train.model import ChangeUNet
 
