@@ -5,7 +5,8 @@ Owns:
 - :mod:`.evaluate`: ``groundbreak evaluate`` (a bundle on labelled chips, or on whole labelled
   scenes through the tiled predictor);
 - :mod:`.scene_evaluate`: whole-scene scores (pooled pixel counts, region counts, histograms);
-- :mod:`.crossval`: ``groundbreak cv`` (train on k-1 folds of cities, score the held-out ones).
+- :mod:`.crossval`: ``groundbreak cv`` (train on k-1 folds of cities, score the held-out ones);
+  :mod:`.cv_markdown` writes its ``cv.md``.
 
 Why here, above prediction, and not in ``train``: scoring a bundle on whole scenes runs the same
 :class:`~groundbreak.infer.prediction.predictor.TiledPredictor` that users run, so the figures
@@ -15,4 +16,4 @@ evaluation up moves three modules that use both stages. So ``train`` trains and 
 this package, which uses both, sits on top of them.
 """
 
-__all__ = ["crossval", "evaluate", "scene_evaluate"]
+__all__ = ["crossval", "cv_markdown", "evaluate", "scene_evaluate"]

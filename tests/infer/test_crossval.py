@@ -22,9 +22,9 @@ from groundbreak.infer.evaluation.crossval import (
     config_content_sha256,
     date_matching_of,
     read_folds,
-    region_markdown,
     region_table,
 )
+from groundbreak.infer.evaluation.cv_markdown import region_markdown
 from groundbreak.train.bundle import load_bundle
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
