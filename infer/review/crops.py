@@ -6,7 +6,7 @@ read. The scenes are those the night scored, as stored with the pair (paths and 
 :mod:`~groundbreak.infer.nightly.evidence`): a scene changed or gone since is said so, never
 replaced. Pairs stored before the state kept scenes fall back to the pairs CSV named in that
 night's config, or the two acquisitions of a catalogue or drop-folder pair stored in the state.
-Crops are drawn by the report's :func:`~groundbreak.infer.report.report.render_site_crops` (site
+Crops are drawn by the report's :func:`~groundbreak.infer.report.crops.render_site_crops` (site
 outlined, full resolution, upsampled for the screen) and kept in a small cache.
 """
 
@@ -54,7 +54,7 @@ class CropRenderer:
             return result
 
     def _render(self, state: NightlyState, alert: dict[str, Any]) -> dict[str, bytes] | str:
-        from groundbreak.infer.report.report import render_site_crops
+        from groundbreak.infer.report.crops import render_site_crops
 
         if alert.get("pair_row") is None or not alert.get("grid_outline"):
             return "no scored outline of this site in the state"

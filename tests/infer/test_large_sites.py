@@ -17,7 +17,7 @@ from shapely.geometry import Polygon, box
 
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
-from groundbreak.infer.report.report import DISPLAY_PIXELS, render_site_crops
+from groundbreak.infer.report.crops import DISPLAY_PIXELS, render_site_crops
 from groundbreak.infer.sites.scoring import SiteMeasure
 from groundbreak.infer.sites.sites import measure_watch_site
 
