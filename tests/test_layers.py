@@ -178,3 +178,15 @@ def test_infer_has_at_most_eight_modules_at_its_top_and_documented_subpackages()
                 for target in node.targets if isinstance(target, ast.Name)
             ]
             assert "__all__" in names, f"{init} has no __all__"
+
+
+MAX_MODULE_LINES = 600
+"""A module longer than this holds more than one job (issue 24): split it by job."""
+
+
+def test_no_module_is_over_600_lines() -> None:
+    lengths = {name: len(path.read_text(encoding="utf-8").splitlines())
+               for name, path in MODULES.items()}
+    assert lengths, "no module found"
+    too_long = {name: n for name, n in lengths.items() if n > MAX_MODULE_LINES}
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
