@@ -125,8 +125,7 @@ def pair_acquisitions(
             continue
         pairs.append(
             PairSpec(
-                pair_id=f"{record.ground_id}_{_compact(before.acquired)}_"
-                f"{_compact(record.acquired)}",
+                pair_id=pair_id_of(record.ground_id, before.acquired, record.acquired),
                 before=Path(before.scene),
                 after=Path(record.scene),
                 before_date=before.acquired,
@@ -136,5 +135,6 @@ def pair_acquisitions(
     return pairs, baselines
 
 
-def _compact(acquired: str) -> str:
-    return acquired.replace("-", "")
+def pair_id_of(ground_id: str, before: str, after: str) -> str:
+    """The id of the pair of two acquisitions of a ground: ``<ground>_<YYYYMMDD>_<YYYYMMDD>``."""
+    return f"{ground_id}_{before.replace('-', '')}_{after.replace('-', '')}"

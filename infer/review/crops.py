@@ -23,6 +23,7 @@ from shapely import wkt
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.nightly.evidence import stored_pair_spec
 from groundbreak.infer.nightly.hashing import ContentHasher
+from groundbreak.infer.nightly.pairing import pair_id_of
 from groundbreak.infer.nightly.state import NightlyState
 from groundbreak.infer.prediction.raster_io import PROBABILITY_FILE
 
@@ -117,12 +118,8 @@ def pair_spec(state: NightlyState, pair: dict[str, Any]) -> PairSpec | None:
         records = state.acquisitions(ground)
         for before in records:
             for after in records:
-                name = f"{ground}_{_compact(before.acquired)}_{_compact(after.acquired)}"
+                name = pair_id_of(ground, before.acquired, after.acquired)
                 if name == pair_id:
                     return PairSpec(pair_id, Path(before.scene), Path(after.scene),
                                     before_date=before.acquired, after_date=after.acquired)
     return None
-
-
-def _compact(acquired: str) -> str:
-    return acquired.replace("-", "")
