@@ -238,13 +238,6 @@ class NightlyState(AlertStore):
                 [(scene, float(fraction), run_id) for scene, fraction in fractions.items()],
             )
 
-    def cloudy_scenes(self, cloudy_fraction: float) -> set[str]:
-        """Scenes measured at least ``cloudy_fraction`` hidden: never the 'before' of a pair."""
-        rows = self.db.execute(
-            "SELECT scene FROM scene_clouds WHERE cloud_fraction >= ?", (cloudy_fraction,)
-        ).fetchall()
-        return {r["scene"] for r in rows}
-
     def cloud_fractions(self) -> dict[str, float]:
         """The measured share of each scene (by path) that clouds or shadows hid."""
         rows = self.db.execute("SELECT scene, cloud_fraction FROM scene_clouds").fetchall()
