@@ -57,12 +57,21 @@ class PairScorer:
         self.sites, self.sites_hash, self.model_hash = sites, sites_hash, model_hash
         self.attempt, self.run_dir = attempt, run_dir
         self.predictor = predictor
+        self.digests: dict[str, list[tuple[str, str]]] = {}
+
+    def scene_digest(self, scene: Path) -> list[tuple[str, str]]:
+        """A scene's file hashes, taken once per night: the scenes stored as a pair's evidence
+        are those its inputs hash was made of."""
+        key = str(scene)
+        if key not in self.digests:
+            self.digests[key] = self.hasher.scene_digest(scene)
+        return self.digests[key]
 
     def inputs_hash(self, spec: PairSpec) -> str:
         """The hash of everything a pair's scores depend on, besides the model."""
         return digest_of({
-            "before": self.hasher.scene_digest(spec.before),
-            "after": self.hasher.scene_digest(spec.after),
+            "before": self.scene_digest(spec.before),
+            "after": self.scene_digest(spec.after),
             "dates": [spec.before_date, spec.after_date],
             "sites": self.sites_hash,
             "settings": self.config.scoring_settings(),
@@ -160,9 +169,9 @@ class PairScorer:
     def scenes(self, spec: PairSpec) -> dict[str, Any]:
         """Which scenes a pair was read from: paths and content hashes (the evidence kept)."""
         return {
-            "before": {"path": str(spec.before), "sha256": self.hasher.scene_digest(spec.before),
+            "before": {"path": str(spec.before), "sha256": self.scene_digest(spec.before),
                        "date": spec.before_date},
-            "after": {"path": str(spec.after), "sha256": self.hasher.scene_digest(spec.after),
+            "after": {"path": str(spec.after), "sha256": self.scene_digest(spec.after),
                       "date": spec.after_date},
         }
 
