@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 import rasterio
@@ -33,8 +34,9 @@ def best_seconds(read, repeats: int) -> float:  # noqa: ANN001
     return min(runs)
 
 
-def compare(k: int, repeats: int) -> tuple[float, float, bool]:
-    """(kernel seconds, warper seconds, same pixels) for a band ``k`` times coarser."""
+def window_reads(k: int) -> tuple[Callable[[], np.ndarray], Callable[[], np.ndarray]]:
+    """(kernel, warper): two ways to read one 256 x 256 px window of a band ``k`` times coarser
+    onto the finer grid, from the same decoded rows (the tests check they give equal pixels)."""
     crs = rasterio.crs.CRS.from_epsg(32633)
     data = np.random.default_rng(0).integers(1, 10_000, (600, 600), dtype=np.uint16)
     band = Grid(600, 600, Affine(10 * k, 0, 500_000, 0, -10 * k, 4_000_000), crs)
@@ -56,6 +58,12 @@ def compare(k: int, repeats: int) -> tuple[float, float, bool]:
                   resampling=Resampling.bilinear, init_dest_nodata=False)
         return out
 
+    return kernel, warper
+
+
+def compare(k: int, repeats: int) -> tuple[float, float, bool]:
+    """(kernel seconds, warper seconds, same pixels) for a band ``k`` times coarser."""
+    kernel, warper = window_reads(k)
     same = bool(np.array_equal(kernel(), warper(), equal_nan=True))
     return best_seconds(kernel, repeats), best_seconds(warper, repeats), same
 

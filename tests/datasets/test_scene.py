@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import warnings
 from pathlib import Path
@@ -406,32 +407,12 @@ def test_the_upsampling_kernel_gives_the_warpers_pixels(k: int) -> None:
     costs half the warper's time per 256 x 256 px window (``python bench/upsample_bench.py``
     prints both; 1.0 vs 2.0 ms for a 20 m band, 0.8 vs 1.9 ms for a 60 m band, best of 15 on
     one core)."""
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject
-
-    from groundbreak.datasets.scenes.upsample import bilinear_upsample, nesting, source_window
-
-    crs = rasterio.crs.CRS.from_epsg(32633)
-    data = np.random.default_rng(0).integers(1, 10_000, (600, 600), dtype=np.uint16)
-    band = Grid(600, 600, Affine(20 * k / 2, 0, 500_000, 0, -20 * k / 2, 4_000_000), crs)
-    target = Grid(256, 256, band.transform @ Affine.translation(37, 51) @ Affine.scale(1 / k), crs)
-    nest = nesting(band, target)
-    assert nest is not None
-    window = source_window(nest, target.shape, data.shape)
-    assert window is not None
-    (r0, r1), (c0, c1) = window
-    rows = np.ascontiguousarray(data[r0:r1, c0:c1])
-
-    def kernel() -> np.ndarray:
-        return bilinear_upsample(rows, (r0, c0), nest, target.shape, data.shape)
-
-    def warper() -> np.ndarray:
-        out = np.full(target.shape, np.nan, dtype=np.float32)
-        reproject(rows, out, src_transform=band.transform @ Affine.translation(c0, r0),
-                  src_crs=crs, dst_transform=target.transform, dst_crs=crs,
-                  resampling=Resampling.bilinear, init_dest_nodata=False)
-        return out
-
+    bench = Path(__file__).resolve().parents[2] / "bench" / "upsample_bench.py"
+    spec = importlib.util.spec_from_file_location("upsample_bench", bench)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kernel, warper = module.window_reads(k)
     np.testing.assert_array_equal(kernel(), warper())
 
 
