@@ -8,7 +8,7 @@ detection is provisional, later ones confirm or reject it; CCDC: change only aft
 anomalies), with an analyst in the loop::
 
     (none) --detection--> candidate --k detections within the window--> new
-    (none) --detection >= confirm_score on a clear pair----------------> new
+    (none) --detection >= confirm_score, seen clear around the site----> new
     candidate, new, ongoing --m informative clear non-detections in a row--> cleared
     new, ongoing --detection--> ongoing
     cleared --detection--> candidate (or new, as from none)
@@ -16,6 +16,12 @@ anomalies), with an analyst in the loop::
     dismissed --detection that grew (area or score, see below)--> new ("realerted")
 
 - ``candidate`` is kept and listed on request, never pushed to the analyst.
+- A detection confirms (either way) only when the ground around its site was seen: clouds,
+  shadows and the scene's edge hid at most ``confirm_clear_share`` of the site and the ground
+  within ``confirm_margin_m`` of it, on either date. Cloud rims and thin edges pass any mask,
+  so a detection beside a cloud counts as evidence but waits for a clear one to confirm. The
+  rule is per site, not per acquisition: a cloud on one side of a tile says nothing about a
+  site on the other (almost no Sentinel-2 tile is cloud-free everywhere).
 - An unobserved acquisition neither confirms nor clears, and breaks no run of clears.
 - Once repeated detections confirmed a change, a clear non-detection whose reference is later
   than the latest reference a detection was made against is *blind*: the change happened after
@@ -61,8 +67,9 @@ class Observation:
     reference: str | None = None
     """The date of the acquisition it was compared with (the pair's 'before'); None when
     unknown."""
-    cloud_share: float | None = None
-    """The share of its pair that clouds and shadows hid (either date); None when unknown."""
+    hidden_near: float | None = None
+    """The share of the site and the ground within the policy's ``confirm_margin_m`` of it that
+    clouds, shadows or the scene's edge hid on either date; None when unknown."""
 
 
 @dataclass(frozen=True)
@@ -94,10 +101,12 @@ class AlertPolicy:
     """Detections (this one included) within ``confirm_window_days`` that confirm a candidate."""
     confirm_window_days: int = 120
     confirm_score: float = 0.9
-    """One detection at least this sure is confirmed at once (above 1: never), ..."""
-    confirm_clear_share: float = 0.01
-    """... when clouds and shadows hid at most this share of its pair: a sure detection on a
-    cloudy acquisition waits for a second one (cloud rims pass any mask)."""
+    """One detection at least this sure is confirmed at once (above 1: never)."""
+    confirm_margin_m: float = 300.0
+    """A detection confirms only when the ground within this distance of its site was seen ..."""
+    confirm_clear_share: float = 0.0
+    """... with clouds, shadows and the scene's edge hiding at most this share of it (and of
+    the site) on either date: a detection beside a cloud waits for a clear one."""
     clear_after: int = 2
     """Clear non-detections in a row that end a candidate or an undecided alert."""
     regrow_ratio: float = 0.5
@@ -113,6 +122,7 @@ class AlertPolicy:
             "confirm_detections": _whole(self.confirm_detections, 1),
             "confirm_window_days": _whole(self.confirm_window_days, 0),
             "confirm_score": self.confirm_score >= 0.0,
+            "confirm_margin_m": self.confirm_margin_m >= 0.0,
             "confirm_clear_share": 0.0 <= self.confirm_clear_share <= 1.0,
             "clear_after": _whole(self.clear_after, 1),
             "regrow_ratio": self.regrow_ratio >= 0.0,
@@ -213,10 +223,11 @@ def _episode(policy: AlertPolicy, history: Sequence[Observation]) -> _Episode:
 
 
 def _confirmed(policy: AlertPolicy, episode: _Episode, latest: Observation) -> bool:
-    """Whether a detection of an unconfirmed site confirms it: sure enough alone, or the k-th
-    detection within the window since the site last cleared."""
-    clear = latest.cloud_share is None or latest.cloud_share <= policy.confirm_clear_share
-    if clear and latest.score is not None and latest.score >= policy.confirm_score:
+    """Whether a detection of an unconfirmed site confirms it: seen clear around the site, and
+    sure enough alone or the k-th detection within the window since the site last cleared."""
+    if latest.hidden_near is not None and latest.hidden_near > policy.confirm_clear_share:
+        return False
+    if latest.score is not None and latest.score >= policy.confirm_score:
         return True
     recent = [o for o in episode.detections
               if _days_between(o.acquired, latest.acquired) <= policy.confirm_window_days]

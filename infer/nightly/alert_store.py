@@ -185,7 +185,7 @@ class AlertStore:
                     policy.classify(_observed(site), score), score,
                     float_or_none(site.get("changed_area_m2")),
                     str_or_none(site.get("before_date")),
-                    float_or_none(site.get("pair_cloud_share")),
+                    float_or_none(site.get("hidden_near")),
                 )
                 current = SiteStatus(
                     known["status"] if known else None,
@@ -381,12 +381,12 @@ def _last_decision(db: sqlite3.Connection, site_id: str) -> sqlite3.Row | None:
 def _observations(db: sqlite3.Connection, site_id: str) -> list[Observation]:
     """A site's stored observations, in acquisition order."""
     rows = db.execute(
-        "SELECT pair_id, acquired, kind, score, changed_area_m2, reference "
+        "SELECT pair_id, acquired, kind, score, changed_area_m2, reference, hidden_near "
         "FROM site_observations WHERE site_id = ? ORDER BY COALESCE(acquired, ''), id",
         (site_id,),
     ).fetchall()
     return [Observation(r["pair_id"], r["acquired"], r["kind"], r["score"],
-                        r["changed_area_m2"], r["reference"]) for r in rows]
+                        r["changed_area_m2"], r["reference"], r["hidden_near"]) for r in rows]
 
 
 def _store_observation(
@@ -394,11 +394,12 @@ def _store_observation(
 ) -> None:
     db.execute(
         "INSERT INTO site_observations (site_id, pair_id, pair_row, run_id, acquired, "
-        "reference, kind, score, changed_area_m2, valid_fraction) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "reference, kind, score, changed_area_m2, valid_fraction, hidden_near) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (str(site["site_id"]), observation.pair_id, site.get("pair_row"), run_id,
          observation.acquired, observation.reference, observation.kind, observation.score,
-         observation.changed_area_m2, float_or_none(site.get("valid_fraction"))),
+         observation.changed_area_m2, float_or_none(site.get("valid_fraction")),
+         observation.hidden_near),
     )
 
 

@@ -23,8 +23,9 @@ from groundbreak.infer.nightly.outputs import outputs_exist
 from groundbreak.infer.nightly.records import PairRecord
 from groundbreak.infer.nightly.remote import refusal
 from groundbreak.infer.nightly.revisits import footprint_lonlat, revisit_sites
+from groundbreak.infer.nightly.site_clouds import hidden_near
 from groundbreak.infer.nightly.state import NightlyState
-from groundbreak.infer.prediction.raster_io import PROBABILITY_FILE
+from groundbreak.infer.prediction.raster_io import MASK_FILE, PROBABILITY_FILE
 from groundbreak.infer.sites.ranking import (
     PAIRS_DIR,
     PairOutcome,
@@ -149,9 +150,8 @@ class PairScorer:
             sites = [dict(row, observed=False) for row in sites if row["kind"] == "watch"]
             changes = []
         revisits = [] if cloudy or self.sites is not None else self.revisits(spec, final)
-        # the alert policy asks how clear the pair was before one sure detection confirms a site
-        sites = [dict(row, pair_cloud_share=clouds["either"]) for row in sites]
-        revisits = [dict(row, pair_cloud_share=clouds["either"]) for row in revisits]
+        sites = self.with_hidden_near(final, sites)
+        revisits = self.with_hidden_near(final, revisits)
         seconds = time.perf_counter() - started
         match_iou = self.config.site_match_iou if self.sites is None else None
         self.state.record_done(run_id, self.attempt, spec.pair_id, inputs_hash,
@@ -165,6 +165,16 @@ class PairScorer:
                               outputs=str(final), clouds=clouds, warnings=outcome.warnings)
         return PairRecord(spec.pair_id, "scored", seconds, outputs=str(final), clouds=clouds,
                           warnings=outcome.warnings)
+
+    def with_hidden_near(self, final: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Site rows with ``hidden_near``: how much of the ground around each site the pair did
+        not see (the alert policy confirms no detection beside a cloud; see
+        :mod:`~groundbreak.infer.nightly.site_clouds`)."""
+        if not rows:
+            return rows
+        shares = hidden_near(final / MASK_FILE, [row.get("grid_geometry") for row in rows],
+                             self.config.alerts.confirm_margin_m)
+        return [dict(row, hidden_near=share) for row, share in zip(rows, shares, strict=True)]
 
     def scenes(self, spec: PairSpec) -> dict[str, Any]:
         """Which scenes a pair was read from: paths and content hashes (the evidence kept)."""

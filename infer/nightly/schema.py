@@ -20,7 +20,7 @@ from urllib.parse import quote
 from groundbreak.datasets.errors import InputError
 
 DB_NAME = "state.sqlite"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -132,6 +132,7 @@ CREATE TABLE IF NOT EXISTS site_observations (
     score REAL,
     changed_area_m2 REAL,
     valid_fraction REAL,
+    hidden_near REAL,
     UNIQUE (site_id, pair_id)
 );
 CREATE TABLE IF NOT EXISTS discovered_sites (
@@ -208,13 +209,16 @@ def upgrade(db: sqlite3.Connection) -> None:
     transaction), keeping every row. Schema 1 -> 2: ``alert_events.analyst``. 2 -> 3: the
     ``candidate`` and ``cleared`` statuses (the alerts table is rebuilt: SQLite cannot change a
     CHECK constraint), ``alerts.changed_area_m2`` and ``dismissed_area_m2``, ``pairs.scenes``
-    (``site_observations`` is created by the schema)."""
+    (``site_observations`` is created by the schema). 3 -> 4: ``site_observations.hidden_near``
+    (older observations keep NULL: unknown, which holds no confirmation back)."""
     if "analyst" not in _columns(db, "alert_events"):
         db.execute("ALTER TABLE alert_events ADD COLUMN analyst TEXT")
     if "scenes" not in _columns(db, "pairs"):
         db.execute("ALTER TABLE pairs ADD COLUMN scenes TEXT")
     if "reference" not in _columns(db, "site_observations"):
         db.execute("ALTER TABLE site_observations ADD COLUMN reference TEXT")
+    if "hidden_near" not in _columns(db, "site_observations"):
+        db.execute("ALTER TABLE site_observations ADD COLUMN hidden_near REAL")
     alerts_sql = db.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
     ).fetchone()[0]

@@ -108,10 +108,21 @@ def test_a_clear_whose_reference_may_already_show_a_confirmed_change_is_blind() 
     assert run(cloud)[-1] == ("cleared", "cleared")  # one detection: no blind clears
 
 
-def test_one_sure_detection_on_a_cloudy_pair_waits_for_a_second() -> None:
-    """Cloud rims pass any mask: a sure detection confirms alone only on a clear pair."""
-    cloudy = Observation("p1", "2024-01-01", "detection", 0.99, None, "2023-01-01", 0.08)
-    assert run([cloudy]) == [("candidate", "candidate")]
+def test_a_detection_beside_a_cloud_waits_for_a_clear_one() -> None:
+    """Cloud rims pass any mask: a detection whose site or its surroundings clouds hid confirms
+    nothing, sure or the k-th; it still counts as evidence for a clear one later."""
+    beside = Observation("p1", "2024-01-01", "detection", 0.99, None, "2023-01-01", 0.08)
+    assert run([beside]) == [("candidate", "candidate")]
     clear = Observation("p2", "2024-02-10", "detection", 0.99, None, "2023-02-10", 0.0)
     assert run([clear]) == [("new", "new")]
-    assert run([cloudy, clear])[-1] == ("new", "new")
+    assert run([beside, clear])[-1] == ("new", "new")
+    second = Observation("p2", "2024-02-10", "detection", 0.6, None, "2023-02-10", 0.3)
+    assert run([obs("detection", "2024-01-01"), second])[-1] == ("candidate", "detected")
+    unknown = Observation("p3", "2024-03-10", "detection", 0.99, None, "2023-03-10", None)
+    assert run([unknown]) == [("new", "new")]  # rows without the measure (no CRS) are not held
+
+
+def test_the_clear_share_is_a_tolerance() -> None:
+    lenient = AlertPolicy(confirm_clear_share=0.1)
+    beside = Observation("p1", "2024-01-01", "detection", 0.99, None, "2023-01-01", 0.08)
+    assert run([beside], lenient) == [("new", "new")]

@@ -1,0 +1,91 @@
+"""The per-site cloud check: how much of the ground around a site a pair did not see, and the
+alert policy holding back a detection beside a cloud (stored with its observation)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import from_origin
+from shapely.geometry import box
+
+from groundbreak.infer.nightly.alert_policy import AlertPolicy
+from groundbreak.infer.nightly.site_clouds import hidden_near
+from groundbreak.infer.nightly.state import NightlyState
+from groundbreak.infer.prediction.raster_io import MASK_NODATA
+
+X0, Y0 = 700_000.0, 3_760_000.0  # UTM 36N, 10 m pixels
+UTM = CRS.from_epsg(32636)
+
+
+def write_raster(path: Path, data: np.ndarray, crs: CRS | None = UTM) -> Path:
+    """A one-band uint8 GeoTIFF on the 10 m grid (no georeference when ``crs`` is None)."""
+    profile = {"driver": "GTiff", "width": data.shape[1], "height": data.shape[0], "count": 1,
+               "dtype": "uint8", "nodata": MASK_NODATA}
+    if crs is not None:
+        profile.update(crs=crs, transform=from_origin(X0, Y0, 10.0, 10.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data, 1)
+    return path
+
+
+def pixels(row0: int, col0: int, row1: int, col1: int):
+    """A box over grid pixels [row0, row1) x [col0, col1) in UTM metres."""
+    return box(X0 + 10 * col0, Y0 - 10 * row1, X0 + 10 * col1, Y0 - 10 * row0)
+
+
+@pytest.fixture
+def mask_with_cloud(tmp_path: Path) -> Path:
+    """A 100 x 100 px mask (10 m) with a cloud over columns 70..79: nodata there."""
+    mask = np.zeros((100, 100), np.uint8)
+    mask[40:50, 20:30] = 1  # a detected site
+    mask[:, 70:80] = MASK_NODATA
+    return write_raster(tmp_path / "mask.tif", mask)
+
+
+def test_a_site_beside_a_cloud_is_partly_hidden_and_one_far_from_it_is_not(
+    mask_with_cloud: Path,
+) -> None:
+    far, beside, under = pixels(40, 20, 50, 30), pixels(40, 60, 50, 65), pixels(10, 72, 15, 77)
+    shares = hidden_near(mask_with_cloud, [far, beside, under], margin_m=100.0)
+    assert shares[0] == 0.0  # 400 m from the cloud
+    assert 0.0 < shares[1] < 1.0  # 50 m from it: its 100 m ring reaches into the cloud
+    assert 0.0 < shares[2] < 1.0  # under it, its ring partly outside the cloud
+    assert hidden_near(mask_with_cloud, [under], margin_m=0.0) == [1.0]
+    assert hidden_near(mask_with_cloud, [beside], margin_m=40.0) == [0.0]  # ring stops short
+
+
+def test_sites_without_an_outline_or_off_the_raster_are_unknown(mask_with_cloud: Path) -> None:
+    off = pixels(200, 200, 210, 210)
+    assert hidden_near(mask_with_cloud, [None, off], margin_m=300.0) == [None, None]
+
+
+def test_a_grid_without_a_crs_has_no_metres_to_measure(tmp_path: Path) -> None:
+    plain = write_raster(tmp_path / "mask.tif", np.zeros((20, 20), np.uint8), crs=None)
+    assert hidden_near(plain, [box(2, 2, 5, 5)], margin_m=300.0) == [None]
+
+
+def test_a_sure_detection_beside_a_cloud_stays_a_candidate_and_is_stored(
+    tmp_path: Path,
+) -> None:
+    """The old rule looked at the pair's cloud share only: a sure detection on a pair with a
+    cloud far away waited, and one beside a cloud on a nearly clear pair confirmed."""
+    state = NightlyState(tmp_path / "state")
+    row = {"name": "x", "lon": 1.0, "lat": 2.0, "changed_area_m2": 900.0}
+    beside = dict(row, site_id="a", pair_id="p1", score=0.99, after_date="2024-01-01",
+                  before_date="2023-01-01", hidden_near=0.2)
+    far = dict(row, site_id="b", pair_id="p1", score=0.99, after_date="2024-01-01",
+               before_date="2023-01-01", hidden_near=0.0)
+    outcome = state.update_alerts("n1", [beside, far], AlertPolicy())
+    assert outcome.candidates == ["a"] and outcome.new == ["b"]
+    assert [o["hidden_near"] for o in state.observations("a")] == [0.2]
+    later = dict(beside, pair_id="p2", score=0.7, after_date="2024-02-10", hidden_near=0.0)
+    assert state.update_alerts("n2", [later], AlertPolicy()).new == ["a"]
+    state.close()
