@@ -7,7 +7,11 @@ like a 3000-pixel one. Every ratio defines 0/0 as 0, so an epoch without change 
 prediction) gives 0, never NaN. Pixels whose mask is ``ignore_index`` are left out.
 
 The same counts are kept for a sweep of thresholds (default 0.05, 0.10, ..., 0.95) so the threshold
-with the best pooled F1 can be chosen as a model bundle's operating threshold.
+with the best pooled F1 can be chosen as a model bundle's operating threshold. The sweep's rule
+(:func:`best_in_sweep`: the best pooled F1, ties to the threshold nearest 0.5) and its scores
+(:func:`scores_from_counts`) are the one sweep of the project: whole-scene evaluation
+(``groundbreak.infer.evaluation.scene_evaluate``) counts its pixels in a histogram and chooses
+its threshold with them too.
 """
 
 from __future__ import annotations
@@ -39,6 +43,17 @@ def scores_from_counts(
         "f1": safe_divide(2 * tp, 2 * tp + fp + fn),
         "iou": safe_divide(tp, tp + fp + fn),
     }
+
+
+def best_in_sweep(thresholds: torch.Tensor, f1: torch.Tensor) -> int:
+    """The index of the best F1 of a threshold sweep; among equal F1 (e.g. all 0 without
+    change) the threshold nearest 0.5, the first of those at equal distance.
+
+    The distance is taken in the dtype of ``thresholds``.
+    """
+    ties = f1 == f1.max()
+    distance = (thresholds - 0.5).abs()
+    return int(torch.argmin(torch.where(ties, distance, torch.full_like(distance, 2.0))))
 
 
 class PooledChangeMetrics(Metric):
@@ -120,10 +135,7 @@ class PooledChangeMetrics(Metric):
         """Pooled scores at ``threshold`` and the best pooled F1 over the sweep."""
         scores = scores_from_counts(self.tp, self.fp, self.fn)
         sweep_f1 = scores_from_counts(self.sweep_tp, self.sweep_fp, self.sweep_fn)["f1"]
-        # Among equally good thresholds (e.g. all 0 without change) prefer the one nearest 0.5.
-        ties = sweep_f1 == sweep_f1.max()
-        distance = torch.where(ties, (self.sweep - 0.5).abs(), torch.full_like(self.sweep, 2.0))
-        best = int(torch.argmin(distance))
+        best = best_in_sweep(self.sweep, sweep_f1)
         scores["best_f1"] = sweep_f1[best]
         scores["best_threshold"] = self.sweep[best].double()
         return {name: value.float() for name, value in scores.items()}

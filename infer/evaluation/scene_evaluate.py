@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import torch
 from rasterio.windows import Window
 from scipy import ndimage
 
@@ -44,6 +45,7 @@ from groundbreak.datasets.labels import IGNORE
 from groundbreak.datasets.layouts import oscd_pairs, read_pairs_csv
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.train.metrics import best_in_sweep, scores_from_counts
 
 HISTOGRAM_BINS = 1000
 """Bins of the probability histogram: bin k holds k/1000 <= p < (k+1)/1000 (p = 1 in the last)."""
@@ -56,20 +58,6 @@ REGION_SIZE_BINS: tuple[tuple[int, int | None], ...] = (
 """Size bins of labelled change regions in pixels, ``low <= size < high``."""
 FOUND_PERCENT = 30
 """A region is found when at least this share (%) of its pixels are predicted change."""
-
-
-def scores(tp: int, fp: int, fn: int) -> dict[str, float]:
-    """Precision, recall, F1 and IoU of the change class; 0/0 is 0, never NaN."""
-
-    def ratio(a: int, b: int) -> float:
-        return a / b if b else 0.0
-
-    return {
-        "precision": ratio(tp, tp + fp),
-        "recall": ratio(tp, tp + fn),
-        "f1": ratio(2 * tp, 2 * tp + fp + fn),
-        "iou": ratio(tp, tp + fp + fn),
-    }
 
 
 @dataclass
@@ -118,14 +106,17 @@ class ChangeHistogram:
     def scores(self, threshold: float) -> dict[str, Any]:
         """Counts and scores at one threshold."""
         counts = self.counts(threshold)
-        tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
-        return {"threshold": threshold, **counts, **scores(tp, fp, fn)}
+        ratios = scores_from_counts(*(torch.tensor(counts[k]) for k in ("tp", "fp", "fn")))
+        return {"threshold": threshold, **counts, **{k: v.item() for k, v in ratios.items()}}
 
     def best(self, thresholds: Sequence[float] = SWEEP) -> dict[str, Any]:
-        """Scores at the threshold of the best F1 (ties: the one nearest 0.5)."""
-        table = [self.scores(t) for t in thresholds]
-        top = max(row["f1"] for row in table)
-        return min((r for r in table if r["f1"] == top), key=lambda r: abs(r["threshold"] - 0.5))
+        """Scores at the threshold of the best F1 (ties: the one nearest 0.5), chosen by the
+        training metrics' sweep rule (:func:`~groundbreak.train.metrics.best_in_sweep`)."""
+        table = [self.counts(t) for t in thresholds]
+        tp, fp, fn = (torch.tensor([row[k] for row in table]) for k in ("tp", "fp", "fn"))
+        f1 = scores_from_counts(tp, fp, fn)["f1"]
+        best = best_in_sweep(torch.tensor(thresholds, dtype=torch.float64), f1)
+        return self.scores(thresholds[best])
 
     def to_json(self) -> dict[str, list[int]]:
         """The histogram as plain lists."""
