@@ -1,5 +1,5 @@
-"""The install: PEP 639 licence metadata, every package and the demo's data in the wheel, and a
-build without setuptools warnings."""
+"""The install: PEP 639 licence metadata, every package, the demo's data and the HTML templates in
+the wheel, and a build without setuptools warnings."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_license_is_an_spdx_string_with_its_file_and_setuptools_reads_it() -> No
 
 
 @pytest.mark.slow
-def test_wheel_holds_every_package_and_the_demo_data_and_builds_without_warnings(
+def test_wheel_holds_every_package_the_demo_data_and_templates_and_builds_without_warnings(
     tmp_path: Path,
 ) -> None:
     source = tmp_path / "src"
@@ -62,5 +62,10 @@ def test_wheel_holds_every_package_and_the_demo_data_and_builds_without_warnings
             assert f"{package}/{module.relative_to(source / folder).as_posix()}" in names
     for data in (source / "infer" / "demo_data").iterdir():
         assert f"groundbreak/infer/demo_data/{data.name}" in names
+    for room in ("report", "review"):  # the HTML templates are package data
+        templates = sorted((source / "infer" / room / "templates").iterdir())
+        assert templates
+        for data in templates:
+            assert f"groundbreak/infer/{room}/templates/{data.name}" in names
     assert "License-Expression: MIT" in metadata
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)

@@ -3,7 +3,8 @@
 Owns:
 
 - :mod:`.app`: the threaded HTTP server (standard library), its routes and forms;
-- :mod:`.pages`: the HTML pages (queue, alert, messages);
+- :mod:`.pages`: the HTML pages (queue, alert, messages), from the Jinja2 templates in
+  ``templates/`` (autoescaped);
 - :mod:`.assets`: the stylesheet and script, served from memory;
 - :mod:`.queue`: the analyst's queue over a nightly state (filters, history, CSV/GeoJSON);
 - :mod:`.crops`: before/after pictures of an alert, from the scenes the model saw.
