@@ -30,7 +30,7 @@ from pathlib import Path
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.scenes.band_files import open_band_files_scene, open_band_folder_scene
-from groundbreak.datasets.scenes.base import Scene, with_nodata
+from groundbreak.datasets.scenes.base import Scene, bands_kept, with_nodata
 from groundbreak.datasets.scenes.image import IMAGE_SUFFIXES, is_image, open_image_scene
 from groundbreak.datasets.scenes.manifest import (
     open_scene_manifest,
@@ -67,6 +67,7 @@ __all__ = [
     "REMOTE_READ_OPTIONS",
     "BandSource",
     "Scene",
+    "bands_kept",
     "check_mask_raster",
     "dataset_grid",
     "files_kept_open",

@@ -7,8 +7,9 @@ share: the finest grid of per-band files, the usual band order, a nodata overrid
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.radiometry import UNKNOWN_RADIOMETRY, Radiometry, convert_radiometry
 from groundbreak.datasets.scenes.rasters import BandSource
 from groundbreak.datasets.scenes.reading import read_band, read_bands_into
+from groundbreak.datasets.scenes.strips import KeptBands
 
 
 class Scene:
@@ -67,6 +69,8 @@ class Scene:
         self.cloud_mask = cloud_mask
         self.level = level
         self.sun_angles = sun_angles
+        self.kept_bands: KeptBands | None = None
+        """Whole bands kept while :func:`bands_kept` holds the scene (None: none kept)."""
 
     def __repr__(self) -> str:
         return f"Scene({str(self.path)!r}, bands={self.band_names}, grid={self.grid.shape})"
@@ -114,7 +118,7 @@ class Scene:
         for i, name in enumerate(names):
             by_file.setdefault(self.sources[name].path, {})[i] = self.sources[name]
         for path, sources in by_file.items():  # one open per file: it costs more than a read
-            read_bands_into(out, path, sources, target, resampling)
+            read_bands_into(out, path, sources, target, resampling, self.kept_bands)
         if require_valid and not np.isfinite(out).any():
             raise InputError(
                 self.path,
@@ -135,6 +139,22 @@ class Scene:
         classes = read_band(self.scl, grid or self.grid, Resampling.nearest)
         return np.nan_to_num(classes, nan=0.0).astype(np.uint8)
 
+
+
+@contextlib.contextmanager
+def bands_kept(*scenes: Scene) -> Iterator[None]:
+    """Within it, the whole bands these scenes' reads decode are kept for their later reads
+    (:class:`~.strips.KeptBands`): a pair's date matching decodes whole bands (all of a small
+    pair, the 20 and 60 m bands of a 4096² one) that its windows then read again, and a cloud
+    mask the 60 m bands the date matching reads again. Kept bands are dropped on exit."""
+    fresh = [scene for scene in scenes if scene.kept_bands is None]
+    for scene in fresh:
+        scene.kept_bands = KeptBands()
+    try:
+        yield
+    finally:
+        for scene in fresh:
+            scene.kept_bands = None
 
 
 def finest_grid(sources: Mapping[str, BandSource]) -> Grid:

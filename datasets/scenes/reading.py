@@ -10,6 +10,9 @@ One way per case, picked per band:
   pixels: the numpy kernel of :mod:`.upsample` over the file's rows (the kept strip inside
   :func:`~.strips.files_kept_open`), equal to GDAL's warp bit for bit and about twice as fast
   per predictor window (``tests/datasets/test_scene.py`` shows both);
+- nearest onto such a nested grid (the date matching's sample of a small pair): each source
+  pixel repeated k x k times in numpy, equal to GDAL's nearest warp bit for bit, without the
+  warper's cost (it took as long as decoding the band);
 - anything else: GDAL's warper over the file (a :class:`~rasterio.vrt.WarpedVRT`).
 """
 
@@ -31,8 +34,14 @@ from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.scenes.rasters import BandSource
 from groundbreak.datasets.scenes.remote import is_remote, remote_hint, remote_reads
-from groundbreak.datasets.scenes.strips import opened, strip_rows
-from groundbreak.datasets.scenes.upsample import bilinear_upsample, nesting, source_window
+from groundbreak.datasets.scenes.strips import KeptBands, band_rows, opened, plain_validity
+from groundbreak.datasets.scenes.upsample import (
+    bilinear_upsample,
+    nearest_upsample,
+    nearest_window,
+    nesting,
+    source_window,
+)
 
 
 def read_band(source: BandSource, grid: Grid, resampling: Resampling) -> np.ndarray:
@@ -48,8 +57,10 @@ def read_bands_into(
     sources: Mapping[int, BandSource],
     target: Grid,
     resampling: Resampling = Resampling.bilinear,
+    kept: KeptBands | None = None,
 ) -> None:
-    """Read bands of one file onto a target grid into ``out[i]`` (float32, NaN = invalid)."""
+    """Read bands of one file onto a target grid into ``out[i]`` (float32, NaN = invalid);
+    whole bands decoded on the way are kept in ``kept`` and read from it after."""
     index = next(iter(sources.values())).index  # the band being read, for the error message
     remote = isinstance(path, str) and is_remote(path)
     try:
@@ -61,15 +72,15 @@ def read_bands_into(
                     offset = pixel_offset(source.grid, target)
                     decimation = _decimation(source.grid, target) if offset is None else None
                     if offset is not None:
-                        out[i] = _read_aligned(src, source, offset, target)
+                        out[i] = _read_aligned(src, source, offset, target, kept)
                     elif decimation is not None and resampling in DECIMATED_RESAMPLING:
                         out[i] = _read_decimated(src, source, decimation, target, resampling)
                     else:
-                        upsampled = (
-                            _read_upsampled(src, source, target)
-                            if resampling == Resampling.bilinear
-                            else None
-                        )
+                        upsampled = None
+                        if resampling == Resampling.bilinear:
+                            upsampled = _read_upsampled(src, source, target, kept)
+                        elif resampling == Resampling.nearest:
+                            upsampled = _read_nearest(src, source, target, kept)
                         if upsampled is None:
                             upsampled = _read_warped(src, source, target, resampling)
                         out[i] = upsampled
@@ -86,7 +97,11 @@ def read_bands_into(
         ) from err
 
 def _read_aligned(
-    src: rasterio.io.DatasetReader, source: BandSource, offset: tuple[int, int], target: Grid
+    src: rasterio.io.DatasetReader,
+    source: BandSource,
+    offset: tuple[int, int],
+    target: Grid,
+    kept: KeptBands | None = None,
 ) -> np.ndarray:
     """Read the pixels a target grid shares with the file; NaN outside it and where invalid.
 
@@ -102,7 +117,7 @@ def _read_aligned(
         return out
     window = Window(c0, r0, c1 - c0, r1 - r0)
     inside = out[r0 - row : r1 - row, c0 - col : c1 - col]
-    strip = strip_rows(src, index, (r0, r1))
+    strip = band_rows(src, index, (r0, r1), (c0, c1), kept)
     if strip is not None:
         data, start = strip
         inside[:] = data[r0 - start : r1 - start, c0:c1]
@@ -165,7 +180,7 @@ def _decimation(source: Grid, target: Grid) -> tuple[int, int, int] | None:
 
 
 def _read_upsampled(
-    src: rasterio.io.DatasetReader, source: BandSource, target: Grid
+    src: rasterio.io.DatasetReader, source: BandSource, target: Grid, kept: KeptBands | None = None
 ) -> np.ndarray | None:
     """Bilinear read onto a grid that nests k x k pixels in each of the file's (20 and 60 m
     bands onto 10 m), equal to the warper's, from the kept strips of the file's rows; None
@@ -175,7 +190,7 @@ def _read_upsampled(
     if nest is None or window is None:
         return None
     (r0, r1), (c0, c1) = window
-    strip = strip_rows(src, source.index, (r0, r1))
+    strip = band_rows(src, source.index, (r0, r1), (c0, c1), kept)
     if strip is not None:
         data, start = strip
         block = data[r0 - start : r1 - start, c0:c1]
@@ -188,6 +203,33 @@ def _read_upsampled(
     if block.dtype.kind == "f" and not np.isfinite(block).all():  # NaN or inf: the warper's job
         return None
     return bilinear_upsample(block, (r0, c0), nest, target.shape, (src.height, src.width))
+
+
+def _read_nearest(
+    src: rasterio.io.DatasetReader, source: BandSource, target: Grid, kept: KeptBands | None = None
+) -> np.ndarray | None:
+    """Nearest read onto a grid nested k x k in the file's (NaN outside the file and at
+    nodata), equal to the warper's; None where the warper must do it (no such nesting, a file
+    whose validity is not plain: a mask band, alpha, or a float nodata value)."""
+    nest = nesting(source.grid, target)
+    window = nearest_window(nest, target.shape, (src.height, src.width)) if nest else None
+    if nest is None or window is None or not plain_validity(src, source.index):
+        return None
+    (r0, r1), (c0, c1) = window
+    strip = band_rows(src, source.index, (r0, r1), (c0, c1), kept)
+    if strip is not None:
+        data, start = strip
+        block = data[r0 - start : r1 - start, c0:c1]
+    else:
+        block = src.read(source.index, window=Window(c0, r0, c1 - c0, r1 - r0))
+    size = (src.height, src.width)
+    out = nearest_upsample(block, (r0, c0), nest, target.shape, size)
+    nodata = source.nodata if source.nodata is not None else src.nodata  # as the warper's
+    if nodata is not None and bool((block == nodata).any()):
+        hidden = nearest_upsample((block == nodata).astype(np.uint8), (r0, c0), nest,
+                                  target.shape, size)
+        out[hidden == 1] = np.nan
+    return out
 
 
 def _read_warped(

@@ -1,5 +1,8 @@
-"""Files and decoded row strips kept open across the reads of one thread
-(:func:`files_kept_open`), so that windows read row after row decode each block once."""
+"""Decoded pixels kept across reads, so that a night decodes each block of a band once: files and
+decoded row strips kept open across the reads of one thread (:func:`files_kept_open`), so that
+windows read row after row decode each block once; and whole bands a scene's reads decoded, kept
+for the scene's later reads (:class:`KeptBands`): a pair's date matching decodes whole the bands
+its windows then read again."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import contextlib
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +104,80 @@ def opened(path: Path | str) -> contextlib.AbstractContextManager[rasterio.io.Da
     return contextlib.nullcontext(kept.files[path])
 
 
+def plain_validity(src: rasterio.io.DatasetReader, index: int) -> bool:
+    """Whether a band's valid pixels are known from its values alone: all valid, or invalid
+    where they equal an integer nodata value (no mask band, no alpha, no float nodata)."""
+    flags = src.mask_flag_enums[index - 1]
+    plain = flags == [MaskFlags.all_valid] and src.nodata is None
+    by_value = flags == [MaskFlags.nodata] and np.issubdtype(src.dtypes[index - 1], np.integer)
+    return plain or by_value
+
+
+KEPT_BAND_BYTES = 128 * 2**20
+"""The most a scene keeps of the whole bands its reads decoded (:class:`KeptBands`): every band of
+a 2048² scene, the 20 and 60 m bands of a 4096² one, the 60 m bands of a full tile."""
+
+
+@dataclass
+class KeptBands:
+    """Whole bands of a scene's compressed files, decoded once by a read that spanned them (the
+    date matching's sample of a pair up to 4096² px, a cloud mask's 60 m bands) and kept for the
+    scene's later reads (the windows), up to ``limit`` bytes. ``decodes`` counts whole-band
+    decodes per (file, band)."""
+
+    limit: int = KEPT_BAND_BYTES
+    bands: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    decodes: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    def rows(
+        self, src: rasterio.io.DatasetReader, index: int, rows: tuple[int, int],
+        cols: tuple[int, int],
+    ) -> np.ndarray | None:
+        """The whole band when kept, or decoded now when the read touches every block of it
+        (``rows`` and ``cols``: it decodes them all anyway) and it fits; None for a band whose
+        validity is not plain or an uncompressed GeoTIFF (nothing to decode)."""
+        key = (src.name, index)
+        band = self.bands.get(key)
+        if band is not None:
+            return band
+        height, width = src.block_shapes[index - 1]
+        first = rows[0] < height and cols[0] < width
+        last = (rows[1] - 1) // height == (src.height - 1) // height and (
+            (cols[1] - 1) // width == (src.width - 1) // width
+        )
+        if not (first and last) or not _worth_keeping(src, index):
+            return None
+        nbytes = src.height * src.width * np.dtype(src.dtypes[index - 1]).itemsize
+        if nbytes + sum(b.nbytes for b in self.bands.values()) > self.limit:
+            return None
+        band = self.bands[key] = src.read(index)
+        self.decodes[key] += 1
+        return band
+
+
+def _worth_keeping(src: rasterio.io.DatasetReader, index: int) -> bool:
+    """A band whose decoded rows are worth keeping: compressed, with plain validity."""
+    if src.driver == "GTiff" and src.compression is None:
+        return False
+    return plain_validity(src, index)
+
+
+def band_rows(
+    src: rasterio.io.DatasetReader,
+    index: int,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    kept: KeptBands | None = None,
+) -> tuple[np.ndarray, int] | None:
+    """Rows ``[r0, r1)`` (columns ``[c0, c1)`` needed) of a band as (full-width rows, first
+    row of them): the scene's kept whole band (:class:`KeptBands`), else the thread's kept strip
+    (:func:`strip_rows`); None: read them plainly."""
+    band = kept.rows(src, index, rows, cols) if kept is not None else None
+    if band is not None:
+        return band, 0
+    return strip_rows(src, index, rows)
+
+
 def strip_rows(
     src: rasterio.io.DatasetReader, index: int, rows: tuple[int, int]
 ) -> tuple[np.ndarray, int] | None:
@@ -111,12 +188,7 @@ def strip_rows(
     kept = getattr(_KEPT_OPEN, "kept", None)
     if kept is None or kept.strips is None:
         return None
-    if src.driver == "GTiff" and src.compression is None:
-        return None
-    flags = src.mask_flag_enums[index - 1]
-    plain = flags == [MaskFlags.all_valid] and src.nodata is None
-    by_value = flags == [MaskFlags.nodata] and np.issubdtype(src.dtypes[index - 1], np.integer)
-    if not (plain or by_value):
+    if not _worth_keeping(src, index):
         return None
     r0, r1 = rows
     key = (src.name, index)

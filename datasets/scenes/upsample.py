@@ -1,5 +1,5 @@
-"""Bilinear upsampling of a band onto a finer grid nested in the band's own (20 and 60 m
-Sentinel-2 bands onto the 10 m grid), in numpy.
+"""Bilinear (and nearest) upsampling of a band onto a finer grid nested in the band's own (20 and
+60 m Sentinel-2 bands onto the 10 m grid), in numpy.
 
 It gives what GDAL's bilinear warp (a ``WarpedVRT``) gives for this case, bit for bit: each
 target pixel centre is mapped into the source grid, interpolated between its 2 x 2 nearest
@@ -93,4 +93,41 @@ def bilinear_upsample(
     lower_c, upper_c = lower_c - origin[1], upper_c - origin[1]
     values = by_rows[:, lower_c] * (1.0 - weight_c) + by_rows[:, upper_c] * weight_c
     out[r0 - row : r1 - row, c0 - col : c1 - col] = values
+    return out
+
+
+def nearest_window(
+    nest: tuple[int, int, int], shape: tuple[int, int], size: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The source rows and columns ``((r0, r1), (c0, c1))`` a nearest read of a target of
+    ``shape`` needs, or None when it lies wholly outside a source of ``size`` (height, width)."""
+    row, col, k = nest
+    spans = []
+    for start, count, length in ((row, shape[0], size[0]), (col, shape[1], size[1])):
+        first, last = _inside(start, count, k, length)
+        if last <= first:
+            return None
+        spans.append((first // k, (last - 1) // k + 1))
+    return spans[0], spans[1]
+
+
+def nearest_upsample(
+    data: np.ndarray,
+    origin: tuple[int, int],
+    nest: tuple[int, int, int],
+    shape: tuple[int, int],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """A target of ``shape`` (float32, NaN outside the source) whose pixels take the source
+    pixel their centre lies in, from ``data`` (the source from row and column ``origin`` on,
+    covering :func:`nearest_window`), as GDAL's nearest warp gives them: a centre of a nested
+    grid never lies on a source pixel's edge, so there is no tie to break."""
+    row, col, k = nest
+    out = np.full(shape, np.nan, dtype=np.float32)
+    (r0, r1), (c0, c1) = _inside(row, shape[0], k, size[0]), _inside(col, shape[1], k, size[1])
+    if r1 <= r0 or c1 <= c0:
+        return out
+    rows = np.arange(r0, r1) // k - origin[0]
+    cols = np.arange(c0, c1) // k - origin[1]
+    out[r0 - row : r1 - row, c0 - col : c1 - col] = data[np.ix_(rows, cols)]
     return out

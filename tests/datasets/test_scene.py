@@ -324,8 +324,9 @@ def test_reads_with_files_kept_open_equal_plain_reads(
     assert any(np.isnan(a).any() for a in plain) and any(np.isfinite(a).any() for a in plain)
 
 
-def _warped(path: Path, grid: Grid) -> np.ndarray:
-    """GDAL's bilinear warp of band 1 onto a grid (the reference of the numpy upsampling)."""
+def _warped(path: Path, grid: Grid, resampling: str = "bilinear") -> np.ndarray:
+    """GDAL's bilinear (or nearest) warp of band 1 onto a grid (the reference of the numpy
+    upsampling)."""
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
 
@@ -335,7 +336,7 @@ def _warped(path: Path, grid: Grid) -> np.ndarray:
         transform=grid.transform,
         width=grid.width,
         height=grid.height,
-        resampling=Resampling.bilinear,
+        resampling=Resampling[resampling],
         dtype="float32",
         src_nodata=src.nodata,
         nodata=src.nodata,
@@ -346,14 +347,18 @@ def _warped(path: Path, grid: Grid) -> np.ndarray:
     return data
 
 
+@pytest.mark.parametrize("resampling", ["bilinear", "nearest"])
 @pytest.mark.parametrize(
     "case", ["real-20m", "real-20m-with-hole", "generated-60m", "generated-60m-float-nan"]
 )
 def test_upsampled_bands_equal_gdal_bilinear_warp_bit_for_bit(
-    fixtures_dir: Path, tmp_path: Path, case: str
+    fixtures_dir: Path, tmp_path: Path, case: str, resampling: str, monkeypatch
 ) -> None:
-    """20 and 60 m bands onto a 10 m grid are upsampled in numpy (speed, issue 13): the values
-    must be the warper's exactly, at the edges, partly outside the band and next to nodata."""
+    """20 and 60 m bands onto a 10 m grid are upsampled in numpy (speed, issue 13; nearest, as
+    the date matching samples small pairs, issue 25): the values must be the warper's exactly,
+    at the edges, partly outside the band and next to nodata."""
+    from rasterio.enums import Resampling
+
     from groundbreak.datasets.scene import files_kept_open
 
     beirut = fixtures_dir / "oscd" / "beirut" / "imgs_2"
@@ -390,10 +395,15 @@ def test_upsampled_bands_equal_gdal_bilinear_warp_bit_for_bit(
     windows = [
         Window(c, r, 40, 24) for r in range(-7, grid.height, 19) for c in range(-9, grid.width, 29)
     ]  # row by row, as the predictor reads
-    expected = [_warped(folder / Path(coarse).name, grid.subgrid(w)) for w in windows]
-    plain = [scene.read([band], grid.subgrid(w))[0] for w in windows]
+    expected = [_warped(folder / Path(coarse).name, grid.subgrid(w), resampling) for w in windows]
+    if resampling == "nearest":  # every case goes through the kernel, none through the warper
+        from groundbreak.datasets.scenes import reading
+
+        monkeypatch.setattr(reading, "_read_warped", None)
+    method = Resampling[resampling]
+    plain = [scene.read([band], grid.subgrid(w), resampling=method)[0] for w in windows]
     with files_kept_open():
-        kept = [scene.read([band], grid.subgrid(w))[0] for w in windows]
+        kept = [scene.read([band], grid.subgrid(w), resampling=method)[0] for w in windows]
     for want, a, b in zip(expected, plain, kept, strict=True):
         np.testing.assert_array_equal(a, want)  # NaN where NaN
         np.testing.assert_array_equal(b, want)

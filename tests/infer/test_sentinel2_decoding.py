@@ -1,0 +1,90 @@
+"""A .SAFE pair through the predictor decodes each band once (issue 25 item 6), and predicts
+what it predicted when the windows decoded again the bands the date matching had decoded whole
+(and the date matching's nearest reads went through GDAL's warper)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.io
+from affine import Affine
+from rasterio.crs import CRS
+
+from groundbreak.datasets.pair import TilePair
+from groundbreak.datasets.product_writer import BandImage, read_band_images, write_product
+from groundbreak.datasets.scene import open_scene
+from groundbreak.datasets.scenes import reading
+from groundbreak.infer.prediction import predictor as predictor_module
+from groundbreak.infer.prediction.predictor import TiledPredictor
+from groundbreak.train.bundle import default_bundle_path, load_bundle
+
+
+def _on_utm(folder: Path) -> dict[str, BandImage]:
+    """A fixture city's real bands on a UTM grid at 10, 20 and 60 m, as in an ESA product (the
+    fixture's own grid is in degrees, where its 60 m bands do not nest in the 10 m ones)."""
+    bands = read_band_images(folder)
+    side = max(image.data.shape[1] for image in bands.values())
+    return {
+        name: BandImage(image.data, Affine(res, 0, 600_000, 0, -res, 4_000_020),
+                        CRS.from_epsg(32636))
+        for name, image in bands.items()
+        for res in [{side: 10, side // 2: 20}.get(image.data.shape[1], 60)]
+    }
+
+
+def _predict(pair: TilePair, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Probability and mask of the shipped model (s2cloudless masks, dates matched)."""
+    bundle = load_bundle(default_bundle_path())
+    result = TiledPredictor(bundle, device="cpu").predict_pair(pair, out)
+    with rasterio.open(result.probability_path) as a, rasterio.open(result.mask_path) as b:
+        return a.read(1), b.read(1)
+
+
+def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Pixels read at full resolution per file (reads from overviews, ``out_shape``, are not
+    decodes of the band's pixels and are left out)."""
+    decoded: Counter[str] = Counter()
+    read = rasterio.io.DatasetReader.read
+
+    def counted(self, indexes=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        window = kwargs.get("window")
+        if kwargs.get("out_shape") is None and self.name.endswith(".jp2"):
+            pixels = self.width * self.height if window is None else window.width * window.height
+            decoded[self.name] += int(pixels)
+        return read(self, indexes, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", counted)
+    return decoded
+
+
+def test_each_band_of_a_safe_pair_is_decoded_once(
+    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    beirut = fixtures_dir / "oscd" / "beirut"
+    products = [write_product(tmp_path / folder, _on_utm(beirut / folder))
+                for folder in ("imgs_1", "imgs_2")]
+    sizes = {}
+    for product in products:
+        for band in product.glob("GRANULE/*/IMG_DATA/*.jp2"):
+            with rasterio.open(band) as src:
+                sizes[src.name] = src.width * src.height
+
+    def pair() -> TilePair:
+        return TilePair("p", open_scene(products[0]), open_scene(products[1]))
+
+    decoded = _counting_reads(monkeypatch)
+    kept = _predict(pair(), tmp_path / "kept")
+    assert dict(decoded) == sizes  # every band of both dates, each pixel once
+    decoded.clear()
+    with monkeypatch.context() as patch:  # as before: nothing kept, nearest reads warped
+        patch.setattr(predictor_module, "bands_kept", lambda *scenes: contextlib.nullcontext())
+        patch.setattr(reading, "_read_nearest", lambda *args: None)
+        again = _predict(pair(), tmp_path / "again")
+    assert any(decoded[name] > size for name, size in sizes.items())  # the test sees re-reads
+    for a, b in zip(kept, again, strict=True):
+        np.testing.assert_array_equal(a, b)  # NaN where NaN
