@@ -35,7 +35,12 @@ from groundbreak.datasets.date_matching import check_date_matching, match_pair
 from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.radiometry import RadiometryWarning, unknown_radiometry_warning
-from groundbreak.datasets.scene import Scene, files_kept_open, strip_block_cache_bytes
+from groundbreak.datasets.scene import (
+    Scene,
+    bands_kept,
+    files_kept_open,
+    strip_block_cache_bytes,
+)
 from groundbreak.infer.prediction.blending import (
     BLEND_MODES,
     BlendMode,
@@ -475,7 +480,8 @@ class TiledPredictor:
         """
         start = time.perf_counter()
         clock = StageClock()
-        with bounded_gdal_cache():
+        # bands the date matching decodes whole are kept for the windows (issue 25)
+        with bounded_gdal_cache(), bands_kept(pair.before, pair.after):
             with clock.time("cloud mask"):
                 source = self.prepare(pair)  # before any output is written
             layout = self.layout_for(pair.grid)
