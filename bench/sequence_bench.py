@@ -624,8 +624,10 @@ def run_variant(
 
 
 def pair_dates(pair_id: str) -> list[str]:
-    """The ISO dates of a drop-folder pair id ``<ground>_<YYYYMMDD>_<YYYYMMDD>``."""
-    parts = pair_id.split("_")[-2:]
+    """The ISO dates of a drop-folder pair id ``<ground>_<YYYYMMDD>_<YYYYMMDD>`` (of a
+    composite pair, ``<ground>_<YYYYMMDD>-median<n>-<hash>_<YYYYMMDD>``: its grid acquisition's
+    and the after's)."""
+    parts = [p.split("-")[0] for p in pair_id.split("_")[-2:]]
     return [f"{p[:4]}-{p[4:6]}-{p[6:]}" for p in parts if len(p) == 8 and p.isdigit()]
 
 

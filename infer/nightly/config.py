@@ -102,7 +102,10 @@ KEYS: dict[str, KeySpec] = {
         "rule (reference: the clearest acquisition within window_days of the same date "
         "1..max_years years earlier, else the oldest clear one at least min_gap_days earlier, "
         "else none (a baseline); consecutive: the latest earlier clear one), window_days "
-        "(30), max_years (3), min_gap_days (180). A pairs CSV keeps its own pairs.",
+        "(30), max_years (3), min_gap_days (180), composite (none; median: when the "
+        "same-season window holds at least 2 usable acquisitions, compare with their "
+        "per-pixel median, clouds left out, written once under STATE_DIR/composites). A pairs "
+        "CSV keeps its own pairs.",
     ),
     "alerts": KeySpec(
         "alerts", AlertPolicy(),
@@ -417,7 +420,8 @@ def _parse_section(kind: type, raw: Any, fail: Any) -> Any:
     unknown = sorted(str(k) for k in raw if k not in known)
     if unknown:
         raise fail(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    numbers = {k: v for k, v in raw.items() if k != "rule"}
+    words = {f.name for f in dataclasses.fields(kind) if isinstance(f.default, str)}
+    numbers = {k: v for k, v in raw.items() if k not in words}
     for name, value in numbers.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
             value

@@ -17,6 +17,7 @@ from typing import Any
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.atomic import publish_dir, temp_sibling
+from groundbreak.infer.nightly.composite import composite_evidence
 from groundbreak.infer.nightly.config import NightlyConfig
 from groundbreak.infer.nightly.hashing import ContentHasher, digest_of
 from groundbreak.infer.nightly.outputs import outputs_exist
@@ -178,12 +179,16 @@ class PairScorer:
 
     def scenes(self, spec: PairSpec) -> dict[str, Any]:
         """Which scenes a pair was read from: paths and content hashes (the evidence kept)."""
-        return {
+        scenes: dict[str, dict[str, Any]] = {
             "before": {"path": str(spec.before), "sha256": self.scene_digest(spec.before),
                        "date": spec.before_date},
             "after": {"path": str(spec.after), "sha256": self.scene_digest(spec.after),
                       "date": spec.after_date},
         }
+        composite = composite_evidence(spec.before, self.scene_digest)
+        if composite:  # a composite 'before': its files, hashes and members
+            scenes["before"]["composite"] = composite
+        return scenes
 
     def revisits(self, spec: PairSpec, final: Path) -> list[dict[str, Any]]:
         """The discovered sites the alert policy follows, measured on this pair

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from groundbreak.datasets.errors import InputError
@@ -33,13 +34,14 @@ from groundbreak.infer.atomic import (
     remove_temps,
 )
 from groundbreak.infer.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from groundbreak.infer.nightly.composite import COMPOSITES_DIR, CompositeBuilder
 from groundbreak.infer.nightly.config import NightlyConfig
 from groundbreak.infer.nightly.hashing import ContentHasher
 from groundbreak.infer.nightly.lock import RunLock
 from groundbreak.infer.nightly.logging import NightLog, utc_now
 from groundbreak.infer.nightly.outputs import write_night_outputs
 from groundbreak.infer.nightly.pair_scorer import PairScorer
-from groundbreak.infer.nightly.pairing import pair_acquisitions
+from groundbreak.infer.nightly.pairing import CompositePairSpec, pair_acquisitions
 from groundbreak.infer.nightly.records import NightSummary, PairRecord
 from groundbreak.infer.nightly.sources import (
     NightInputs,
@@ -78,6 +80,7 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
 
     started = time.perf_counter()
     removed = remove_temps(config.state_dir / RUNS_DIR) + remove_temps(config.state_dir / "scenes")
+    removed += remove_temps(config.state_dir / COMPOSITES_DIR)
     run_dir = config.state_dir / RUNS_DIR / config.run_id
     log.log_to(run_dir / LOG_JSONL)
     try:
@@ -134,18 +137,24 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
                           warning=warning)
             log.advance(record.pair_id)
 
+        composites = Composites(config, scorer, note)
+
         def repair(scored_afters: set[str]) -> list[PairSpec]:
             return repair_after_clouds(config, state, inputs, scored_afters)
 
         if config.cluster is not None and inputs.pairs:
-            score_on_cluster(config, scorer, inputs.pairs, note,
-                             repair if config.pairs is None else None, log, summary, attempt)
+            score_on_cluster(config, scorer, composites.ready(inputs.pairs), note,
+                             (lambda s: composites.ready(repair(s))) if config.pairs is None
+                             else None, log, summary, attempt)
         else:
             log.start_progress(len(inputs.pairs))
             try:
                 pending, scored_afters = list(inputs.pairs), set()
                 while pending:
                     spec = pending.pop(0)
+                    if not composites.ready([spec]):  # its composite failed: the pair did
+                        scored_afters.add(str(spec.after))
+                        continue
                     record = scorer.process(spec)
                     note(record)
                     scored_afters.add(str(spec.after))
@@ -203,18 +212,58 @@ def score_on_cluster(
             log.end_progress()
 
 
+class Composites:
+    """The pairing hook of ``pairing: {composite: median}``: writes (or finds) each composite
+    pair's 'before' before the pair is scored; a pair whose composite cannot be made (a member
+    missing, unreadable or on a host not allowed) fails alone, with the reason."""
+
+    def __init__(self, config: NightlyConfig, scorer: PairScorer,
+                 note: Callable[[PairRecord], None]) -> None:
+        self.scorer, self.note = scorer, note
+        self.builder = CompositeBuilder(config.predictor.get("cloud_mask", "auto"),
+                                        scorer.scene_digest)
+        self.failed: set[str] = set()
+
+    def ready(self, pairs: Sequence[PairSpec]) -> list[PairSpec]:
+        """The pairs whose 'before' can be read (composites written); the others are failed."""
+        from groundbreak.infer.sites.ranking import describe_error, stops_the_run
+
+        out = []
+        for spec in pairs:
+            if spec.pair_id in self.failed:
+                continue
+            started = time.perf_counter()
+            try:
+                if isinstance(spec, CompositePairSpec):
+                    for _, member in spec.members:  # band URLs on allowed hosts only
+                        self.scorer.check_remote_bands(PairSpec(spec.pair_id, Path(member),
+                                                                spec.after))
+                self.builder.ensure(spec)
+            except Exception as err:  # any error of one pair's inputs fails that pair only
+                if stops_the_run(err):
+                    raise
+                self.failed.add(spec.pair_id)
+                self.note(self.scorer.fail(
+                    spec.pair_id, None,
+                    f"pair {spec.pair_id}: reference composite: {describe_error(err)}", started))
+                continue
+            out.append(spec)
+        return out
+
+
 def read_source(config: NightlyConfig, state: NightlyState) -> NightInputs:
     """The night's pairs from the configured source."""
     if config.pairs is not None:
         return pairs_from_csv(config.pairs)
     clouds = state.cloud_fractions()
+    composites = config.state_dir / COMPOSITES_DIR
     if config.stac is not None:
         return pairs_from_stac(config.stac, config.state_dir, state.acquisitions(),
                                config.footprint_iou, config.pairing, clouds,
-                               config.cloudy_fraction)
+                               config.cloudy_fraction, composites)
     assert config.drop_folder is not None
     return pairs_from_drop_folder(config.drop_folder, state.acquisitions(), config.pairing,
-                                  clouds, config.cloudy_fraction)
+                                  clouds, config.cloudy_fraction, composites)
 
 
 def repair_after_clouds(
@@ -226,7 +275,8 @@ def repair_after_clouds(
     (see :func:`~groundbreak.infer.nightly.pairing.pair_acquisitions`).
     """
     pairs, _ = pair_acquisitions(inputs.acquisitions, state.acquisitions(), config.pairing,
-                                 state.cloud_fractions(), config.cloudy_fraction)
+                                 state.cloud_fractions(), config.cloudy_fraction,
+                                 config.state_dir / COMPOSITES_DIR)
     return [p for p in pairs if str(p.after) not in scored_afters]
 
 

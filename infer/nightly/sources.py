@@ -166,11 +166,13 @@ def pairs_from_drop_folder(
     rule: PairingRule = DEFAULT_PAIRING,
     clouds: Mapping[str, float] | None = None,
     cloudy_fraction: float = 1.0,
+    composites_dir: Path | None = None,
 ) -> NightInputs:
     """The night's pairs from a drop folder, paired by ``rule`` against the acquisitions the
     state knows (see :func:`~groundbreak.infer.nightly.pairing.pair_acquisitions`)."""
     records, ignored, problems = drop_folder_acquisitions(folder)
-    pairs, baselines = pair_acquisitions(records, known, rule, clouds, cloudy_fraction)
+    pairs, baselines = pair_acquisitions(records, known, rule, clouds, cloudy_fraction,
+                                         composites_dir)
     return NightInputs(pairs=pairs, acquisitions=records, baselines=baselines, ignored=ignored,
                        problems=problems)
 
@@ -186,6 +188,7 @@ def pairs_from_stac(
     rule: PairingRule = DEFAULT_PAIRING,
     clouds: Mapping[str, float] | None = None,
     cloudy_fraction: float = 1.0,
+    composites_dir: Path | None = None,
 ) -> NightInputs:
     """The night's pairs from a STAC ItemCollection JSON file (see the module docstring).
 
@@ -220,7 +223,7 @@ def pairs_from_stac(
         seen[key] = item.id
         inputs.acquisitions.append(record)
     inputs.pairs, inputs.baselines = pair_acquisitions(
-        inputs.acquisitions, known, rule, clouds, cloudy_fraction
+        inputs.acquisitions, known, rule, clouds, cloudy_fraction, composites_dir
     )
     return inputs
 

@@ -23,7 +23,7 @@ from shapely import wkt
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.nightly.evidence import stored_pair_spec
 from groundbreak.infer.nightly.hashing import ContentHasher
-from groundbreak.infer.nightly.pairing import pair_id_of
+from groundbreak.infer.nightly.pairing import composite_pair_of, pair_id_of
 from groundbreak.infer.nightly.state import NightlyState
 from groundbreak.infer.prediction.raster_io import PROBABILITY_FILE
 
@@ -112,6 +112,9 @@ def pair_spec(state: NightlyState, pair: dict[str, Any]) -> PairSpec | None:
         except Exception:  # the CSV moved or changed since the night
             return None
         return next((s for s in specs if s.pair_id == pair_id), None)
+    composite = composite_pair_of(pair_id, state.state_dir / "composites", state.acquisitions())
+    if composite is not None:  # pairing: {composite: median}
+        return composite
     for ground in {r.ground_id for r in state.acquisitions()}:
         if not pair_id.startswith(f"{ground}_"):
             continue
