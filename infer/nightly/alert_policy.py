@@ -100,7 +100,7 @@ class AlertPolicy:
     confirm_detections: int = 2
     """Detections (this one included) within ``confirm_window_days`` that confirm a candidate."""
     confirm_window_days: int = 120
-    confirm_score: float = 0.9
+    confirm_score: float = 0.75
     """One detection at least this sure is confirmed at once (above 1: never)."""
     confirm_margin_m: float = 300.0
     """A detection confirms only when the ground within this distance of its site was seen ..."""

@@ -111,7 +111,7 @@ KEYS: dict[str, KeySpec] = {
         "alerts", AlertPolicy(),
         "The alert policy (docs/operator.md): confirm_detections (2) within "
         "confirm_window_days (120) make a candidate an alert, or one detection scoring at "
-        "least confirm_score (0.9); a detection confirms only when clouds, shadows and the "
+        "least confirm_score (0.75); a detection confirms only when clouds, shadows and the "
         "scene's edge hid at most confirm_clear_share (0.0) of its site and the ground within "
         "confirm_margin_m (300) of it; clear_after (2) clear non-detections in a row end a "
         "candidate or an undecided alert (cleared); a dismissed site comes back when its "

@@ -15,7 +15,7 @@ POLICY = AlertPolicy()
 
 
 def obs(kind: str, day: str, score: float | None = None, area: float | None = None) -> Observation:
-    default = {"detection": 0.8, "clear": 0.1, "unobserved": None}[kind]
+    default = {"detection": 0.6, "clear": 0.1, "unobserved": None}[kind]
     return Observation(f"p-{day}", day, kind, default if score is None else score, area)  # type: ignore[arg-type]
 
 
@@ -92,17 +92,17 @@ def test_a_clear_whose_reference_may_already_show_a_confirmed_change_is_blind() 
     """A hall detected against references of March and April 2023 began after April 2023; a
     pair whose reference is of April 2024 may show it in both dates, so it must not clear the
     alert. Seen against the very reference it was detected on, no change is real evidence."""
-    hall = [Observation("p1", "2024-03-01", "detection", 0.8, None, "2023-03-01"),
-            Observation("p2", "2024-04-10", "detection", 0.9, None, "2023-04-10")]
+    hall = [Observation("p1", "2024-03-01", "detection", 0.6, None, "2023-03-01"),
+            Observation("p2", "2024-04-10", "detection", 0.7, None, "2023-04-10")]
     blind = [Observation(f"p{i}", day, "clear", 0.1, None, ref) for i, (day, ref) in
              enumerate([("2025-04-01", "2024-04-01"), ("2025-05-10", "2024-05-10")], start=3)]
     assert [s for s, _ in run([*hall, *blind])] == ["candidate", "new", "new", "new"]
-    season = [Observation("q1", "2023-07-29", "detection", 0.9, None, "2023-01-10"),
-              Observation("q2", "2023-09-07", "detection", 0.9, None, "2023-01-10"),
+    season = [Observation("q1", "2023-07-29", "detection", 0.7, None, "2023-01-10"),
+              Observation("q2", "2023-09-07", "detection", 0.7, None, "2023-01-10"),
               Observation("q3", "2023-10-17", "clear", 0.0, None, "2023-01-10"),
               Observation("q4", "2023-11-26", "clear", 0.0, None, "2023-01-10")]
     assert run(season)[-1] == ("cleared", "cleared")
-    cloud = [Observation("c1", "2023-07-29", "detection", 0.8, None, "2022-07-25"),
+    cloud = [Observation("c1", "2023-07-29", "detection", 0.6, None, "2022-07-25"),
              Observation("c2", "2023-09-07", "clear", 0.1, None, "2022-09-05"),
              Observation("c3", "2023-10-17", "clear", 0.1, None, "2022-10-15")]
     assert run(cloud)[-1] == ("cleared", "cleared")  # one detection: no blind clears
