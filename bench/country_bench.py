@@ -47,10 +47,12 @@ on 2 cores.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import csv
 import json
 import logging
 import math
+import pstats
 import resource
 import shutil
 import subprocess
@@ -202,10 +204,18 @@ def night_child(args: argparse.Namespace) -> None:
     predictor = json.loads(args.predictor)
     config = build_config({"state_dir": str(args.state), "pairs": str(args.pairs_csv),
                            "predictor": predictor, "log_format": "json"})
+    profiler = cProfile.Profile() if args.profile else None
     started = time.perf_counter()
     with open(args.state.parent / "night.log", "w") as stream:
+        if profiler is not None:
+            profiler.enable()
         summary = run_night(config, NightLog("json", stream=stream))
+        if profiler is not None:
+            profiler.disable()
     seconds = time.perf_counter() - started
+    shares = profile_shares(profiler, seconds) if profiler is not None else {}
+    if profiler is not None:
+        profiler.dump_stats(args.state.parent / "night.prof")
     print(json.dumps({
         "seconds": seconds,
         "exit_code": summary.exit_code,
@@ -216,7 +226,36 @@ def night_child(args: argparse.Namespace) -> None:
         "windows": collector.windows,
         "predict_seconds": collector.seconds,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "shares": shares,
     }))
+
+
+PROFILED = {
+    "cloud masks": "datasets/clouds.py:scene_cloud_mask",
+    "date matching": "datasets/date_matching.py:match_pair",
+    "site scoring": "infer/sites/ranking.py:score_prediction",
+    "hidden near sites": "infer/nightly/pair_scorer.py:with_hidden_near",
+    "ranking and tables": "infer/sites/ranking.py:rank_sites|"
+                          "infer/sites/ranking.py:write_run_tables",
+    "report": "infer/report/report.py:write_report",
+    "night outputs": "infer/nightly/outputs.py:write_night_outputs",
+}
+"""Functions of the night whose share ``--profile`` prints (``file:function``, ``|`` sums
+several; main thread only: the prefetch thread's reads are not profiled)."""
+
+
+def profile_shares(profiler: cProfile.Profile, seconds: float) -> dict[str, float]:
+    """Each :data:`PROFILED` part's cumulative time as a share of the night."""
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    shares = {}
+    for part, names in PROFILED.items():
+        total = 0.0
+        for name in names.split("|"):
+            file, function = name.split(":")
+            total += sum(value[3] for (path, _, func), value in stats.items()
+                         if path.endswith(file) and func == function)
+        shares[part] = total / seconds
+    return shares
 
 
 def run_format(args: argparse.Namespace, fmt: str, rows: list[dict[str, str]]) -> dict:
@@ -233,12 +272,40 @@ def run_format(args: argparse.Namespace, fmt: str, rows: list[dict[str, str]]) -
     child = subprocess.run(
         [sys.executable, __file__, "--child", "--state", str(work / "state"),
          "--pairs-csv", str(pairs_csv), "--predictor", args.predictor]
-        + (["--prefetch", str(args.prefetch)] if args.prefetch is not None else []),
+        + (["--prefetch", str(args.prefetch)] if args.prefetch is not None else [])
+        + (["--profile"] if args.profile else []),
         capture_output=True, text=True,
     )
     if child.returncode != 0:
         sys.exit(f"the {fmt} night failed:\n{child.stderr[-3000:]}")
     return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def product_bands(rows: list[dict[str, str]]) -> list[Path]:
+    """Every band file of the .SAFE products of the pairs, each product once."""
+    products = dict.fromkeys(Path(row[key]) for row in rows for key in ("before", "after"))
+    return [band for product in products
+            for band in sorted(product.glob("GRANULE/*/IMG_DATA/*.jp2"))]
+
+
+def decode_only(rows: list[dict[str, str]]) -> tuple[float, float]:
+    """(seconds, Mpx) to decode every band of the pairs' .SAFE products once: one ``read(1)``
+    per band with GDAL's threaded decoding (``GDAL_NUM_THREADS=ALL_CPUS``), in a child process
+    so that nothing it caches helps the night."""
+    code = (
+        "import sys, time, rasterio\n"
+        "start, px = time.perf_counter(), 0\n"
+        "with rasterio.Env(GDAL_NUM_THREADS='ALL_CPUS'):\n"
+        "    for path in sys.argv[1:]:\n"
+        "        with rasterio.open(path) as src:\n"
+        "            px += src.read(1).size\n"
+        "print(time.perf_counter() - start, px / 1e6)\n"
+    )
+    bands = [str(band) for band in product_bands(rows)]
+    child = subprocess.run([sys.executable, "-c", code, *bands], capture_output=True, text=True,
+                           check=True)
+    seconds, mpx = child.stdout.split()
+    return float(seconds), float(mpx)
 
 
 def night_failures(figures: dict) -> list[str]:
@@ -252,8 +319,11 @@ def night_failures(figures: dict) -> list[str]:
     return reasons
 
 
-def report(args: argparse.Namespace, fmt: str, figures: dict, peak: float, gflop: float) -> None:
-    """Print one format's figures."""
+def report(
+    args: argparse.Namespace, fmt: str, figures: dict, peak: float, gflop: float,
+    decode: tuple[float, float] | None = None,
+) -> None:
+    """Print one format's figures (and, for .SAFE, the night over its decode-only time)."""
     area = args.pairs * args.size**2 * PIXEL_M**2 / 1e6
     seconds = figures["seconds"]
     stages, timings = figures["stages"], figures["timings"]
@@ -277,6 +347,14 @@ def report(args: argparse.Namespace, fmt: str, figures: dict, peak: float, gflop
         print(f"  model            {figures['windows']} windows, {rate:.1f} GFLOP/s over its own "
               f"time = {rate / peak:.1%} of the matmul peak ({peak:.1f} GFLOP/s); "
               f"over the night's time {gflop * figures['windows'] / seconds / peak:.1%}")
+    if decode is not None:
+        print(f"  decode only      {decode[0]:.1f} s for {decode[1]:,.0f} Mpx (every band of "
+              f"both products once): the night is {seconds / decode[0]:.2f}x it, its reads "
+              f"{stages.get('read', 0.0) / decode[0]:.2f}x")
+    if figures.get("shares"):
+        print("  profile shares   " + ", ".join(
+            f"{k} {v:.1%}" for k, v in figures["shares"].items()) + " of the night (cProfile, "
+              f"main thread; {args.cache / 'nights' / f'{args.size}-{fmt}' / 'night.prof'})")
     print(f"  peak RSS         {figures['max_rss_mb']:.0f} MB")
     per_km2 = seconds / area
     print(f"  North Korea      {NORTH_KOREA_KM2:,.0f} km² ({NORTH_KOREA_TILES} tiles): "
@@ -308,6 +386,9 @@ def main() -> None:
                         "\"onnx\"}'")
     parser.add_argument("--prefetch", type=int, default=None,
                         help="batches the predictor reads ahead (default: its own, 0: none)")
+    parser.add_argument("--profile", action="store_true",
+                        help="run each night under cProfile: print the shares of the cloud "
+                        "masks, date matching, scoring, ranking and report; keep night.prof")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="OSCD images folder")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="built inputs")
     parser.add_argument("--build-only", action="store_true", help="build the inputs and stop")
@@ -344,7 +425,8 @@ def main() -> None:
         failures = night_failures(figures)
         if failures:  # a failed night has no rate
             sys.exit(f"the {fmt} night failed, no figures: " + "; ".join(failures))
-        report(args, fmt, figures, peak, gflop)
+        decode = decode_only(rows[fmt]) if fmt == "safe" else None  # same run, just after
+        report(args, fmt, figures, peak, gflop, decode)
     if args.size != FULL_TILE:
         print(f"\n(size {args.size}: a full tile is {FULL_TILE**2 / args.size**2:.1f}x the area)")
 
