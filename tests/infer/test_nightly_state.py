@@ -97,7 +97,7 @@ def test_alert_lifecycle_new_ongoing_confirmed(state: NightlyState) -> None:
 
 def test_first_detection_is_a_candidate_until_a_second_confirms_it(state: NightlyState) -> None:
     policy = AlertPolicy()
-    first = state.update_alerts("n1", [_site("a", 0.8, "p1", "2024-01-01")], policy)
+    first = state.update_alerts("n1", [_site("a", 0.6, "p1", "2024-01-01")], policy)
     assert first.candidates == ["a"] and first.new == []
     assert state.alert("a")["status"] == "candidate"
     second = state.update_alerts("n2", [_site("a", 0.7, "p2", "2024-02-10")], policy)
@@ -317,7 +317,7 @@ def test_log_writes_json_lines_or_a_progress_bar(tmp_path: Path) -> None:
 def test_timeline_says_when_the_change_began(state: NightlyState) -> None:
     policy = AlertPolicy()
     for night, (day, score) in enumerate(
-        [("2024-02-01", 0.1), ("2024-03-03", 0.2), ("2024-03-23", 0.8), ("2024-04-12", 0.9)]
+        [("2024-02-01", 0.1), ("2024-03-03", 0.2), ("2024-03-23", 0.6), ("2024-04-12", 0.7)]
     ):
         state.update_alerts(f"n{night}", [_site("a", score, f"p{night}", day)], policy)
     timeline = site_timeline(state.observations("a"))
@@ -325,5 +325,5 @@ def test_timeline_says_when_the_change_began(state: NightlyState) -> None:
     assert timeline.first_detection["pair_id"] == "p2"
     assert timeline.latest_detection["pair_id"] == "p3"
     assert timeline.scores() == [("2024-02-01", 0.1), ("2024-03-03", 0.2),
-                                 ("2024-03-23", 0.8), ("2024-04-12", 0.9)]
+                                 ("2024-03-23", 0.6), ("2024-04-12", 0.7)]
     assert state.alert("a")["status"] == "new"

@@ -10,7 +10,7 @@ import pytest
 
 from groundbreak.infer.cli import main as groundbreak
 from groundbreak.infer.nightly.alert_policy import AlertPolicy
-from groundbreak.infer.nightly.state import AlertConflictError, NightlyState
+from groundbreak.infer.nightly.state import SCHEMA_VERSION, AlertConflictError, NightlyState
 
 SITES = [{"site_id": "a", "name": "A", "pair_id": "p", "score": 0.8},
          {"site_id": "b", "name": "B", "pair_id": "p", "score": 0.6}]
@@ -70,7 +70,7 @@ def test_a_schema_1_state_reads_and_upgrades_on_write(tmp_path: Path,
     assert capsys.readouterr().out.splitlines()[-1].rstrip().endswith("Cy")
     with NightlyState(state_dir, read_only=True) as state:
         version = state.db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone()[0] == "3"
+        assert version.fetchone()[0] == str(SCHEMA_VERSION)
 
 
 def test_catalogue_pairs_find_their_scenes_in_the_stored_acquisitions(tmp_path: Path) -> None:
