@@ -88,3 +88,36 @@ def test_each_band_of_a_safe_pair_is_decoded_once(
     assert any(decoded[name] > size for name, size in sizes.items())  # the test sees re-reads
     for a, b in zip(kept, again, strict=True):
         np.testing.assert_array_equal(a, b)  # NaN where NaN
+
+
+def test_cloud_masks_and_date_match_are_the_same_from_kept_bands(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """The cloud mask keeps the 60 m bands it decodes whole, the date matching reads them (and
+    its whole 10 and 20 m bands) from there: the masks and the fitted map are those of plain
+    reads."""
+    from groundbreak.datasets.clouds import scene_cloud_mask
+    from groundbreak.datasets.date_matching import match_pair
+    from groundbreak.datasets.scene import bands_kept
+
+    beirut = fixtures_dir / "oscd" / "beirut"
+    products = [write_product(tmp_path / folder, _on_utm(beirut / folder))
+                for folder in ("imgs_1", "imgs_2")]
+    bundle = load_bundle(default_bundle_path())
+    results = []
+    for keep in (True, False):
+        pair = TilePair("p", open_scene(products[0]), open_scene(products[1]))
+        scenes = (pair.before, pair.after)
+        with bands_kept(*scenes) if keep else contextlib.nullcontext():
+            masks = [scene_cloud_mask(scene, pair.grid, "s2cloudless") for scene in scenes]
+            match = match_pair(pair, list(bundle.bands), bundle.radiometry)
+            kept = [len(s.kept_bands.bands) if s.kept_bands else 0 for s in scenes]
+        results.append((masks, match, kept))
+    (masks, match, kept), (plain_masks, plain_match, _) = results
+    assert kept == [13, 13]  # every band of both dates decoded whole once, and kept
+    for mask, plain in zip(masks, plain_masks, strict=True):
+        assert mask is not None and plain is not None
+        np.testing.assert_array_equal(mask.cloud, plain.cloud)
+        np.testing.assert_array_equal(mask.shadow, plain.shadow)
+    np.testing.assert_array_equal(match.gain, plain_match.gain)
+    np.testing.assert_array_equal(match.offset, plain_match.offset)
