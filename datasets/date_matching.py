@@ -104,13 +104,23 @@ def fit_date_match(
     pixels = int(both.sum())
     if pixels < MIN_PIXELS:
         return DateMatch.identity(channels)
-    b = before[:, both].astype(np.float64)
-    a = after[:, both].astype(np.float64)
-    b_std, a_std = b.std(axis=1), a.std(axis=1)
+    # band by band: a float64 copy of one band at a time, not of every band of both dates
+    # (1.7 GB more for a 4096² pair's sample)
+    b_mean, b_std = _band_moments(before, both)
+    a_mean, a_std = _band_moments(after, both)
     gain = np.where(a_std > 0, b_std / np.where(a_std > 0, a_std, 1.0), 1.0)
     gain = np.clip(gain, *GAIN_RANGE)
-    offset = b.mean(axis=1) - gain * a.mean(axis=1)
+    offset = b_mean - gain * a_mean
     return DateMatch(gain.astype(np.float32), offset.astype(np.float32), pixels)
+
+
+def _band_moments(bands: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (float64) of each band ``(C, H, W)`` over ``where``."""
+    means, stds = np.empty(len(bands)), np.empty(len(bands))
+    for c, band in enumerate(bands):
+        values = band[where].astype(np.float64)
+        means[c], stds[c] = values.mean(), values.std()
+    return means, stds
 
 
 def sample_factor(grid: Grid, side: int = SAMPLE_SIDE) -> int:
