@@ -54,11 +54,13 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "site_id", "name", "status", "score", "last_run_id", "unobserved_in", "note",
 )
 """The columns of the ``list`` table (the triage view)."""
-TABLE_HEADERS: dict[str, str] = {"last_run_id": "last_run", "unobserved_in": "unobserved"}
+TABLE_HEADERS: dict[str, str] = {"last_run_id": "last_run", "unobserved_in": "unobserved",
+                                 "valid_fraction": "seen"}
 """Shorter table headers of some columns (CSV and JSON keep the column names)."""
 HISTORY_COLUMNS: tuple[str, ...] = ("at", "run_id", "event", "status", "score", "note", "analyst")
 OBSERVATION_COLUMNS: tuple[str, ...] = (
-    "acquired", "kind", "score", "changed_area_m2", "valid_fraction", "pair_id", "run_id",
+    "acquired", "kind", "score", "changed_area_m2", "valid_fraction", "hidden_near", "pair_id",
+    "run_id",
 )
 """The columns of ``history``'s timeline: one row per scored acquisition that covered the site."""
 TABLE_WIDTH = 100
