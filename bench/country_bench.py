@@ -18,7 +18,11 @@ child process, and the bench prints:
 - peak RSS of the child;
 - the model's share of the float32 matmul peak measured in the same run (GFLOP of the windows
   the model ran over the model's own seconds);
-- the projected time for North Korea (120,540 km², ~20 tiles) at each format's rate.
+- the projected time for North Korea (120,540 km², ~20 tiles) at each format's rate;
+- for ``.SAFE``: the decode-only time of its products measured just after the night (each band
+  of both products decoded once, threaded) and the night and its reads over it;
+- with ``--profile``: the shares of the night spent in the cloud masks, the date matching, site
+  scoring, the hidden-near check, ranking and tables, the report (cProfile, main thread).
 
 A night with a failed pair (or no scored pair) prints its reasons and no figures, and the bench
 exits non-zero. Only the formats asked for (``--formats``) are built.
@@ -28,6 +32,7 @@ Usage::
     python bench/country_bench.py                      # 1 full-size pair, both formats
     python bench/country_bench.py --size 2048          # a quick run (figures scale by area)
     python bench/country_bench.py --size 512 --formats cog   # a smoke run of the COG path
+    python bench/country_bench.py --size 4096 --profile  # shares of cloud masks, ranking...
     python bench/country_bench.py --pairs 2 --chain    # 2 pairs of 3 acquisitions of one
                                                        # ground: the middle one's cloud mask is
                                                        # computed once (the predictor's cache)
