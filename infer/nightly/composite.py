@@ -19,8 +19,10 @@ The composite is the folder ``<state_dir>/composites/<id>/``: one uint16 GeoTIFF
 cloud mask, sun angles of the grid acquisition) whose ``composite`` key records the method, the
 grid acquisition and each member's path, date and file hashes. It is written in a hidden staging
 folder and published with one rename (:func:`~groundbreak.infer.atomic.publish_dir`); a composite
-whose members, file hashes and mask mode are unchanged is reused as it is. A full 10980 x 10980
-tile of 13 bands and 6 members needs about 100 MB besides the cloud masks.
+whose members, file hashes and mask mode are unchanged is reused as it is. Memory: one band of
+one block of every member at a time (10980 x 256 float32, 11 MB per member) and the median's
+copies of it, plus the cloud masks (one member's 60 m read at a time, about 150 MB for s2cloudless
+on a full tile).
 """
 
 from __future__ import annotations
