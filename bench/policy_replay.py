@@ -6,14 +6,16 @@ covers it, whatever the policy decides, so a variant's stored observations
 re-applies :func:`~groundbreak.infer.nightly.alert_policy.next_status` with other ``alerts:``
 keys to a variant that ``bench/sequence_bench.py`` ran, and prints the bench's figures for each,
 in seconds instead of a run of nights. With the variant's own keys it gives back the run's
-figures; pairing keys cannot be replayed (they change the pairs), nor ``confirm_margin_m`` (the
-share hidden around each site was measured at scoring time with the run's margin).
+figures; pairing keys cannot be replayed (they change the pairs). ``--margin-m`` measures the
+share hidden around each site again, on each observation's published pair mask, with another
+``confirm_margin_m`` (the run's own shares otherwise).
 
 Usage::
 
     python bench/sequence_bench.py --variants default          # once: the nights and the state
     python bench/policy_replay.py --variant default --policy '{}' \
         --policy '{confirm_score: 0.9}' --policy '{confirm_detections: 1}'
+    python bench/policy_replay.py --variant default --margin-m 600
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import yaml
 from scipy import ndimage
 from shapely import wkt
@@ -40,13 +43,42 @@ from groundbreak.infer.nightly.alert_policy import (  # noqa: E402
     SiteStatus,
     next_status,
 )
+from groundbreak.infer.nightly.site_clouds import hidden_near  # noqa: E402
+from groundbreak.infer.prediction.raster_io import MASK_FILE  # noqa: E402
+from groundbreak.infer.sites.sites import WGS84, to_crs  # noqa: E402
 
 OPEN_EVENTS = ("new", "ongoing", "realerted")
 
 
-def replayed_alerts(state_db: Path, policy: AlertPolicy) -> list[bench.AlertRecord]:
+def remeasured(db: sqlite3.Connection, margin_m: float) -> dict[int, float | None]:
+    """Each observation's hidden share (by row id) measured again with ``margin_m`` on its pair's
+    published mask and the site's outline in that pair."""
+    rows = db.execute(
+        "SELECT o.id, p.outputs, s.details FROM site_observations o "
+        "JOIN pairs p ON p.id = o.pair_row "
+        "JOIN site_scores s ON s.pair_row = o.pair_row AND s.site_id = o.site_id"
+    ).fetchall()
+    by_pair: dict[str, list[tuple[int, str | None]]] = {}
+    for row in rows:
+        text = json.loads(row["details"] or "{}").get("geometry")
+        by_pair.setdefault(row["outputs"], []).append((row["id"], text))
+    shares: dict[int, float | None] = {}
+    for outputs, sites in by_pair.items():
+        mask = Path(outputs) / MASK_FILE
+        with rasterio.open(mask) as src:
+            crs = src.crs
+        outlines = [to_crs(wkt.loads(t), WGS84, crs) if t and crs else None for _, t in sites]
+        shares.update(zip((i for i, _ in sites), hidden_near(mask, outlines, margin_m),
+                          strict=True))
+    return shares
+
+
+def replayed_alerts(
+    state_db: Path, policy: AlertPolicy, margin_m: float | None = None
+) -> list[bench.AlertRecord]:
     """Each site's alert as ``policy`` would have kept it, with the outline of every night it
-    was open (no analyst decisions: the bench makes none)."""
+    was open (no analyst decisions: the bench makes none); with ``margin_m``, the hidden shares
+    measured again (:func:`remeasured`)."""
     uri = f"file:{state_db.resolve()}?mode=ro"
     with sqlite3.connect(uri, uri=True) as db:
         db.row_factory = sqlite3.Row
@@ -58,6 +90,7 @@ def replayed_alerts(state_db: Path, policy: AlertPolicy) -> list[bench.AlertReco
             text = json.loads(row["details"] or "{}").get("geometry")
             if text:
                 outlines[(row["run_id"], row["site_id"])] = text
+        hidden = remeasured(db, margin_m) if margin_m is not None else {}
     by_site: dict[str, list[sqlite3.Row]] = {}
     for row in rows:
         by_site.setdefault(row["site_id"], []).append(row)
@@ -68,7 +101,7 @@ def replayed_alerts(state_db: Path, policy: AlertPolicy) -> list[bench.AlertReco
         for row in observations:
             observation = Observation(row["pair_id"], row["acquired"], row["kind"], row["score"],
                                       row["changed_area_m2"], row["reference"],
-                                      row["hidden_near"])
+                                      hidden.get(row["id"], row["hidden_near"]))
             step = next_status(policy, current, history, observation)
             history.append(observation)
             current, status = SiteStatus(step.status), step.status
@@ -123,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="default", help="a variant the bench ran")
     parser.add_argument("--policy", action="append", default=[], metavar="YAML",
                         help="alerts keys to replay with (repeat); '{}' = the defaults")
+    parser.add_argument("--margin-m", type=float, default=None,
+                        help="measure the hidden share around each site again with this margin")
     parser.add_argument("--workdir", type=Path, default=bench.ROOT / "runs" / "sequence_bench")
     args = parser.parse_args(argv)
     meta_path = args.workdir / "sequence.json"
@@ -138,10 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         keys = yaml.safe_load(text) or {}
         if not isinstance(keys, dict) or "confirm_margin_m" in keys:
             sys.exit(f"--policy {text!r}: expected alerts keys other than confirm_margin_m "
-                     "(measured at scoring time: run the bench with it instead)")
-        fig = figures(sequences, replayed_alerts(state_db, AlertPolicy(**keys)), start)
+                     "(give it as --margin-m)")
+        fig = figures(sequences, replayed_alerts(state_db, AlertPolicy(**keys), args.margin_m),
+                      start)
         delay = fig["median_delay_days"]
-        print(f"{json.dumps(keys)}: construction cells at the end {fig['construction_alerted']}/"
+        margin = "" if args.margin_m is None else f" margin {args.margin_m:.0f} m"
+        print(f"{json.dumps(keys)}{margin}: construction cells at the end "
+              f"{fig['construction_alerted']}/"
               f"{fig['construction_cells']}, no-change {fig['no_change_alerted']}/"
               f"{fig['no_change_cells']} (on any night {fig['no_change_ever']}); alerts pushed "
               f"{fig['pushed']} ({fig['pushed_touching_no_construction']} touching no "

@@ -18,8 +18,9 @@ anomalies), with an analyst in the loop::
 - ``candidate`` is kept and listed on request, never pushed to the analyst.
 - A detection confirms (either way) only when the ground around its site was seen: clouds,
   shadows and the scene's edge hid at most ``confirm_clear_share`` of the site and the ground
-  within ``confirm_margin_m`` of it, on either date. Cloud rims and thin edges pass any mask,
-  so a detection beside a cloud counts as evidence but waits for a clear one to confirm. The
+  within ``confirm_margin_m`` of it, on either date. Cloud rims, thin edges and shadows too
+  faint to find pass any mask (a shadow falls hundreds of metres from its cloud), so a
+  detection beside a cloud counts as evidence but waits for a clear one to confirm. The
   rule is per site, not per acquisition: a cloud on one side of a tile says nothing about a
   site on the other (almost no Sentinel-2 tile is cloud-free everywhere).
 - An unobserved acquisition neither confirms nor clears, and breaks no run of clears.
@@ -102,7 +103,7 @@ class AlertPolicy:
     confirm_window_days: int = 120
     confirm_score: float = 0.75
     """One detection at least this sure is confirmed at once (above 1: never)."""
-    confirm_margin_m: float = 300.0
+    confirm_margin_m: float = 600.0
     """A detection confirms only when the ground within this distance of its site was seen ..."""
     confirm_clear_share: float = 0.0
     """... with clouds, shadows and the scene's edge hiding at most this share of it (and of

@@ -113,7 +113,7 @@ KEYS: dict[str, KeySpec] = {
         "confirm_window_days (120) make a candidate an alert, or one detection scoring at "
         "least confirm_score (0.75); a detection confirms only when clouds, shadows and the "
         "scene's edge hid at most confirm_clear_share (0.0) of its site and the ground within "
-        "confirm_margin_m (300) of it; clear_after (2) clear non-detections in a row end a "
+        "confirm_margin_m (600) of it; clear_after (2) clear non-detections in a row end a "
         "candidate or an undecided alert (cleared); a dismissed site comes back when its "
         "changed area grows by regrow_ratio (0.5) and regrow_m2 (5000) or its score reaches "
         "s_d + realert_share (0.5) x (1 - s_d).",
