@@ -1,13 +1,21 @@
-"""Peak memory of ``predict``, ``rank`` and ``nightly`` on a full Sentinel-2-sized pair (prints
-figures only; issue 13's goal: every command under 2 GB peak RSS).
+"""Peak memory of ``predict``, ``rank`` and ``nightly`` on full Sentinel-2-sized pairs.
+
+Prints figures only; issues 13 and 25: every command under 2 GB peak RSS, from any input format.
 
 The pair is real imagery made tile-sized: the 13 bands of an OSCD city pair (default Las Vegas,
-2015 and 2018, lots of construction) on their 10 m grid, mirrored at their edges over and over
-until they cover ``--size`` x ``--size`` pixels (10980: a whole Sentinel-2 tile, 12 056 km²),
-written as two uint16 13-band GeoTIFFs on a UTM grid with Sentinel-2 band names. So the default
-model finds real change regions all over the tile, and the default cloud mask (s2cloudless) runs.
-A watch-list of ``--sites`` small sites scattered over the tile, plus a few large ones (1, 3 and
-10 km squares), is written beside it.
+2015 and 2018, lots of construction) mirrored at their edges over and over until they cover
+``--size`` x ``--size`` pixels at 10 m (10980: a whole Sentinel-2 tile, 12 056 km²). So the
+default model finds real change regions all over the tile, and the default cloud mask
+(s2cloudless) runs. Each format of ``--formats`` is one pair:
+
+- ``tif``: two uncompressed uint16 13-band GeoTIFFs on the 10 m grid (written in the work folder);
+- ``cog``: per-band COGs (deflate, 512 px blocks), each band at its own resolution (10, 20, 60 m);
+- ``safe``: real L1C ``.SAFE`` products (lossless JPEG 2000, 1024 px tiles).
+
+The compressed pairs are built by the country bench's builders (``bench/country_bench.py``:
+``build_scene``) and cached under ``--cache`` (default ``runs/memory_bench/``), so a later run
+reuses them. A watch-list of ``--sites`` small sites scattered over the tile, plus a few large
+ones (1, 3 and 10 km squares), is written beside each pair.
 
 Each command runs in its own child process; its peak RSS is the child's
 ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` (the largest of the command's processes), measured by a
@@ -18,9 +26,10 @@ whole mask, the way discovery worked before issue 13) for comparison.
 
 Usage::
 
-    python bench/memory_bench.py                       # full 10980^2 tile (about half an hour)
-    python bench/memory_bench.py --size 2048           # a quick run
-    python bench/memory_bench.py --only predict,rank-sites --workdir /tmp/gb-mem --keep
+    python bench/memory_bench.py                       # full 10980^2 tile, every format
+    python bench/memory_bench.py --size 4096,10980 --formats cog,safe   # issue 25's cases
+    python bench/memory_bench.py --size 2048 --formats tif   # a quick run
+    python bench/memory_bench.py --only predict,rank-watch-list --workdir /tmp/gb-mem --keep
 
 The model is the default bundle (``checkpoints/oscd-s2-default``).
 """
@@ -36,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +60,13 @@ from groundbreak.datasets.bands import SENTINEL2_BANDS
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import open_scene
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import country_bench  # noqa: E402  (the compressed pairs' builders)
+
 GOAL_MB = 2048
-OSCD_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "oscd" / "images"
+ROOT = Path(__file__).resolve().parents[1]
+OSCD_ROOT = ROOT / ".." / "shared" / "data" / "oscd" / "images"
+FORMATS = ("tif", "cog", "safe")
 PIXEL_M = 10.0
 CRS_UTM = CRS.from_epsg(32611)  # Las Vegas' zone
 ORIGIN = (600_000.0, 4_100_040.0)
@@ -96,8 +111,12 @@ def city_pair(folder: Path) -> tuple[np.ndarray, np.ndarray, str, str]:
     return to_uint16(before), to_uint16(after), dates["date_1"], dates["date_2"]
 
 
-def write_watch_list(path: Path, size: int, count: int, seed: int = 0) -> Path:
-    """``count`` small sites (50-300 m) scattered over the tile and 1, 3 and 10 km squares."""
+def write_watch_list(
+    path: Path, size: int, count: int, seed: int = 0,
+    crs: CRS = CRS_UTM, origin: tuple[float, float] = ORIGIN,
+) -> Path:
+    """``count`` small sites (50-300 m) scattered over the tile (upper left corner ``origin`` in
+    ``crs``) and 1, 3 and 10 km squares."""
     rng = np.random.default_rng(seed)
     extent = size * PIXEL_M
     squares = [
@@ -109,8 +128,8 @@ def write_watch_list(path: Path, size: int, count: int, seed: int = 0) -> Path:
         squares.append(((extent - side) / 2, (extent - side) / 2, side))
     features = []
     for number, (x, y, side) in enumerate(squares, start=1):
-        left, bottom = ORIGIN[0] + x, ORIGIN[1] - extent + y
-        geometry = transform_geom(CRS_UTM, "EPSG:4326", mapping(box(left, bottom, left + side,
+        left, bottom = origin[0] + x, origin[1] - extent + y
+        geometry = transform_geom(crs, "EPSG:4326", mapping(box(left, bottom, left + side,
                                                                       bottom + side)))
         features.append({
             "type": "Feature", "geometry": geometry,
@@ -181,12 +200,22 @@ print(kept, time.perf_counter() - start, file=sys.stderr)
 """
 
 
+def comma_list(text: str) -> list[str]:
+    """A comma-separated list, blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=10980, help="tile side in pixels")
+    parser.add_argument("--size", type=comma_list, default=["10980"],
+                        help="tile side(s) in pixels, comma-separated (default 10980)")
+    parser.add_argument("--formats", type=comma_list, default=list(FORMATS),
+                        help="comma-separated: tif, cog, safe (default all)")
     parser.add_argument("--city", default="lasvegas", help="OSCD city whose pair is tiled")
     parser.add_argument("--oscd-root", type=Path, default=OSCD_ROOT,
                         help="OSCD images folder (default: ../shared/data/oscd/images)")
+    parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "memory_bench",
+                        help="built cog/safe pairs, reused (default runs/memory_bench)")
     parser.add_argument("--sites", type=int, default=200, help="small watch-list sites")
     parser.add_argument("--only", default=None, help="comma-separated rows to run (see table)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
@@ -197,41 +226,118 @@ def main() -> None:
     if args.measure:
         measure_child(args.command)
         return
+    unknown = [f for f in args.formats if f not in FORMATS]
+    if unknown or not args.formats:
+        parser.error(f"--formats: use {', '.join(FORMATS)}")
+    if not all(size.isdigit() for size in args.size):
+        parser.error("--size: whole numbers of pixels")
 
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     # absolute: the pairs CSV names the scenes, and relative names resolve against its folder
     work = Path(tempfile.mkdtemp(prefix="gb-memory-", dir=args.workdir)).resolve()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    print(f"\n{'case':<42}{'wall s':>9}{'peak RSS MB':>13}{'of 2 GB':>9}  exit", flush=True)
+    failed = False
     try:
-        run_bench(args, work)
+        for size in map(int, args.size):
+            for fmt in args.formats:
+                failed |= run_case(args, work / f"{size}-{fmt}", size, fmt)
     finally:
         if args.keep:
             print(f"work folder kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        sys.exit("some command failed (exit code above)")
 
 
-def run_bench(args: argparse.Namespace, work: Path) -> None:
-    """Generate the pair and watch-list, run every command, print the table."""
-    start = time.perf_counter()
+def tif_pair(args: argparse.Namespace, work: Path, size: int) -> tuple[list[str], dict, dict]:
+    """The uncompressed pair written in ``work``: (before, after), CSV columns, watch-list
+    placement."""
     before_bands, after_bands, before_date, after_date = city_pair(args.oscd_root / args.city)
-    before = write_tiled_scene(work / "before.tif", before_bands, args.size, before_date)
-    after = write_tiled_scene(work / "after.tif", after_bands, args.size, after_date)
-    del before_bands, after_bands
-    sites = write_watch_list(work / "sites.geojson", args.size, args.sites)
-    pairs = work / "pairs.csv"
-    pairs.write_text("pair_id,before,after,before_date,after_date\n"
-                     f"bench,{before},{after},{before_date},{after_date}\n")
-    km2 = args.size**2 * PIXEL_M**2 / 1e6
-    print(f"pair: OSCD {args.city} ({before_date} -> {after_date}) mirrored to "
-          f"{args.size}x{args.size} px x 13 bands ({km2:,.0f} km² at 10 m), made in "
-          f"{time.perf_counter() - start:.0f} s; watch-list: {args.sites + 3} sites")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    before = write_tiled_scene(work / "before.tif", before_bands, size, before_date)
+    after = write_tiled_scene(work / "after.tif", after_bands, size, after_date)
+    dates = {"before_date": before_date, "after_date": after_date}
+    return [str(before), str(after)], dates, {"crs": CRS_UTM, "origin": ORIGIN}
 
+
+def compressed_pair(
+    args: argparse.Namespace, size: int, fmt: str
+) -> tuple[list[str], dict, dict]:
+    """The country bench's pair of ``fmt`` (built once under ``--cache``): (before, after), CSV
+    columns, watch-list placement."""
+    scenes = [country_bench.build_scene(args.oscd_root, args.cache.resolve(), args.city, index,
+                                        size, (fmt,))[fmt] for index in (0, 1)]
+    dates = [country_bench.iso(d) for d in country_bench.city_dates(args.oscd_root, args.city)]
+    columns = {"before_date": dates[0], "after_date": dates[1]}
+    if fmt == "cog":  # plain DN = reflectance x 10000, as the OSCD files hold
+        columns |= {"before_add_offset": "0", "after_add_offset": "0"}
+    placement = {"crs": country_bench.UTM, "origin": country_bench.ORIGIN}
+    return [str(s) for s in scenes], columns, placement
+
+
+def run_case(args: argparse.Namespace, work: Path, size: int, fmt: str) -> bool:
+    """Make (or reuse) one pair and watch-list, run every command on it, print its rows; True
+    when a command failed."""
+    work.mkdir(parents=True)
+    start = time.perf_counter()
+    if fmt == "tif":
+        scenes, columns, placement = tif_pair(args, work, size)
+    else:
+        scenes, columns, placement = compressed_pair(args, size, fmt)
+    sites = write_watch_list(work / "sites.geojson", size, args.sites, **placement)
+    pairs = work / "pairs.csv"
+    header = ["pair_id", "before", "after", *columns]
+    pairs.write_text(",".join(header) + "\n" + ",".join(["bench", *scenes, *columns.values()])
+                     + "\n")
+    km2 = size**2 * PIXEL_M**2 / 1e6
+    print(f"{size}² {fmt}: OSCD {args.city} ({columns['before_date']} -> "
+          f"{columns['after_date']}) mirrored to {km2:,.0f} km² at 10 m, ready in "
+          f"{time.perf_counter() - start:.0f} s; watch-list: {args.sites + 3} sites", flush=True)
+    rows = command_rows(work, scenes, pairs, sites)
+    wanted = comma_list(args.only) if args.only else list(rows)
+    keys = {name.replace(" (", "-").replace(")", "").replace(" ", "-"): name for name in rows}
+    failed = False
+    predicted = work / "predict"
+    for key, name in keys.items():
+        if key not in wanted and name not in wanted:
+            continue
+        command = rows[name]
+        if name.startswith("discovery"):
+            found = [f for f in (predicted, work / "rank-r" / "pairs" / "bench")
+                     if (f / "mask.tif").is_file()]
+            if not found:
+                print(f"  {name:<40}{'(needs the predict or a rank row)':>41}")
+                continue
+            command = [*command[:3], str(found[0] / "mask.tif"),
+                       str(found[0] / "probability.tif")]
+        figures = measure(command)
+        failed |= figures["code"] != 0
+        share = figures["peak_mb"] / GOAL_MB
+        flag = "" if figures["peak_mb"] < GOAL_MB else "  OVER"
+        note = f"  ({figures['said'][-160:]})" if figures["code"] != 0 else ""
+        if name.startswith("discovery") and figures["said"] and figures["code"] == 0:
+            regions, seconds = figures["said"].split()[:2]
+            note = f"  ({regions} regions in {float(seconds):.1f} s)"
+        print(f"  {name:<40}{figures['seconds']:>9.1f}{figures['peak_mb']:>13.0f}"
+              f"{share:>9.0%}  {figures['code']}{flag}{note}", flush=True)
+    summary = work / "rank-r" / "sites.csv"
+    if summary.is_file():
+        lines = summary.read_text().count("\n") - 1
+        print(f"  rank (regions) ranked {lines} discovered change regions "
+              f"({lines / km2 * 100:.1f} per 100 km²)")
+    return failed
+
+
+def command_rows(
+    work: Path, scenes: Sequence[str], pairs: Path, sites: Path
+) -> dict[str, list[str]]:
+    """The commands of the table, by row name."""
     gb = shutil.which("groundbreak", path=str(Path(sys.executable).parent)) or "groundbreak"
     predicted = work / "predict"
-    rows = {
-        "predict": [gb, "predict", "--before", str(before), "--after", str(after),
+    return {
+        "predict": [gb, "predict", "--before", scenes[0], "--after", scenes[1],
                     "--out", str(predicted)],
         "rank (regions)": [gb, "rank", "--pairs", str(pairs), "--out", str(work / "rank-r")],
         "rank (watch-list)": [gb, "rank", "--pairs", str(pairs), "--sites", str(sites),
@@ -248,35 +354,6 @@ def run_bench(args: argparse.Namespace, work: Path) -> None:
                                         str(predicted / "mask.tif"),
                                         str(predicted / "probability.tif")],
     }
-    wanted = [r.strip() for r in args.only.split(",")] if args.only else list(rows)
-    keys = {name.replace(" (", "-").replace(")", "").replace(" ", "-"): name for name in rows}
-    print(f"\n{'command':<30}{'wall s':>9}{'peak RSS MB':>13}{'of 2 GB':>9}  exit")
-    for key, name in keys.items():
-        if key not in wanted and name not in wanted:
-            continue
-        command = rows[name]
-        if name.startswith("discovery"):
-            found = [f for f in (predicted, work / "rank-r" / "pairs" / "bench")
-                     if (f / "mask.tif").is_file()]
-            if not found:
-                print(f"{name:<30}{'(needs the predict or a rank row)':>41}")
-                continue
-            command = [*command[:3], str(found[0] / "mask.tif"),
-                       str(found[0] / "probability.tif")]
-        figures = measure(command)
-        share = figures["peak_mb"] / GOAL_MB
-        flag = "" if figures["peak_mb"] < GOAL_MB else "  OVER"
-        note = ""
-        if name.startswith("discovery") and figures["said"]:
-            regions, seconds = figures["said"].split()[:2]
-            note = f"  ({regions} regions in {float(seconds):.1f} s)"
-        print(f"{name:<30}{figures['seconds']:>9.1f}{figures['peak_mb']:>13.0f}{share:>9.0%}  "
-              f"{figures['code']}{flag}{note}", flush=True)
-    summary = work / "rank-r" / "sites.csv"
-    if summary.is_file():
-        lines = summary.read_text().count("\n") - 1
-        print(f"\nrank (regions) ranked {lines} discovered change regions "
-              f"({lines / km2 * 100:.1f} per 100 km²)")
 
 
 if __name__ == "__main__":
