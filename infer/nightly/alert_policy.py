@@ -16,11 +16,11 @@ anomalies), with an analyst in the loop::
     dismissed --detection that grew (area or score, see below)--> new ("realerted")
 
 - ``candidate`` is kept and listed on request, never pushed to the analyst.
-- A detection confirms (either way) only when the ground around its site was seen: clouds,
-  shadows and the scene's edge hid at most ``confirm_clear_share`` of the site and the ground
-  within ``confirm_margin_m`` of it, on either date. Cloud rims, thin edges and shadows too
-  faint to find pass any mask (a shadow falls hundreds of metres from its cloud), so a
-  detection beside a cloud counts as evidence but waits for a clear one to confirm. The
+- A detection confirms (either way) only when the ground around its site was seen: at most
+  ``confirm_clear_share`` of the site's cells (about 60 m) lie within ``confirm_margin_m`` of
+  ground that clouds, shadows or the scene's edge hid on either date. Cloud rims, thin edges
+  and shadows too faint to find pass any mask (a shadow falls hundreds of metres from its
+  cloud), so a detection beside a cloud counts as evidence but waits for a clear one. The
   rule is per site, not per acquisition: a cloud on one side of a tile says nothing about a
   site on the other (almost no Sentinel-2 tile is cloud-free everywhere).
 - An unobserved acquisition neither confirms nor clears, and breaks no run of clears.
@@ -69,8 +69,9 @@ class Observation:
     """The date of the acquisition it was compared with (the pair's 'before'); None when
     unknown."""
     hidden_near: float | None = None
-    """The share of the site and the ground within the policy's ``confirm_margin_m`` of it that
-    clouds, shadows or the scene's edge hid on either date; None when unknown."""
+    """The share of the site's cells (about 60 m) within the policy's ``confirm_margin_m`` of
+    ground that clouds, shadows or the scene's edge hid on either date
+    (:mod:`.site_clouds`); None when unknown."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,10 @@ class AlertPolicy:
     confirm_score: float = 0.75
     """One detection at least this sure is confirmed at once (above 1: never)."""
     confirm_margin_m: float = 600.0
-    """A detection confirms only when the ground within this distance of its site was seen ..."""
+    """A detection confirms only when at most ``confirm_clear_share`` of its site's cells lie
+    within this distance of ground that clouds, shadows or the scene's edge hid ..."""
     confirm_clear_share: float = 0.0
-    """... with clouds, shadows and the scene's edge hiding at most this share of it (and of
-    the site) on either date: a detection beside a cloud waits for a clear one."""
+    """... on either date: a detection beside a cloud waits for a clear one."""
     clear_after: int = 2
     """Clear non-detections in a row that end a candidate or an undecided alert."""
     regrow_ratio: float = 0.5

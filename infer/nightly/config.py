@@ -111,12 +111,12 @@ KEYS: dict[str, KeySpec] = {
         "alerts", AlertPolicy(),
         "The alert policy (docs/operator.md): confirm_detections (2) within "
         "confirm_window_days (120) make a candidate an alert, or one detection scoring at "
-        "least confirm_score (0.75); a detection confirms only when clouds, shadows and the "
-        "scene's edge hid at most confirm_clear_share (0.0) of its site and the ground within "
-        "confirm_margin_m (600) of it; clear_after (2) clear non-detections in a row end a "
-        "candidate or an undecided alert (cleared); a dismissed site comes back when its "
-        "changed area grows by regrow_ratio (0.5) and regrow_m2 (5000) or its score reaches "
-        "s_d + realert_share (0.5) x (1 - s_d).",
+        "least confirm_score (0.75); a detection confirms only when at most "
+        "confirm_clear_share (0.0) of its site lies within confirm_margin_m (600) of ground "
+        "that clouds, shadows or the scene's edge hid; clear_after (2) clear non-detections "
+        "in a row end a candidate or an undecided alert (cleared); a dismissed site comes "
+        "back when its changed area grows by regrow_ratio (0.5) and regrow_m2 (5000) or its "
+        "score reaches s_d + realert_share (0.5) x (1 - s_d).",
     ),
     "min_area_m2": KeySpec(
         "non_negative", DEFAULT_MIN_AREA_M2,

@@ -1,11 +1,13 @@
-"""How much of the ground around each site a pair could not see: the alert policy's per-site
+"""How much of each site lies near ground a pair could not see: the alert policy's per-site
 cloud check.
 
-Cloud masks miss thin rims and the shadows' edges, so a detection right beside a cloud may be
-the cloud's. The alert policy (:mod:`.alert_policy`) lets a detection confirm a site only when
-the site and the ground within ``confirm_margin_m`` of it were seen on both dates. This module
-measures that share on a published pair's ``mask.tif``, whose nodata (255) marks every pixel
-hidden by a cloud or a shadow on either date, or outside either scene.
+Cloud masks miss thin rims and faint shadows, so a detection beside a cloud may be the cloud's.
+The alert policy (:mod:`.alert_policy`) lets a detection confirm a site only when no ground
+within ``confirm_margin_m`` of the site went unseen on either date. This module measures that
+on a published pair's ``mask.tif``, whose nodata (255) marks every pixel hidden by a cloud or a
+shadow on either date, or outside either scene, in one pass over the mask: on the cloud masks'
+own grid of about 60 m (:func:`~groundbreak.datasets.clouds.coarse_factor`), the unseen cells
+are grown by the margin once, and each site's share is the share of its cells in that zone.
 """
 
 from __future__ import annotations
@@ -16,55 +18,70 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import rasterio
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from groundbreak.datasets.grid import Grid, geometry_window
+from groundbreak.datasets.clouds import coarse_factor, coarse_grid
+from groundbreak.datasets.grid import geometry_window
 from groundbreak.datasets.scene import dataset_grid, open_raster
 from groundbreak.infer.prediction.raster_io import MASK_NODATA, bounded_gdal_cache
 from groundbreak.infer.sites.sites import site_pixels
+
+STRIP_CELLS = 64
+"""Rows of coarse cells read from the mask at a time (bounded memory on a full tile)."""
 
 
 def hidden_near(
     mask_path: str | Path, geometries: Sequence[BaseGeometry | None], margin_m: float
 ) -> list[float | None]:
-    """For each site outline (in the mask's CRS), the share of the site and of the ground within
-    ``margin_m`` of it that the pair did not see; None for a missing outline, a site off the
-    raster, or a grid without a CRS (no metres to measure the margin in)."""
+    """For each site outline (in the mask's CRS), the share of its cells (about 60 m) that lie
+    within ``margin_m`` of a cell the pair did not see; None for a missing outline, a site off
+    the raster, or a grid without a CRS (no metres to measure the margin in)."""
+    if not any(g is not None for g in geometries):
+        return [None] * len(geometries)
     with bounded_gdal_cache(), open_raster(mask_path) as src:
         grid = dataset_grid(src)
         if grid.crs is None:
             return [None] * len(geometries)
-        margin_px = math.ceil(margin_m / math.sqrt(grid.pixel_area_m2()))
-        shares: list[float | None] = []
-        for geometry in geometries:
-            window = None if geometry is None else _grown_window(geometry, grid, margin_px)
-            if geometry is None or window is None:
-                shares.append(None)
-                continue
-            zone = _dilated(site_pixels(geometry, grid.subgrid(window)), margin_px)
-            if not zone.any():
-                shares.append(None)
-                continue
-            hidden = src.read(1, window=window) == MASK_NODATA
-            shares.append(round(float(hidden[zone].mean()), 4))
-        return shares
+        factor = coarse_factor(grid)
+        coarse = coarse_grid(grid, factor)
+        unseen = _unseen_cells(src, factor, coarse.shape)
+    margin_cells = math.ceil(margin_m / math.sqrt(coarse.pixel_area_m2()) - 1e-9)
+    near = _grown(unseen, margin_cells)
+    shares: list[float | None] = []
+    for geometry in geometries:
+        window = None if geometry is None else geometry_window(geometry, coarse)
+        if geometry is None or window is None:
+            shares.append(None)
+            continue
+        inside = site_pixels(geometry, coarse.subgrid(window), all_touched=True)
+        rows = slice(int(window.row_off), int(window.row_off + window.height))
+        cols = slice(int(window.col_off), int(window.col_off + window.width))
+        cells = near[rows, cols][inside]
+        shares.append(round(float(cells.mean()), 4) if cells.size else None)
+    return shares
 
 
-def _grown_window(geometry: BaseGeometry, grid: Grid, margin_px: int) -> Window | None:
-    """The site's pixel box grown by the margin on every side, clipped to the grid."""
-    box = geometry_window(geometry, grid)
-    if box is None:
-        return None
-    col0, row0 = max(int(box.col_off) - margin_px, 0), max(int(box.row_off) - margin_px, 0)
-    col1 = min(int(box.col_off + box.width) + margin_px, grid.width)
-    row1 = min(int(box.row_off + box.height) + margin_px, grid.height)
-    return Window(col0, row0, col1 - col0, row1 - row0)
+def _unseen_cells(
+    src: rasterio.io.DatasetReader, factor: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """Coarse cells holding at least one unseen (nodata) pixel of the mask, read in strips."""
+    unseen = np.zeros(shape, bool)
+    height, width = src.height, src.width
+    for row0 in range(0, height, STRIP_CELLS * factor):
+        rows = min(STRIP_CELLS * factor, height - row0)
+        strip = src.read(1, window=Window(0, row0, width, rows)) == MASK_NODATA
+        padded = np.zeros((math.ceil(rows / factor) * factor, shape[1] * factor), bool)
+        padded[:rows, :width] = strip
+        cells = padded.reshape(-1, factor, shape[1], factor).any(axis=(1, 3))
+        unseen[row0 // factor: row0 // factor + cells.shape[0]] = cells
+    return unseen
 
 
-def _dilated(inside: np.ndarray, margin_px: int) -> np.ndarray:
-    """The pixels within ``margin_px`` of the site (a disk around each of its pixels)."""
-    if margin_px <= 0:
-        return inside
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin_px + 1,) * 2)
-    return cv2.dilate(inside.astype(np.uint8), disk).astype(bool)
+def _grown(cells: np.ndarray, margin_cells: int) -> np.ndarray:
+    """The cells within ``margin_cells`` of a true cell (a disk around each)."""
+    if margin_cells <= 0 or not cells.any():
+        return cells
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin_cells + 1,) * 2)
+    return cv2.dilate(cells.astype(np.uint8), disk).astype(bool)

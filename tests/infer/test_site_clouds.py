@@ -43,27 +43,38 @@ def pixels(row0: int, col0: int, row1: int, col1: int):
 
 @pytest.fixture
 def mask_with_cloud(tmp_path: Path) -> Path:
-    """A 100 x 100 px mask (10 m) with a cloud over columns 70..79: nodata there."""
-    mask = np.zeros((100, 100), np.uint8)
-    mask[40:50, 20:30] = 1  # a detected site
-    mask[:, 70:80] = MASK_NODATA
+    """A 450 x 300 px mask (10 m; two strips of the reader) with a cloud over columns 200..229
+    in every row, and a small one in rows 420..429 at columns 20..29 (the second strip)."""
+    mask = np.zeros((450, 300), np.uint8)
+    mask[100:120, 20:40] = 1  # a detected site
+    mask[:, 200:230] = MASK_NODATA
+    mask[420:430, 20:30] = MASK_NODATA
     return write_raster(tmp_path / "mask.tif", mask)
 
 
-def test_a_site_beside_a_cloud_is_partly_hidden_and_one_far_from_it_is_not(
+def test_the_share_of_a_site_near_unseen_ground_grows_with_the_margin(
     mask_with_cloud: Path,
 ) -> None:
-    far, beside, under = pixels(40, 20, 50, 30), pixels(40, 60, 50, 65), pixels(10, 72, 15, 77)
-    shares = hidden_near(mask_with_cloud, [far, beside, under], margin_m=100.0)
-    assert shares[0] == 0.0  # 400 m from the cloud
-    assert 0.0 < shares[1] < 1.0  # 50 m from it: its 100 m ring reaches into the cloud
-    assert 0.0 < shares[2] < 1.0  # under it, its ring partly outside the cloud
-    assert hidden_near(mask_with_cloud, [under], margin_m=0.0) == [1.0]
-    assert hidden_near(mask_with_cloud, [beside], margin_m=40.0) == [0.0]  # ring stops short
+    """Cells of about 60 m: a site 1.6 km from the cloud is clear, one reaching to 100 m of it
+    is partly near it at 300 m and wholly at 1 km, one under it is hidden."""
+    far, wide, under = pixels(100, 20, 120, 40), pixels(100, 120, 120, 190), pixels(
+        100, 205, 120, 215)
+    shares = hidden_near(mask_with_cloud, [far, wide, under], margin_m=300.0)
+    assert shares[0] == 0.0
+    assert 0.0 < shares[1] < 1.0
+    assert shares[2] == 1.0
+    assert hidden_near(mask_with_cloud, [wide], margin_m=0.0) == [0.0]
+    assert hidden_near(mask_with_cloud, [wide], margin_m=1000.0) == [1.0]
+
+
+def test_unseen_ground_in_a_later_strip_of_the_mask_counts(mask_with_cloud: Path) -> None:
+    beside = pixels(400, 40, 410, 50)  # 100-200 m from the small cloud of rows 420..429
+    assert hidden_near(mask_with_cloud, [beside], margin_m=300.0) == [1.0]
+    assert hidden_near(mask_with_cloud, [beside], margin_m=0.0) == [0.0]
 
 
 def test_sites_without_an_outline_or_off_the_raster_are_unknown(mask_with_cloud: Path) -> None:
-    off = pixels(200, 200, 210, 210)
+    off = pixels(600, 600, 610, 610)
     assert hidden_near(mask_with_cloud, [None, off], margin_m=300.0) == [None, None]
 
 
