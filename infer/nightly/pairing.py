@@ -11,8 +11,9 @@ shows a sliver of that, and compares seasons the model never learned to ignore. 
    ``min_gap_days`` earlier (the longest comparison there is);
 3. else nothing: the acquisition is a *baseline*, stored and compared later.
 
-"Clearest" is the lowest share hidden by clouds and shadows measured so far (an acquisition not
-measured yet counts as clear), then the nearest to the anniversary, then the earliest. An
+"Clearest" is the lowest share hidden by clouds and shadows measured so far (baselines are
+measured when stored, :mod:`.baseline_clouds`; an acquisition not measured counts as clear),
+then the nearest to the anniversary, then the earliest. An
 acquisition measured at least ``cloudy_fraction`` hidden never serves as a reference.
 ``rule: consecutive`` keeps the former rule: the latest earlier clear acquisition.
 

@@ -34,6 +34,7 @@ from groundbreak.infer.atomic import (
     remove_temps,
 )
 from groundbreak.infer.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from groundbreak.infer.nightly.baseline_clouds import baseline_cloud_fractions
 from groundbreak.infer.nightly.composite import COMPOSITES_DIR, CompositeBuilder
 from groundbreak.infer.nightly.config import NightlyConfig
 from groundbreak.infer.nightly.hashing import ContentHasher
@@ -50,7 +51,8 @@ from groundbreak.infer.nightly.sources import (
     pairs_from_stac,
     read_item_collection,
 )
-from groundbreak.infer.nightly.state import NightlyState
+from groundbreak.infer.nightly.state import AcquisitionRecord, NightlyState
+from groundbreak.infer.sites.ranking import describe_error
 
 RUNS_DIR = "runs"
 SUMMARY_JSON = "summary.json"
@@ -117,6 +119,14 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
                       reason="name does not follow <ground>_<YYYYMMDD>")
         for baseline in inputs.baselines:
             log.event("baseline_stored", ground=baseline.ground_id, acquired=baseline.acquired)
+
+        def unmeasured(baseline: AcquisitionRecord, err: Exception) -> None:
+            log.event("baseline_clouds_failed", level="warning", ground=baseline.ground_id,
+                      acquired=baseline.acquired, reason=describe_error(err))
+
+        state.record_cloud_fractions(baseline_cloud_fractions(
+            inputs.baselines, set(state.cloud_fractions()),
+            config.predictor.get("cloud_mask", "auto"), unmeasured), config.run_id)
 
         try:  # the predictor options are checked before the first pair
             predictor = build_predictor(bundle, config) if inputs.pairs else None
@@ -226,7 +236,7 @@ class Composites:
 
     def ready(self, pairs: Sequence[PairSpec]) -> list[PairSpec]:
         """The pairs whose 'before' can be read (composites written); the others are failed."""
-        from groundbreak.infer.sites.ranking import describe_error, stops_the_run
+        from groundbreak.infer.sites.ranking import stops_the_run
 
         out = []
         for spec in pairs:

@@ -155,3 +155,23 @@ def test_an_alert_hidden_by_clouds_keeps_its_status_and_says_so(
     assert alert["status"] == "new" and alert["unobserved_in"] == "n2"
     with NightlyState(tmp_path / "state") as state:
         assert [e["event"] for e in state.alert_events("lot")] == ["new", "unobserved"]
+
+
+def test_a_cloudy_baseline_is_measured_and_never_becomes_a_reference(tmp_path: Path) -> None:
+    """A baseline was never predicted, so its clouds were unknown and it counted as clear: a
+    year later the overcast one, nearer the anniversary, was chosen over a clear one."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    write_scene(drop / "beirut_20170110.tif", cloudy=False, overcast=True)
+    write_scene(drop / "beirut_20170120.tif", cloudy=False)
+    config = tmp_path / "nightly.yaml"
+    config.write_text("state_dir: state\ndrop_folder: drop\nlog_format: json\nreport: false\n")
+    first = night(config, "n1")
+    assert first["pairs"] == [] and len(first["baselines"]) == 2
+    with NightlyState(tmp_path / "state", read_only=True) as state:
+        clouds = state.cloud_fractions()
+    assert clouds[str(drop / "beirut_20170110.tif")] > 0.9
+    assert clouds[str(drop / "beirut_20170120.tif")] < 0.2
+    write_scene(drop / "beirut_20180115.tif", cloudy=False)
+    (pair,) = night(config, "n2")["pairs"]
+    assert pair["pair_id"] == "beirut_20170120_20180115"  # not the overcast 20170110
