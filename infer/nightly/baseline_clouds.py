@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from groundbreak.datasets.clouds import CloudMaskMode, coarse_factor, scene_cloud_mask
+from groundbreak.datasets.clouds import CloudMaskMode, scene_cloud_mask
 from groundbreak.datasets.scene import open_scene
 from groundbreak.infer.nightly.state import AcquisitionRecord
 
@@ -32,7 +32,7 @@ def baseline_cloud_fractions(
             continue
         try:
             scene = open_scene(baseline.scene)
-            mask = scene_cloud_mask(scene, scene.grid, mode, coarse_factor(scene.grid))
+            mask = scene_cloud_mask(scene, scene.grid, mode)
         except Exception as err:  # one unreadable baseline must not stop the night
             warn(baseline, err)
             continue

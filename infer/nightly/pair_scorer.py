@@ -151,8 +151,7 @@ class PairScorer:
             sites = [dict(row, observed=False) for row in sites if row["kind"] == "watch"]
             changes = []
         revisits = [] if cloudy or self.sites is not None else self.revisits(spec, final)
-        sites = self.with_hidden_near(final, sites)
-        revisits = self.with_hidden_near(final, revisits)
+        sites, revisits = self.with_hidden_near(final, sites, revisits)
         seconds = time.perf_counter() - started
         match_iou = self.config.site_match_iou if self.sites is None else None
         self.state.record_done(run_id, self.attempt, spec.pair_id, inputs_hash,
@@ -167,15 +166,19 @@ class PairScorer:
         return PairRecord(spec.pair_id, "scored", seconds, outputs=str(final), clouds=clouds,
                           warnings=outcome.warnings)
 
-    def with_hidden_near(self, final: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Site rows with ``hidden_near``: how much of the ground around each site the pair did
-        not see (the alert policy confirms no detection beside a cloud; see
-        :mod:`~groundbreak.infer.nightly.site_clouds`)."""
+    def with_hidden_near(
+        self, final: Path, sites: list[dict[str, Any]], revisits: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Site and revisit rows with ``hidden_near``: how much of each site lies near ground
+        the pair did not see (the alert policy confirms no detection beside a cloud; see
+        :mod:`~groundbreak.infer.nightly.site_clouds`), measured in one pass over the mask."""
+        rows = [*sites, *revisits]
         if not rows:
-            return rows
+            return sites, revisits
         shares = hidden_near(final / MASK_FILE, [row.get("grid_geometry") for row in rows],
                              self.config.alerts.confirm_margin_m)
-        return [dict(row, hidden_near=share) for row, share in zip(rows, shares, strict=True)]
+        marked = [dict(row, hidden_near=share) for row, share in zip(rows, shares, strict=True)]
+        return marked[: len(sites)], marked[len(sites):]
 
     def scenes(self, spec: PairSpec) -> dict[str, Any]:
         """Which scenes a pair was read from: paths and content hashes (the evidence kept)."""
