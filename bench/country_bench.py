@@ -15,6 +15,9 @@ child process, and the bench prints:
 - the time split: hashing, cloud mask, read/decode, model, blend, write (the predictor's stage
   clock; with the prefetch thread, read/decode runs beside the model, so the stages add up to
   more than the prediction), sites (pair time minus prediction), report (ranking and outputs);
+- the night's CPU time (user + system, every thread of the child) and the floor it sets: on
+  N cores no schedule of that work takes under CPU time / N, so a rate above the floor's needs
+  less work, not better overlap;
 - peak RSS of the child;
 - the model's share of the float32 matmul peak measured in the same run (GFLOP of the windows
   the model ran over the model's own seconds);
@@ -57,6 +60,7 @@ import csv
 import json
 import logging
 import math
+import os
 import pstats
 import resource
 import shutil
@@ -210,19 +214,21 @@ def night_child(args: argparse.Namespace) -> None:
     config = build_config({"state_dir": str(args.state), "pairs": str(args.pairs_csv),
                            "predictor": predictor, "log_format": "json"})
     profiler = cProfile.Profile() if args.profile else None
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     with open(args.state.parent / "night.log", "w") as stream:
         if profiler is not None:
             profiler.enable()
         summary = run_night(config, NightLog("json", stream=stream))
         if profiler is not None:
             profiler.disable()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     shares = profile_shares(profiler, seconds) if profiler is not None else {}
     if profiler is not None:
         profiler.dump_stats(args.state.parent / "night.prof")
     print(json.dumps({
         "seconds": seconds,
+        "cpu_seconds": cpu,
+        "cores": len(os.sched_getaffinity(0)),
         "exit_code": summary.exit_code,
         "failures": summary.failures,
         "timings": summary.timings,
@@ -233,6 +239,12 @@ def night_child(args: argparse.Namespace) -> None:
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "shares": shares,
     }))
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU seconds of this process so far, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 PROFILED = {
@@ -345,6 +357,9 @@ def report(
         "sites": pair_seconds - predicting if predicting else float("nan"),
         "report": timings.get("ranking_s", 0.0),
     }
+    cpu, cores = figures["cpu_seconds"], figures["cores"]
+    print(f"  CPU time         {cpu:.1f} s over the night's threads: on {cores} cores no schedule "
+          f"of this work takes under {cpu / cores:.1f} s = {area * cores / cpu:.1f} km²/s")
     print("  time split (s)   " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()))
     model = stages.get("model", 0.0)
     if model:
