@@ -206,6 +206,10 @@ def night_child(args: argparse.Namespace) -> None:
         from groundbreak.infer.prediction import predictor as predictor_module
 
         predictor_module.PREFETCH_BATCHES = args.prefetch
+    if args.forward_batch is not None:  # windows per forward pass on a CPU (not a config key)
+        from groundbreak.infer.prediction import inference
+
+        inference.CPU_FORWARD_BATCH = args.forward_batch
     collector = StageCollector()
     logger = logging.getLogger("groundbreak.infer.prediction.predictor")
     logger.setLevel(logging.DEBUG)
@@ -290,6 +294,7 @@ def run_format(args: argparse.Namespace, fmt: str, rows: list[dict[str, str]]) -
         [sys.executable, __file__, "--child", "--state", str(work / "state"),
          "--pairs-csv", str(pairs_csv), "--predictor", args.predictor]
         + (["--prefetch", str(args.prefetch)] if args.prefetch is not None else [])
+        + (["--forward-batch", str(args.forward_batch)] if args.forward_batch is not None else [])
         + (["--profile"] if args.profile else []),
         capture_output=True, text=True,
     )
@@ -406,6 +411,8 @@ def main() -> None:
                         "\"onnx\"}'")
     parser.add_argument("--prefetch", type=int, default=None,
                         help="batches the predictor reads ahead (default: its own, 0: none)")
+    parser.add_argument("--forward-batch", type=int, default=None,
+                        help="windows per forward pass on a CPU (default: the predictor's)")
     parser.add_argument("--profile", action="store_true",
                         help="run each night under cProfile: print the shares of the cloud "
                         "masks, date matching, scoring, ranking and report; keep night.prof")
@@ -439,7 +446,9 @@ def main() -> None:
     peak = matmul_peak_gflops()
     print(f"threads {torch.get_num_threads()}, matmul peak (fp32, 2048³) {peak:.1f} GFLOP/s, "
           f"model {gflop:.2f} GFLOP per {window}² window, predictor {args.predictor}, "
-          f"prefetch {args.prefetch if args.prefetch is not None else 'default'}")
+          f"prefetch {args.prefetch if args.prefetch is not None else 'default'}, forward batch "
+          f"{args.forward_batch or 'default'}, OMP_WAIT_POLICY "
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     for fmt in args.formats:
         figures = run_format(args, fmt, rows[fmt])
         failures = night_failures(figures)
