@@ -7,7 +7,9 @@ within ``confirm_margin_m`` of the site went unseen on either date. This module 
 on a published pair's ``mask.tif``, whose nodata (255) marks every pixel hidden by a cloud or a
 shadow on either date, or outside either scene, in one pass over the mask: on the cloud masks'
 own grid of about 60 m (:func:`~groundbreak.datasets.clouds.coarse_factor`), the unseen cells
-are grown by the margin once, and each site's share is the share of its cells in that zone.
+are grown by the margin once, and each site's share is the share of its cells in that zone. The
+sites' cells are burned a few at a time (:func:`_layers`: sites whose boxes lie more than a cell
+apart share one rasterisation), not one rasterisation per site.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rasterio
+from rasterio.features import rasterize
 from rasterio.windows import Window
+from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from groundbreak.datasets.clouds import coarse_factor, coarse_grid
 from groundbreak.datasets.grid import geometry_window
 from groundbreak.datasets.scene import dataset_grid, open_raster
 from groundbreak.infer.prediction.raster_io import MASK_NODATA, bounded_gdal_cache
-from groundbreak.infer.sites.sites import site_pixels
 
 STRIP_CELLS = 64
 """Rows of coarse cells read from the mask at a time (bounded memory on a full tile)."""
@@ -49,18 +52,46 @@ def hidden_near(
         unseen = _unseen_cells(src, factor, coarse.shape)
     margin_cells = math.ceil(margin_m / math.sqrt(coarse.pixel_area_m2()) - 1e-9)
     near = _grown(unseen, margin_cells)
-    shares: list[float | None] = []
-    for geometry in geometries:
-        window = None if geometry is None else geometry_window(geometry, coarse)
-        if geometry is None or window is None:
-            shares.append(None)
-            continue
-        inside = site_pixels(geometry, coarse.subgrid(window), all_touched=True)
-        rows = slice(int(window.row_off), int(window.row_off + window.height))
-        cols = slice(int(window.col_off), int(window.col_off + window.width))
-        cells = near[rows, cols][inside]
-        shares.append(round(float(cells.mean()), 4) if cells.size else None)
+    windows = [None if g is None else geometry_window(g, coarse) for g in geometries]
+    shares: list[float | None] = [None] * len(geometries)
+    for layer in _layers(windows, coarse.shape):
+        labels = rasterize(
+            [(mapping(geometries[i]), i + 1) for i in layer], out_shape=coarse.shape,
+            transform=coarse.transform, all_touched=True, fill=0, dtype="int32",
+        )
+        for i in layer:
+            rows, cols = _slices(windows[i])
+            cells = near[rows, cols][labels[rows, cols] == i + 1]
+            shares[i] = round(float(cells.mean()), 4) if cells.size else None
     return shares
+
+
+def _layers(windows: Sequence[Window | None], shape: tuple[int, int]) -> list[list[int]]:
+    """The indices of the windows in groups that one rasterisation can burn together: in a
+    group, no window comes within a cell of another (a touched cell just outside a site's box
+    cannot land in its neighbour's)."""
+    layers: list[list[int]] = []
+    taken: list[np.ndarray] = []
+    for i, window in enumerate(windows):
+        if window is None:
+            continue
+        rows, cols = _slices(window)
+        grown = (slice(max(rows.start - 1, 0), rows.stop + 1),
+                 slice(max(cols.start - 1, 0), cols.stop + 1))
+        free = next((k for k, used in enumerate(taken) if not used[rows, cols].any()), None)
+        if free is None:
+            free = len(layers)
+            layers.append([])
+            taken.append(np.zeros(shape, bool))
+        layers[free].append(i)
+        taken[free][grown] = True
+    return layers
+
+
+def _slices(window: Window) -> tuple[slice, slice]:
+    """Row and column slices of a window."""
+    row, col = int(window.row_off), int(window.col_off)
+    return slice(row, row + int(window.height)), slice(col, col + int(window.width))
 
 
 def _unseen_cells(

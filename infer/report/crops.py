@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,11 @@ MAX_CROP_READ_PIXELS = 4 * DISPLAY_PIXELS
 pixels a side: its pictures hold no more detail than that, and reading it whole could take
 gigabytes (a site as large as a tile)."""
 
+
+PNG_ZLIB = {"compress_level": 6, "compress_type": zlib.Z_RLE}
+"""How the crop PNGs are compressed: zlib's run-length strategy suits crops upsampled by whole
+factors. On a night's 180 crops it took 0.38 s of CPU for 31.6 kB a crop, where Pillow's
+``optimize`` (level 9, the default strategy) took 8.2 s for 31.9 kB."""
 
 OUTLINE_RGB = (0, 229, 255)
 NODATA_RGB = (48, 48, 52)
@@ -158,7 +164,7 @@ def _to_png(
         if len(points) >= 2:
             draw.line(points, fill=OUTLINE_RGB, width=width, joint="curve")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG", **PNG_ZLIB)
     return buffer.getvalue()
 
 

@@ -65,6 +65,7 @@ from groundbreak.infer.sites.sites import (
     measure_watch_site,
     site_on_grid,
     to_crs,
+    to_crs_many,
 )
 
 log = logging.getLogger(__name__)
@@ -194,10 +195,14 @@ def score_prediction(
     # GDAL's default block cache (5 % of the machine's RAM) would break the memory bound
     with bounded_gdal_cache(), open_raster(probability_path) as src:
         grid = dataset_grid(src)
+        # every outline reprojected in one call (one per region took most of the scoring)
+        lonlat: list[BaseGeometry | None] = [None] * len(regions)
+        if grid.crs is not None:
+            lonlat = list(to_crs_many([r.geometry for r in regions], grid.crs, WGS84))
         changes = [
             site_row(r.region_id, f"change region {r.region_id}", pair_id, "discovered",
-                 r.measure, r.geometry, grid, dates)
-            for r in regions
+                     r.measure, r.geometry, grid, dates, geometry_wgs84=wgs84)
+            for r, wgs84 in zip(regions, lonlat, strict=True)
         ]
         if sites is None:
             rows = [dict(row, name=_region_name(row["site_id"], pair_id)) for row in changes]

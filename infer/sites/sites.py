@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import shapely.affinity
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize, shapes
-from rasterio.warp import transform_geom
+from rasterio.warp import transform, transform_geom
 from rasterio.windows import Window
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
@@ -211,6 +212,23 @@ def to_crs(geometry: BaseGeometry, src_crs: CRS, dst_crs: CRS) -> BaseGeometry:
     if src_crs == dst_crs:
         return geometry
     return shape(transform_geom(src_crs, dst_crs, mapping(geometry)))
+
+
+def to_crs_many(
+    geometries: Sequence[BaseGeometry], src_crs: CRS, dst_crs: CRS
+) -> list[BaseGeometry]:
+    """2D geometries reprojected in one call: the same coordinates as :func:`to_crs` of each (one
+    coordinate transformation for all, instead of one per geometry)."""
+    if src_crs == dst_crs or not geometries:
+        return list(geometries)
+
+    def reproject(xy: np.ndarray) -> np.ndarray:
+        if not len(xy):
+            return xy
+        x, y = transform(src_crs, dst_crs, xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return list(shapely.transform(np.asarray(geometries, dtype=object), reproject))
 
 
 def site_pixels(geometry: BaseGeometry, grid: Grid, all_touched: bool | None = None) -> np.ndarray:

@@ -100,3 +100,22 @@ def test_a_sure_detection_beside_a_cloud_stays_a_candidate_and_is_stored(
     later = dict(beside, pair_id="p2", score=0.7, after_date="2024-02-10", hidden_near=0.0)
     assert state.update_alerts("n2", [later], AlertPolicy()).new == ["a"]
     state.close()
+
+
+def test_sites_measured_together_get_the_shares_each_gets_alone(tmp_path: Path) -> None:
+    """Sites are burned in shared passes: neighbours 10 m apart share 60 m cells, so each must
+    still be measured on its own cells only (as when measured alone), L shapes included."""
+    mask = np.zeros((240, 240), np.uint8)
+    mask[60:90, 100:140] = MASK_NODATA  # a cloud among the sites
+    path = write_raster(tmp_path / "mask.tif", mask)
+    sites = []
+    for row in range(0, 230, 9):
+        for col in range(0, 230, 11):
+            site = pixels(row, col, row + 8, col + 10)
+            if (row + col) % 2:  # an L: a corner of its box left out
+                site = site.difference(pixels(row, col, row + 4, col + 5))
+            sites.append(site)
+    together = hidden_near(path, sites, margin_m=100.0)
+    alone = [hidden_near(path, [site], margin_m=100.0)[0] for site in sites]
+    assert together == alone
+    assert any(share is not None and 0.0 < share < 1.0 for share in together)

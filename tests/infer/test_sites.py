@@ -25,6 +25,8 @@ from groundbreak.infer.sites.sites import (
     load_watch_list,
     measure_watch_site,
     site_on_grid,
+    to_crs,
+    to_crs_many,
 )
 
 UTM = CRS.from_epsg(32636)
@@ -329,3 +331,20 @@ def test_region_polygon_round_trips_through_geojson(tmp_path: Path) -> None:
     probability = write_raster(tmp_path / "p.tif", change_mask().astype(np.float32))
     region = discover_change_regions(mask, probability, "p", 0.5)[0]
     assert shape(json.loads(json.dumps(mapping(region.geometry)))).equals(region.geometry)
+
+
+def test_outlines_reprojected_together_have_each_one_s_coordinates() -> None:
+    """One coordinate transformation for many outlines: the same coordinates, bit for bit, as
+    one call per outline (polygons with holes and multipolygons included)."""
+    rng = np.random.default_rng(5)
+    x0, y0 = ORIGIN
+    outlines = []
+    for _ in range(40):
+        x, y = x0 + 10 * rng.integers(0, 2000), y0 - 10 * rng.integers(0, 2000)
+        outer = box(x, y, x + 10 * rng.integers(2, 40), y + 10 * rng.integers(2, 40))
+        outlines.append(outer.difference(box(x + 10, y + 10, x + 15, y + 15)))
+    outlines.append(outlines[0].union(outlines[1]))
+    together = to_crs_many(outlines, UTM, WGS84)
+    assert [g.wkt for g in together] == [to_crs(g, UTM, WGS84).wkt for g in outlines]
+    assert to_crs_many(outlines, UTM, UTM) == outlines
+    assert to_crs_many([], UTM, WGS84) == []
