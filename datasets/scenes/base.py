@@ -22,7 +22,7 @@ from groundbreak.datasets.grid import Grid
 from groundbreak.datasets.radiometry import UNKNOWN_RADIOMETRY, Radiometry, convert_radiometry
 from groundbreak.datasets.scenes.rasters import BandSource
 from groundbreak.datasets.scenes.reading import read_band, read_bands_into
-from groundbreak.datasets.scenes.strips import KeptBands
+from groundbreak.datasets.scenes.strips import KeptBands, map_large_allocations
 
 
 class Scene:
@@ -146,7 +146,9 @@ def bands_kept(*scenes: Scene) -> Iterator[None]:
     """Within it, the whole bands these scenes' reads decode are kept for their later reads
     (:class:`~.strips.KeptBands`): a pair's date matching decodes whole bands (all of a small
     pair, the 20 and 60 m bands of a 4096² one) that its windows then read again, and a cloud
-    mask the 60 m bands the date matching reads again. Kept bands are dropped on exit."""
+    mask the 60 m bands the date matching reads again. Kept bands are dropped on exit; large
+    allocations are memory maps of their own from then on (:func:`.map_large_allocations`)."""
+    map_large_allocations()
     fresh = [scene for scene in scenes if scene.kept_bands is None]
     for scene in fresh:
         scene.kept_bands = KeptBands()

@@ -7,6 +7,8 @@ its windows then read again."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -22,6 +24,12 @@ from rasterio.windows import Window
 from groundbreak.datasets.scenes.rasters import BandSource
 
 _KEPT_OPEN = threading.local()
+
+MMAP_THRESHOLD_BYTES = 4 * 2**20
+"""Once pixels are kept (:func:`files_kept_open`, :func:`~.base.bands_kept`), every allocation
+this large or larger is a memory map of its own, returned to the system when freed (see
+:func:`map_large_allocations`)."""
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
 @dataclass
@@ -61,8 +69,11 @@ def files_kept_open(strips: bool = True) -> Iterator[None]:
     per window touching it. A strip spans the file's width and holds at most the rows of the
     last read plus one block row. Without ``strips`` (reads scattered over a file, such as a
     report's crops), only the files are kept: GDAL's block cache then serves the blocks that
-    several reads share.
+    several reads share. With strips, large allocations are memory maps of their own from then
+    on (:func:`map_large_allocations`).
     """
+    if strips:
+        map_large_allocations()
     previous = getattr(_KEPT_OPEN, "kept", None)
     kept = _KeptFiles({}, {} if strips else None)
     _KEPT_OPEN.kept = kept
@@ -72,6 +83,22 @@ def files_kept_open(strips: bool = True) -> Iterator[None]:
         _KEPT_OPEN.kept = previous
         for src in kept.files.values():
             src.close()
+
+
+def map_large_allocations() -> bool:
+    """Have glibc's malloc give each allocation of :data:`MMAP_THRESHOLD_BYTES` or more a memory
+    map of its own, returned to the system when freed; True where it took (glibc).
+
+    By default glibc raises that threshold to the size of each mapped block freed, up to 32 MB:
+    after a night's first large arrays are freed, the strips, the batches of windows and the
+    JPEG 2000 decoder's tiles come from the heaps of the threads that allocate them, and what
+    they free there stays resident (about 200 MB of a full-width .SAFE pair's peak, see
+    bench/README.md). A fixed threshold also stops that raising; it is process-wide and stays.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    return mallopt is not None and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
 
 
 def strip_block_cache_bytes(sources: Iterable[BandSource]) -> int:
