@@ -60,7 +60,7 @@ def hidden_near(
             transform=coarse.transform, all_touched=True, fill=0, dtype="int32",
         )
         for i in layer:
-            rows, cols = _slices(windows[i])
+            rows, cols = windows[i].toslices()
             cells = near[rows, cols][labels[rows, cols] == i + 1]
             shares[i] = round(float(cells.mean()), 4) if cells.size else None
     return shares
@@ -75,7 +75,7 @@ def _layers(windows: Sequence[Window | None], shape: tuple[int, int]) -> list[li
     for i, window in enumerate(windows):
         if window is None:
             continue
-        rows, cols = _slices(window)
+        rows, cols = window.toslices()
         grown = (slice(max(rows.start - 1, 0), rows.stop + 1),
                  slice(max(cols.start - 1, 0), cols.stop + 1))
         free = next((k for k, used in enumerate(taken) if not used[rows, cols].any()), None)
@@ -86,12 +86,6 @@ def _layers(windows: Sequence[Window | None], shape: tuple[int, int]) -> list[li
         layers[free].append(i)
         taken[free][grown] = True
     return layers
-
-
-def _slices(window: Window) -> tuple[slice, slice]:
-    """Row and column slices of a window."""
-    row, col = int(window.row_off), int(window.col_off)
-    return slice(row, row + int(window.height)), slice(col, col + int(window.width))
 
 
 def _unseen_cells(
