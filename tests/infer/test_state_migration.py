@@ -25,12 +25,16 @@ def table(path: Path, query: str) -> list[tuple]:
         return db.execute(query).fetchall()
 
 
+def state_copy(fixture: Path, state_dir: Path) -> Path:
+    """A state folder holding a copy of a fixture state database."""
+    state_dir.mkdir()
+    shutil.copy(fixture, state_dir / "state.sqlite")
+    return state_dir
+
+
 @pytest.fixture
 def old_state(tmp_path: Path) -> Path:
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
-    shutil.copy(SCHEMA2, state_dir / "state.sqlite")
-    return state_dir
+    return state_copy(SCHEMA2, tmp_path / "state")
 
 
 def test_schema2_state_is_migrated_in_place_and_keeps_every_row(old_state: Path) -> None:
@@ -90,10 +94,7 @@ sites against same-season references, one confirmed and one dismissed by an anal
 
 @pytest.fixture
 def schema3_state(tmp_path: Path) -> Path:
-    state_dir = tmp_path / "state3"
-    state_dir.mkdir()
-    shutil.copy(SCHEMA3, state_dir / "state.sqlite")
-    return state_dir
+    return state_copy(SCHEMA3, tmp_path / "state3")
 
 
 def test_schema3_state_gains_hidden_near_and_keeps_every_row(schema3_state: Path) -> None:
