@@ -161,6 +161,9 @@ class _ResidualBlock(nn.Module):
     """Two 3x3 conv + BN with an identity (or 1x1 conv + BN) shortcut; optional 2x2 max-pool
     between the convolutions (the FresUNet ``BasicBlock_ss``)."""
 
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+    """Convolutions whose forward applies the BatchNorm right after them (for folding)."""
+
     def __init__(self, in_channels: int, out_channels: int, pool: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
@@ -187,6 +190,9 @@ class _ResidualBlock(nn.Module):
 class _ResidualUpBlock(nn.Module):
     """A residual block that doubles the size and halves the width with 3x3 transposed
     convolutions of stride 2 on both paths (the FresUNet ``BasicBlock_us``)."""
+
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+    """Convolutions whose forward applies the BatchNorm right after them (for folding)."""
 
     def __init__(self, in_channels: int) -> None:
         super().__init__()

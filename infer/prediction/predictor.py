@@ -47,6 +47,7 @@ from groundbreak.infer.prediction.blending import (
     RowBandBlender,
     blend_weights,
 )
+from groundbreak.infer.prediction.folding import fold_batch_norms
 from groundbreak.infer.prediction.inference import (
     ChangeModel,
     Precision,
@@ -319,7 +320,8 @@ class TiledPredictor:
         )
         self.forward_batch = forward_batch_for(self.device, self.batch_size)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model = bundle.model.to(self.device, memory_format=memory_format).eval()
+        model, _ = fold_batch_norms(bundle.model)  # a folded copy; the bundle's is untouched
+        self.model = model.to(self.device, memory_format=memory_format)
         self.runner: ChangeModel = self.model
         if self.runtime == "onnx":
             from groundbreak.infer.prediction.onnx_model import OnnxChangeModel
