@@ -82,23 +82,23 @@ def test_the_shipped_model_on_real_imagery(fixtures_dir: Path) -> None:
     bundle = load_bundle(default_bundle_path())
     before, after = real_windows(fixtures_dir, bundle)
     state = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    present = batch_norms(bundle.model)
     folded, count = fold_batch_norms(bundle.model)
-    assert count == 30 and batch_norms(folded) == 0
+    assert count == present > 0 and batch_norms(folded) == 0
     with torch.inference_mode():
         expected = predict_probabilities(bundle.model.eval(), before, after)
         got = predict_probabilities(folded, before, after)
     assert (expected - got).abs().max().item() < 1e-5
     assert expected.std().item() > 0.01
     # the bundle's model keeps its BatchNorms and weights (training and export read it)
-    assert batch_norms(bundle.model) == 30
+    assert batch_norms(bundle.model) == present
     assert all(torch.equal(v, state[k]) for k, v in bundle.model.state_dict().items())
 
 
 def test_the_predictor_runs_the_folded_copy() -> None:
     bundle = load_bundle(default_bundle_path())
     predictor = TiledPredictor(bundle, device="cpu")
-    assert batch_norms(predictor.model) == 0
-    assert batch_norms(bundle.model) == 30
+    assert batch_norms(predictor.model) == 0 < batch_norms(bundle.model)
 
 
 def test_a_batch_norm_without_running_statistics_is_left_alone() -> None:
