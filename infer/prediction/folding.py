@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 
-from timm.layers import BatchNormAct2d, ConvNormAct
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -33,6 +32,8 @@ CONVOLUTIONS = (nn.Conv2d, nn.ConvTranspose2d)
 
 def fold_batch_norms(model: nn.Module) -> tuple[nn.Module, int]:
     """An eval-mode copy of ``model`` with its BatchNorms folded, and how many were folded."""
+    from timm.layers import ConvNormAct  # here: importing timm costs seconds, a model has it
+
     folded = copy.deepcopy(model).eval()
     count = 0
     for module in list(folded.modules()):
@@ -50,6 +51,8 @@ def fold_batch_norms(model: nn.Module) -> tuple[nn.Module, int]:
 def _fold_attributes(module: nn.Module, conv_name: str, bn_name: str) -> int:
     """Fold ``module.<bn_name>`` into ``module.<conv_name>`` when they are a convolution and a
     BatchNorm with running statistics; 1 when folded, else 0."""
+    from timm.layers import BatchNormAct2d
+
     conv, bn = getattr(module, conv_name), getattr(module, bn_name)
     if not isinstance(conv, CONVOLUTIONS) or not isinstance(bn, nn.BatchNorm2d):
         return 0
