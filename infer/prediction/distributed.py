@@ -30,7 +30,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from groundbreak.datasets.pair import TilePair
-from groundbreak.infer.prediction.folding import fold_batch_norms
 from groundbreak.infer.prediction.inference import predict_probabilities
 from groundbreak.infer.prediction.predictor import (
     BatchPrediction,
@@ -91,7 +90,7 @@ class WindowPredictionModule(pl.LightningModule):
         forward_batch: int | None = None,
     ) -> None:
         super().__init__()
-        self.model, _ = fold_batch_norms(model)  # as the single-process predictor's
+        self.model = model.eval()  # the predictor's model: BatchNorms already folded
         self.tta = tta
         self.autocast = autocast
         self.channels_last = channels_last
