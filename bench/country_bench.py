@@ -215,8 +215,11 @@ def night_child(args: argparse.Namespace) -> None:
     logger.setLevel(logging.DEBUG)
     logger.addHandler(collector)
     predictor = json.loads(args.predictor)
-    config = build_config({"state_dir": str(args.state), "pairs": str(args.pairs_csv),
-                           "predictor": predictor, "log_format": "json"})
+    settings = {"state_dir": str(args.state), "pairs": str(args.pairs_csv),
+                "predictor": predictor, "log_format": "json"}
+    if args.model is not None:
+        settings["model"] = str(args.model)
+    config = build_config(settings)
     profiler = cProfile.Profile() if args.profile else None
     started, cpu_started = time.perf_counter(), cpu_seconds()
     with open(args.state.parent / "night.log", "w") as stream:
@@ -293,6 +296,7 @@ def run_format(args: argparse.Namespace, fmt: str, rows: list[dict[str, str]]) -
     child = subprocess.run(
         [sys.executable, __file__, "--child", "--state", str(work / "state"),
          "--pairs-csv", str(pairs_csv), "--predictor", args.predictor]
+        + (["--model", str(args.model)] if args.model is not None else [])
         + (["--prefetch", str(args.prefetch)] if args.prefetch is not None else [])
         + (["--forward-batch", str(args.forward_batch)] if args.forward_batch is not None else [])
         + (["--profile"] if args.profile else []),
@@ -409,6 +413,8 @@ def main() -> None:
     parser.add_argument("--predictor", default="{}",
                         help="JSON of the nightly config's predictor key, e.g. '{\"runtime\": "
                         "\"onnx\"}'")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model bundle (default: the default bundle)")
     parser.add_argument("--prefetch", type=int, default=None,
                         help="batches the predictor reads ahead (default: its own, 0: none)")
     parser.add_argument("--forward-batch", type=int, default=None,
@@ -440,12 +446,13 @@ def main() -> None:
     from groundbreak.infer.prediction.predictor import TiledPredictor
     from groundbreak.train.bundle import default_bundle_path, load_bundle
 
-    bundle = load_bundle(default_bundle_path())
+    bundle = load_bundle(args.model or default_bundle_path())
     window = TiledPredictor(bundle, device="cpu", **json.loads(args.predictor)).window
     gflop = window_gflops(bundle, window)
     peak = matmul_peak_gflops()
     print(f"threads {torch.get_num_threads()}, matmul peak (fp32, 2048³) {peak:.1f} GFLOP/s, "
-          f"model {gflop:.2f} GFLOP per {window}² window, predictor {args.predictor}, "
+          f"model {bundle.name}, {gflop:.2f} GFLOP per {window}² window, predictor "
+          f"{args.predictor}, "
           f"prefetch {args.prefetch if args.prefetch is not None else 'default'}, forward batch "
           f"{args.forward_batch or 'default'}, OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}")

@@ -5,7 +5,8 @@ A bundle is a folder with two files::
     model.safetensors   the state dict of the change model (tensors only, no pickle)
     model.json          {"format_version": 2, "name", "architecture": {...}, "bands": [...],
                          "normalization": {"mean": [...], "std": [...]}, "chip_size",
-                         "threshold", ["tta_threshold"], "pixel_size_m", "radiometry": {...},
+                         "threshold", ["tta_threshold"], ["window", "overlap"],
+                         "pixel_size_m", "radiometry": {...},
                          "date_matching", "versions": {...}, "training": {...}, "metrics": {...}}
 
 :func:`save_bundle` writes one (``groundbreak export`` calls it), :func:`load_bundle` reads and
@@ -23,7 +24,11 @@ Format versions (:func:`upgrade_meta` reads every one of them as the current one
 ``architecture`` holds ``network`` (``"fc"``: FC-EF/FC-Siam-diff/FC-Siam-conc; ``"fc_res"``:
 FC-EF-Res), ``fusion`` and ``in_channels`` for the published FC networks; a U-Net's records no
 ``network`` (bundles written before the FC networks read unchanged) and holds
-``full_resolution: true`` only when it has the full-resolution stage.
+``full_resolution: true`` only when it has the full-resolution stage. An ensemble
+(``"network": "ensemble"``, :mod:`.ensemble`) lists its members' records in ``members`` and their
+``logit_offsets``; its weights are the members' under ``members.<i>.``. The optional ``window``
+and ``overlap`` are the prediction windows the model is meant to run with (the predictor's
+defaults for it).
 
 Before any model is built, the architecture is checked value by value
 (:mod:`.bundle_meta`) and against the tensor shapes in the safetensors header, read without
@@ -107,6 +112,19 @@ class ModelBundle:
         ``tta_threshold``), when the bundle states one."""
         value = self.meta.get("tta_threshold")
         return float(value) if value is not None else None
+
+    @property
+    def window(self) -> int | None:
+        """The prediction window the model is meant to run with (``model.json`` ``window``),
+        when the bundle states one; the predictor's default otherwise."""
+        value = self.meta.get("window")
+        return int(value) if value is not None else None
+
+    @property
+    def overlap(self) -> int | None:
+        """The overlap of the bundle's ``window`` (``model.json`` ``overlap``), when stated."""
+        value = self.meta.get("overlap")
+        return int(value) if value is not None else None
 
     def threshold_for(self, tta: bool) -> float:
         """The operating threshold: with ``tta``, the TTA threshold when stated."""
@@ -258,12 +276,7 @@ def save_bundle(
     record.setdefault("metrics", {})
     record = _json_safe(record)
     validate_meta(record, meta_path)
-    if record["chip_size"] % model.output_stride:
-        raise InputError(
-            meta_path,
-            f"chip_size {record['chip_size']} is not divisible by the model's output stride "
-            f"{model.output_stride}",
-        )
+    _check_strides(record, model, meta_path)
     record["bands"] = normalize_band_names(record["bands"])
 
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
@@ -293,12 +306,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
         model = build_change_model(_architecture_of(meta["architecture"]))
     except (TypeError, ValueError) as err:
         raise InputError(meta_path, f"architecture cannot be built: {err}") from err
-    if meta["chip_size"] % model.output_stride:
-        raise InputError(
-            meta_path,
-            f"chip_size {meta['chip_size']} is not divisible by the model's output stride "
-            f"{model.output_stride}",
-        )
+    _check_strides(meta, model, meta_path)
     model.load_state_dict(read_weights(weights_path, model))
     model.eval()
     return ModelBundle(
@@ -311,6 +319,22 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
         threshold=float(meta["threshold"]),
         meta=meta,
     )
+
+
+def _check_strides(meta: Mapping[str, Any], model: ChangeModel, meta_path: Path) -> None:
+    """``chip_size``, ``window`` and ``window - overlap`` must be multiples of the model's
+    output stride."""
+    stride = model.output_stride
+    window, overlap = meta.get("window"), meta.get("overlap")
+    sizes = [("chip_size", meta["chip_size"])]
+    if window is not None:
+        sizes += [("window", window), ("window - overlap", window - (overlap or 0))]
+    for name, size in sizes:
+        if size % stride:
+            raise InputError(
+                meta_path,
+                f"{name} {size} is not divisible by the model's output stride {stride}",
+            )
 
 
 def library_versions() -> dict[str, str]:
@@ -416,7 +440,13 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
 
 def _architecture_of(architecture: Mapping[str, Any]) -> dict[str, Any]:
     """The architecture keys in canonical form (lists, ints), for ``build_change_model``."""
-    if architecture.get("network", "unet") != "unet":
+    network = architecture.get("network", "unet")
+    if network == "ensemble":
+        return {
+            **architecture_record(architecture),
+            "members": [_architecture_of(member) for member in architecture["members"]],
+        }
+    if network != "unet":
         record = architecture_record(architecture)
         return {**record, "in_channels": int(record["in_channels"])}
     encoder = architecture.get("encoder_name")

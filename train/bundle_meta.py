@@ -19,7 +19,10 @@ from groundbreak.datasets.bands import normalize_band_names
 from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.radiometry import Radiometry
+from groundbreak.train.ensemble_network import MAX_MEMBERS
 from groundbreak.train.model import (
+    ENSEMBLE,
+    ENSEMBLE_KEYS,
     FC_KEYS,
     FUSIONS,
     NETWORKS,
@@ -33,6 +36,8 @@ MAX_DECODER_CHANNELS = 1024
 """Widest decoder block accepted (smp's default U-Net is 256 wide); bounds memory on load."""
 MAX_IN_CHANNELS = 256
 """Most bands per date accepted in a bundle."""
+MAX_WINDOW = 4096
+"""Largest prediction window a bundle may ask for (``window``), in pixels."""
 
 
 def validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
@@ -52,19 +57,7 @@ def validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
         normalize_band_names(bands)
     except ValueError as err:
         raise InputError(meta_path, str(err)) from err
-    if not isinstance(meta["architecture"], Mapping):
-        raise InputError(meta_path, "architecture must be an object")
-    network = meta["architecture"].get("network", "unet")
-    if network not in NETWORKS:
-        raise InputError(
-            meta_path,
-            f"architecture.network must be one of {', '.join(NETWORKS)}, got {network!r}",
-        )
-    keys = ARCHITECTURE_KEYS if network == "unet" else FC_KEYS
-    missing = [key for key in keys if key not in meta["architecture"]]
-    if missing:
-        raise InputError(meta_path, f"architecture is missing key(s): {', '.join(missing)}")
-    _validate_architecture(meta["architecture"], meta_path)
+    _validate_record(meta["architecture"], meta_path, "architecture")
     in_channels = meta["architecture"]["in_channels"]
     if in_channels != len(bands):
         raise InputError(
@@ -90,6 +83,7 @@ def validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
     threshold = meta["threshold"]
     if not _is_number(threshold) or not 0.0 < threshold < 1.0:
         raise InputError(meta_path, f"threshold must be a number in (0, 1), got {threshold!r}")
+    _validate_window(meta, meta_path)
     tta_threshold = meta.get("tta_threshold")  # optional: the threshold with flip TTA
     if tta_threshold is not None and (not _is_number(tta_threshold)
                                       or not 0.0 < tta_threshold < 1.0):
@@ -123,38 +117,81 @@ def validate_meta(meta: Mapping[str, Any], meta_path: Path) -> None:
         )
 
 
-def _validate_architecture(architecture: Mapping[str, Any], meta_path: Path) -> None:
-    """Check each architecture value's type and bounds (before anything is built)."""
+def _validate_record(architecture: Any, meta_path: Path, key: str) -> None:
+    """Check an architecture record (``key`` names it in errors): an object with its network's
+    keys, each of the right type and in bounds; an ensemble's members each in turn."""
+    if not isinstance(architecture, Mapping):
+        raise InputError(meta_path, f"{key} must be an object")
+    network = architecture.get("network", "unet")
+    networks = (*NETWORKS, ENSEMBLE) if key == "architecture" else NETWORKS
+    if network not in networks:
+        raise InputError(
+            meta_path, f"{key}.network must be one of {', '.join(networks)}, got {network!r}"
+        )
+    keys = {"unet": ARCHITECTURE_KEYS, ENSEMBLE: ENSEMBLE_KEYS}.get(network, FC_KEYS)
+    missing = [name for name in keys if name not in architecture]
+    if missing:
+        raise InputError(meta_path, f"{key} is missing key(s): {', '.join(missing)}")
+    _validate_in_channels(architecture["in_channels"], meta_path, key)
+    if network == ENSEMBLE:
+        _validate_ensemble(architecture, meta_path, key)
+    else:
+        _validate_architecture(architecture, meta_path, key)
+
+
+def _validate_ensemble(architecture: Mapping[str, Any], meta_path: Path, key: str) -> None:
+    """An ensemble's members (2 to MAX_MEMBERS plain records reading its bands) and offsets."""
+    members, offsets = architecture["members"], architecture["logit_offsets"]
+    if not isinstance(members, list) or not 2 <= len(members) <= MAX_MEMBERS:
+        raise InputError(
+            meta_path, f"{key}.members must list 2 to {MAX_MEMBERS} architectures, got {members!r}"
+        )
+    if not _is_number_list(offsets) or len(offsets) != len(members):
+        raise InputError(
+            meta_path,
+            f"{key}.logit_offsets must list one finite number per member ({len(members)}), got "
+            f"{offsets!r}",
+        )
+    for i, member in enumerate(members):
+        _validate_record(member, meta_path, f"{key}.members[{i}]")
+        if member["in_channels"] != architecture["in_channels"]:
+            raise InputError(
+                meta_path,
+                f"{key}.members[{i}].in_channels {member['in_channels']} differs from "
+                f"{key}.in_channels {architecture['in_channels']}",
+            )
+
+
+def _validate_architecture(architecture: Mapping[str, Any], meta_path: Path, key: str) -> None:
+    """Check each value of a U-Net's or FC network's record (before anything is built)."""
     fusion = architecture["fusion"]
     if fusion not in FUSIONS:
         raise InputError(
-            meta_path, f"architecture.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}"
+            meta_path, f"{key}.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}"
         )
     network = architecture.get("network", "unet")
     if network == "fc_res" and fusion != "early":
         raise InputError(
-            meta_path, f"architecture.fusion of network fc_res must be 'early', got {fusion!r}"
+            meta_path, f"{key}.fusion of network fc_res must be 'early', got {fusion!r}"
         )
     if network != "unet":
-        _validate_in_channels(architecture["in_channels"], meta_path)
         return
     full_resolution = architecture.get("full_resolution", False)
     if not isinstance(full_resolution, bool):
         raise InputError(
-            meta_path,
-            f"architecture.full_resolution must be true or false, got {full_resolution!r}",
+            meta_path, f"{key}.full_resolution must be true or false, got {full_resolution!r}"
         )
     encoder = architecture["encoder_name"]
     if not is_known_encoder(encoder):
         raise InputError(
             meta_path,
-            f"architecture.encoder_name must name a segmentation-models-pytorch encoder, got "
+            f"{key}.encoder_name must name a segmentation-models-pytorch encoder, got "
             f"{encoder!r}",
         )
     depth = architecture["encoder_depth"]
     if not _is_int(depth) or not 1 <= depth <= 5:
         raise InputError(
-            meta_path, f"architecture.encoder_depth must be an integer 1 to 5, got {depth!r}"
+            meta_path, f"{key}.encoder_depth must be an integer 1 to 5, got {depth!r}"
         )
     channels = architecture["decoder_channels"]
     if (
@@ -164,19 +201,35 @@ def _validate_architecture(architecture: Mapping[str, Any], meta_path: Path) -> 
     ):
         raise InputError(
             meta_path,
-            f"architecture.decoder_channels must list {depth} integers (one per encoder stage) "
+            f"{key}.decoder_channels must list {depth} integers (one per encoder stage) "
             f"from 1 to {MAX_DECODER_CHANNELS}, got {channels!r}",
         )
-    _validate_in_channels(architecture["in_channels"], meta_path)
 
 
-def _validate_in_channels(in_channels: Any, meta_path: Path) -> None:
+def _validate_in_channels(in_channels: Any, meta_path: Path, key: str) -> None:
     """Bands per date: an integer 1 to MAX_IN_CHANNELS."""
     if not _is_int(in_channels) or not 1 <= in_channels <= MAX_IN_CHANNELS:
         raise InputError(
             meta_path,
-            f"architecture.in_channels must be an integer 1 to {MAX_IN_CHANNELS}, got "
-            f"{in_channels!r}",
+            f"{key}.in_channels must be an integer 1 to {MAX_IN_CHANNELS}, got {in_channels!r}",
+        )
+
+
+def _validate_window(meta: Mapping[str, Any], meta_path: Path) -> None:
+    """The optional prediction defaults: ``window`` (pixels) and ``overlap`` (smaller)."""
+    window, overlap = meta.get("window"), meta.get("overlap")
+    if window is not None and (not _is_int(window) or not 1 <= window <= MAX_WINDOW):
+        raise InputError(
+            meta_path, f"window must be an integer 1 to {MAX_WINDOW} or null, got {window!r}"
+        )
+    if overlap is None:
+        return
+    if window is None:
+        raise InputError(meta_path, "overlap is set but window is not; give both or neither")
+    if not _is_int(overlap) or not 0 <= overlap < window:
+        raise InputError(
+            meta_path, f"overlap must be an integer from 0 to window - 1 ({window - 1}), got "
+            f"{overlap!r}"
         )
 
 

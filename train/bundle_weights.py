@@ -74,7 +74,22 @@ def check_weights_header(weights_path: Path, architecture: Mapping[str, Any]) ->
             f"{len(wrong_dtype)} tensor(s) of an unsupported dtype (weights must be floating "
             f"point, F16/BF16/F32/F64): {listed}",
         )
-    if architecture.get("network", "unet") != "unet":
+    _check_header(weights_path, tensors, architecture)
+
+
+def _check_header(
+    weights_path: Path, tensors: Mapping[str, Any], architecture: Mapping[str, Any]
+) -> None:
+    """The widths a record asks for against the tensors' shapes (an ensemble's per member,
+    from its ``members.<i>.`` tensors)."""
+    network = architecture.get("network", "unet")
+    if network == "ensemble":
+        for i, member in enumerate(architecture["members"]):
+            prefix = f"members.{i}."
+            own = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+            _check_header(weights_path, own, member)
+        return
+    if network != "unet":
         _check_fc_header(weights_path, tensors, architecture)
         return
     channels = list(architecture["decoder_channels"])

@@ -17,7 +17,9 @@ it). Off by default, so bundles without the key build as before.
 
 The published fully convolutional networks (FC-EF, FC-Siam-diff, FC-Siam-conc, FC-EF-Res) are in
 :mod:`groundbreak.train.fc_networks`; :func:`build_change_model` builds any of them from an
-architecture record (``network`` ``"unet"``, the default, ``"fc"`` or ``"fc_res"``).
+architecture record (``network`` ``"unet"``, the default, ``"fc"`` or ``"fc_res"``), and an
+ensemble of them (``"ensemble"``, :class:`~groundbreak.train.ensemble_network.ChangeEnsemble`:
+made from bundles by ``groundbreak ensemble``, never trained as one).
 
 Every U-Net variant has the same three parts, ``encoder``, ``decoder`` and
 ``segmentation_head`` (and ``full_resolution_stage`` when on), so a state dict's keys depend
@@ -46,6 +48,7 @@ import timm
 import torch
 from torch import nn
 
+from groundbreak.train.ensemble_network import ChangeEnsemble
 from groundbreak.train.fc_networks import FCEFRes, FCNet
 
 Fusion = Literal["early", "siamese_diff", "siamese_concat"]
@@ -58,6 +61,10 @@ UNET_KEYS = ("fusion", "encoder_name", "encoder_depth", "decoder_channels", "in_
 """Architecture keys of a U-Net (``full_resolution`` is recorded only when on)."""
 FC_KEYS = ("network", "fusion", "in_channels")
 """Architecture keys of the FC networks, whose layers are fixed."""
+ENSEMBLE = "ensemble"
+"""The ``network`` of a :class:`ChangeEnsemble` record (built from bundles, never trained)."""
+ENSEMBLE_KEYS = ("network", "members", "logit_offsets", "in_channels")
+"""Architecture keys of an ensemble: its members' records and their logit offsets."""
 FULL_RESOLUTION_CHANNELS = 16
 
 _TIMM_UNIVERSAL_ALIASES = ("timm-regnet", "timm-res2", "timm-resnest", "timm-mobilenetv3",
@@ -288,7 +295,7 @@ def _drop_unused_stages(encoder: nn.Module, in_channels: int) -> None:
         prune(encoder)
 
 
-ChangeModel = ChangeUNet | FCNet | FCEFRes
+ChangeModel = ChangeUNet | FCNet | FCEFRes | ChangeEnsemble
 """Any change model: ``model(before, after)`` gives logits; it has ``architecture``,
 ``output_stride``, ``in_channels`` and ``check_input``."""
 
@@ -298,13 +305,21 @@ def architecture_record(values: Mapping[str, Any]) -> dict[str, Any]:
     describe: task hyperparameters or a recorded architecture.
 
     A U-Net records :data:`UNET_KEYS` (and ``full_resolution`` when on); an FC network
-    :data:`FC_KEYS`, its layers being fixed. ``network`` defaults to ``"unet"``.
+    :data:`FC_KEYS`, its layers being fixed; an ensemble :data:`ENSEMBLE_KEYS`, with its
+    members' records. ``network`` defaults to ``"unet"``.
 
     Raises:
         KeyError: When a key the network needs is missing.
         ValueError: For an unknown network.
     """
     network = values.get("network", "unet")
+    if network == ENSEMBLE:
+        return {
+            "network": ENSEMBLE,
+            "members": [architecture_record(member) for member in values["members"]],
+            "logit_offsets": [float(offset) for offset in values["logit_offsets"]],
+            "in_channels": int(values["in_channels"]),
+        }
     if network not in NETWORKS:
         raise ValueError(f"unknown network {network!r}; expected one of {', '.join(NETWORKS)}")
     if network != "unet":
@@ -324,6 +339,16 @@ def build_change_model(architecture: Mapping[str, Any]) -> ChangeModel:
     """
     record = architecture_record(architecture)
     network = record.pop("network", "unet")
+    if network == ENSEMBLE:
+        ensemble = ChangeEnsemble(
+            [build_change_model(member) for member in record["members"]], record["logit_offsets"]
+        )
+        if ensemble.in_channels != record["in_channels"]:
+            raise ValueError(
+                f"in_channels {record['in_channels']} differs from the members' "
+                f"{ensemble.in_channels}"
+            )
+        return ensemble
     if network == "fc":
         return FCNet(**record)
     if network == "fc_res":

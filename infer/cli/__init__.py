@@ -3,8 +3,9 @@
 Owns :func:`main` (the console script ``groundbreak``, also ``python -m groundbreak.infer.cli``)
 and one module per subcommand of ``infer``: :mod:`.predict`, :mod:`.rank`, :mod:`.nightly`,
 :mod:`.alerts`, :mod:`.review` and :mod:`.demo`. The subcommands of the lower stages stay in
-their own packages (``chips``: :mod:`groundbreak.datasets.cli`; ``train``, ``export``:
-:mod:`groundbreak.train`; ``evaluate``, ``cv``: :mod:`groundbreak.infer.evaluation`).
+their own packages (``chips``: :mod:`groundbreak.datasets.cli`; ``train``, ``export``,
+``ensemble``: :mod:`groundbreak.train`; ``evaluate``, ``cv``, ``cv-ensemble``:
+:mod:`groundbreak.infer.evaluation`).
 
 Each subcommand is imported only when it runs (:data:`COMMANDS` names its module as a string),
 so ``groundbreak --help`` stays fast. A subcommand is a function
@@ -43,10 +44,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chips": ("groundbreak.datasets.cli", "cut a dataset into chips and write a manifest"),
     "train": ("groundbreak.train.cli", "train a change model (LightningCLI: fit, validate, ...)"),
     "export": ("groundbreak.train.export", "export a training checkpoint to a model bundle"),
+    "ensemble": ("groundbreak.train.ensemble", "combine model bundles into an ensemble bundle"),
     "evaluate": ("groundbreak.infer.evaluation.evaluate",
                  "score a model bundle on labelled scenes or chips"),
     "cv": ("groundbreak.infer.evaluation.crossval",
            "cross-validate a training config by held-out city"),
+    "cv-ensemble": ("groundbreak.infer.evaluation.ensemble_cv",
+                    "cross-validate an ensemble of finished cv runs"),
     "predict": ("groundbreak.infer.cli.predict", "change maps for one tile pair"),
     "rank": ("groundbreak.infer.cli.rank", "score and rank sites over many tile pairs"),
     "nightly": ("groundbreak.infer.cli.nightly", "the nightly batch over a watch-list"),
@@ -58,7 +62,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     lines = ["usage: groundbreak <command> [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run 'groundbreak <command> --help' for a command's options."]
     return "\n".join(lines)
 

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "mean_std: band by band, mean and standard deviation over the pixels both dates see); "
         "default: as the model bundle says",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per model call")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="windows read and predicted together (default: 8 of 256², 2 of 512²)")
     parser.add_argument(
         "--window", type=positive_int, default=None,
         help="window side (default: the predictor's, from the bundle's chip size)"

@@ -278,7 +278,6 @@ def scored(args: argparse.Namespace) -> str:
 def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argparse.Namespace,
              extra: Sequence[str]) -> None:
     """Chips, training, export and whole-scene scoring of one fold (each step skipped if done)."""
-    from groundbreak.infer.prediction.predictor import TiledPredictor
     from groundbreak.train.export import export_checkpoint
 
     fold_dir = args.out / f"fold{k}"
@@ -287,6 +286,19 @@ def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argpa
     bundle = export_checkpoint(
         last, fold_dir / "bundle", name=f"{args.out.name}-fold{k}", chips_dir=chips
     )
+    score_fold(bundle, k, held_out, specs, seconds, args)
+
+
+def score_fold(
+    bundle: Any, k: int, held_out: list[str], specs: Sequence[PairSpec], seconds: float,
+    args: argparse.Namespace,
+) -> None:
+    """Predict fold ``k``'s held-out cities whole with ``bundle`` (a ModelBundle) and write
+    ``OUT/foldK/evaluation{suffix}.json`` (``args``: ``out``, ``device``, ``cloud_mask``, ``tta``,
+    ``date_matching``, ``keep_maps``)."""
+    from groundbreak.infer.prediction.predictor import TiledPredictor
+
+    fold_dir = args.out / f"fold{k}"
     predictor = TiledPredictor(
         bundle, device=args.device, cloud_mask=args.cloud_mask, tta=args.tta,
         date_matching=args.date_matching,
@@ -298,10 +310,11 @@ def run_fold(k: int, held_out: list[str], specs: Sequence[PairSpec], args: argpa
     record = {
         "fold": k,
         "held_out": held_out,
-        "trained_on": [s.pair_id for s in training],
+        "trained_on": [s.pair_id for s in specs if s.pair_id not in held_out],
         "train_seconds": seconds,
         "tta": args.tta,
         "date_matching": predictor.date_matching,
+        "window": [predictor.window, predictor.overlap],
         "per_pair": [r.to_json(0.5) for r in results],
     }
     path = fold_dir / f"evaluation{scored(args)}.json"

@@ -82,6 +82,8 @@ if TYPE_CHECKING:
 DEFAULT_WINDOW = 256
 PREFETCH_BATCHES = 2
 """Batches read ahead of the model on a background thread (0 reads them in turn)."""
+BATCH_PIXELS = 8 * 256**2
+"""Window pixels a batch holds by default (``batch_size`` None): 8 windows of 256², 2 of 512²."""
 CLOUD_MASK_CACHE = 8
 """Cloud masks a predictor keeps (a night scores an acquisition as the after-date of one pair
 and the before-date of the next: its mask is computed once)."""
@@ -215,12 +217,16 @@ class TiledPredictor:
     Args:
         bundle: The model bundle. Its model is moved to ``device`` (and to channels-last memory
             when the torch runtime uses that).
-        window: Window side in pixels, a multiple of the model's output stride; default
-            ``2 * bundle.chip_size`` (``256`` when the bundle has no chip size).
+        window: Window side in pixels, a multiple of the model's output stride; default the
+            bundle's ``window`` (``model.json``), else ``2 * bundle.chip_size`` (``256`` when
+            the bundle has no chip size).
         overlap: Pixels shared by neighbouring windows, ``window - overlap`` a multiple of the
-            output stride; default ``window // 4`` (rounded down to the output stride).
+            output stride; default the bundle's ``overlap`` when the window is the bundle's,
+            else ``window // 4`` (rounded down to the output stride).
         batch_size: Windows read and predicted together (on a CPU the model sees them
-            ``CPU_FORWARD_BATCH`` at a time, which bounds activation memory).
+            ``CPU_FORWARD_BATCH`` at a time, which bounds activation memory); default as many
+            as hold :data:`BATCH_PIXELS` pixels (8 windows of 256², 2 of 512²), so the read
+            buffers weigh the same whatever the window.
         tta: Average the predictions of the identity, horizontal and vertical flips.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         blend: ``"cosine"`` (Hann weights, no seams) or ``"uniform"`` (plain average).
@@ -254,7 +260,7 @@ class TiledPredictor:
         bundle: ModelBundle,
         window: int | None = None,
         overlap: int | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         tta: bool = False,
         device: str = "auto",
         blend: BlendMode = "cosine",
@@ -282,6 +288,9 @@ class TiledPredictor:
         self.bundle = bundle
         self.multiple = int(getattr(bundle.model, "output_stride", 32))
         chip = int(bundle.chip_size or 0)
+        if window is None and bundle.window is not None:
+            window = bundle.window
+            overlap = bundle.overlap if overlap is None else overlap
         self.window = int(window) if window is not None else round_up(
             2 * chip if chip else DEFAULT_WINDOW, self.multiple
         )
@@ -298,6 +307,8 @@ class TiledPredictor:
                 f"overlap {self.overlap} must be in [0, window {self.window}) with window - "
                 f"overlap a multiple of {self.multiple} (the model's output stride)"
             )
+        if batch_size is None:
+            batch_size = max(1, BATCH_PIXELS // self.window**2)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         prefetch = PREFETCH_BATCHES if prefetch is None else int(prefetch)

@@ -30,6 +30,10 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "fc-siam-diff": {"network": "fc", "fusion": "siamese_diff"},
     "fc-siam-conc": {"network": "fc", "fusion": "siamese_concat"},
     "fc-ef-res": {"network": "fc_res", "fusion": "early"},
+    "ensemble": {"network": "ensemble", "logit_offsets": [0.3, -1.6], "members": [
+        {"fusion": "siamese_diff", "in_channels": BANDS, **SHIPPED_ENCODER},
+        {"network": "fc_res", "fusion": "early", "in_channels": BANDS},
+    ]},
 }
 
 
