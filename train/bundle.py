@@ -3,7 +3,7 @@
 A bundle is a folder with two files::
 
     model.safetensors   the state dict of the change model (tensors only, no pickle)
-    model.json          {"format_version": 2, "name", "architecture": {...}, "bands": [...],
+    model.json          {"format_version": 3, "name", "architecture": {...}, "bands": [...],
                          "normalization": {"mean": [...], "std": [...]}, "chip_size",
                          "threshold", ["tta_threshold"], ["window", "overlap"],
                          "pixel_size_m", "radiometry": {...},
@@ -15,6 +15,9 @@ refused with a pointer to ``groundbreak export``.
 
 Format versions (:func:`upgrade_meta` reads every one of them as the current one):
 
+- **3**: an ``architecture`` may be an ensemble (``"network": "ensemble"``), and ``window`` and
+  ``overlap`` may give the prediction defaults; a groundbreak that reads only format 2 refuses
+  such a bundle by its version instead of misreading it. A format-2 file reads unchanged.
 - **2**: ``architecture.encoder_name`` is smp's public name (``tu-regnetx_002``, not the
   deprecated alias ``timm-regnetx_002``); ``versions`` records the segmentation-models-pytorch,
   timm and torch versions that wrote the bundle (null where unknown).
@@ -67,7 +70,7 @@ from groundbreak.train.model import (
     public_encoder_name,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "oscd-s2-default"
@@ -356,10 +359,13 @@ def upgrade_meta(meta: dict[str, Any], meta_path: Path) -> dict[str, Any]:
     if version == 1:
         meta = _upgrade_v1(meta)
         version = meta["format_version"]
+    if version == 2 and not isinstance(version, bool):  # format 3 only adds keys
+        meta = {**meta, "format_version": FORMAT_VERSION}
+        version = FORMAT_VERSION
     if isinstance(version, bool) or version != FORMAT_VERSION:
         raise InputError(
             meta_path,
-            f"format_version {version!r} is not supported (expected 1 or {FORMAT_VERSION}; "
+            f"format_version {version!r} is not supported (expected 1 to {FORMAT_VERSION}; "
             "a newer groundbreak may read it)",
         )
     return meta

@@ -73,7 +73,7 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, fusion: str) -> None
 
 def test_saved_files_follow_the_contract(saved: Path) -> None:
     meta = json.loads((saved / "model.json").read_text())
-    assert meta["format_version"] == 2
+    assert meta["format_version"] == 3
     assert set(meta["versions"]) == {"segmentation_models_pytorch", "timm", "torch"}
     assert meta["architecture"] == {
         "fusion": "siamese_concat",
@@ -191,7 +191,7 @@ def test_unparsable_model_json(saved: Path, text: str) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"format_version": 3}, "format_version 3 is not supported"),
+        ({"format_version": 4}, "format_version 4 is not supported"),
         ({"threshold": None}, "threshold must be a number"),
         ({"threshold": 1.5}, "threshold must be a number"),
         ({"chip_size": "big"}, "chip_size must be a positive integer"),

@@ -34,26 +34,35 @@ else:  # pragma: no cover
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_shipped_bundle_is_current_and_uses_public_smp_names() -> None:
+UNET_DIR = DEFAULT_BUNDLE_DIR.parent / "oscd-s2-unet"
+
+
+def test_shipped_bundles_are_current_and_use_public_smp_names() -> None:
     record = json.loads((DEFAULT_BUNDLE_DIR / "model.json").read_text())
-    assert record["format_version"] == FORMAT_VERSION == 2
-    assert record["architecture"]["encoder_name"] == "tu-regnetx_002"
+    assert record["format_version"] == FORMAT_VERSION == 3  # the ensemble needs format 3
+    unet, fc_res = record["architecture"]["members"]
+    assert unet["encoder_name"] == "tu-regnetx_002" and fc_res["network"] == "fc_res"
+    assert json.loads((UNET_DIR / "model.json").read_text())["format_version"] == 2
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # smp warns on deprecated names
-        bundle = load_bundle(DEFAULT_BUNDLE_DIR)
-    assert bundle.model.encoder_name == "tu-regnetx_002"
+        bundle, alone = load_bundle(DEFAULT_BUNDLE_DIR), load_bundle(UNET_DIR)
+    assert bundle.model.members[0].encoder_name == alone.model.encoder_name == "tu-regnetx_002"
+    assert alone.meta["format_version"] == 3  # format 2 reads as 3: it only adds keys
+    # the ensemble's first member is the U-Net bundle itself, weight for weight
+    member = bundle.model.members[0].state_dict()
+    assert all(torch.equal(t, member[k]) for k, t in alone.model.state_dict().items())
 
 
 def test_format_1_bundle_is_upgraded_with_the_same_predictions(tmp_path: Path) -> None:
     old = tmp_path / "v1"
-    shutil.copytree(DEFAULT_BUNDLE_DIR, old)
+    shutil.copytree(UNET_DIR, old)
     record = json.loads((old / "model.json").read_text())
     record["format_version"] = 1
     record["architecture"]["encoder_name"] = "timm-regnetx_002"  # as format 1 recorded it
     del record["versions"]
     (old / "model.json").write_text(json.dumps(record))
-    upgraded, current = load_bundle(old), load_bundle(DEFAULT_BUNDLE_DIR)
-    assert upgraded.meta["format_version"] == 2
+    upgraded, current = load_bundle(old), load_bundle(UNET_DIR)
+    assert upgraded.meta["format_version"] == 3
     assert upgraded.meta["architecture"]["encoder_name"] == "tu-regnetx_002"
     assert upgraded.meta["versions"] == dict.fromkeys(("segmentation_models_pytorch", "timm",
                                                        "torch"))
