@@ -2,8 +2,8 @@
 
 Usage::
 
-    groundbreak ensemble checkpoints/oscd-s2-default runs/cv/oscd_fc_ef_res/final/bundle \\
-        --out checkpoints/oscd-s2-ensemble --threshold 0.43 [--window 512 --overlap 64] \\
+    groundbreak ensemble checkpoints/oscd-s2-unet runs/cv/oscd_fc_ef_res/final/bundle \\
+        --out runs/my-ensemble --threshold 0.43 [--window 512 --overlap 64] \\
         [--member-thresholds 0.58,0.17] [--name NAME]
 
 The ensemble (:class:`~groundbreak.train.ensemble_network.ChangeEnsemble`) averages its members'
