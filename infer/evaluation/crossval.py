@@ -482,10 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"chip stride (default {DEFAULT_CHIP_STRIDE})")
     parser.add_argument("--only-folds", type=comma_list,
                         help="run only these folds (e.g. 0,1), e.g. one process per core")
-    parser.add_argument("--device", type=device_argument, default="auto",
-                        help="device of the held-out prediction (auto, cpu, cuda, cuda:N)")
-    parser.add_argument("--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
-                        help="cloud masking of the held-out prediction, as in predict")
+    add_held_out_arguments(parser)
     parser.add_argument("--tta", action="store_true",
                         help="score the held-out cities with flip test-time augmentation "
                         "(evaluation_tta.json, cv_tta.json); training is the same")
@@ -499,9 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only-final", action="store_true",
                         help="train only the final model (OUT/final), e.g. in a process of its "
                         "own beside the folds; a later run with --final exports it")
+    return parser
+
+
+def add_held_out_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--cloud-mask`` and ``--keep-maps``: how the held-out cities are predicted
+    (as ``predict`` does) and whether their maps are kept (``cv`` and ``cv-ensemble``)."""
+    parser.add_argument("--device", type=device_argument, default="auto",
+                        help="device of the held-out prediction (auto, cpu, cuda, cuda:N)")
+    parser.add_argument("--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
+                        help="cloud masking of the held-out prediction, as in predict")
     parser.add_argument("--keep-maps", action="store_true",
                         help="keep the held-out probability/mask rasters in OUT/foldK/maps")
-    return parser
 
 
 def main(argv: Sequence[str]) -> int:

@@ -30,14 +30,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.infer.evaluation import crossval, scene_evaluate
 from groundbreak.infer.evaluation.cv_markdown import markdown
 from groundbreak.infer.evaluation.evaluate import comma_list
-from groundbreak.train.arguments import device_argument, positive_int
+from groundbreak.train.arguments import positive_int
 from groundbreak.train.bundle import load_bundle
 from groundbreak.train.ensemble import combine_bundles
 
@@ -98,12 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=int, help="its overlap (default window / 4)")
     parser.add_argument("--date-matching", choices=DATE_MATCHING_MODES, default=None,
                         help="as cv --date-matching; the members' folds must be scored with it")
-    parser.add_argument("--device", type=device_argument, default="auto",
-                        help="device of the held-out prediction (auto, cpu, cuda, cuda:N)")
-    parser.add_argument("--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
-                        help="cloud masking of the held-out prediction, as in predict")
-    parser.add_argument("--keep-maps", action="store_true",
-                        help="keep the held-out probability/mask rasters in OUT/foldK/maps")
+    crossval.add_held_out_arguments(parser)
     parser.add_argument("--final", type=comma_list,
                         help="the members' final bundles, in --members order: combined at the "
                         "out-of-fold threshold into OUT/final/bundle")
