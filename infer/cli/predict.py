@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default: as the model bundle says",
     )
     parser.add_argument("--batch-size", type=positive_int, default=None,
-                        help="windows read and predicted together (default: 8 of 256², 2 of 512²)")
+                        help="windows read and predicted together (default: 4 of 256², 1 of 512²)")
     parser.add_argument(
         "--window", type=positive_int, default=None,
         help="window side (default: the predictor's, from the bundle's chip size)"

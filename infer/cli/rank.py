@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=positive_int, help="prediction window side in pixels")
     parser.add_argument("--overlap", type=int, help="overlap of prediction windows in pixels")
     parser.add_argument("--batch-size", type=positive_int, default=None,
-                        help="windows read and predicted together (default: 8 of 256², 2 of 512²)")
+                        help="windows read and predicted together (default: 4 of 256², 1 of 512²)")
     parser.add_argument("--device", type=device_argument, default="auto",
                         help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",

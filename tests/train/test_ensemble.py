@@ -242,4 +242,8 @@ def test_the_predictor_takes_the_bundles_window(members: list[Path], tmp_path: P
     assert TiledPredictor(bundle, overlap=16, device="cpu").window == 96
     plain = TiledPredictor(load_bundle(members[0]), device="cpu")
     assert (plain.window, plain.overlap) == (64, 16)  # no window in model.json: 2 x chip_size
+    # a batch holds BATCH_PIXELS window pixels by default, whatever the window
+    assert TiledPredictor(bundle, window=256, device="cpu").batch_size == 4
+    assert TiledPredictor(bundle, window=512, device="cpu").batch_size == 1
+    assert TiledPredictor(bundle, window=512, batch_size=3, device="cpu").batch_size == 3
     assert np.isclose(bundle.threshold, 0.5)
