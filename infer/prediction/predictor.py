@@ -290,9 +290,10 @@ class TiledPredictor:
         self.bundle = bundle
         self.multiple = int(getattr(bundle.model, "output_stride", 32))
         chip = int(bundle.chip_size or 0)
-        if window is None and bundle.window is not None:
+        if window is None:
             window = bundle.window
-            overlap = bundle.overlap if overlap is None else overlap
+        if overlap is None and window is not None and window == bundle.window:
+            overlap = bundle.overlap
         self.window = int(window) if window is not None else round_up(
             2 * chip if chip else DEFAULT_WINDOW, self.multiple
         )

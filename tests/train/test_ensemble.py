@@ -239,6 +239,7 @@ def test_the_predictor_takes_the_bundles_window(members: list[Path], tmp_path: P
     predictor = TiledPredictor(bundle, device="cpu")
     assert (predictor.window, predictor.overlap) == (96, 32)
     assert (TiledPredictor(bundle, window=64, device="cpu").overlap) == 16  # its own quarter
+    assert TiledPredictor(bundle, window=96, device="cpu").overlap == 32  # the bundle's window
     assert TiledPredictor(bundle, overlap=16, device="cpu").window == 96
     plain = TiledPredictor(load_bundle(members[0]), device="cpu")
     assert (plain.window, plain.overlap) == (64, 16)  # no window in model.json: 2 x chip_size
