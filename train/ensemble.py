@@ -120,7 +120,8 @@ def combine_bundles(
     first = members[0]
     meta: dict[str, Any] = {
         key: value for key, value in first.meta.items()
-        if key not in ("architecture", "format_version", "versions", "tta_threshold", "name")
+        if key not in ("architecture", "format_version", "versions", "tta_threshold", "name",
+                       "window", "overlap")
     }
     if overlap is not None and window is None:
         raise InputError(out, "--overlap needs --window")

@@ -33,6 +33,7 @@ from typing import Any
 from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.layouts import oscd_pairs
+from groundbreak.datasets.text_files import load_json_file
 from groundbreak.infer.evaluation import crossval, scene_evaluate
 from groundbreak.infer.evaluation.cv_markdown import markdown
 from groundbreak.infer.evaluation.evaluate import comma_list
@@ -49,7 +50,10 @@ def member_settings(members: Sequence[Path]) -> dict[str, Any]:
         path = member / "cv_settings.json"
         if not path.is_file():
             raise InputError(path, "missing: not a groundbreak cv run folder")
-        settings.append(json.loads(path.read_text()))
+        record = load_json_file(path, "cv settings")
+        if not isinstance(record, dict) or "folds" not in record:
+            raise InputError(path, "is not the settings of a groundbreak cv run (no folds)")
+        settings.append(record)
     for member, other in zip(members[1:], settings[1:], strict=True):
         for key in ("folds", "oscd_root"):
             if other.get(key) != settings[0].get(key):

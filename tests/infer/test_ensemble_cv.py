@@ -99,5 +99,12 @@ def test_members_must_share_their_folds(tmp_path: Path) -> None:
         member_settings([tmp_path / "a", tmp_path / "b"])
     with pytest.raises(InputError, match="missing: not a groundbreak cv run folder"):
         member_settings([tmp_path / "a", tmp_path / "c"])
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "cv_settings.json").write_text("{not json")
+    with pytest.raises(InputError, match="cv_settings.json"):
+        member_settings([tmp_path / "a", tmp_path / "c"])
+    (tmp_path / "c" / "cv_settings.json").write_text("[]")
+    with pytest.raises(InputError, match="not the settings of a groundbreak cv run"):
+        member_settings([tmp_path / "a", tmp_path / "c"])
     with pytest.raises(InputError, match="fold 1 of this member is not scored yet"):
         member_threshold(tmp_path / "a", 0, 2, "")
