@@ -39,8 +39,15 @@ SHARED_KEYS = ("radiometry", "date_matching", "pixel_size_m")
 def check_members(members: Sequence[ModelBundle]) -> None:
     """Raise InputError (naming the member's model.json) unless the members read the same input.
 
-    Bands, normalisation (float32 values), radiometry, date matching and pixel size must agree.
+    Bands, normalisation (float32 values), radiometry, date matching and pixel size must agree,
+    and no member may be an ensemble itself.
     """
+    for member in members:
+        if isinstance(member.model, ChangeEnsemble):
+            raise InputError(
+                member.path / "model.json",
+                "is an ensemble itself; combine its members (training.ensemble_of) instead",
+            )
     first = members[0]
     for member in members[1:]:
         where = member.path / "model.json"

@@ -167,6 +167,8 @@ def test_the_ensemble_command(members: list[Path], tmp_path: Path,
     assert "at least 2 member bundles" in capsys.readouterr().err
     assert groundbreak([*argv[:-2], "--member-thresholds", "0.5"]) == 2
     assert "1 member thresholds for 2 members" in capsys.readouterr().err
+    assert groundbreak(["ensemble", str(out), str(members[0]), "--out", str(tmp_path / "n")]) == 2
+    assert f"{out / 'model.json'}: is an ensemble itself" in capsys.readouterr().err
     assert groundbreak([*argv[:5], "--window", "120"]) == 2  # not on the output stride 16
     assert "window 120 is not divisible by the model's output stride 16" in (
         capsys.readouterr().err
