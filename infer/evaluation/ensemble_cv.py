@@ -40,6 +40,7 @@ from groundbreak.infer.evaluation.evaluate import comma_list
 from groundbreak.train.arguments import positive_int
 from groundbreak.train.bundle import load_bundle
 from groundbreak.train.ensemble import combine_bundles
+from groundbreak.train.ensemble_network import MAX_MEMBERS
 
 
 def member_settings(members: Sequence[Path]) -> dict[str, Any]:
@@ -114,8 +115,8 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     args.tta = False
     members = [Path(m) for m in args.members]
-    if not 2 <= len(members) <= 8:
-        parser.error(f"--members: 2 to 8 cv run folders, got {len(members)}")
+    if not 2 <= len(members) <= MAX_MEMBERS:
+        parser.error(f"--members: 2 to {MAX_MEMBERS} cv run folders, got {len(members)}")
     if args.final is not None and len(args.final) != len(members):
         parser.error(f"--final: one bundle per member ({len(members)}), got {len(args.final)}")
     base = member_settings(members)
