@@ -30,10 +30,7 @@ import numpy as np
 from groundbreak.datasets.errors import InputError
 from groundbreak.train.arguments import positive_int, threshold_argument
 from groundbreak.train.bundle import ModelBundle, load_bundle, save_bundle
-from groundbreak.train.ensemble_network import ChangeEnsemble, logit_offset
-
-SHARED_KEYS = ("radiometry", "date_matching", "pixel_size_m")
-"""``model.json`` keys every member must agree on (beside bands and normalisation)."""
+from groundbreak.train.ensemble_network import MAX_MEMBERS, ChangeEnsemble, logit_offset
 
 
 def check_members(members: Sequence[ModelBundle]) -> None:
@@ -63,19 +60,24 @@ def check_members(members: Sequence[ModelBundle]) -> None:
                 f"normalises its bands otherwise than the first member ({first.path}); ensemble "
                 "members must be trained on chips with the same statistics",
             )
-        for key in SHARED_KEYS:
-            if _shared_value(member.meta, key) != _shared_value(first.meta, key):
+        own, firsts = _shared(member), _shared(first)
+        for key, value in own.items():
+            if value != firsts[key]:
                 raise InputError(
                     where,
-                    f"{key} {_shared_value(member.meta, key)!r} differs from the first member's "
-                    f"({first.path}) {_shared_value(first.meta, key)!r}",
+                    f"{key} {value!r} differs from the first member's ({first.path}) "
+                    f"{firsts[key]!r}",
                 )
 
 
-def _shared_value(meta: Mapping[str, Any], key: str) -> Any:
-    """A member's value of a shared key, with the loader's defaults for absent ones."""
-    defaults = {"date_matching": "none", "pixel_size_m": None, "radiometry": None}
-    return meta.get(key, defaults[key])
+def _shared(bundle: ModelBundle) -> dict[str, Any]:
+    """What every member must agree on beside bands and normalisation, as the bundle reads it
+    (absent keys as their defaults; the radiometry as its convention, not who stated it)."""
+    return {
+        "radiometry": bundle.radiometry.to_dict(),
+        "date_matching": bundle.date_matching,
+        "pixel_size_m": bundle.pixel_size_m,
+    }
 
 
 def combine_bundles(
@@ -94,7 +96,8 @@ def combine_bundles(
     """Write the ensemble bundle of ``members`` to ``out`` and load it back.
 
     Args:
-        members: The member bundles (2 to 8), checked by :func:`check_members`.
+        members: The member bundles (2 to :data:`MAX_MEMBERS`), checked by
+            :func:`check_members`.
         out: The bundle folder to write.
         threshold: The ensemble's operating threshold.
         member_thresholds: The threshold each member's logit is centred on; default each
@@ -161,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Combine model bundles into one ensemble bundle: the members' logits, each "
         "centred on its operating threshold, averaged.",
     )
-    parser.add_argument("members", type=Path, nargs="+", help="member bundles (2 to 8)")
+    parser.add_argument("members", type=Path, nargs="+",
+                        help=f"member bundles (2 to {MAX_MEMBERS})")
     parser.add_argument("--out", type=Path, required=True, help="ensemble bundle folder to write")
     parser.add_argument("--threshold", type=threshold_argument, default=0.5,
                         help="the ensemble's operating threshold (default 0.5: the average of "

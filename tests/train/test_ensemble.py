@@ -250,3 +250,14 @@ def test_the_predictor_takes_the_bundles_window(members: list[Path], tmp_path: P
     assert TiledPredictor(bundle, window=512, device="cpu").batch_size == 1
     assert TiledPredictor(bundle, window=512, batch_size=3, device="cpu").batch_size == 3
     assert np.isclose(bundle.threshold, 0.5)
+
+
+def test_a_member_without_a_radiometry_record_reads_as_the_oscd_convention(
+    members: list[Path], tmp_path: Path
+) -> None:
+    path = members[1] / "model.json"
+    record = json.loads(path.read_text())
+    del record["radiometry"]  # bundles before the key: OSCD's convention, as the loader reads it
+    path.write_text(json.dumps(record))
+    bundle = combine_bundles([load_bundle(p) for p in members], tmp_path / "e")
+    assert len(bundle.model.members) == 2
