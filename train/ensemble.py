@@ -92,6 +92,7 @@ def combine_bundles(
     metrics: Mapping[str, Any] | None = None,
     date_matching: str | None = None,
     threshold_source: str = "given to groundbreak ensemble",
+    tta_threshold: float | None = None,
 ) -> ModelBundle:
     """Write the ensemble bundle of ``members`` to ``out`` and load it back.
 
@@ -109,6 +110,7 @@ def combine_bundles(
         metrics: ``model.json`` ``metrics`` (e.g. the ensemble's out-of-fold scores).
         date_matching: The bundle's date matching; default the members'.
         threshold_source: Where ``threshold`` comes from (``model.json`` ``training``).
+        tta_threshold: The ensemble's threshold with flip TTA, when one was chosen.
 
     Raises:
         InputError: For members that do not fit together, or a bad threshold or window.
@@ -154,6 +156,8 @@ def combine_bundles(
     )
     if date_matching is not None:
         meta["date_matching"] = date_matching
+    if tta_threshold is not None:
+        meta["tta_threshold"] = tta_threshold
     return load_bundle(save_bundle(model, meta, out))
 
 

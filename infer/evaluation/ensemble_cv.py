@@ -4,7 +4,7 @@ Usage::
 
     groundbreak cv-ensemble --members runs/cv/oscd_s2_radio_ref,runs/cv/oscd_fc_ef_res \\
         --out runs/cv/ens_ref_fc_ef_res --date-matching mean_std [--window 512 --overlap 64] \\
-        [--keep-maps] [--final BUNDLE,BUNDLE]
+        [--keep-maps] [--tta] [--final BUNDLE,BUNDLE]
 
 The members are ``groundbreak cv`` run folders with the same folds, every fold scored with the
 same ``--date-matching`` (``foldK/bundle`` and ``foldK/evaluation_MODE.json``). For each fold K,
@@ -15,10 +15,17 @@ trained fold. Each member's logit is centred on that member's best pooled thresh
 The folds are then pooled as ``cv`` pools them (``OUT/cv_MODE.json``, ``OUT/cv_MODE.md``: the
 out-of-fold threshold, scores and recall by region size).
 
+With ``--tta`` the same fold bundles (each member centred on its threshold without TTA) predict the
+held-out cities with flip test-time augmentation (as ``predict --tta``) into
+``evaluation_MODE_tta.json``, pooled into ``cv_MODE_tta.json``/``.md``: the ensemble's TTA
+figures at its own out-of-fold TTA threshold.
+
 ``--final A,B`` then combines the members' final bundles (trained on every city, each exported at
 its own out-of-fold threshold, which centres it) into ``OUT/final/bundle`` at the ensemble's
 out-of-fold threshold, its ``metrics`` the out-of-fold scores, with ``--window``/``--overlap`` as
-its prediction defaults. A fold with its evaluation is skipped on a rerun; the settings are
+its prediction defaults; with ``--tta`` its ``tta_threshold`` is the pooled TTA threshold, and its
+``threshold`` comes from the same ``OUT``'s ``cv_MODE.json`` (run without ``--tta`` first). A fold
+with its evaluation is skipped on a rerun; the settings are
 recorded in ``OUT/cv_settings.json`` and a rerun with others is refused.
 """
 
@@ -38,7 +45,7 @@ from groundbreak.infer.evaluation import crossval, scene_evaluate
 from groundbreak.infer.evaluation.cv_markdown import markdown
 from groundbreak.infer.evaluation.evaluate import comma_list
 from groundbreak.train.arguments import positive_int
-from groundbreak.train.bundle import load_bundle
+from groundbreak.train.bundle import ModelBundle, load_bundle
 from groundbreak.train.ensemble import combine_bundles
 from groundbreak.train.ensemble_network import MAX_MEMBERS
 
@@ -103,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--date-matching", choices=DATE_MATCHING_MODES, default=None,
                         help="as cv --date-matching; the members' folds must be scored with it")
     crossval.add_held_out_arguments(parser)
+    parser.add_argument("--tta", action="store_true",
+                        help="score the held-out cities with flip test-time augmentation "
+                        "(evaluation_MODE_tta.json, cv_MODE_tta.json); the fold bundles are the "
+                        "same")
     parser.add_argument("--final", type=comma_list,
                         help="the members' final bundles, in --members order: combined at the "
                         "out-of-fold threshold into OUT/final/bundle")
@@ -113,7 +124,6 @@ def main(argv: Sequence[str]) -> int:
     """Run ``groundbreak cv-ensemble``."""
     parser = build_parser()
     args = parser.parse_args(list(argv))
-    args.tta = False
     members = [Path(m) for m in args.members]
     if not 2 <= len(members) <= MAX_MEMBERS:
         parser.error(f"--members: 2 to {MAX_MEMBERS} cv run folders, got {len(members)}")
@@ -122,6 +132,7 @@ def main(argv: Sequence[str]) -> int:
     base = member_settings(members)
     folds = [list(f) for f in base["folds"]]
     suffix = crossval.scored(args)
+    member_suffix = suffix.removesuffix("_tta")  # members are centred without TTA either way
     settings = {
         "members": [str(m) for m in members],
         "folds": folds,
@@ -135,7 +146,7 @@ def main(argv: Sequence[str]) -> int:
         if (args.out / f"fold{k}" / f"evaluation{suffix}.json").is_file():
             print(f"fold {k}: done, skipped", flush=True)
             continue
-        thresholds = [member_threshold(m, k, len(folds), suffix) for m in members]
+        thresholds = [member_threshold(m, k, len(folds), member_suffix) for m in members]
         bundle = combine_bundles(
             [load_bundle(m / f"fold{k}" / "bundle") for m in members],
             args.out / f"fold{k}" / "bundle",
@@ -144,9 +155,10 @@ def main(argv: Sequence[str]) -> int:
         )
         print(f"fold {k}: members centred on {', '.join(f'{t:.2f}' for t in thresholds)}",
               flush=True)
-        seconds = sum(member_train_seconds(m, k, suffix) for m in members)
+        seconds = sum(member_train_seconds(m, k, member_suffix) for m in members)
         crossval.score_fold(bundle, k, held_out, specs, seconds, args)
     name = args.out.name + (f" + date matching {args.date_matching}" if args.date_matching else "")
+    name += " + flip TTA" if args.tta else ""
     result = crossval.aggregate(args.out, folds, name, suffix, specs)
     cv_json, cv_md = (args.out / f"cv{suffix}{ext}" for ext in (".json", ".md"))
     cv_json.write_text(json.dumps(result, indent=2) + "\n")
@@ -161,18 +173,41 @@ def main(argv: Sequence[str]) -> int:
             result["by_region_size"], result["oof_threshold"]
         )))
     if args.final is not None:
-        final = combine_bundles(
-            [load_bundle(path) for path in args.final], args.out / "final" / "bundle",
-            result["oof_threshold"], name=args.out.name, window=args.window,
-            overlap=args.overlap, date_matching=args.date_matching,
-            threshold_source=f"best pooled out-of-fold F1 of the ensemble ({cv_json})",
-            metrics={
-                **{f"oof/{key}": p[key] for key in ("precision", "recall", "f1", "iou")},
-                "oof/threshold": result["oof_threshold"],
-                "oof/fold_f1_mean": result["fold_f1_mean"],
-                "oof/fold_f1_std": result["fold_f1_std"],
-            },
-        )
-        print(f"wrote the final ensemble {final.path} at threshold {final.threshold:.2f}")
+        final = write_final(args, result, suffix)
+        tta = f", {final.tta_threshold:.2f} with TTA" if final.tta_threshold is not None else ""
+        print(f"wrote the final ensemble {final.path} at threshold {final.threshold:.2f}{tta}")
     print(f"wrote {cv_json} and {cv_md}")
     return 0
+
+
+def write_final(args: argparse.Namespace, result: dict[str, Any], suffix: str) -> ModelBundle:
+    """Combine the members' final bundles (``--final``) into ``OUT/final/bundle`` at the pooled
+    out-of-fold threshold, with the out-of-fold scores as its metrics; with ``--tta``, the
+    threshold and scores without TTA come from ``OUT/cv_MODE.json`` and ``result`` gives the
+    ``tta_threshold``."""
+    tta = result if args.tta else None
+    base = result
+    if tta is not None:
+        path = args.out / f"cv{suffix.removesuffix('_tta')}.json"
+        if not path.is_file():
+            raise InputError(path, "missing: run cv-ensemble without --tta first; the final "
+                             "bundle's threshold is the one without TTA")
+        base = load_json_file(path, "cv-ensemble result")
+    metrics: dict[str, Any] = {}
+    for prefix, record in (("oof", base), ("oof_tta", tta)):
+        if record is None:
+            continue
+        pooled = record["pooled"]
+        metrics.update({f"{prefix}/{key}": pooled[key] for key in ("precision", "recall", "f1",
+                                                                    "iou")})
+        metrics.update({f"{prefix}/threshold": record["oof_threshold"],
+                        f"{prefix}/fold_f1_mean": record["fold_f1_mean"],
+                        f"{prefix}/fold_f1_std": record["fold_f1_std"]})
+    cv_json = args.out / f"cv{suffix.removesuffix('_tta')}.json"
+    return combine_bundles(
+        [load_bundle(path) for path in args.final], args.out / "final" / "bundle",
+        base["oof_threshold"], name=args.out.name, window=args.window, overlap=args.overlap,
+        date_matching=args.date_matching, metrics=metrics,
+        tta_threshold=None if tta is None else tta["oof_threshold"],
+        threshold_source=f"best pooled out-of-fold F1 of the ensemble ({cv_json})",
+    )

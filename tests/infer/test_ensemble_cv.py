@@ -88,6 +88,29 @@ def test_cv_ensemble_end_to_end(fixtures_dir: Path, tmp_path: Path,
     assert groundbreak([*argv[:-2], "--window", "128"]) == 2  # other settings: refused
     assert "cv_settings.json" in capsys.readouterr().err
 
+    # --tta: the same fold bundles (members centred without TTA: they have no TTA scores),
+    # scored with flips into their own files and maps; the final bundle gains a tta_threshold
+    plain_offsets = [load_bundle(out / f"fold{k}" / "bundle").meta["architecture"]["logit_offsets"]
+                     for k in range(2)]
+    assert groundbreak([*argv, "--tta", "--keep-maps"]) == 0
+    capsys.readouterr()
+    for k in range(2):
+        record = json.loads((out / f"fold{k}" / "evaluation_tta.json").read_text())
+        assert record["tta"] is True and [r["pair_id"] for r in record["per_pair"]] == FOLDS[k]
+        assert (out / f"fold{k}" / "maps_tta" / FOLDS[k][0] / "probability.tif").is_file()
+        assert not (out / f"fold{k}" / "maps").exists()  # the plain run kept none
+        offsets = load_bundle(out / f"fold{k}" / "bundle").meta["architecture"]["logit_offsets"]
+        assert offsets == pytest.approx(plain_offsets[k])
+    tta_result = json.loads((out / "cv_tta.json").read_text())
+    final = load_bundle(out / "final" / "bundle")
+    assert final.threshold == result["oof_threshold"]  # the threshold without TTA
+    assert final.tta_threshold == tta_result["oof_threshold"]
+    assert final.meta["metrics"]["oof_tta/f1"] == tta_result["pooled"]["f1"]
+    assert final.meta["metrics"]["oof/f1"] == result["pooled"]["f1"]
+    (out / "cv.json").unlink()  # the final bundle's threshold without TTA is then unknown
+    assert groundbreak([*argv, "--tta"]) == 2
+    assert "cv.json: missing: run cv-ensemble without --tta first" in capsys.readouterr().err
+
 
 def test_members_must_share_their_folds(tmp_path: Path) -> None:
     for name, folds in (("a", FOLDS), ("b", [["beirut"], ["abudhabi"]])):
