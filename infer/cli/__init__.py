@@ -38,7 +38,7 @@ from groundbreak.infer.exit_codes import (
     EXIT_STOPPED,
 )
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "INFERENCE_COMMANDS", "keep_triton_out", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "chips": ("groundbreak.datasets.cli", "cut a dataset into chips and write a manifest"),
@@ -59,6 +59,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("groundbreak.infer.cli.demo", "rank the bundled tile pairs with the default model"),
 }
 
+INFERENCE_COMMANDS = frozenset({"predict", "rank", "nightly", "demo", "evaluate", "cv-ensemble"})
+"""Subcommands that only run models (no training, no ``torch.compile``)."""
+
+
+def keep_triton_out() -> bool:
+    """Keep triton out of this process when torch sees no CUDA device; True if it did.
+
+    A CUDA build of torch (what ``pip install torch`` gives on x86-64 Linux) ships triton, and
+    timm's import of torchvision imports torch's compiler stack, which imports triton: 74 MB of
+    resident memory (its shared library) that a CPU process never uses; the nightly memory
+    budget is 2 GB (bench/README.md). With ``sys.modules["triton"] = None`` an ``import triton``
+    raises ImportError, which torch reads as "no triton", as on its CPU builds. A no-op once
+    triton is imported, or with a CUDA device (where it could serve ``torch.compile``).
+    """
+    import torch
+
+    if "triton" in sys.modules or torch.cuda.is_available():
+        return False
+    sys.modules["triton"] = None  # type: ignore[assignment]
+    return True
+
 
 def _usage() -> str:
     lines = ["usage: groundbreak <command> [options]", "", "commands:"]
@@ -77,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"groundbreak: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if name in INFERENCE_COMMANDS:
+        keep_triton_out()
     module = importlib.import_module(COMMANDS[name][0])
     # GDAL's errors come back as exceptions; its log lines would only repeat them on stderr.
     logging.getLogger("rasterio").addHandler(logging.NullHandler())

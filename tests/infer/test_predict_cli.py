@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +237,34 @@ def test_a_bad_tta_threshold_in_a_bundle_is_named(
     (bundle / "model.json").write_text(json.dumps({**meta, "tta_threshold": "0.5"}))
     code, _, err = run(capsys, beirut[0], beirut[1], tmp_path / "o", bundle)
     assert_one_line_error(code, err, "model.json", "tta_threshold must be a number in (0, 1)")
+
+
+def test_predict_runs_without_triton_on_a_machine_without_cuda(
+    beirut: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A fresh ``groundbreak predict`` process keeps triton (74 MB resident) out when torch sees
+    no CUDA device, and still predicts with the default ensemble; ``train`` keeps it."""
+    before, after = beirut
+    code = (
+        "import sys\n"
+        "from groundbreak.infer.cli import main\n"
+        f"code = main(['predict', '--before', {str(before)!r}, '--after', {str(after)!r}, "
+        f"'--out', {str(tmp_path / 'out')!r}, '--device', 'cpu'])\n"
+        "import torch\n"
+        "from torch.utils._triton import has_triton_package\n"
+        "print(code, torch.cuda.is_available(), 'triton' in sys.modules, "
+        "sys.modules.get('triton') is None, has_triton_package())\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert child.returncode == 0, child.stderr
+    exit_code, cuda, listed, blocked, has_triton = child.stdout.split()[-5:]
+    assert exit_code == "0" and (tmp_path / "out" / "mask.tif").is_file()
+    if cuda == "True":
+        pytest.skip("a CUDA device: triton is left for torch.compile")
+    assert (listed, blocked, has_triton) == ("True", "True", "False")
+    train = ("import sys\nfrom groundbreak.infer.cli import main\nmain(['train', '--help'])\n"
+             "print(sys.modules.get('triton', 'absent') is not None)\n")
+    child = subprocess.run([sys.executable, "-c", train], capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert child.stdout.split()[-1] == "True", child.stderr  # absent or imported, not blocked
