@@ -5,6 +5,13 @@ Built like a torchgeo trainer: small hooks :meth:`configure_models`, :meth:`conf
 one without touching the loops. Validation metrics are pooled over all pixels of the epoch (see
 :mod:`groundbreak.train.metrics`).
 
+With ``teacher`` (a model bundle, e.g. an ensemble), the network is also trained towards the
+teacher's change probabilities on the same augmented chips (knowledge distillation, Hinton et al.
+2015): the loss is ``(1 - distill_weight) * loss + distill_weight * BCE(logits, p_teacher)``
+over the labelled pixels. The teacher runs frozen beside the network; it is not part of the
+checkpoint or the exported bundle, and must read the chips as they are normalised (same bands,
+statistics and date matching), which :meth:`ChangeSegmentationTask.on_fit_start` checks.
+
 Checkpoints also carry, under the key ``"groundbreak"``, what an export to a model bundle needs
 besides the weights: the datamodule's band names, normalisation, chip size and pixel size, and the
 last validation scores with the best-F1 threshold.
@@ -15,8 +22,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from lightning.fabric.utilities.data import AttributeDict
@@ -25,9 +34,11 @@ from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch.optim import Adam, AdamW
 from torch.optim.lr_scheduler import ExponentialLR, LambdaLR
 
+from groundbreak.datasets.errors import InputError
+from groundbreak.datasets.transforms import IGNORE_INDEX
 from groundbreak.train.losses import ChangeLoss, LossName
 from groundbreak.train.metrics import PooledChangeMetrics
-from groundbreak.train.model import Fusion, Network, build_change_model
+from groundbreak.train.model import ChangeModel, Fusion, Network, build_change_model
 
 Scheduler = Literal["cosine", "onecycle", "exponential", "none"]
 Optimizer = Literal["adamw", "adam"]
@@ -100,6 +111,9 @@ class ChangeSegmentationTask(LightningModule):
         threshold: Probability threshold of the pooled validation scores (``val/f1`` ...).
         channels_last: Keep the model and its inputs channels-last (NHWC): about 40 % faster
             training on this project's CPU, and the fast layout for mixed precision on GPUs.
+        teacher: A model bundle whose probabilities the network also learns (distillation; see
+            the module docstring); ``None``: labels only.
+        distill_weight: Share of the teacher's term in the loss, in [0, 1].
     """
 
     def __init__(
@@ -121,8 +135,12 @@ class ChangeSegmentationTask(LightningModule):
         channels_last: bool = True,
         optimizer: Optimizer = "adamw",
         lr_decay: float = 0.95,
+        teacher: str | None = None,
+        distill_weight: float = 0.5,
     ) -> None:
         super().__init__()
+        if not 0.0 <= distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight}")
         self.save_hyperparameters()
         self.configure_models()
         self.configure_losses()
@@ -151,6 +169,9 @@ class ChangeSegmentationTask(LightningModule):
         })
         if hp.get("channels_last", False):
             self.model = self.model.to(memory_format=torch.channels_last)
+        self._teacher: Teacher | None = None
+        if hp.get("teacher"):
+            self._teacher = Teacher(Path(hp.teacher), channels_last=hp.get("channels_last", False))
 
     def configure_losses(self) -> None:
         """Build :attr:`criterion`, the training loss."""
@@ -165,27 +186,31 @@ class ChangeSegmentationTask(LightningModule):
     # -- model -------------------------------------------------------------------------------
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """Change logits ``(B, 1, H, W)``; pads H and W to the model's stride and crops back."""
-        height, width = before.shape[-2:]
-        stride = self.model.output_stride
-        pad_h, pad_w = (-height) % stride, (-width) % stride
-        if pad_h or pad_w:
-            # 0 is the band mean after normalisation, the same value invalid pixels get.
-            before = F.pad(before, (0, pad_w, 0, pad_h))
-            after = F.pad(after, (0, pad_w, 0, pad_h))
-        if self.hparams.get("channels_last", False):
-            before = before.contiguous(memory_format=torch.channels_last)
-            after = after.contiguous(memory_format=torch.channels_last)
-        logits = self.model(before, after)
-        return logits[..., :height, :width]
+        return padded_logits(self.model, before, after, self.hparams.get("channels_last", False))
 
     def _shared_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["before"], batch["after"])
         return logits, self.criterion(logits, batch["mask"])
 
     # -- loops -------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """Move the teacher to the network's device and check it reads the chips as served."""
+        if self._teacher is not None:
+            self._teacher.to(self.device)
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is not None:
+                self._teacher.check_inputs(datamodule)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step; logs ``train/loss``."""
-        _, loss = self._shared_step(batch)
+        """One optimisation step; logs ``train/loss`` (and ``train/distill_loss`` with a
+        teacher)."""
+        logits, loss = self._shared_step(batch)
+        if self._teacher is not None:
+            distill = self._teacher.loss(logits, batch)
+            weight = float(self._hp.distill_weight)
+            loss = (1.0 - weight) * loss + weight * distill
+            self.log("train/distill_loss", distill, on_step=False, on_epoch=True,
+                     batch_size=batch["mask"].shape[0], sync_dist=True)
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
             batch_size=batch["mask"].shape[0], sync_dist=True,
@@ -303,3 +328,75 @@ class ChangeSegmentationTask(LightningModule):
         start of training to now; time lost after a run's last checkpoint is not counted)."""
         running = 0.0 if self._run_started is None else time.perf_counter() - self._run_started
         return self._seconds_before_run + running
+
+
+def padded_logits(
+    model: ChangeModel, before: torch.Tensor, after: torch.Tensor, channels_last: bool
+) -> torch.Tensor:
+    """``model``'s change logits ``(B, 1, H, W)``, the inputs padded to its stride and the logits
+    cropped back."""
+    height, width = before.shape[-2:]
+    stride = model.output_stride
+    pad_h, pad_w = (-height) % stride, (-width) % stride
+    if pad_h or pad_w:
+        # 0 is the band mean after normalisation, the same value invalid pixels get.
+        before = F.pad(before, (0, pad_w, 0, pad_h))
+        after = F.pad(after, (0, pad_w, 0, pad_h))
+    if channels_last:
+        before = before.contiguous(memory_format=torch.channels_last)
+        after = after.contiguous(memory_format=torch.channels_last)
+    return model(before, after)[..., :height, :width]
+
+
+class Teacher:
+    """A frozen model bundle whose change probabilities a network learns (distillation).
+
+    Held outside the LightningModule's modules, so it is in no checkpoint, no optimiser and no
+    exported bundle.
+    """
+
+    def __init__(self, bundle_path: Path, channels_last: bool = False) -> None:
+        from groundbreak.train.bundle import load_bundle  # the bundle module imports this stage
+
+        self.bundle = load_bundle(bundle_path)
+        self.model = self.bundle.model.eval().requires_grad_(False)
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def to(self, device: torch.device) -> None:
+        """Move the teacher's weights to ``device``."""
+        self.model = self.model.to(device)
+
+    def check_inputs(self, datamodule: Any) -> None:
+        """Raise InputError (naming the teacher's ``model.json``) unless it reads the chips the
+        datamodule serves: the same bands, normalisation and date matching."""
+        meta = self.bundle.path / "model.json"
+        bands = list(getattr(datamodule, "bands", self.bundle.bands))
+        if bands != list(self.bundle.bands):
+            raise InputError(meta, f"the teacher reads bands {self.bundle.bands}, the chips "
+                             f"are served as {bands}")
+        for name in ("mean", "std"):
+            served = np.asarray(getattr(datamodule, name, getattr(self.bundle, name)), float)
+            if served.shape != getattr(self.bundle, name).shape or not np.allclose(
+                served, getattr(self.bundle, name), rtol=1e-4, atol=1e-3
+            ):
+                raise InputError(meta, f"the teacher's normalisation {name} differs from the "
+                                 "chips' statistics: it was trained on other chips")
+        matching = getattr(datamodule, "date_matching", None)
+        if matching is not None and matching != self.bundle.date_matching:
+            raise InputError(meta, f"the teacher matches dates by {self.bundle.date_matching!r}, "
+                             f"the chips were cut with {matching!r}")
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Binary cross-entropy of ``logits`` against the teacher's probabilities on the same
+        batch, over the labelled pixels (float32)."""
+        with torch.no_grad():
+            target = torch.sigmoid(
+                padded_logits(self.model, batch["before"], batch["after"], self.channels_last)
+                .float()
+            )
+        labelled = (batch["mask"] != IGNORE_INDEX).unsqueeze(1)
+        if not labelled.any():
+            return logits.sum() * 0.0
+        return F.binary_cross_entropy_with_logits(logits.float()[labelled], target[labelled])

@@ -19,6 +19,10 @@ For each fold (a set of held-out labelled cities) in ``OUT/foldK/``:
 4. ``evaluation.json``: the held-out cities predicted whole by the tiled predictor, counted as a
    histogram of probabilities per class (:mod:`groundbreak.infer.evaluation.scene_evaluate`).
 
+``{fold_dir}`` in a training override stands for the fold's folder name (``fold0`` ... or
+``final``): ``-- --model.teacher runs/cv/ens/{fold_dir}/bundle`` distils each fold from the
+ensemble of the same fold (trained without its cities; ``groundbreak cv-ensemble``'s folds).
+
 With ``--final``, a model is then trained the same way on every labelled city (``OUT/final/``)
 and exported at the out-of-fold threshold, its ``metrics`` the out-of-fold scores. Its training
 does not depend on the folds: ``--only-final`` trains it alone (a process beside the folds), and
@@ -223,11 +227,16 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
 def train_command(
     config: Path, chips: Path, train_dir: Path, extra: Sequence[str]
 ) -> list[str]:
-    """The ``groundbreak train fit`` command of one fold (resuming from its last.ckpt)."""
+    """The ``groundbreak train fit`` command of one fold (resuming from its last.ckpt).
+
+    ``{fold_dir}`` in an override becomes the fold's folder name (``fold0`` ... or ``final``),
+    e.g. ``--model.teacher runs/cv/ens/{fold_dir}/bundle``: each fold's teacher trained
+    without that fold's cities."""
+    fold_dir = train_dir.parent.name
     command = [
         sys.executable, "-m", "groundbreak.infer.cli", "train", "fit", "--config", str(config),
         "--trainer.default_root_dir", str(train_dir), "--data.chips_dir", str(chips),
-        *NO_VALIDATION, *extra,
+        *NO_VALIDATION, *(arg.replace("{fold_dir}", fold_dir) for arg in extra),
     ]
     last = train_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
