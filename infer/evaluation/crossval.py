@@ -33,7 +33,9 @@ With ``--tta``, the held-out cities are predicted with flip test-time augmentati
 trained folds are the same, so a run without it can be rescored with it at the cost of prediction.
 ``--date-matching MODE`` likewise predicts them with the dates matched as MODE says (as ``predict
 --date-matching``), whatever the fold models were trained on, into ``evaluation_MODE.json``; with
-``--final`` the final bundle then records MODE.
+``--final`` the final bundle then records MODE. ``--window W --overlap O`` predicts them with
+those windows instead of the bundles' (``evaluation_MODE_wWoO.json``; with ``--final`` the final
+bundle's ``window``/``overlap``): a window for the bundle, chosen on the folds.
 
 A fold with ``evaluation.json`` is done and skipped on a rerun. When every fold is done, the
 out-of-fold (OOF) histograms of all cities are pooled: the OOF threshold is the best pooled F1
@@ -280,8 +282,12 @@ def train_last(
 
 def scored(args: argparse.Namespace) -> str:
     """File-name suffix of the held-out scores: ``_MODE`` for dates matched by ``--date-matching
-    MODE`` at prediction, then ``_tta`` with flip test-time augmentation."""
+    MODE`` at prediction, ``_wWoO`` for ``cv --window W --overlap O``, then ``_tta`` with flip
+    test-time augmentation."""
     matching = f"_{args.date_matching}" if args.date_matching else ""
+    window = getattr(args, "held_out_window", None)
+    if window is not None:
+        matching += f"_w{window[0]}o{window[1]}"
     return matching + ("_tta" if args.tta else "")
 
 
@@ -309,9 +315,10 @@ def score_fold(
     from groundbreak.infer.prediction.predictor import TiledPredictor
 
     fold_dir = args.out / f"fold{k}"
+    window, overlap = getattr(args, "held_out_window", None) or (None, None)
     predictor = TiledPredictor(
         bundle, device=args.device, cloud_mask=args.cloud_mask, tta=args.tta,
-        date_matching=args.date_matching,
+        date_matching=args.date_matching, window=window, overlap=overlap,
     )
     pairs = scene_evaluate.open_labelled_pairs([s for s in specs if s.pair_id in held_out],
                                                predictor)
@@ -367,6 +374,8 @@ def train_final(
     )
     if args.date_matching:  # the dates are matched as they were when it was scored
         meta["date_matching"] = args.date_matching
+    if getattr(args, "held_out_window", None) is not None:  # and predicted with these windows
+        meta["window"], meta["overlap"] = args.held_out_window
     meta["training"]["train_seconds"] = seconds
     save_bundle(bundle.model, meta, bundle.path)
     return bundle.path
@@ -506,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="match the held-out cities' dates this way at prediction instead of "
                         "as each fold's bundle says (evaluation_MODE.json, cv_MODE.json; with "
                         "--final, the final bundle's date_matching); training is the same")
+    parser.add_argument("--window", type=positive_int,
+                        help="predict the held-out cities with windows of this size instead of "
+                        "each fold bundle's (with --overlap; evaluation_MODE_wWoO.json; with "
+                        "--final, the final bundle's window); training is the same")
+    parser.add_argument("--overlap", type=int, help="the overlap of --window's windows")
     parser.add_argument("--final", action="store_true",
                         help="after the folds, train on every labelled city (OUT/final) and "
                         "export it at the out-of-fold threshold")
@@ -536,6 +550,11 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.final and args.only_final:
         parser.error("--final and --only-final exclude each other")
+    if (args.window is None) != (args.overlap is None):
+        parser.error("--window and --overlap go together")
+    if args.overlap is not None and not 0 <= args.overlap < args.window:
+        parser.error(f"--overlap must be in [0, {args.window}), got {args.overlap}")
+    args.held_out_window = None if args.window is None else (args.window, args.overlap)
     if not args.config.is_file():
         raise InputError(args.config, "training config does not exist")
     args.chips_date_matching = date_matching_of(args.config, extra)
@@ -574,6 +593,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"{len(done)} of {len(folds)} folds done; rerun for the rest")
         return 0
     name = args.out.name + (f" + date matching {args.date_matching}" if args.date_matching else "")
+    name += f" + windows {args.window}/{args.overlap}" if args.window is not None else ""
     name += " + flip TTA" if args.tta else ""
     result = aggregate(args.out, folds, name, scored(args), specs)
     cv_json, cv_md = (args.out / f"cv{scored(args)}{ext}" for ext in (".json", ".md"))

@@ -153,6 +153,24 @@ def test_two_fold_cv_end_to_end_then_resume(
     assert matched_result["name"] == "cv + date matching mean_std"
     assert load_bundle(out / "final" / "bundle").date_matching == "mean_std"
 
+    # Other prediction windows rescore them too, and the final bundle takes them as its own.
+    windows = ["--window", "96", "--overlap", "32"]
+    assert groundbreak([*argv, "--date-matching", "mean_std", *windows, "--final"]) == 0
+    assert "training (" not in capsys.readouterr().out
+    for k in range(2):
+        plain = json.loads((out / f"fold{k}" / "evaluation_mean_std.json").read_text())
+        windowed = json.loads((out / f"fold{k}" / "evaluation_mean_std_w96o32.json").read_text())
+        assert windowed["window"] == [96, 32] and plain["window"] != [96, 32]
+    windowed_result = json.loads((out / "cv_mean_std_w96o32.json").read_text())
+    assert windowed_result["name"] == "cv + date matching mean_std + windows 96/32"
+    final = load_bundle(out / "final" / "bundle")
+    assert (final.window, final.overlap) == (96, 32)
+    assert final.threshold == windowed_result["oof_threshold"]
+    assert groundbreak([*argv, "--window", "64"]) == 2
+    assert "--window and --overlap go together" in capsys.readouterr().err
+    assert groundbreak([*argv, "--window", "64", "--overlap", "64"]) == 2
+    assert "--overlap must be in [0, 64)" in capsys.readouterr().err
+
 
 def test_date_matching_of_a_config_and_its_overrides(tmp_path: Path, tiny_model: dict) -> None:
     config = tiny_config(tmp_path, tiny_model)
