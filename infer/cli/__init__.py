@@ -8,13 +8,14 @@ their own packages (``chips``: :mod:`groundbreak.datasets.cli`; ``train``, ``exp
 :mod:`groundbreak.infer.evaluation`).
 
 Each subcommand is imported only when it runs (:data:`COMMANDS` names its module as a string),
-so ``groundbreak --help`` stays fast. A subcommand is a function
-``main(argv: list[str]) -> int``; :func:`main` returns every exit code rather than raising
-SystemExit. A usage error exits 2 with argparse's message; bad input (:class:`InputError`) or a
-user's bad path (any other ``OSError``: a missing folder, a missing permission, an ``--out`` that
-is a file) is printed as one line, without a traceback, with exit code 2; a full disk or quota
-(ENOSPC, EDQUOT, also when GDAL or SQLite is the writer) exits 4; a damaged nightly state
-database exits 5 (the codes: :mod:`groundbreak.infer.exit_codes`).
+so ``groundbreak --help`` stays fast; before an inference subcommand is imported, triton is kept
+out of the process on a machine without CUDA (:func:`keep_triton_out`: 74 MB less resident). A
+subcommand is a function ``main(argv: list[str]) -> int``; :func:`main` returns every exit code
+rather than raising SystemExit. A usage error exits 2 with argparse's message; bad input
+(:class:`InputError`) or a user's bad path (any other ``OSError``: a missing folder, a missing
+permission, an ``--out`` that is a file) is printed as one line, without a traceback, with exit
+code 2; a full disk or quota (ENOSPC, EDQUOT, also when GDAL or SQLite is the writer) exits 4; a
+damaged nightly state database exits 5 (the codes: :mod:`groundbreak.infer.exit_codes`).
 
 The command sits in the top stage because ``groundbreak`` itself is no package folder (the
 distribution maps only ``datasets``, ``train`` and ``infer`` onto top-level folders), and
