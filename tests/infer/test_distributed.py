@@ -15,6 +15,8 @@ from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.prediction.distributed import SHARD_FOLDER, DistributedPredictor
 from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import ModelBundle, load_bundle, save_bundle
+from groundbreak.train.ensemble_network import ChangeEnsemble
+from groundbreak.train.fc_networks import FCEFRes
 from groundbreak.train.model import ChangeUNet
 
 
@@ -26,12 +28,17 @@ def pair(fixtures_dir: Path) -> TilePair:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, pair: TilePair) -> ModelBundle:
-    """A seeded, untrained two-stage ChangeUNet normalised with the pair's statistics."""
+def bundle(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pair: TilePair
+) -> ModelBundle:
+    """A seeded, untrained two-stage ChangeUNet (or its ensemble with FC-EF-Res, as the default
+    bundle is) normalised with the pair's statistics."""
     before, after = pair.read(list(SENTINEL2_L2A_BANDS))
     both = np.concatenate([before, after], axis=2)
     torch.manual_seed(0)
-    model = ChangeUNet(10, encoder_depth=2, decoder_channels=(16, 8))
+    model: torch.nn.Module = ChangeUNet(10, encoder_depth=2, decoder_channels=(16, 8))
+    if request.param == "ensemble":
+        model = ChangeEnsemble([model, FCEFRes(10)], [0.3, -1.5])
     meta = {
         "bands": list(SENTINEL2_L2A_BANDS),
         "normalization": {
@@ -50,12 +57,15 @@ def read(path: Path) -> tuple[np.ndarray, dict]:
 
 
 @pytest.mark.parametrize(
-    "strategy", ["ddp_fork", pytest.param("ddp_spawn", marks=pytest.mark.slow)]
+    ("bundle", "strategy"),
+    [("unet", "ddp_fork"), pytest.param("unet", "ddp_spawn", marks=pytest.mark.slow),
+     pytest.param("ensemble", "ddp_fork", marks=pytest.mark.slow)],
+    indirect=["bundle"],
 )
 def test_two_processes_write_what_one_process_writes(
     bundle: ModelBundle, pair: TilePair, tmp_path: Path, strategy: str
 ) -> None:
-    predictor = TiledPredictor(bundle, window=32, overlap=8, batch_size=2, device="cpu", tta=True)
+    predictor = TiledPredictor(bundle, window=64, overlap=16, batch_size=2, device="cpu", tta=True)
     single = predictor.predict_pair(pair, tmp_path / "single")
     threads = torch.get_num_threads()
     shared = DistributedPredictor(
