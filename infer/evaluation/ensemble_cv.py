@@ -25,8 +25,8 @@ its own out-of-fold threshold, which centres it) into ``OUT/final/bundle`` at th
 out-of-fold threshold, its ``metrics`` the out-of-fold scores, with ``--window``/``--overlap`` as
 its prediction defaults; with ``--tta`` its ``tta_threshold`` is the pooled TTA threshold, and its
 ``threshold`` comes from the same ``OUT``'s ``cv_MODE.json`` (run without ``--tta`` first). A fold
-with its evaluation is skipped on a rerun; the settings are
-recorded in ``OUT/cv_settings.json`` and a rerun with others is refused.
+with its evaluation is skipped on a rerun; the settings are recorded in ``OUT/cv_settings.json``
+and a rerun with others is refused.
 """
 
 from __future__ import annotations
@@ -187,12 +187,12 @@ def write_final(args: argparse.Namespace, result: dict[str, Any], suffix: str) -
     ``tta_threshold``."""
     tta = result if args.tta else None
     base = result
+    cv_json = args.out / f"cv{suffix.removesuffix('_tta')}.json"
     if tta is not None:
-        path = args.out / f"cv{suffix.removesuffix('_tta')}.json"
-        if not path.is_file():
-            raise InputError(path, "missing: run cv-ensemble without --tta first; the final "
+        if not cv_json.is_file():
+            raise InputError(cv_json, "missing: run cv-ensemble without --tta first; the final "
                              "bundle's threshold is the one without TTA")
-        base = load_json_file(path, "cv-ensemble result")
+        base = load_json_file(cv_json, "cv-ensemble result")
     metrics: dict[str, Any] = {}
     for prefix, record in (("oof", base), ("oof_tta", tta)):
         if record is None:
@@ -203,7 +203,6 @@ def write_final(args: argparse.Namespace, result: dict[str, Any], suffix: str) -
         metrics.update({f"{prefix}/threshold": record["oof_threshold"],
                         f"{prefix}/fold_f1_mean": record["fold_f1_mean"],
                         f"{prefix}/fold_f1_std": record["fold_f1_std"]})
-    cv_json = args.out / f"cv{suffix.removesuffix('_tta')}.json"
     return combine_bundles(
         [load_bundle(path) for path in args.final], args.out / "final" / "bundle",
         base["oof_threshold"], name=args.out.name, window=args.window, overlap=args.overlap,
