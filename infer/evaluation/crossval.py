@@ -44,9 +44,9 @@ recall (mean, std, min, max) at that threshold go to ``OUT/cv.json`` and ``OUT/c
 row for the model card), with the out-of-fold recall by labelled region size (pixel recall and
 share of regions found, pooled and mean ± std over the folds; see
 :class:`~groundbreak.infer.evaluation.scene_evaluate.RegionCounts`). A fold scored before region
-counts were recorded has them computed from its kept maps (``--keep-maps``: ``OUT/foldK/maps``, or
-``maps_tta`` with ``--tta``) when a rerun pools the folds; without maps the region table is left
-out.
+counts were recorded has them computed from its kept maps (``--keep-maps``: ``OUT/foldK/maps``;
+a rescoring with ``--window`` or ``--tta`` keeps its own, ``maps_wWoO_tta``) when a rerun pools the
+folds; without maps the region table is left out.
 
 ``--folds`` is a YAML/JSON file (``folds: [[city, ...], ...]``, every labelled city once) or a
 number N: the cities, largest change first, each dealt to the fold with the fewest changed pixels
@@ -63,6 +63,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -322,7 +323,7 @@ def score_fold(
     )
     pairs = scene_evaluate.open_labelled_pairs([s for s in specs if s.pair_id in held_out],
                                                predictor)
-    maps = fold_dir / maps_folder(args.tta) if args.keep_maps else None
+    maps = fold_dir / maps_folder(scored(args)) if args.keep_maps else None
     results = scene_evaluate.evaluate_scenes(predictor, pairs, maps_dir=maps)
     record = {
         "fold": k,
@@ -381,20 +382,22 @@ def train_final(
     return bundle.path
 
 
-def maps_folder(tta: bool) -> str:
-    """The fold's folder of kept held-out maps: ``maps``, or ``maps_tta`` with flip TTA (a TTA
-    rescoring keeps the plain maps)."""
-    return "maps_tta" if tta else "maps"
+def maps_folder(suffix: str) -> str:
+    """The fold's folder of the held-out maps kept for the scores of ``suffix`` (:func:`scored`):
+    ``maps`` (as scored plainly or with the dates matched), or ``maps_wWoO``, ``maps_tta``,
+    ``maps_wWoO_tta`` for a rescoring with other windows or flip TTA, which keeps the plain maps."""
+    rescored = re.search(r"(_w\d+o\d+)?(_tta)?$", suffix)
+    return "maps" + (rescored.group(0) if rescored else "")
 
 
 def fold_regions(
-    out: Path, k: int, row: dict[str, Any], specs: Sequence[PairSpec], tta: bool = False
+    out: Path, k: int, row: dict[str, Any], specs: Sequence[PairSpec], suffix: str = ""
 ) -> scene_evaluate.RegionCounts | None:
     """The region counts of one held-out city: recorded in its evaluation, else from the fold's
     kept probability map, else None."""
     if "regions" in row:
         return scene_evaluate.RegionCounts.from_json(row["regions"])
-    probability = out / f"fold{k}" / maps_folder(tta) / row["pair_id"] / "probability.tif"
+    probability = out / f"fold{k}" / maps_folder(suffix) / row["pair_id"] / "probability.tif"
     spec = next((s for s in specs if s.pair_id == row["pair_id"]), None)
     if spec is None or not probability.is_file():
         return None
@@ -449,7 +452,7 @@ def aggregate(
         for record in records for row in record["per_pair"]
     }
     regions = [
-        [fold_regions(out, k, row, specs, suffix.endswith("_tta")) for row in record["per_pair"]]
+        [fold_regions(out, k, row, specs, suffix) for row in record["per_pair"]]
         for k, record in enumerate(records)
     ]
     total = scene_evaluate.ChangeHistogram()
@@ -538,7 +541,7 @@ def add_held_out_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cloud masking of the held-out prediction, as in predict")
     parser.add_argument("--keep-maps", action="store_true",
                         help="keep the held-out probability/mask rasters in OUT/foldK/maps "
-                        "(maps_tta with --tta)")
+                        "(a rescoring with --window or --tta: maps_wWoO_tta)")
 
 
 def main(argv: Sequence[str]) -> int:

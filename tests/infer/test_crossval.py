@@ -155,9 +155,12 @@ def test_two_fold_cv_end_to_end_then_resume(
 
     # Other prediction windows rescore them too, and the final bundle takes them as its own.
     windows = ["--window", "96", "--overlap", "32"]
-    assert groundbreak([*argv, "--date-matching", "mean_std", *windows, "--final"]) == 0
+    assert groundbreak([*argv, "--date-matching", "mean_std", *windows, "--final",
+                        "--keep-maps"]) == 0
     assert "training (" not in capsys.readouterr().out
     for k in range(2):
+        assert (out / f"fold{k}" / "maps_w96o32").is_dir()  # its own maps, not the plain ones
+        assert not (out / f"fold{k}" / "maps").exists()
         plain = json.loads((out / f"fold{k}" / "evaluation_mean_std.json").read_text())
         windowed = json.loads((out / f"fold{k}" / "evaluation_mean_std_w96o32.json").read_text())
         assert windowed["window"] == [96, 32] and plain["window"] != [96, 32]
