@@ -43,6 +43,7 @@ from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.datasets.text_files import load_json_file
 from groundbreak.infer.evaluation import crossval, scene_evaluate
 from groundbreak.infer.evaluation.cv_markdown import markdown
+from groundbreak.infer.evaluation.cv_pooling import aggregate
 from groundbreak.infer.evaluation.evaluate import comma_list
 from groundbreak.train.arguments import positive_int
 from groundbreak.train.bundle import ModelBundle, load_bundle
@@ -159,7 +160,7 @@ def main(argv: Sequence[str]) -> int:
         crossval.score_fold(bundle, k, held_out, specs, seconds, args)
     name = args.out.name + (f" + date matching {args.date_matching}" if args.date_matching else "")
     name += " + flip TTA" if args.tta else ""
-    result = crossval.aggregate(args.out, folds, name, suffix, specs)
+    result = aggregate(args.out, folds, name, suffix, specs)
     cv_json, cv_md = (args.out / f"cv{suffix}{ext}" for ext in (".json", ".md"))
     cv_json.write_text(json.dumps(result, indent=2) + "\n")
     table = {"config": "ensemble of " + ", ".join(m.name for m in members), "size": "-",

@@ -16,15 +16,14 @@ from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.infer.cli import main as groundbreak
 from groundbreak.infer.evaluation import scene_evaluate
 from groundbreak.infer.evaluation.crossval import (
-    aggregate,
     balanced_folds,
     check_settings,
     config_content_sha256,
     date_matching_of,
     read_folds,
-    region_table,
 )
 from groundbreak.infer.evaluation.cv_markdown import region_markdown
+from groundbreak.infer.evaluation.cv_pooling import aggregate, region_table
 from groundbreak.train.bundle import load_bundle
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
