@@ -9,8 +9,8 @@ With ``teacher`` (a model bundle, e.g. an ensemble), the network is also trained
 teacher's change probabilities on the same augmented chips (knowledge distillation, Hinton et al.
 2015): the loss is ``(1 - distill_weight) * loss + distill_weight * BCE(logits, p_teacher)``
 over the labelled pixels. The teacher runs frozen beside the network; it is not part of the
-checkpoint or the exported bundle, and must read the chips as they are normalised (same bands,
-statistics and date matching), which :meth:`ChangeSegmentationTask.on_fit_start` checks.
+checkpoint or the exported bundle, and must read the chips as they are normalised (same bands and
+statistics), which :meth:`ChangeSegmentationTask.on_fit_start` checks.
 
 Checkpoints also carry, under the key ``"groundbreak"``, what an export to a model bundle needs
 besides the weights: the datamodule's band names, normalisation, chip size and pixel size, and the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -370,7 +371,8 @@ class Teacher:
 
     def check_inputs(self, datamodule: Any) -> None:
         """Raise InputError (naming the teacher's ``model.json``) unless it reads the chips the
-        datamodule serves: the same bands, normalisation and date matching."""
+        datamodule serves (the same bands and normalisation); warn when it is predicted with
+        another date matching than the chips were cut with."""
         meta = self.bundle.path / "model.json"
         bands = list(getattr(datamodule, "bands", self.bundle.bands))
         if bands != list(self.bundle.bands):
@@ -385,8 +387,11 @@ class Teacher:
                                  "chips' statistics: it was trained on other chips")
         matching = getattr(datamodule, "date_matching", None)
         if matching is not None and matching != self.bundle.date_matching:
-            raise InputError(meta, f"the teacher matches dates by {self.bundle.date_matching!r}, "
-                             f"the chips were cut with {matching!r}")
+            # A warning, not an error: a bundle's date matching is how it is *predicted* (the
+            # shipped ensemble: mean_std), while its recipe trained it on unmatched chips.
+            warnings.warn(f"{meta}: the teacher is predicted with dates matched by "
+                          f"{self.bundle.date_matching!r}, the chips were cut with {matching!r}; "
+                          "it learns the teacher's probabilities on the chips as cut", stacklevel=2)
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Binary cross-entropy of ``logits`` against the teacher's probabilities on the same

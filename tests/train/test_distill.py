@@ -94,7 +94,6 @@ def test_fit_with_a_teacher(
         ({"bands": ["B02", "B03", "B04", "B08"]}, "the teacher reads bands"),
         ({"normalization": {"mean": [1.0] * 4, "std": [2.0] * 4}},
          "normalisation mean differs from the chips' statistics"),
-        ({"date_matching": "mean_std"}, "the teacher matches dates by 'mean_std'"),
     ],
 )
 def test_a_teacher_that_reads_other_chips_is_refused(
@@ -125,3 +124,15 @@ def test_cv_gives_each_fold_its_own_teacher(tmp_path: Path) -> None:
         command = train_command(Path("c.yaml"), tmp_path / "chips", tmp_path / fold_dir / "train",
                                 extra)
         assert command[command.index("--model.teacher") + 1] == f"runs/cv/ens/{fold_dir}/bundle"
+
+
+def test_a_teacher_predicted_with_matched_dates_is_a_warning(
+    oscd_chips_dir: Path, tiny_model: dict, tmp_path: Path
+) -> None:
+    """The shipped ensemble is predicted with dates matched but was trained on unmatched chips:
+    distilling it on such chips is allowed, with a warning naming its model.json."""
+    dm = datamodule(oscd_chips_dir)
+    teacher = teacher_bundle(tmp_path / "teacher", dm, date_matching="mean_std")
+    task = ChangeSegmentationTask(in_channels=4, teacher=str(teacher), **tiny_model)
+    with pytest.warns(UserWarning, match="model.json: the teacher is predicted with dates matched"):
+        task._teacher.check_inputs(dm)
