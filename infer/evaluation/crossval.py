@@ -87,7 +87,7 @@ from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.evaluation import scene_evaluate
 from groundbreak.infer.evaluation.cv_markdown import markdown
-from groundbreak.infer.evaluation.cv_pooling import aggregate, maps_folder
+from groundbreak.infer.evaluation.cv_pooling import aggregate, bundle_metrics, maps_folder
 from groundbreak.infer.evaluation.evaluate import comma_list
 from groundbreak.train.arguments import device_argument, positive_int
 from groundbreak.train.task import CHECKPOINT_KEY
@@ -360,13 +360,7 @@ def train_final(
         threshold=result["oof_threshold"],
     )
     meta = json.loads((bundle.path / "model.json").read_text())
-    pooled = result["pooled"]
-    meta["metrics"] = {
-        **{f"oof/{k}": pooled[k] for k in ("precision", "recall", "f1", "iou")},
-        "oof/threshold": result["oof_threshold"],
-        "oof/fold_f1_mean": result["fold_f1_mean"],
-        "oof/fold_f1_std": result["fold_f1_std"],
-    }
+    meta["metrics"] = bundle_metrics(result)
     meta["training"]["threshold_source"] = (
         f"best pooled out-of-fold F1 of {len(result['folds'])}-fold cross-validation by city"
         f"{', predicted with flip TTA (use predict --tta)' if args.tta else ''} "

@@ -126,3 +126,16 @@ def aggregate(
         "by_region_size": region_table(counted, threshold) if complete else None,
         "train_minutes": round(sum(r["train_seconds"] for r in records) / 60, 1),
     }
+
+
+def bundle_metrics(result: dict[str, Any], prefix: str = "oof") -> dict[str, float]:
+    """A bundle's ``model.json`` ``metrics`` from a pooled result (:func:`aggregate`): pooled
+    precision, recall, F1 and IoU, the threshold and the fold F1's mean and spread, as
+    ``PREFIX/key``."""
+    pooled = result["pooled"]
+    return {
+        **{f"{prefix}/{key}": pooled[key] for key in ("precision", "recall", "f1", "iou")},
+        f"{prefix}/threshold": result["oof_threshold"],
+        f"{prefix}/fold_f1_mean": result["fold_f1_mean"],
+        f"{prefix}/fold_f1_std": result["fold_f1_std"],
+    }

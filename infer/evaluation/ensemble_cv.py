@@ -43,7 +43,7 @@ from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.datasets.text_files import load_json_file
 from groundbreak.infer.evaluation import crossval, scene_evaluate
 from groundbreak.infer.evaluation.cv_markdown import markdown
-from groundbreak.infer.evaluation.cv_pooling import aggregate
+from groundbreak.infer.evaluation.cv_pooling import aggregate, bundle_metrics
 from groundbreak.infer.evaluation.evaluate import comma_list
 from groundbreak.train.arguments import positive_int
 from groundbreak.train.bundle import ModelBundle, load_bundle
@@ -194,16 +194,9 @@ def write_final(args: argparse.Namespace, result: dict[str, Any], suffix: str) -
             raise InputError(cv_json, "missing: run cv-ensemble without --tta first; the final "
                              "bundle's threshold is the one without TTA")
         base = load_json_file(cv_json, "cv-ensemble result")
-    metrics: dict[str, Any] = {}
-    for prefix, record in (("oof", base), ("oof_tta", tta)):
-        if record is None:
-            continue
-        pooled = record["pooled"]
-        metrics.update({f"{prefix}/{key}": pooled[key] for key in ("precision", "recall", "f1",
-                                                                    "iou")})
-        metrics.update({f"{prefix}/threshold": record["oof_threshold"],
-                        f"{prefix}/fold_f1_mean": record["fold_f1_mean"],
-                        f"{prefix}/fold_f1_std": record["fold_f1_std"]})
+    metrics = bundle_metrics(base)
+    if tta is not None:
+        metrics.update(bundle_metrics(tta, "oof_tta"))
     return combine_bundles(
         [load_bundle(path) for path in args.final], args.out / "final" / "bundle",
         base["oof_threshold"], name=args.out.name, window=args.window, overlap=args.overlap,
