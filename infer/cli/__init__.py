@@ -72,14 +72,22 @@ def keep_triton_out() -> bool:
     resident memory (its shared library) that a CPU process never uses; the nightly memory
     budget is 2 GB (bench/README.md). With ``sys.modules["triton"] = None`` an ``import triton``
     raises ImportError, which torch reads as "no triton", as on its CPU builds. A no-op once
-    triton is imported, or with a CUDA device (where it could serve ``torch.compile``).
+    triton is imported, or with a CUDA device (where it could serve ``torch.compile``). Torch's
+    FLOP counter (imported with Lightning, e.g. by ``evaluate``) would then warn on every start
+    that triton is missing: that one warning is dropped, as it is this choice, not a fault.
     """
     import torch
 
     if "triton" in sys.modules or torch.cuda.is_available():
         return False
     sys.modules["triton"] = None  # type: ignore[assignment]
+    logging.getLogger("torch.utils.flop_counter").addFilter(_not_triton_missing)
     return True
+
+
+def _not_triton_missing(record: logging.LogRecord) -> bool:
+    """False for torch's "triton not found" warning (a logging filter)."""
+    return not record.getMessage().startswith("triton not found")
 
 
 def _usage() -> str:
