@@ -87,7 +87,7 @@ from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.evaluation import scene_evaluate
 from groundbreak.infer.evaluation.cv_markdown import markdown
-from groundbreak.infer.evaluation.cv_pooling import aggregate, bundle_metrics, maps_folder
+from groundbreak.infer.evaluation.cv_pooling import aggregate, final_scores, maps_folder
 from groundbreak.infer.evaluation.evaluate import comma_list
 from groundbreak.train.arguments import device_argument, positive_int
 from groundbreak.train.task import CHECKPOINT_KEY
@@ -348,24 +348,28 @@ def train_final(
     """Train on every labelled city with the same settings; export at the out-of-fold threshold.
 
     The bundle's ``metrics`` are the out-of-fold scores (``oof/*``), its ``training`` record names
-    the CV run.
+    the CV run. With ``--tta`` the threshold and scores without TTA come from ``cv_MODE.json``
+    (checked before training) and the TTA ones become ``tta_threshold`` and ``oof_tta/*``.
     """
     from groundbreak.train.bundle import save_bundle
     from groundbreak.train.export import export_checkpoint
 
+    cv_json = args.out / f"cv{scored(args)}.json"
+    plain_json = cv_json.with_name(cv_json.name.replace("_tta.json", ".json"))
+    threshold, tta_threshold, metrics = final_scores(result, args.tta, plain_json, "cv")
     work_dir = args.out / "final"
     chips, last, seconds = train_last(work_dir, specs, args, extra, "final")
     bundle = export_checkpoint(
-        last, work_dir / "bundle", name=args.out.name, chips_dir=chips,
-        threshold=result["oof_threshold"],
+        last, work_dir / "bundle", name=args.out.name, chips_dir=chips, threshold=threshold,
     )
     meta = json.loads((bundle.path / "model.json").read_text())
-    meta["metrics"] = bundle_metrics(result)
-    meta["training"]["threshold_source"] = (
-        f"best pooled out-of-fold F1 of {len(result['folds'])}-fold cross-validation by city"
-        f"{', predicted with flip TTA (use predict --tta)' if args.tta else ''} "
-        f"({args.out / f'cv{scored(args)}.json'})"
-    )
+    meta["metrics"] = metrics
+    source = (f"best pooled out-of-fold F1 of {len(result['folds'])}-fold cross-validation by "
+              f"city ({plain_json})")
+    if tta_threshold is not None:
+        meta["tta_threshold"] = tta_threshold
+        source += f"; tta_threshold: the same predicted with flip TTA ({cv_json})"
+    meta["training"]["threshold_source"] = source
     if args.date_matching:  # the dates are matched as they were when it was scored
         meta["date_matching"] = args.date_matching
     if getattr(args, "held_out_window", None) is not None:  # and predicted with these windows
@@ -398,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_held_out_arguments(parser)
     parser.add_argument("--tta", action="store_true",
                         help="score the held-out cities with flip test-time augmentation "
-                        "(evaluation_tta.json, cv_tta.json); training is the same")
+                        "(evaluation_tta.json, cv_tta.json; with --final, the final bundle's "
+                        "tta_threshold, its threshold from the run without --tta); training is "
+                        "the same")
     parser.add_argument("--date-matching", choices=DATE_MATCHING_MODES, default=None,
                         help="match the held-out cities' dates this way at prediction instead of "
                         "as each fold's bundle says (evaluation_MODE.json, cv_MODE.json; with "
@@ -504,7 +510,9 @@ def main(argv: Sequence[str]) -> int:
     print(f"wrote {cv_json} and {cv_md}")
     if args.final:
         path = train_final(specs, args, extra, result)
-        print(f"final bundle (all {len(specs)} cities, threshold {result['oof_threshold']:.2f}): "
+        meta = json.loads((path / "model.json").read_text())
+        tta = f", {meta['tta_threshold']:.2f} with TTA" if "tta_threshold" in meta else ""
+        print(f"final bundle (all {len(specs)} cities, threshold {meta['threshold']:.2f}{tta}): "
               f"{path}")
     return 0
 

@@ -5,6 +5,7 @@
 threshold and scores, with their spread over the folds (:func:`spread`) and the recall by
 labelled region size (:func:`region_table`); a city scored before region counts were recorded has
 them counted from the fold's kept maps (:func:`maps_folder`, :func:`fold_regions`).
+:func:`bundle_metrics` and :func:`final_scores` give what a final bundle states of them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.datasets.text_files import load_json_file
 from groundbreak.infer.evaluation import scene_evaluate
 
 
@@ -139,3 +142,24 @@ def bundle_metrics(result: dict[str, Any], prefix: str = "oof") -> dict[str, flo
         f"{prefix}/fold_f1_mean": result["fold_f1_mean"],
         f"{prefix}/fold_f1_std": result["fold_f1_std"],
     }
+
+
+def final_scores(
+    result: dict[str, Any], tta: bool, plain_json: Path, command: str
+) -> tuple[float, float | None, dict[str, float]]:
+    """The ``threshold``, ``tta_threshold`` and ``metrics`` a final bundle states.
+
+    Without TTA, ``result`` gives the threshold and the ``oof/*`` metrics. When the folds were
+    scored with flip TTA, ``result`` gives the ``tta_threshold`` and ``oof_tta/*`` metrics and the
+    plain ones come from ``plain_json`` (the same folds scored without TTA): a bundle's
+    ``threshold`` is what a prediction without ``--tta`` uses. Raises InputError naming
+    ``plain_json`` when it is missing (run ``command`` without ``--tta`` first).
+    """
+    if not tta:
+        return result["oof_threshold"], None, bundle_metrics(result)
+    if not plain_json.is_file():
+        raise InputError(plain_json, f"missing: run {command} without --tta first; the final "
+                         "bundle's threshold is the one without TTA")
+    plain = load_json_file(plain_json, f"{command} result")
+    metrics = {**bundle_metrics(plain), **bundle_metrics(result, "oof_tta")}
+    return plain["oof_threshold"], result["oof_threshold"], metrics

@@ -43,7 +43,7 @@ from groundbreak.datasets.layouts import oscd_pairs
 from groundbreak.datasets.text_files import load_json_file
 from groundbreak.infer.evaluation import crossval, scene_evaluate
 from groundbreak.infer.evaluation.cv_markdown import markdown
-from groundbreak.infer.evaluation.cv_pooling import aggregate, bundle_metrics
+from groundbreak.infer.evaluation.cv_pooling import aggregate, final_scores
 from groundbreak.infer.evaluation.evaluate import comma_list
 from groundbreak.train.arguments import positive_int
 from groundbreak.train.bundle import ModelBundle, load_bundle
@@ -185,22 +185,12 @@ def write_final(args: argparse.Namespace, result: dict[str, Any], suffix: str) -
     """Combine the members' final bundles (``--final``) into ``OUT/final/bundle`` at the pooled
     out-of-fold threshold, with the out-of-fold scores as its metrics; with ``--tta``, the
     threshold and scores without TTA come from ``OUT/cv_MODE.json`` and ``result`` gives the
-    ``tta_threshold``."""
-    tta = result if args.tta else None
-    base = result
+    ``tta_threshold`` (:func:`cv_pooling.final_scores`)."""
     cv_json = args.out / f"cv{suffix.removesuffix('_tta')}.json"
-    if tta is not None:
-        if not cv_json.is_file():
-            raise InputError(cv_json, "missing: run cv-ensemble without --tta first; the final "
-                             "bundle's threshold is the one without TTA")
-        base = load_json_file(cv_json, "cv-ensemble result")
-    metrics = bundle_metrics(base)
-    if tta is not None:
-        metrics.update(bundle_metrics(tta, "oof_tta"))
+    threshold, tta_threshold, metrics = final_scores(result, args.tta, cv_json, "cv-ensemble")
     return combine_bundles(
         [load_bundle(path) for path in args.final], args.out / "final" / "bundle",
-        base["oof_threshold"], name=args.out.name, window=args.window, overlap=args.overlap,
-        date_matching=args.date_matching, metrics=metrics,
-        tta_threshold=None if tta is None else tta["oof_threshold"],
+        threshold, name=args.out.name, window=args.window, overlap=args.overlap,
+        date_matching=args.date_matching, metrics=metrics, tta_threshold=tta_threshold,
         threshold_source=f"best pooled out-of-fold F1 of the ensemble ({cv_json})",
     )

@@ -168,6 +168,24 @@ def test_two_fold_cv_end_to_end_then_resume(
     final = load_bundle(out / "final" / "bundle")
     assert (final.window, final.overlap) == (96, 32)
     assert final.threshold == windowed_result["oof_threshold"]
+
+    # With flips, the final bundle keeps the plain threshold and gains a tta_threshold; a TTA
+    # rescoring without its plain one is refused before the final bundle is touched.
+    assert groundbreak([*argv, "--date-matching", "mean_std", *windows, "--tta", "--final"]) == 0
+    assert "training (" not in capsys.readouterr().out
+    flipped_result = json.loads((out / "cv_mean_std_w96o32_tta.json").read_text())
+    final = load_bundle(out / "final" / "bundle")
+    assert final.threshold == windowed_result["oof_threshold"]
+    assert final.tta_threshold == flipped_result["oof_threshold"]
+    assert final.meta["metrics"]["oof/f1"] == pytest.approx(windowed_result["pooled"]["f1"])
+    assert final.meta["metrics"]["oof_tta/f1"] == pytest.approx(flipped_result["pooled"]["f1"])
+    assert "cv_mean_std_w96o32_tta.json" in final.meta["training"]["threshold_source"]
+    stated = (out / "final" / "bundle" / "model.json").read_bytes()
+    assert groundbreak([*argv, "--window", "64", "--overlap", "16", "--tta", "--final"]) == 2
+    err = capsys.readouterr().err
+    assert "cv_w64o16.json: missing: run cv without --tta first" in err
+    assert (out / "final" / "bundle" / "model.json").read_bytes() == stated
+
     assert groundbreak([*argv, "--window", "64"]) == 2
     assert "--window and --overlap go together" in capsys.readouterr().err
     assert groundbreak([*argv, "--window", "64", "--overlap", "64"]) == 2
