@@ -11,12 +11,13 @@ multiplies every row alike and is left out.
 
 Usage::
 
-    python bench/flops_bench.py                # the U-Net, the candidates, the default bundle
+    python bench/flops_bench.py                # the U-Net, the candidates, the shipped bundles
     python bench/flops_bench.py --side 512
 
 Rows: the single U-Net (``checkpoints/oscd-s2-unet``), the same U-Net with the full-resolution
 stage (``model.full_resolution``), FC-EF, FC-Siam-diff, FC-Siam-conc and FC-EF-Res, at 256/64;
-then the default bundle (``checkpoints/oscd-s2-default``) at its own window.
+then the default bundle (``checkpoints/oscd-s2-default``) and the fast bundle
+(``checkpoints/oscd-s2-fast``) at their own windows.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from groundbreak.train.model import build_change_model
 
 PIXEL_SIZE_M = 10.0
 UNET_BUNDLE = DEFAULT_BUNDLE_DIR.parent / "oscd-s2-unet"
+FAST_BUNDLE = DEFAULT_BUNDLE_DIR.parent / "oscd-s2-fast"
 """The single U-Net, the shipped default before the ensemble: the rule's FLOPs reference."""
 
 
@@ -61,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     unet = load_bundle(UNET_BUNDLE)
     default = load_bundle(default_bundle_path())
+    fast = load_bundle(FAST_BUNDLE)
     bands = len(unet.bands)
     rows: list[tuple[str, nn.Module, int, int]] = [
         ("U-Net RegNetX-200MF (oscd-s2-unet)", unet.model, 256, 64),
@@ -79,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
          256, 64),
         (f"default bundle ({default.name})", default.model, default.window or 256,
          default.overlap if default.window else 64),
+        (f"fast bundle ({fast.name}: the U-Net distilled)", fast.model, fast.window or 256,
+         fast.overlap if fast.window else 64),
     ]
     base = flops_per_km2(unet.model, bands, args.side) * overlap_factor(256, 64)
     print(f"{args.side} px input, {bands} bands, {PIXEL_SIZE_M:g} m pixels")

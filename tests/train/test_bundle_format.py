@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 UNET_DIR = DEFAULT_BUNDLE_DIR.parent / "oscd-s2-unet"
+FAST_DIR = DEFAULT_BUNDLE_DIR.parent / "oscd-s2-fast"
 
 
 def test_shipped_bundles_are_current_and_use_public_smp_names() -> None:
@@ -51,6 +52,22 @@ def test_shipped_bundles_are_current_and_use_public_smp_names() -> None:
     # the ensemble's first member is the U-Net bundle itself, weight for weight
     member = bundle.model.members[0].state_dict()
     assert all(torch.equal(t, member[k]) for k, t in alone.model.state_dict().items())
+
+
+def test_the_fast_bundle_is_the_unet_distilled_from_the_default_with_its_own_windows() -> None:
+    """``oscd-s2-fast``: the U-Net's network (the same cost a window) trained with the default
+    ensemble as teacher, predicted with 512/64 windows at thresholds with and without TTA, its
+    out-of-fold scores above the U-Net's."""
+    fast, unet = load_bundle(FAST_DIR), load_bundle(UNET_DIR)
+    assert fast.meta["architecture"] == unet.meta["architecture"]
+    assert fast.bands == unet.bands and fast.meta["normalization"] == unet.meta["normalization"]
+    assert (fast.window, fast.overlap, fast.date_matching) == (512, 64, "mean_std")
+    assert fast.threshold == fast.meta["metrics"]["oof/threshold"]
+    assert fast.tta_threshold == fast.meta["metrics"]["oof_tta/threshold"]
+    assert fast.meta["metrics"]["oof/f1"] > unet.meta["metrics"]["oof/f1"] + 0.02
+    hyperparameters = fast.meta["training"]["hyperparameters"]
+    assert hyperparameters["distill_weight"] == 0.5 and hyperparameters["teacher"]
+    assert not any(key.startswith("_teacher") for key in fast.model.state_dict())
 
 
 def test_format_1_bundle_is_upgraded_with_the_same_predictions(tmp_path: Path) -> None:
