@@ -31,7 +31,8 @@ Usage::
     python bench/memory_bench.py --size 2048 --formats tif   # a quick run
     python bench/memory_bench.py --only predict,rank-watch-list --workdir /tmp/gb-mem --keep
 
-The model is the default bundle (``checkpoints/oscd-s2-default``).
+The model is the default bundle (``checkpoints/oscd-s2-default``) unless ``--model`` names
+another (e.g. ``checkpoints/oscd-s2-fast``); every command row runs it.
 """
 
 from __future__ import annotations
@@ -220,6 +221,8 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated rows to run (see table)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model bundle of every command (default: the default bundle)")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -295,7 +298,7 @@ def run_case(args: argparse.Namespace, work: Path, size: int, fmt: str) -> bool:
     print(f"{size}² {fmt}: OSCD {args.city} ({columns['before_date']} -> "
           f"{columns['after_date']}) mirrored to {km2:,.0f} km² at 10 m, ready in "
           f"{time.perf_counter() - start:.0f} s; watch-list: {args.sites + 3} sites", flush=True)
-    rows = command_rows(work, scenes, pairs, sites)
+    rows = command_rows(work, scenes, pairs, sites, args.model)
     wanted = comma_list(args.only) if args.only else list(rows)
     keys = {name.replace(" (", "-").replace(")", "").replace(" ", "-"): name for name in rows}
     failed = False
@@ -331,22 +334,25 @@ def run_case(args: argparse.Namespace, work: Path, size: int, fmt: str) -> bool:
 
 
 def command_rows(
-    work: Path, scenes: Sequence[str], pairs: Path, sites: Path
+    work: Path, scenes: Sequence[str], pairs: Path, sites: Path, model: Path | None = None
 ) -> dict[str, list[str]]:
-    """The commands of the table, by row name."""
+    """The commands of the table, by row name (each ``groundbreak`` one with ``--model``)."""
     gb = shutil.which("groundbreak", path=str(Path(sys.executable).parent)) or "groundbreak"
+    bundle = [] if model is None else ["--model", str(model.resolve())]
     predicted = work / "predict"
     return {
         "predict": [gb, "predict", "--before", scenes[0], "--after", scenes[1],
-                    "--out", str(predicted)],
-        "rank (regions)": [gb, "rank", "--pairs", str(pairs), "--out", str(work / "rank-r")],
+                    "--out", str(predicted), *bundle],
+        "rank (regions)": [gb, "rank", "--pairs", str(pairs), "--out", str(work / "rank-r"),
+                           *bundle],
         "rank (watch-list)": [gb, "rank", "--pairs", str(pairs), "--sites", str(sites),
-                              "--out", str(work / "rank-w")],
+                              "--out", str(work / "rank-w"), *bundle],
         "nightly (regions)": [gb, "nightly", "--pairs", str(pairs), "--state",
-                              str(work / "state-r"), "--run-id", "bench", "--log-format", "json"],
+                              str(work / "state-r"), "--run-id", "bench", "--log-format", "json",
+                              *bundle],
         "nightly (watch-list)": [gb, "nightly", "--pairs", str(pairs), "--sites", str(sites),
                                  "--state", str(work / "state-w"), "--run-id", "bench",
-                                 "--log-format", "json"],
+                                 "--log-format", "json", *bundle],
         "discovery only (streaming)": [sys.executable, "-c", DISCOVERY,
                                        str(predicted / "mask.tif"),
                                        str(predicted / "probability.tif")],
