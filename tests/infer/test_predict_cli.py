@@ -256,6 +256,12 @@ def test_a_bad_tta_threshold_in_a_bundle_is_named(
     assert_one_line_error(code, err, "model.json", "tta_threshold must be a number in (0, 1)")
 
 
+def fresh_process(code: str) -> subprocess.CompletedProcess[str]:
+    """Python ``code`` run in a new interpreter (what it imports is its own), output captured."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
 def test_predict_runs_without_triton_on_a_machine_without_cuda(
     beirut: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -272,8 +278,7 @@ def test_predict_runs_without_triton_on_a_machine_without_cuda(
         "print(code, torch.cuda.is_available(), 'triton' in sys.modules, "
         "sys.modules.get('triton') is None, has_triton_package())\n"
     )
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=600, check=False)
+    child = fresh_process(code)
     assert child.returncode == 0, child.stderr
     exit_code, cuda, listed, blocked, has_triton = child.stdout.split()[-5:]
     assert exit_code == "0" and (tmp_path / "out" / "mask.tif").is_file()
@@ -282,8 +287,7 @@ def test_predict_runs_without_triton_on_a_machine_without_cuda(
     assert (listed, blocked, has_triton) == ("True", "True", "False")
     train = ("import sys\nfrom groundbreak.infer.cli import main\nmain(['train', '--help'])\n"
              "print(sys.modules.get('triton', 'absent') is not None)\n")
-    child = subprocess.run([sys.executable, "-c", train], capture_output=True, text=True,
-                           timeout=600, check=False)
+    child = fresh_process(train)
     assert child.stdout.split()[-1] == "True", child.stderr  # absent or imported, not blocked
 
 
@@ -298,8 +302,7 @@ def test_evaluate_starts_without_a_warning_about_the_triton_it_kept_out() -> Non
         "print(torch.cuda.is_available(), 'torch.utils.flop_counter' in sys.modules)\n"
         "logging.getLogger('torch.utils.flop_counter').warning('another warning')\n"
     )
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=600, check=False)
+    child = fresh_process(code)
     assert child.returncode == 0, child.stderr
     cuda, imported = child.stdout.split()[-2:]
     if cuda == "True":
