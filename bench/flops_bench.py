@@ -29,13 +29,19 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from groundbreak.train.bundle import DEFAULT_BUNDLE_DIR, default_bundle_path, load_bundle
+from groundbreak.train.bundle import (
+    DEFAULT_BUNDLE_DIR,
+    ModelBundle,
+    default_bundle_path,
+    load_bundle,
+)
 from groundbreak.train.model import build_change_model
 
 PIXEL_SIZE_M = 10.0
 UNET_BUNDLE = DEFAULT_BUNDLE_DIR.parent / "oscd-s2-unet"
-FAST_BUNDLE = DEFAULT_BUNDLE_DIR.parent / "oscd-s2-fast"
 """The single U-Net, the shipped default before the ensemble: the rule's FLOPs reference."""
+FAST_BUNDLE = DEFAULT_BUNDLE_DIR.parent / "oscd-s2-fast"
+"""The U-Net distilled from the default, for fast nights."""
 
 
 def flops_per_km2(model: nn.Module, in_channels: int, side: int = 256,
@@ -53,6 +59,15 @@ def flops_per_km2(model: nn.Module, in_channels: int, side: int = 256,
 def overlap_factor(window: int, overlap: int) -> float:
     """Pixels computed per scene pixel by windows of ``window`` overlapping by ``overlap``."""
     return (window / (window - overlap)) ** 2
+
+
+def own_windows(bundle: ModelBundle) -> tuple[int, int]:
+    """The window and overlap a bundle predicts with: its own, else the predictor's 256/64."""
+    if bundle.window is None:
+        return 256, 64
+    if bundle.overlap is None:
+        raise ValueError(f"{bundle.path / 'model.json'}: a window without its overlap")
+    return bundle.window, bundle.overlap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,10 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("FC-EF-Res",
          build_change_model({"network": "fc_res", "fusion": "early", "in_channels": bands}),
          256, 64),
-        (f"default bundle ({default.name})", default.model, default.window or 256,
-         default.overlap if default.window else 64),
-        (f"fast bundle ({fast.name}: the U-Net distilled)", fast.model, fast.window or 256,
-         fast.overlap if fast.window else 64),
+        *((f"{role} bundle ({bundle.name})", bundle.model, *own_windows(bundle))
+          for role, bundle in (("default", default), ("fast", fast))),
     ]
     base = flops_per_km2(unet.model, bands, args.side) * overlap_factor(256, 64)
     print(f"{args.side} px input, {bands} bands, {PIXEL_SIZE_M:g} m pixels")

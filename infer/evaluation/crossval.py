@@ -355,7 +355,7 @@ def train_final(
     from groundbreak.train.export import export_checkpoint
 
     cv_json = args.out / f"cv{scored(args)}.json"
-    plain_json = cv_json.with_name(cv_json.name.replace("_tta.json", ".json"))
+    plain_json = args.out / f"cv{scored(args).removesuffix('_tta')}.json"
     threshold, tta_threshold, metrics = final_scores(result, args.tta, plain_json, "cv")
     work_dir = args.out / "final"
     chips, last, seconds = train_last(work_dir, specs, args, extra, "final")
