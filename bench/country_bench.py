@@ -23,7 +23,8 @@ child process, and the bench prints:
   the model ran over the model's own seconds);
 - the projected time for North Korea (120,540 km², ~20 tiles) at each format's rate;
 - for ``.SAFE``: the decode-only time of its products measured just after the night (each band
-  of both products decoded once, threaded) and the night and its reads over it;
+  of both products decoded once, threaded) and the night and its reads over it; and the floor
+  that decoding (its CPU seconds over the cores) and the model at the full matmul peak set;
 - with ``--profile``: the shares of the night spent in the cloud masks, the date matching, site
   scoring, the hidden-near check, ranking and tables, the report (cProfile, main thread).
 
@@ -314,10 +315,10 @@ def product_bands(rows: list[dict[str, str]]) -> list[Path]:
             for band in sorted(product.glob("GRANULE/*/IMG_DATA/*.jp2"))]
 
 
-def decode_only(rows: list[dict[str, str]]) -> tuple[float, float]:
-    """(seconds, Mpx) to decode every band of the pairs' .SAFE products once: one ``read(1)``
-    per band with GDAL's threaded decoding (``GDAL_NUM_THREADS=ALL_CPUS``), in a child process
-    so that nothing it caches helps the night."""
+def decode_only(rows: list[dict[str, str]]) -> tuple[float, float, float]:
+    """(seconds, Mpx, CPU seconds) to decode every band of the pairs' .SAFE products once: one
+    ``read(1)`` per band with GDAL's threaded decoding (``GDAL_NUM_THREADS=ALL_CPUS``), in a
+    child process so that nothing it caches helps the night."""
     code = (
         "import sys, time, rasterio\n"
         "start, px = time.perf_counter(), 0\n"
@@ -328,10 +329,13 @@ def decode_only(rows: list[dict[str, str]]) -> tuple[float, float]:
         "print(time.perf_counter() - start, px / 1e6)\n"
     )
     bands = [str(band) for band in product_bands(rows)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     child = subprocess.run([sys.executable, "-c", code, *bands], capture_output=True, text=True,
                            check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     seconds, mpx = child.stdout.split()
-    return float(seconds), float(mpx)
+    return float(seconds), float(mpx), cpu
 
 
 def night_failures(figures: dict) -> list[str]:
@@ -380,6 +384,11 @@ def report(
         print(f"  decode only      {decode[0]:.1f} s for {decode[1]:,.0f} Mpx (every band of "
               f"both products once): the night is {seconds / decode[0]:.2f}x it, its reads "
               f"{stages.get('read', 0.0) / decode[0]:.2f}x")
+        at_peak = gflop * figures["windows"] / peak  # the model at 100 % of the matmul peak
+        floor = decode[2] / cores + at_peak
+        print(f"  decode floor     decoding took {decode[2]:.1f} CPU-s; with the model at the "
+              f"full matmul peak ({at_peak:.1f} s) no night on {cores} cores takes under "
+              f"{floor:.1f} s = {floor / decode[0]:.2f}x the decode-only time")
     if figures.get("shares"):
         print("  profile shares   " + ", ".join(
             f"{k} {v:.1%}" for k, v in figures["shares"].items()) + " of the night (cProfile, "

@@ -67,7 +67,9 @@ class DateMatch:
         """Map after-date values ``(C, H, W)`` (float32; NaN stays NaN)."""
         if after.shape[0] != len(self.gain):
             raise ValueError(f"expected {len(self.gain)} bands, got an array of {after.shape}")
-        return after * self.gain[:, None, None] + self.offset[:, None, None]
+        out = after * self.gain[:, None, None]
+        out += self.offset[:, None, None]  # in place: the same sums, one array fewer
+        return out
 
     def to_dict(self) -> dict[str, object]:
         """A JSON record: gains and offsets rounded to 4 decimals, and the pixel count."""

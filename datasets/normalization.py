@@ -18,7 +18,9 @@ def normalize_bands(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndar
     Invalid (NaN or infinite) results become 0, the normalised mean. The one normalisation of
     chips in training and of windows in prediction, so both see the same numbers.
     """
-    out = (np.asarray(x).astype(np.float32) - mean[:, None, None]) / std[:, None, None]
+    shape = (-1, 1, 1)
+    out = np.asarray(x, dtype=np.float32) - np.asarray(mean, np.float32).reshape(shape)
+    np.divide(out, np.asarray(std, np.float32).reshape(shape), out=out)  # in place: one pass less
     out[~np.isfinite(out)] = 0.0
     return out
 

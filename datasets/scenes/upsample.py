@@ -18,6 +18,12 @@ import numpy as np
 
 from groundbreak.datasets.grid import Grid
 
+CHUNK_VALUES = 65536
+"""Target pixels interpolated at a time (at least one row): 512 kB a float64 intermediate,
+which stays in a core's cache. The whole window at once went through memory and took about
+twice as long (``/tmp`` script, one thread, trainings paused: a 576 x 4096 target from a 20 m band
+48-50 against 25-28 ms, from a 60 m band 24-29 against 11 ms)."""
+
 
 def nesting(source: Grid, target: Grid) -> tuple[int, int, int] | None:
     """(row, col, k) when each source pixel is k x k target pixels (k >= 2) and the target's
@@ -88,11 +94,17 @@ def bilinear_upsample(
     lower_r, upper_r, weight_r = _axis(r0, r1 - r0, k, size[0])
     lower_c, upper_c, weight_c = _axis(c0, c1 - c0, k, size[1])
     block = data.astype(np.float64, copy=False)
-    weight_r = weight_r[:, None]
-    by_rows = block[lower_r - origin[0]] * (1.0 - weight_r) + block[upper_r - origin[0]] * weight_r
+    lower_r, upper_r, weight_r = lower_r - origin[0], upper_r - origin[0], weight_r[:, None]
     lower_c, upper_c = lower_c - origin[1], upper_c - origin[1]
-    values = by_rows[:, lower_c] * (1.0 - weight_c) + by_rows[:, upper_c] * weight_c
-    out[r0 - row : r1 - row, c0 - col : c1 - col] = values
+    keep_c = 1.0 - weight_c
+    # a few rows at a time, so that the float64 intermediates stay in the CPU's cache
+    step = max(1, CHUNK_VALUES // max(1, c1 - c0))
+    for first in range(0, r1 - r0, step):
+        rows = slice(first, first + step)
+        w = weight_r[rows]
+        by_rows = block[lower_r[rows]] * (1.0 - w) + block[upper_r[rows]] * w
+        values = by_rows[:, lower_c] * keep_c + by_rows[:, upper_c] * weight_c
+        out[r0 - row + first : r0 - row + first + len(w), c0 - col : c1 - col] = values
     return out
 
 

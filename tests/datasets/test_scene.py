@@ -400,6 +400,9 @@ def test_upsampled_bands_equal_gdal_bilinear_warp_bit_for_bit(
         from groundbreak.datasets.scenes import reading
 
         monkeypatch.setattr(reading, "_read_warped", None)
+    from groundbreak.datasets.scenes import upsample
+
+    monkeypatch.setattr(upsample, "CHUNK_VALUES", 64)  # 1 row a time of these 40 px windows
     method = Resampling[resampling]
     plain = [scene.read([band], grid.subgrid(w), resampling=method)[0] for w in windows]
     with files_kept_open():
