@@ -114,7 +114,8 @@ class PredictionResult:
         cloud_masks: The cloud-mask method used for the before and the after date.
         cloud_fractions: Fraction of the grid hidden by clouds or shadows on each date.
         stages: Seconds spent in each stage (see :class:`~groundbreak.infer.prediction.stage_clock.
-            StageClock`): ``cloud mask``, ``read`` (on the prefetch thread, beside the model),
+            StageClock`): ``cloud mask``, ``date matching`` (when the bundle matches dates),
+            ``read`` (on the prefetch thread, beside the model),
             ``wait`` (the model waiting for a read), ``model``, ``blend``, ``write``.
     """
 
@@ -356,9 +357,10 @@ class TiledPredictor:
             self.bundle.check_scene_bands(scene)
         return list(self.bundle.bands)
 
-    def prepare(self, pair: TilePair) -> PairInput:
+    def prepare(self, pair: TilePair, clock: StageClock | None = None) -> PairInput:
         """Check a pair's bands, find its clouds, match its dates when the bundle does (see
-        :mod:`groundbreak.datasets.date_matching`) and say what reading its windows needs.
+        :mod:`groundbreak.datasets.date_matching`) and say what reading its windows needs
+        (the seconds of the cloud masks and of the date matching go to ``clock``).
 
         Warns (:class:`~groundbreak.datasets.radiometry.RadiometryWarning`) for a scene whose
         radiometric convention is unknown but whose date needs one stated.
@@ -373,7 +375,9 @@ class TiledPredictor:
                 message = unknown_radiometry_warning(scene.path, scene.date)
                 if message:
                     warnings.warn(message, RadiometryWarning, stacklevel=2)
-        masks = [self.cloud_mask_of(s, pair.grid) for s in (pair.before, pair.after)]
+        clock = clock or StageClock()
+        with clock.time("cloud mask"):
+            masks = [self.cloud_mask_of(s, pair.grid) for s in (pair.before, pair.after)]
         present = [m for m in masks if m is not None]
         unobserved = None
         if present:
@@ -383,7 +387,8 @@ class TiledPredictor:
         factor = present[0].factor if present else 1
         date_match = None
         if self.date_matching == "mean_std":  # fitted on what both dates observe
-            date_match = match_pair(pair, bands, self.bundle.radiometry, unobserved, factor)
+            with clock.time("date matching"):
+                date_match = match_pair(pair, bands, self.bundle.radiometry, unobserved, factor)
         return PairInput(
             pair=pair,
             bands=bands,
@@ -498,8 +503,7 @@ class TiledPredictor:
         clock = StageClock()
         # bands the date matching decodes whole are kept for the windows (issue 25)
         with bounded_gdal_cache(), bands_kept(pair.before, pair.after):
-            with clock.time("cloud mask"):
-                source = self.prepare(pair)  # before any output is written
+            source = self.prepare(pair, clock)  # before any output is written
             layout = self.layout_for(pair.grid)
             # closed on any error, so the prefetch thread stops reading at once
             with contextlib.closing(self.iter_predictions(source, layout, clock)) as predictions:

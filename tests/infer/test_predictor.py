@@ -316,6 +316,9 @@ def test_prefetch_and_skipping_unobserved_windows_change_no_output(
         outputs.append((read_raster(result.probability_path)[0],
                         read_raster(result.mask_path)[0]))
         assert {"cloud mask", "read", "model", "blend", "write"} <= set(result.stages)
+    assert "date matching" not in result.stages  # the bundle does not match dates
+    matched = TiledPredictor(s2_bundle, window=16, overlap=4, date_matching="mean_std")
+    assert "date matching" in matched.predict_pair(pair, tmp_path / "matched").stages
     reference, reference_mask = outputs[0]
     for probability, mask in outputs[1:]:
         np.testing.assert_allclose(probability, reference, atol=1e-4, rtol=0)  # NaN where NaN
