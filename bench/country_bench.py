@@ -12,9 +12,10 @@ run_night`: hashing, cloud masks, prediction, sites, report) runs over a pairs C
 child process, and the bench prints:
 
 - km²/s of the night per format (the pairs' area over the night's wall time);
-- the time split: hashing, cloud mask, date matching, read/decode, model, blend, write (the predictor's stage
-  clock; with the prefetch thread, read/decode runs beside the model, so the stages add up to
-  more than the prediction), sites (pair time minus prediction), report (ranking and outputs);
+- the time split: hashing, cloud mask, date matching, read/decode, model, blend, write (the
+  predictor's stage clock; with the prefetch thread, read/decode runs beside the model, so the
+  stages add up to more than the prediction), sites (pair time minus prediction), report
+  (ranking and outputs);
 - the night's CPU time (user + system, every thread of the child) and the floor it sets: on
   N cores no schedule of that work takes under CPU time / N, so a rate above the floor's needs
   less work, not better overlap;
