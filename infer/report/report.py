@@ -37,6 +37,11 @@ from groundbreak.infer.report.templating import template_environment
 MAX_CARDS = 60
 """Alert cards shown at most; the rest are in the table and in alerts.csv."""
 
+MAX_TABLE_ROWS = 1000
+"""Scored sites the page's table lists at most, the best ranked; every site is in sites.csv. A
+full-tile night scores some 23 000 change regions and a country night hundreds of thousands: a
+row each made a 9 MB page of a 4096² pair's 4 096 sites, and would make pages no browser opens."""
+
 TEMPLATES = template_environment("groundbreak.infer.report")
 """The report's templates (``templates/``: the page, its CSS and scripts, the score line)."""
 
@@ -115,6 +120,7 @@ def write_report(
     settings: Mapping[str, Any] | None = None,
     title: str = "Construction alerts",
     max_cards: int = MAX_CARDS,
+    max_rows: int = MAX_TABLE_ROWS,
 ) -> Path:
     """Write the offline HTML report of a ranking run.
 
@@ -125,6 +131,7 @@ def write_report(
         settings: Run settings listed in the page footer (model, thresholds, ...).
         title: The page title.
         max_cards: Alert cards shown at most.
+        max_rows: Scored sites the table lists at most (the best ranked).
     """
     settings = dict(settings or {})
     alert_threshold = float(settings.get("alert threshold", 0.5))
@@ -139,7 +146,7 @@ def write_report(
     hidden = len(result.alerts) - len(cards)
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = _page(
-        title, result, cards, hidden, settings, alert_threshold, generated, len(pairs)
+        title, result, cards, hidden, settings, alert_threshold, generated, len(pairs), max_rows
     )
     return atomic_write_text(path, page)
 
@@ -312,8 +319,10 @@ def _page(
     alert_threshold: float,
     generated: str,
     n_pairs: int,
+    max_rows: int,
 ) -> str:
     """The whole page, rendered from ``templates/report.html``."""
+    listed = result.sites.head(max_rows)  # best first
     stats = [
         (str(n_pairs), "tile pairs", ""),
         (str(len(result.sites)), "sites scored", ""),
@@ -328,7 +337,8 @@ def _page(
         cards=cards,
         hidden=hidden,
         alert_threshold=f"{alert_threshold:g}",
-        sites=_table_rows(result.sites, result.alerts, alert_threshold),
+        sites=_table_rows(listed, result.alerts, alert_threshold),
+        more_sites=len(result.sites) - len(listed),
         failures=[str(r["reason"]) for r in result.failures.to_dict("records")],
         settings=[(str(k), _setting(v)) for k, v in settings.items() if v is not None],
     )

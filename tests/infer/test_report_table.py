@@ -49,3 +49,26 @@ def test_sites_hidden_by_clouds_are_shown_as_not_observed(tmp_path: Path) -> Non
     row = re.search(r"<tr[^>]*><td class=\"num\">2</td>(.*?)</tr>", page).group(1)
     assert "not observed" in row and "seen on 20% of its pixels" in row
     assert 'class="is-alert"><td class="num">2<' not in page
+
+
+def test_the_table_lists_the_best_ranked_sites_and_says_where_the_rest_are(
+    tmp_path: Path,
+) -> None:
+    """A country night scores hundreds of thousands of sites: the page lists the best ranked
+    (``max_rows``) and points to sites.csv for the rest, so that a browser can open it."""
+    sites = pd.DataFrame([site(rank, f"s{rank}", 1.0 - rank / 10) for rank in range(1, 6)])
+    alerts = sites[sites["rank"].isin([1, 4])].reset_index(drop=True)
+    result = RankResult(out_dir=tmp_path, sites=sites, alerts=alerts, changes=pd.DataFrame(),
+                        failures=pd.DataFrame(columns=["pair_id", "reason"]),
+                        timings=pd.DataFrame())
+    page = write_report(tmp_path / "report.html", result, pairs={}, max_cards=1, max_rows=2,
+                        settings={"alert threshold": 0.5}).read_text()
+    listed = re.findall(r"<tr[^>]*><td class=\"num\">(\d+)</td>", page)
+    assert listed == ["1", "2"]
+    assert "The 2 best-ranked scored sites" in page
+    assert "3 more scored site(s), ranked below these, are in sites.csv." in page
+    assert "1 more alert(s) are listed in alerts.csv" in page  # s4, beyond the table
+    everything = write_report(tmp_path / "all.html", result, pairs={}, max_cards=1,
+                              settings={"alert threshold": 0.5}).read_text()
+    assert re.findall(r"<tr[^>]*><td class=\"num\">(\d+)</td>", everything) == list("12345")
+    assert "All scored sites" in everything and "more scored site" not in everything
