@@ -35,12 +35,13 @@ from groundbreak.infer.report.crops import SiteCrops, render_site_crops
 from groundbreak.infer.report.templating import template_environment
 
 MAX_CARDS = 60
-"""Alert cards shown at most; the rest are in the table and in alerts.csv."""
+"""Alert cards shown at most; the rest are in alerts.csv (and highlighted in the table when they
+rank among its rows)."""
 
 MAX_TABLE_ROWS = 1000
-"""Scored sites the page's table lists at most, the best ranked; every site is in sites.csv. A
-full-tile night scores some 23 000 change regions and a country night hundreds of thousands: a
-row each made a 9 MB page of a 4096² pair's 4 096 sites, and would make pages no browser opens."""
+"""Scored sites the page's table lists at most, the best ranked; every site is in sites.csv. A row
+is about 350 bytes of the page: a full-tile night scores some 23 000 change regions (8 MB of
+rows) and a country night hundreds of thousands, pages no browser opens."""
 
 TEMPLATES = template_environment("groundbreak.infer.report")
 """The report's templates (``templates/``: the page, its CSS and scripts, the score line)."""
