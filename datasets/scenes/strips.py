@@ -22,6 +22,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from groundbreak.datasets.scenes.rasters import BandSource
+from groundbreak.datasets.scenes.row_spill import spill_rows, spilled_rows
 
 _KEPT_OPEN = threading.local()
 
@@ -183,6 +184,7 @@ class KeptBands:
             return None
         band = self.bands[key] = src.read(index)
         self.decodes[key] += 1
+        spill_rows(src, index, 0, band)
         return band
 
 
@@ -202,11 +204,12 @@ def band_rows(
 ) -> tuple[np.ndarray, int] | None:
     """Rows ``[r0, r1)`` (columns ``[c0, c1)`` needed) of a band as (full-width rows, first
     row of them): the scene's kept whole band (:class:`KeptBands`), else the thread's kept strip
-    (:func:`strip_rows`); None: read them plainly."""
+    (:func:`strip_rows`), else the rows spilled to disk when they were decoded
+    (:mod:`.row_spill`); None: read them plainly."""
     band = kept.rows(src, index, rows, cols) if kept is not None else None
     if band is not None:
         return band, 0
-    return strip_rows(src, index, rows)
+    return strip_rows(src, index, rows) or spilled_rows(src, index, rows)
 
 
 def strip_rows(
@@ -237,6 +240,7 @@ def strip_rows(
         buffer[:kept_rows] = strip.buffer[r0 - strip.start : strip.rows]  # overlap-safe copy
     fresh = Window(0, r0 + kept_rows, src.width, stop - r0 - kept_rows)
     src.read(index, window=fresh, out=buffer[kept_rows : stop - r0])
+    spill_rows(src, index, r0 + kept_rows, buffer[kept_rows : stop - r0])
     kept.strips[key] = strip = _Strip(r0, stop - r0, buffer)
     return strip.data, strip.start
 

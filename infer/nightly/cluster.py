@@ -45,6 +45,7 @@ from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.atomic import TEMP_MARK
 from groundbreak.infer.nightly.cluster_spec import ClusterSpec
 from groundbreak.infer.prediction.raster_io import MASK_FILE, PROBABILITY_FILE
+from groundbreak.infer.report.stored_crops import DISPLAY_CROPS_FILE
 from groundbreak.infer.sites.ranking import PairOutcome, PairScores, describe_error, stops_the_run
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ class PairJob:
 
 @dataclass
 class PairComputed:
-    """A worker's result: the pair's outcome and scores, and its rasters' bytes by file name."""
+    """A worker's result: the pair's outcome and scores, and the bytes of its rasters (and of
+    its stored crops, when it stored them) by file name."""
 
     outcome: PairOutcome
     scores: PairScores | None
@@ -121,6 +123,8 @@ def compute_pair(job: PairJob) -> PairComputed:
         files = {}
         if scores is not None:
             files = {name: (out / name).read_bytes() for name in PAIR_FILES}
+            if (out / DISPLAY_CROPS_FILE).is_file():  # its cards' crops, cut from decoded rows
+                files[DISPLAY_CROPS_FILE] = (out / DISPLAY_CROPS_FILE).read_bytes()
     outcome = replace(outcome, probability_path=None, mask_path=None)
     return PairComputed(outcome, scores, files, worker)
 
@@ -424,9 +428,9 @@ class PairCluster:
         final = scorer.final_dir(spec)
         staging = final.parent / f".{final.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         staging.mkdir(parents=True)
-        for name in PAIR_FILES:
+        for name, data in computed.files.items():
             with open(staging / name, "wb") as handle:
-                handle.write(computed.files[name])
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
         computed.files = {}

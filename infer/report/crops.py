@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +105,30 @@ def crop_grid(
     return coarse, covered
 
 
+def site_crop_grid(
+    grid: Grid, geometry: BaseGeometry, max_read_pixels: int = MAX_CROP_READ_PIXELS
+) -> tuple[Grid, Window] | None:
+    """The grid a site's crop is read on and the pair-grid window it covers (:func:`crop_window`,
+    :func:`crop_grid`); None when the site does not fall on the pair grid."""
+    site_window = geometry_window(geometry, grid)
+    if site_window is None:
+        return None
+    return crop_grid(grid, crop_window(site_window, grid), max_read_pixels)
+
+
+def window_key(window: Window) -> str:
+    """A crop window as a name: ``col_row_width_height`` on the pair grid."""
+    return "_".join(str(int(v)) for v in (window.col_off, window.row_off, window.width,
+                                          window.height))
+
+
+def display_rgb(pair: TilePair, crop: Grid) -> np.ndarray:
+    """The before and after true-colour pictures of a crop grid, (2, H, W, 3) uint8, stretched
+    alike (:func:`stretch_to_rgb`)."""
+    bands = display_bands(pair)
+    return np.stack(stretch_to_rgb([pair.before.read(bands, crop), pair.after.read(bands, crop)]))
+
+
 def display_bands(pair: TilePair) -> list[str]:
     """Bands to show in true colour: B04/B03/B02, red/green/blue, or the first band as grey."""
     common = pair.common_bands
@@ -187,24 +211,23 @@ def render_site_crops(
     probability_path: str | Path,
     geometry: BaseGeometry,
     max_read_pixels: int = MAX_CROP_READ_PIXELS,
+    stored: Mapping[str, np.ndarray] | None = None,
 ) -> SiteCrops | None:
     """Before, after and overlay PNGs of the neighbourhood of a site (geometry in grid CRS).
 
     Only the crop window is read from the scenes and the probability raster, decimated to at
-    most ``max_read_pixels`` a side (:func:`crop_grid`). None when the site does not fall on the
-    pair grid.
+    most ``max_read_pixels`` a side (:func:`crop_grid`); the true-colour pictures are taken from
+    ``stored`` instead where it holds the crop window's (:func:`window_key`: the (2, H, W, 3)
+    before and after :func:`display_rgb`). None when the site does not fall on the pair grid.
     """
-    grid = pair.grid
-    site_window = geometry_window(geometry, grid)
-    if site_window is None:
+    placed = site_crop_grid(pair.grid, geometry, max_read_pixels)
+    if placed is None:
         return None
-    window = crop_window(site_window, grid)
-    crop, window = crop_grid(grid, window, max_read_pixels)
-    bands = display_bands(pair)
-    before, after = pair.before.read(bands, crop), pair.after.read(bands, crop)
+    crop, window = placed
+    kept = stored.get(window_key(window)) if stored is not None else None
+    before_rgb, after_rgb = kept if kept is not None else display_rgb(pair, crop)
     with open_raster(probability_path) as src:
         probability = read_probability(src, window, out_shape=crop.shape)
-    before_rgb, after_rgb = stretch_to_rgb([before, after])
     scale = max(1, round(DISPLAY_PIXELS / max(crop.width, crop.height)))
     rings = _outline_rings(geometry, crop)
     return SiteCrops(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+from numpy.lib.npyio import NpzFile
 from shapely.geometry.base import BaseGeometry
 
 from groundbreak.datasets.pair import TilePair
@@ -32,6 +33,7 @@ from groundbreak.datasets.scene import files_kept_open
 from groundbreak.infer.atomic import atomic_write_text
 from groundbreak.infer.prediction.raster_io import bounded_gdal_cache
 from groundbreak.infer.report.crops import SiteCrops, render_site_crops
+from groundbreak.infer.report.stored_crops import stored_display_crops
 from groundbreak.infer.report.templating import template_environment
 
 MAX_CARDS = 60
@@ -137,13 +139,19 @@ def write_report(
     settings = dict(settings or {})
     alert_threshold = float(settings.get("alert threshold", 0.5))
     opened: dict[str, TilePair | None] = {}
+    stored: dict[str, NpzFile | None] = {}
     cards: list[dict[str, Any]] = []
     # GDAL's default cache is 5 % of the RAM: unbounded here. Files stay open across crops so
     # that the JPEG 2000 tiles / COG blocks near several sites are decoded once.
     with bounded_gdal_cache(), files_kept_open(strips=False):
-        for row in result.alerts.head(max_cards).to_dict("records"):
-            crops, problem = _crops_for(row, pairs, result.probability_paths, opened)
-            cards.append(_card(row, crops, problem, alert_threshold))
+        try:
+            for row in result.alerts.head(max_cards).to_dict("records"):
+                crops, problem = _crops_for(row, pairs, result.probability_paths, opened, stored)
+                cards.append(_card(row, crops, problem, alert_threshold))
+        finally:
+            for crops_file in stored.values():
+                if crops_file is not None:
+                    crops_file.close()
     hidden = len(result.alerts) - len(cards)
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = _page(
@@ -157,8 +165,10 @@ def _crops_for(
     pairs: Mapping[str, PairSpec],
     probability_paths: Mapping[str, Path],
     opened: dict[str, TilePair | None],
+    stored: dict[str, NpzFile | None],
 ) -> tuple[SiteCrops | None, str | None]:
-    """The crops of one alert, or None and the reason they could not be made."""
+    """The crops of one alert, or None and the reason they could not be made; the pair's stored
+    crops (:mod:`.stored_crops`) spare reading its scenes where they hold the site's."""
     pair_id = row["pair_id"]
     if pair_id not in opened:
         spec = pairs.get(pair_id)
@@ -171,8 +181,10 @@ def _crops_for(
     geometry = row.get("grid_geometry")
     if pair is None or probability_path is None or not isinstance(geometry, BaseGeometry):
         return None, "imagery not available"
+    if pair_id not in stored:
+        stored[pair_id] = stored_display_crops(Path(probability_path).parent)
     try:
-        crops = render_site_crops(pair, probability_path, geometry)
+        crops = render_site_crops(pair, probability_path, geometry, stored=stored[pair_id])
     except Exception as err:  # a broken crop must not cost the analyst the whole report
         return None, f"imagery could not be read ({type(err).__name__}: {err})"
     return crops, None if crops is not None else "site lies outside the pair"

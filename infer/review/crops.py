@@ -7,7 +7,9 @@ read. The scenes are those the night scored, as stored with the pair (paths and 
 replaced. Pairs stored before the state kept scenes fall back to the pairs CSV named in that
 night's config, or the two acquisitions of a catalogue or drop-folder pair stored in the state.
 Crops are drawn by the report's :func:`~groundbreak.infer.report.crops.render_site_crops` (site
-outlined, full resolution, upsampled for the screen) and kept in a small cache.
+outlined, full resolution, upsampled for the screen; the true-colour pictures the night stored
+with the pair where it stored them, :mod:`~groundbreak.infer.report.stored_crops`) and kept in a
+small cache.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class CropRenderer:
 
     def _render(self, state: NightlyState, alert: dict[str, Any]) -> dict[str, bytes] | str:
         from groundbreak.infer.report.crops import render_site_crops
+        from groundbreak.infer.report.stored_crops import stored_display_crops
 
         if alert.get("pair_row") is None or not alert.get("grid_outline"):
             return "no scored outline of this site in the state"
@@ -75,12 +78,17 @@ class CropRenderer:
             return "the scenes of this pair are no longer listed where the night found them"
         if isinstance(spec, str):
             return spec
+        stored = stored_display_crops(probability.parent)  # cut when the night scored it
         try:
             crops = render_site_crops(
-                spec.open(with_label=False), probability, wkt.loads(alert["grid_outline"])
+                spec.open(with_label=False), probability, wkt.loads(alert["grid_outline"]),
+                stored=stored,
             )
         except Exception as err:  # unreadable imagery must not cost the analyst the page
             return f"imagery could not be read ({type(err).__name__}: {' '.join(str(err).split())})"
+        finally:
+            if stored is not None:
+                stored.close()
         if crops is None:
             return "the site lies outside the pair"
         return {"before": crops.before, "after": crops.after, "probability": crops.overlay}

@@ -15,6 +15,8 @@ A run folder holds::
     failures.csv       pair_id, reason: the pairs that could not be processed
     report.html        the analyst's offline report
     pairs/<pair_id>/probability.tif, mask.tif
+    pairs/<pair_id>/display_crops.npz   the true-colour crops of a JPEG 2000 pair's best sites,
+                       cut from the rows its windows decoded (groundbreak.infer.report.stored_crops)
 
 A pair that fails (unreadable, no overlap, missing bands, ...) is recorded in ``failures.csv``
 with a one-line reason naming it; the other pairs still complete.
@@ -43,7 +45,9 @@ from groundbreak.datasets.path_ids import check_path_id
 from groundbreak.datasets.scene import dataset_grid, open_raster
 from groundbreak.infer.prediction.coverage import too_little_valid_data
 from groundbreak.infer.prediction.raster_io import bounded_gdal_cache
+from groundbreak.infer.report.report import MAX_CARDS
 from groundbreak.infer.report.report import write_report as write_html_report
+from groundbreak.infer.report.stored_crops import display_rows_spilled, store_display_crops
 from groundbreak.infer.sites.alerts_io import (
     FAILURE_COLUMNS,
     write_changes_geojson,
@@ -263,6 +267,30 @@ def site_row(
     }
 
 
+def _store_card_crops(pair: TilePair, rows: Sequence[Mapping[str, Any]], out_dir: Path) -> None:
+    """Store the crops of the pair's card candidates (:mod:`~groundbreak.infer.report.
+    stored_crops`); a crop that cannot be cut costs the report a read, not the pair."""
+    try:
+        store_display_crops(pair, card_candidates(rows), out_dir)
+    except Exception as err:
+        if stops_the_run(err):
+            raise
+        log.warning("pair %s: crops not stored (%s); the report reads them from its scenes",
+                    pair.pair_id, describe_error(err))
+
+
+def card_candidates(rows: Sequence[Mapping[str, Any]], limit: int = MAX_CARDS) -> list[Any]:
+    """The grid geometries of a pair's sites that can become alert cards: its ``limit`` best
+    observed ones, ranked as :func:`rank_sites` ranks a run (a run's best ``limit`` alerts are
+    among its pairs' best ``limit`` sites)."""
+    ranked = rank_sites(rows)
+    if "observed" in ranked:
+        ranked = ranked[ranked["observed"].fillna(True).astype(bool)]
+    if "grid_geometry" not in ranked:
+        return []
+    return list(ranked["grid_geometry"].head(limit))
+
+
 def alert_rows(ranked: pd.DataFrame, alert_threshold: float) -> pd.DataFrame:
     """The ranked sites that are alerts: observed, and scoring at least ``alert_threshold``."""
     if ranked.empty:
@@ -434,21 +462,24 @@ def _process_pair(
     try:
         check_path_id(spec.pair_id, "pair_id")  # it names the pair's folder
         pair = spec.open(with_label=False)
-        prediction = predictor.predict_pair(pair, Path(pair_dir))
-        too_little = too_little_valid_data(prediction)
-        if too_little:  # an all-nodata map is no evidence of "no change"
-            raise InputError(None, too_little)
-        scores = score_prediction(
-            spec.pair_id,
-            prediction.probability_path,
-            prediction.mask_path,
-            prediction.threshold,
-            sites,
-            min_area_m2,
-            area_scale,
-            spec.before_date or pair.before.date,
-            spec.after_date or pair.after.date,
-        )
+        with display_rows_spilled(pair, Path(pair_dir)) as spilled:
+            prediction = predictor.predict_pair(pair, Path(pair_dir))
+            too_little = too_little_valid_data(prediction)
+            if too_little:  # an all-nodata map is no evidence of "no change"
+                raise InputError(None, too_little)
+            scores = score_prediction(
+                spec.pair_id,
+                prediction.probability_path,
+                prediction.mask_path,
+                prediction.threshold,
+                sites,
+                min_area_m2,
+                area_scale,
+                spec.before_date or pair.before.date,
+                spec.after_date or pair.after.date,
+            )
+            if spilled.every_band:  # the crops of its best sites, while decoding costs nothing
+                _store_card_crops(pair, scores.sites, Path(prediction.probability_path).parent)
     except Exception as err:  # one bad pair must not stop the run; the reason is recorded
         if stops_the_run(err):
             raise

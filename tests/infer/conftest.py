@@ -1,5 +1,5 @@
-"""Fixtures of the infer tests: a real nightly state of the bundled demo pairs, and the review
-app serving a copy of it on 127.0.0.1."""
+"""Fixtures of the infer tests: a real nightly state of the bundled demo pairs, the review app
+serving a copy of it on 127.0.0.1, and a fixture city's two dates as ESA .SAFE products."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from affine import Affine
+from rasterio.crs import CRS
 
 from groundbreak.datasets.bands import SENTINEL2_BANDS
+from groundbreak.datasets.product_writer import BandImage, read_band_images, write_product
 from groundbreak.infer.cli import main as groundbreak
 from groundbreak.infer.cli.demo import DEMO_PAIRS, DEMO_SITES
 from groundbreak.infer.review.app import ReviewServer, make_server
@@ -19,6 +22,29 @@ from groundbreak.train.bundle import save_bundle
 from groundbreak.train.model import ChangeUNet
 
 DEMO_NIGHT = "2024-05-01"
+
+
+def _on_utm(folder: Path) -> dict[str, BandImage]:
+    """A fixture city's real bands on a UTM grid at 10, 20 and 60 m, as in an ESA product (the
+    fixture's own grid is in degrees, where its 60 m bands do not nest in the 10 m ones)."""
+    bands = read_band_images(folder)
+    side = max(image.data.shape[1] for image in bands.values())
+    return {
+        name: BandImage(image.data, Affine(res, 0, 600_000, 0, -res, 4_000_020),
+                        CRS.from_epsg(32636))
+        for name, image in bands.items()
+        for res in [{side: 10, side // 2: 20}.get(image.data.shape[1], 60)]
+    }
+
+
+@pytest.fixture(scope="session")
+def beirut_safe(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The Beirut fixture's two dates as L1C .SAFE products (JPEG 2000 bands, ESA's layout);
+    read only."""
+    out = tmp_path_factory.mktemp("beirut-safe")
+    beirut = fixtures_dir / "oscd" / "beirut"
+    return [write_product(out / folder, _on_utm(beirut / folder))
+            for folder in ("imgs_1", "imgs_2")]
 
 
 @pytest.fixture(scope="session")

@@ -12,29 +12,13 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.io
-from affine import Affine
-from rasterio.crs import CRS
 
 from groundbreak.datasets.pair import TilePair
-from groundbreak.datasets.product_writer import BandImage, read_band_images, write_product
 from groundbreak.datasets.scene import open_scene
 from groundbreak.datasets.scenes import reading
 from groundbreak.infer.prediction import predictor as predictor_module
 from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import default_bundle_path, load_bundle
-
-
-def _on_utm(folder: Path) -> dict[str, BandImage]:
-    """A fixture city's real bands on a UTM grid at 10, 20 and 60 m, as in an ESA product (the
-    fixture's own grid is in degrees, where its 60 m bands do not nest in the 10 m ones)."""
-    bands = read_band_images(folder)
-    side = max(image.data.shape[1] for image in bands.values())
-    return {
-        name: BandImage(image.data, Affine(res, 0, 600_000, 0, -res, 4_000_020),
-                        CRS.from_epsg(32636))
-        for name, image in bands.items()
-        for res in [{side: 10, side // 2: 20}.get(image.data.shape[1], 60)]
-    }
 
 
 def _predict(pair: TilePair, out: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -63,11 +47,9 @@ def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 
 def test_each_band_of_a_safe_pair_is_decoded_once(
-    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    beirut_safe: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    beirut = fixtures_dir / "oscd" / "beirut"
-    products = [write_product(tmp_path / folder, _on_utm(beirut / folder))
-                for folder in ("imgs_1", "imgs_2")]
+    products = beirut_safe
     sizes = {}
     for product in products:
         for band in product.glob("GRANULE/*/IMG_DATA/*.jp2"):
@@ -90,9 +72,7 @@ def test_each_band_of_a_safe_pair_is_decoded_once(
         np.testing.assert_array_equal(a, b)  # NaN where NaN
 
 
-def test_cloud_masks_and_date_match_are_the_same_from_kept_bands(
-    fixtures_dir: Path, tmp_path: Path
-) -> None:
+def test_cloud_masks_and_date_match_are_the_same_from_kept_bands(beirut_safe: list[Path]) -> None:
     """The cloud mask keeps the 60 m bands it decodes whole, the date matching reads them (and
     its whole 10 and 20 m bands) from there: the masks and the fitted map are those of plain
     reads."""
@@ -100,9 +80,7 @@ def test_cloud_masks_and_date_match_are_the_same_from_kept_bands(
     from groundbreak.datasets.date_matching import match_pair
     from groundbreak.datasets.scene import bands_kept
 
-    beirut = fixtures_dir / "oscd" / "beirut"
-    products = [write_product(tmp_path / folder, _on_utm(beirut / folder))
-                for folder in ("imgs_1", "imgs_2")]
+    products = beirut_safe
     bundle = load_bundle(default_bundle_path())
     results = []
     for keep in (True, False):

@@ -1,0 +1,106 @@
+"""A JPEG 2000 pair's alert cards are cut from the rows its windows decoded, once its sites are
+scored, and stored with its outputs: the report decodes no tile again and shows the same
+pictures (issue 25 item 6)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import rasterio
+import rasterio.io
+
+from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.infer.atomic import temp_sibling
+from groundbreak.infer.report.report import write_report
+from groundbreak.infer.report.stored_crops import DISPLAY_CROPS_FILE, SPILL_DIR
+from groundbreak.infer.sites.ranking import RankResult, rank_pairs
+from groundbreak.train.bundle import default_bundle_path, load_bundle
+
+DISPLAY = ("B02", "B03", "B04")
+
+
+def _decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Pixels read at full resolution per JPEG 2000 file from now on."""
+    decoded: Counter[str] = Counter()
+    read = rasterio.io.DatasetReader.read
+
+    def counted(self, indexes=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        window = kwargs.get("window")
+        if kwargs.get("out_shape") is None and self.name.endswith(".jp2"):
+            pixels = self.width * self.height if window is None else window.width * window.height
+            decoded[Path(self.name).stem[-3:]] += int(pixels)
+        return read(self, indexes, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", counted)
+    return decoded
+
+
+def _pictures(page: str) -> list[str]:
+    return re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+
+
+def _rank(products: list[Path], out: Path) -> RankResult:
+    bundle = load_bundle(default_bundle_path().parent / "oscd-s2-fast")
+    spec = PairSpec("beirut", products[0], products[1])
+    return rank_pairs([spec], out, bundle, alert_threshold=0.0, write_report=False,
+                      predictor_kwargs={"device": "cpu"})
+
+
+def test_a_safe_pairs_cards_come_from_the_rows_its_windows_decoded(
+    beirut_safe: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded = _decodes(monkeypatch)
+    result = _rank(beirut_safe, tmp_path / "run")
+    pair_dir = tmp_path / "run" / "pairs" / "beirut"
+    assert (pair_dir / DISPLAY_CROPS_FILE).is_file()
+    assert not list(pair_dir.glob(f".{SPILL_DIR}*"))  # the spilled rows are gone with the pair
+    with rasterio.open(next(beirut_safe[0].rglob("*_B02.jp2"))) as src:
+        size = src.width * src.height
+    assert all(decoded[band] == 2 * size for band in DISPLAY)  # both dates, each pixel once
+    assert len(result.alerts) > 1
+
+    decoded.clear()
+    specs = {"beirut": PairSpec("beirut", beirut_safe[0], beirut_safe[1])}
+    stored = write_report(tmp_path / "stored.html", result, specs).read_text()
+    assert not any(decoded[band] for band in DISPLAY)  # no tile decoded for the cards
+    assert len(_pictures(stored)) == 3 * len(result.alerts)
+
+    (pair_dir / DISPLAY_CROPS_FILE).write_bytes(b"not a zip")  # damaged: read from the scenes
+    read = write_report(tmp_path / "read.html", result, specs).read_text()
+    assert all(decoded[band] for band in DISPLAY)
+    assert _pictures(read) == _pictures(stored)
+
+
+def test_crops_are_read_from_the_scenes_when_no_rows_could_be_spilled(
+    beirut_safe: list[Path], tmp_path: Path, fixtures_dir: Path
+) -> None:
+    blocked = temp_sibling(tmp_path / "run" / "pairs" / "beirut" / SPILL_DIR)
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the spill's folder would go")
+    result = _rank(beirut_safe, tmp_path / "run")
+    assert result.ok and not (blocked.parent / DISPLAY_CROPS_FILE).exists()
+    specs = {"beirut": PairSpec("beirut", beirut_safe[0], beirut_safe[1])}
+    page = write_report(tmp_path / "report.html", result, specs).read_text()
+    assert len(_pictures(page)) == 3 * len(result.alerts)
+
+    beirut = fixtures_dir / "oscd" / "beirut"  # GeoTIFFs: cheap to read again, not spilled
+    bundle = load_bundle(default_bundle_path().parent / "oscd-s2-fast")
+    rank_pairs([PairSpec("tif", beirut / "imgs_1", beirut / "imgs_2")], tmp_path / "tif", bundle,
+               write_report=False, predictor_kwargs={"device": "cpu"})
+    assert not (tmp_path / "tif" / "pairs" / "tif" / DISPLAY_CROPS_FILE).exists()
+
+
+def test_a_cluster_worker_sends_the_stored_crops_back(beirut_safe: list[Path]) -> None:
+    from groundbreak.infer.nightly.cluster import PairJob, compute_pair
+    from groundbreak.infer.nightly.hashing import ContentHasher
+
+    model = default_bundle_path().parent / "oscd-s2-fast"
+    job = PairJob(PairSpec("beirut", beirut_safe[0], beirut_safe[1]), str(model),
+                  ContentHasher(None).bundle_hash(model), {"device": "cpu"}, None, None,
+                  min_area_m2=0.0, area_scale=1000.0)
+    computed = compute_pair(job)
+    assert computed.outcome.ok
+    assert set(computed.files) == {"probability.tif", "mask.tif", DISPLAY_CROPS_FILE}
