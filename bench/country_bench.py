@@ -19,6 +19,9 @@ child process, and the bench prints:
 - the night's CPU time (user + system, every thread of the child) and the floor it sets: on
   N cores no schedule of that work takes under CPU time / N, so a rate above the floor's needs
   less work, not better overlap;
+- the night's floor with the model at the full matmul peak: the CPU seconds of everything but the
+  model (at least the night's less its model stage's seconds times its threads) over the cores,
+  plus the model's windows at the peak: what the rest of the night's work allows at best;
 - peak RSS of the child;
 - the model's share of the float32 matmul peak measured in the same run (GFLOP of the windows
   the model ran over the model's own seconds);
@@ -352,7 +355,7 @@ def night_failures(figures: dict) -> list[str]:
 
 def report(
     args: argparse.Namespace, fmt: str, figures: dict, peak: float, gflop: float,
-    decode: tuple[float, float] | None = None,
+    decode: tuple[float, float, float] | None = None,
 ) -> None:
     """Print one format's figures (and, for .SAFE, the night over its decode-only time)."""
     area = args.pairs * args.size**2 * PIXEL_M**2 / 1e6
@@ -376,16 +379,25 @@ def report(
           f"of this work takes under {cpu / cores:.1f} s = {area * cores / cpu:.1f} km²/s")
     print("  time split (s)   " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()))
     model = stages.get("model", 0.0)
+    at_peak = gflop * figures["windows"] / peak  # the model at 100 % of the matmul peak
     if model:
         rate = gflop * figures["windows"] / model
         print(f"  model            {figures['windows']} windows, {rate:.1f} GFLOP/s over its own "
               f"time = {rate / peak:.1%} of the matmul peak ({peak:.1f} GFLOP/s); "
               f"over the night's time {gflop * figures['windows'] / seconds / peak:.1%}")
+        import torch
+
+        # the model's threads used at most its stage's seconds each: the rest used at least this
+        rest = max(cpu - model * torch.get_num_threads(), 0.0)
+        floor = rest / cores + at_peak
+        versus = f" = {floor / decode[0]:.2f}x the decode-only time" if decode else ""
+        print(f"  night floor      all but the model took at least {rest:.1f} CPU-s; with the "
+              f"model at the full matmul peak ({at_peak:.1f} s) no night on {cores} cores takes "
+              f"under {floor:.1f} s = {area / floor:.1f} km²/s{versus}")
     if decode is not None:
         print(f"  decode only      {decode[0]:.1f} s for {decode[1]:,.0f} Mpx (every band of "
               f"both products once): the night is {seconds / decode[0]:.2f}x it, its reads "
               f"{stages.get('read', 0.0) / decode[0]:.2f}x")
-        at_peak = gflop * figures["windows"] / peak  # the model at 100 % of the matmul peak
         floor = decode[2] / cores + at_peak
         print(f"  decode floor     decoding took {decode[2]:.1f} CPU-s; with the model at the "
               f"full matmul peak ({at_peak:.1f} s) no night on {cores} cores takes under "
