@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import rasterio
+import rasterio.io
 import torch
 from affine import Affine
 from rasterio.crs import CRS
@@ -35,6 +38,24 @@ def _on_utm(folder: Path) -> dict[str, BandImage]:
         for name, image in bands.items()
         for res in [{side: 10, side // 2: 20}.get(image.data.shape[1], 60)]
     }
+
+
+@pytest.fixture
+def jp2_decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Pixels read at full resolution per JPEG 2000 file from now on, by file name (reads from
+    overviews, ``out_shape``, are not decodes of the band's pixels and are left out)."""
+    decoded: Counter[str] = Counter()
+    read = rasterio.io.DatasetReader.read
+
+    def counted(self, indexes=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        window = kwargs.get("window")
+        if kwargs.get("out_shape") is None and self.name.endswith(".jp2"):
+            pixels = self.width * self.height if window is None else window.width * window.height
+            decoded[self.name] += int(pixels)
+        return read(self, indexes, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", counted)
+    return decoded
 
 
 @pytest.fixture(scope="session")

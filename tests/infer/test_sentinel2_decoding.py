@@ -29,25 +29,9 @@ def _predict(pair: TilePair, out: Path) -> tuple[np.ndarray, np.ndarray]:
         return a.read(1), b.read(1)
 
 
-def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Pixels read at full resolution per file (reads from overviews, ``out_shape``, are not
-    decodes of the band's pixels and are left out)."""
-    decoded: Counter[str] = Counter()
-    read = rasterio.io.DatasetReader.read
-
-    def counted(self, indexes=None, *args, **kwargs):  # type: ignore[no-untyped-def]
-        window = kwargs.get("window")
-        if kwargs.get("out_shape") is None and self.name.endswith(".jp2"):
-            pixels = self.width * self.height if window is None else window.width * window.height
-            decoded[self.name] += int(pixels)
-        return read(self, indexes, *args, **kwargs)
-
-    monkeypatch.setattr(rasterio.io.DatasetReader, "read", counted)
-    return decoded
-
-
 def test_each_band_of_a_safe_pair_is_decoded_once(
-    beirut_safe: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    beirut_safe: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    jp2_decodes: Counter[str],
 ) -> None:
     products = beirut_safe
     sizes = {}
@@ -59,7 +43,7 @@ def test_each_band_of_a_safe_pair_is_decoded_once(
     def pair() -> TilePair:
         return TilePair("p", open_scene(products[0]), open_scene(products[1]))
 
-    decoded = _counting_reads(monkeypatch)
+    decoded = jp2_decodes
     kept = _predict(pair(), tmp_path / "kept")
     assert dict(decoded) == sizes  # every band of both dates, each pixel once
     decoded.clear()
