@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
-from numpy.lib.npyio import NpzFile
 from shapely.geometry.base import BaseGeometry
 
 from groundbreak.datasets.pair import TilePair
@@ -33,7 +32,7 @@ from groundbreak.datasets.scene import files_kept_open
 from groundbreak.infer.atomic import atomic_write_text
 from groundbreak.infer.prediction.raster_io import bounded_gdal_cache
 from groundbreak.infer.report.crops import SiteCrops, render_site_crops
-from groundbreak.infer.report.stored_crops import stored_display_crops
+from groundbreak.infer.report.stored_crops import StoredCrops, stored_display_crops
 from groundbreak.infer.report.templating import template_environment
 
 MAX_CARDS = 60
@@ -139,7 +138,7 @@ def write_report(
     settings = dict(settings or {})
     alert_threshold = float(settings.get("alert threshold", 0.5))
     opened: dict[str, TilePair | None] = {}
-    stored: dict[str, NpzFile | None] = {}
+    stored: dict[str, StoredCrops | None] = {}
     cards: list[dict[str, Any]] = []
     # GDAL's default cache is 5 % of the RAM: unbounded here. Files stay open across crops so
     # that the JPEG 2000 tiles / COG blocks near several sites are decoded once.
@@ -165,7 +164,7 @@ def _crops_for(
     pairs: Mapping[str, PairSpec],
     probability_paths: Mapping[str, Path],
     opened: dict[str, TilePair | None],
-    stored: dict[str, NpzFile | None],
+    stored: dict[str, StoredCrops | None],
 ) -> tuple[SiteCrops | None, str | None]:
     """The crops of one alert, or None and the reason they could not be made; the pair's stored
     crops (:mod:`.stored_crops`) spare reading its scenes where they hold the site's."""

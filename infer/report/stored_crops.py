@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -71,14 +71,37 @@ def store_display_crops(
     return atomic_write_bytes(out_dir / DISPLAY_CROPS_FILE, buffer.getvalue())
 
 
-def stored_display_crops(out_dir: Path) -> NpzFile | None:
-    """The crops stored in a pair's output folder, each read as it is asked for (close it
-    after), or None when there are none or the file is damaged (the crops are then read from
-    the scenes)."""
+class StoredCrops(Mapping[str, np.ndarray]):
+    """The crops stored in a pair's output folder, each read as it is asked for; one that cannot
+    be read (a damaged file) is as if not stored, so its card reads the scenes. Close it after."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: NpzFile | None = None
+        try:
+            self._file = np.load(path)
+        except Exception:  # any damage: read the scenes instead
+            self._file = None
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if self._file is None or key not in self._file.files:
+            raise KeyError(key)
+        try:
+            return np.asarray(self._file[key])
+        except Exception as err:  # a damaged member: as if not stored
+            raise KeyError(key) from err
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._file.files if self._file is not None else [])
+
+    def __len__(self) -> int:
+        return len(self._file.files) if self._file is not None else 0
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def stored_display_crops(out_dir: Path) -> StoredCrops | None:
+    """The crops stored in a pair's output folder (:class:`StoredCrops`), or None."""
     path = out_dir / DISPLAY_CROPS_FILE
-    if not path.is_file():
-        return None
-    try:
-        return np.load(path)
-    except (OSError, ValueError):
-        return None
+    return StoredCrops(path) if path.is_file() else None
