@@ -100,7 +100,7 @@ def spill_rows(src: rasterio.io.DatasetReader, index: int, start: int, rows: np.
         return
     with _LOCK:
         try:
-            if spill.fd is None and not _open(spill, src, index):
+            if spill.failed or (spill.fd is None and not _open(spill, src, index)):
                 return
             data = np.ascontiguousarray(rows, dtype=spill.dtype)
             view, offset = data.data.cast("B"), start * data.strides[0]
@@ -113,7 +113,6 @@ def spill_rows(src: rasterio.io.DatasetReader, index: int, start: int, rows: np.
             log.warning("cannot spill decoded rows to %s (%s); crops will decode them", spill.path,
                         err)
             _close(spill)
-            spill.failed = True
 
 
 def spilled_rows(
@@ -149,7 +148,9 @@ def _open(spill: _Spill, src: rasterio.io.DatasetReader, index: int) -> bool:
 
 
 def _close(spill: _Spill) -> None:
-    """Close and delete a spill's file."""
+    """Close and delete a spill's file, for good (a read still running on another thread
+    writes nothing more)."""
+    spill.failed = True
     if spill.fd is not None:
         os.close(spill.fd)
         spill.fd = None
