@@ -284,19 +284,24 @@ def card_candidates(rows: Sequence[Mapping[str, Any]], limit: int = MAX_CARDS) -
     observed ones, ranked as :func:`rank_sites` ranks a run (a run's best ``limit`` alerts are
     among its pairs' best ``limit`` sites)."""
     ranked = rank_sites(rows)
-    if "observed" in ranked:
-        ranked = ranked[ranked["observed"].fillna(True).astype(bool)]
     if "grid_geometry" not in ranked:
         return []
-    return list(ranked["grid_geometry"].head(limit))
+    return list(ranked[observed_mask(ranked)]["grid_geometry"].head(limit))
+
+
+def observed_mask(ranked: pd.DataFrame) -> pd.Series:
+    """Which sites were observed (every one of a table without an ``observed`` column)."""
+    if "observed" not in ranked:
+        return pd.Series(True, index=ranked.index)
+    return ranked["observed"].fillna(True).astype(bool)
 
 
 def alert_rows(ranked: pd.DataFrame, alert_threshold: float) -> pd.DataFrame:
     """The ranked sites that are alerts: observed, and scoring at least ``alert_threshold``."""
     if ranked.empty:
         return ranked.iloc[0:0]
-    observed = ranked["observed"].fillna(True).astype(bool) if "observed" in ranked else True
-    return ranked[(ranked["score"] >= alert_threshold) & observed].reset_index(drop=True)
+    alerts = (ranked["score"] >= alert_threshold) & observed_mask(ranked)
+    return ranked[alerts].reset_index(drop=True)
 
 
 def rank_sites(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
