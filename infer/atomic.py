@@ -86,6 +86,38 @@ def publish_dir(staging: str | os.PathLike[str], final: str | os.PathLike[str]) 
     return final
 
 
+def remove_orphan_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary siblings of ``path`` (:func:`temp_sibling`) left by processes that
+    are no longer running; for folders no run lock covers (``rank``'s), where a killed run's
+    temporaries would otherwise stay. This process's own and a running one's are kept."""
+    path = Path(path)
+    prefix = f".{path.name}{TEMP_MARK}"
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.iterdir():
+        pid = entry.name[len(prefix):] if entry.name.startswith(prefix) else ""
+        if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """True when a process of this id runs on this machine (whoever owns it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_temps(root: str | os.PathLike[str]) -> list[Path]:
     """Delete every temporary file or folder left under ``root`` by a killed run.
 

@@ -9,7 +9,8 @@ their own packages (``chips``: :mod:`groundbreak.datasets.cli`; ``train``, ``exp
 
 Each subcommand is imported only when it runs (:data:`COMMANDS` names its module as a string),
 so ``groundbreak --help`` stays fast; before an inference subcommand is imported, triton is kept
-out of the process on a machine without CUDA (:func:`keep_triton_out`: 74 MB less resident). A
+out of the process on a machine without CUDA (:func:`keep_triton_out`: 74 MB less resident), and
+the commands that read and write no parquet file keep pyarrow out (:func:`keep_pyarrow_out`). A
 subcommand is a function ``main(argv: list[str]) -> int``; :func:`main` returns every exit code
 rather than raising SystemExit. A usage error exits 2 with argparse's message; bad input
 (:class:`InputError`) or a user's bad path (any other ``OSError``: a missing folder, a missing
@@ -39,7 +40,8 @@ from groundbreak.infer.exit_codes import (
     EXIT_STOPPED,
 )
 
-__all__ = ["COMMANDS", "INFERENCE_COMMANDS", "keep_triton_out", "main"]
+__all__ = ["COMMANDS", "INFERENCE_COMMANDS", "PARQUET_FREE_COMMANDS", "keep_pyarrow_out",
+           "keep_triton_out", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "chips": ("groundbreak.datasets.cli", "cut a dataset into chips and write a manifest"),
@@ -63,6 +65,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 INFERENCE_COMMANDS = frozenset({"predict", "rank", "nightly", "demo", "evaluate", "cv-ensemble"})
 """Subcommands that only run models (no training, no ``torch.compile``)."""
 
+PARQUET_FREE_COMMANDS = frozenset({"predict", "rank", "nightly", "demo"})
+"""Inference subcommands that read and write no parquet file (a chips manifest is one), so
+pyarrow is kept out of them (:func:`keep_pyarrow_out`)."""
+
 
 def keep_triton_out() -> bool:
     """Keep triton out of this process when torch sees no CUDA device; True if it did.
@@ -82,6 +88,22 @@ def keep_triton_out() -> bool:
         return False
     sys.modules["triton"] = None  # type: ignore[assignment]
     logging.getLogger("torch.utils.flop_counter").addFilter(_not_triton_missing)
+    return True
+
+
+def keep_pyarrow_out() -> bool:
+    """Keep pyarrow out of this process; True if it did (a no-op once pyarrow is imported).
+
+    pandas 3 imports pyarrow whenever it is installed (it backs pandas' string columns), and
+    ``groundbreak chips`` needs it for its parquet manifests: 41-66 MB resident (its shared
+    libraries and pandas' pyarrow glue) in a night that only writes a few CSV files; the nightly
+    memory budget is 2 GB (bench/README.md). With ``sys.modules["pyarrow"] = None`` pandas reads
+    pyarrow as not installed and keeps strings as Python objects; the files it writes are the
+    same (tests/infer/test_modules_kept_out.py).
+    """
+    if "pyarrow" in sys.modules:
+        return False
+    sys.modules["pyarrow"] = None  # type: ignore[assignment]
     return True
 
 
@@ -109,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if name in INFERENCE_COMMANDS:
         keep_triton_out()
+    if name in PARQUET_FREE_COMMANDS:
+        keep_pyarrow_out()
     module = importlib.import_module(COMMANDS[name][0])
     # GDAL's errors come back as exceptions; its log lines would only repeat them on stderr.
     logging.getLogger("rasterio").addHandler(logging.NullHandler())

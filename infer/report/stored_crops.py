@@ -26,7 +26,7 @@ from shapely.geometry.base import BaseGeometry
 from groundbreak.datasets.pair import TilePair
 from groundbreak.datasets.scene import files_kept_open
 from groundbreak.datasets.scenes.row_spill import SpilledBands, rows_spilled
-from groundbreak.infer.atomic import atomic_write_bytes, temp_sibling
+from groundbreak.infer.atomic import atomic_write_bytes, remove_orphan_temps, temp_sibling
 from groundbreak.infer.report.crops import display_bands, display_rgb, site_crop_grid, window_key
 
 DISPLAY_CROPS_FILE = "display_crops.npz"
@@ -35,8 +35,9 @@ before and after pictures) per crop window, named by :func:`~.crops.window_key`.
 
 SPILL_DIR = "display_rows"
 """The folder of a pair's spilled display rows, inside its output folder while it is scored,
-under a temporary name (:func:`~groundbreak.infer.atomic.temp_sibling`: a night's cleanup
-removes one a killed process left)."""
+under a temporary name (:func:`~groundbreak.infer.atomic.temp_sibling`): one a killed process
+left is removed by a night's cleanup, or by the next process that scores the pair into the same
+folder."""
 
 
 @contextlib.contextmanager
@@ -45,6 +46,7 @@ def display_rows_spilled(pair: TilePair, out_dir: Path) -> Iterator[SpilledBands
     spilled to ``out_dir`` (:data:`SPILL_DIR`), deleted on exit."""
     bands = list(dict.fromkeys(display_bands(pair)))
     sources = [scene.sources[band] for scene in (pair.before, pair.after) for band in bands]
+    remove_orphan_temps(out_dir / SPILL_DIR)  # up to 1.45 GB a killed rank left behind
     with rows_spilled(sources, temp_sibling(out_dir / SPILL_DIR)) as spilled:
         yield spilled
 

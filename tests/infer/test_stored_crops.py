@@ -4,14 +4,16 @@ pictures (issue 25 item 6)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import rasterio
 
 from groundbreak.datasets.pair_spec import PairSpec
-from groundbreak.infer.atomic import temp_sibling
+from groundbreak.infer.atomic import TEMP_MARK, temp_sibling
 from groundbreak.infer.report.report import write_report
 from groundbreak.infer.report.stored_crops import DISPLAY_CROPS_FILE, SPILL_DIR
 from groundbreak.infer.sites.ranking import RankResult, rank_pairs
@@ -36,14 +38,26 @@ def _rank(products: list[Path], out: Path) -> RankResult:
                       predictor_kwargs={"device": "cpu"})
 
 
+def _ended_process_id() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def test_a_safe_pairs_cards_come_from_the_rows_its_windows_decoded(
     beirut_safe: list[Path], tmp_path: Path, jp2_decodes: Counter[str]
 ) -> None:
     decoded = jp2_decodes
-    result = _rank(beirut_safe, tmp_path / "run")
     pair_dir = tmp_path / "run" / "pairs" / "beirut"
+    killed = pair_dir / f".{SPILL_DIR}{TEMP_MARK}{_ended_process_id()}"  # a killed rank's spill
+    running = pair_dir / f".{SPILL_DIR}{TEMP_MARK}{os.getppid()}"  # another process's, running
+    for folder in (killed, running):
+        folder.mkdir(parents=True)
+        (folder / "B02.rows").write_bytes(bytes(4096))
+    result = _rank(beirut_safe, tmp_path / "run")
     assert (pair_dir / DISPLAY_CROPS_FILE).is_file()
-    assert not list(pair_dir.glob(f".{SPILL_DIR}*"))  # the spilled rows are gone with the pair
+    # the spilled rows are gone with the pair, and so is the killed process's spill
+    assert list(pair_dir.glob(f".{SPILL_DIR}*")) == [running]
     with rasterio.open(next(beirut_safe[0].rglob("*_B02.jp2"))) as src:
         size = src.width * src.height
     # each pixel of both dates decoded once, by the windows; the crops came from the spill
