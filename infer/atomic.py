@@ -97,7 +97,7 @@ def remove_orphan_temps(path: str | os.PathLike[str]) -> list[Path]:
         return removed
     for entry in path.parent.iterdir():
         pid = entry.name[len(prefix):] if entry.name.startswith(prefix) else ""
-        if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -107,13 +107,13 @@ def remove_orphan_temps(path: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def _running(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """True when a process of this id runs on this machine (whoever owns it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:  # exists, owned by another user
         return True
     return True
 

@@ -41,6 +41,7 @@ from rasterio.windows import Window
 
 from groundbreak.datasets.errors import is_disk_full
 from groundbreak.datasets.grid import Grid
+from groundbreak.infer.atomic import process_alive
 
 BLOCK_SIZE = 256
 PROBABILITY_FILE = "probability.tif"
@@ -151,21 +152,11 @@ def remove_stale_partials(folder: Path) -> list[Path]:
     removed: list[Path] = []
     for entry in folder.iterdir() if folder.is_dir() else ():
         match = _PARTIAL_NAME.match(entry.name)
-        if match is None or _process_alive(int(match.group(1))):
+        if match is None or process_alive(int(match.group(1))):
             continue
         entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by another user
-        return True
-    return True
 
 
 class TiledRasterWriter:
