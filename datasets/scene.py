@@ -56,7 +56,11 @@ from groundbreak.datasets.scenes.remote import (
     remote_read_options,
     remote_reads,
 )
-from groundbreak.datasets.scenes.strips import files_kept_open, strip_block_cache_bytes
+from groundbreak.datasets.scenes.strips import (
+    files_kept_open,
+    release_free_heap,
+    strip_block_cache_bytes,
+)
 from groundbreak.datasets.sentinel2 import is_product, open_product_scene
 from groundbreak.datasets.stac_scene import open_stac_item_scene
 
@@ -85,6 +89,7 @@ __all__ = [
     "radiometry_from_keys",
     "read_band",
     "read_scene_manifest",
+    "release_free_heap",
     "remote_read_options",
     "remote_reads",
     "scene_from_manifest",

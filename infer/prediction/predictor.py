@@ -39,6 +39,7 @@ from groundbreak.datasets.scene import (
     Scene,
     bands_kept,
     files_kept_open,
+    release_free_heap,
     strip_block_cache_bytes,
 )
 from groundbreak.infer.prediction.blending import (
@@ -196,10 +197,14 @@ def write_blended(
         )
         written_before = clock.seconds.get("write", 0.0)
         blending = 0.0  # blender time, writes included; the predictions' making is not
+        row_off = 0
         for prediction in predictions:
             started = time.perf_counter()
             batch = prediction.batch
             blender.complete_rows_before(batch.row_off)
+            if batch.row_off != row_off:  # a new row band of windows
+                row_off = batch.row_off
+                release_free_heap()
             for k, i in enumerate(prediction.kept):
                 blender.add(
                     batch.row_off, batch.col_offs[i], prediction.probability[k], prediction.valid[k]
