@@ -10,13 +10,14 @@ their own packages (``chips``: :mod:`groundbreak.datasets.cli`; ``train``, ``exp
 Each subcommand is imported only when it runs (:data:`COMMANDS` names its module as a string),
 so ``groundbreak --help`` stays fast; before an inference subcommand is imported, triton is kept
 out of the process on a machine without CUDA (:func:`keep_triton_out`: 74 MB less resident), and
-the commands that read and write no parquet file keep pyarrow out (:func:`keep_pyarrow_out`). A
-subcommand is a function ``main(argv: list[str]) -> int``; :func:`main` returns every exit code
-rather than raising SystemExit. A usage error exits 2 with argparse's message; bad input
-(:class:`InputError`) or a user's bad path (any other ``OSError``: a missing folder, a missing
-permission, an ``--out`` that is a file) is printed as one line, without a traceback, with exit
-code 2; a full disk or quota (ENOSPC, EDQUOT, also when GDAL or SQLite is the writer) exits 4; a
-damaged nightly state database exits 5 (the codes: :mod:`groundbreak.infer.exit_codes`).
+the commands that read and write no parquet file keep pyarrow out while they run
+(:func:`keep_pyarrow_out`). A subcommand is a function ``main(argv: list[str]) -> int``;
+:func:`main` returns every exit code rather than raising SystemExit. A usage error exits 2 with
+argparse's message; bad input (:class:`InputError`) or a user's bad path (any other
+``OSError``: a missing folder, a missing permission, an ``--out`` that is a file) is printed as
+one line, without a traceback, with exit code 2; a full disk or quota (ENOSPC, EDQUOT, also when
+GDAL or SQLite is the writer) exits 4; a damaged nightly state database exits 5 (the codes:
+:mod:`groundbreak.infer.exit_codes`).
 
 The command sits in the top stage because ``groundbreak`` itself is no package folder (the
 distribution maps only ``datasets``, ``train`` and ``infer`` onto top-level folders), and
@@ -41,7 +42,7 @@ from groundbreak.infer.exit_codes import (
 )
 
 __all__ = ["COMMANDS", "INFERENCE_COMMANDS", "PARQUET_FREE_COMMANDS", "keep_pyarrow_out",
-           "keep_triton_out", "main"]
+           "keep_triton_out", "let_pyarrow_in", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "chips": ("groundbreak.datasets.cli", "cut a dataset into chips and write a manifest"),
@@ -107,6 +108,13 @@ def keep_pyarrow_out() -> bool:
     return True
 
 
+def let_pyarrow_in() -> None:
+    """Undo :func:`keep_pyarrow_out`: a later ``import pyarrow`` imports it (pandas, imported
+    meanwhile, keeps its strings as Python objects)."""
+    if "pyarrow" in sys.modules and sys.modules["pyarrow"] is None:
+        del sys.modules["pyarrow"]
+
+
 def _not_triton_missing(record: logging.LogRecord) -> bool:
     """False for torch's "triton not found" warning (a logging filter)."""
     return not record.getMessage().startswith("triton not found")
@@ -131,8 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if name in INFERENCE_COMMANDS:
         keep_triton_out()
-    if name in PARQUET_FREE_COMMANDS:
-        keep_pyarrow_out()
+    pyarrow_kept_out = name in PARQUET_FREE_COMMANDS and keep_pyarrow_out()
+    try:
+        return _run(name, rest)
+    finally:
+        if pyarrow_kept_out:  # a program that called main() may import pyarrow after it
+            let_pyarrow_in()
+
+
+def _run(name: str, rest: list[str]) -> int:
+    """Run subcommand ``name`` with its arguments; return its exit code (errors as codes)."""
     module = importlib.import_module(COMMANDS[name][0])
     # GDAL's errors come back as exceptions; its log lines would only repeat them on stderr.
     logging.getLogger("rasterio").addHandler(logging.NullHandler())
