@@ -97,7 +97,7 @@ def remove_orphan_temps(path: str | os.PathLike[str]) -> list[Path]:
         return removed
     for entry in path.parent.iterdir():
         pid = entry.name[len(prefix):] if entry.name.startswith(prefix) else ""
-        if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):  # this process's own too
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
