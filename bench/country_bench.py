@@ -16,7 +16,8 @@ child process, and the bench prints:
   predictor's stage clock; with the prefetch thread, read/decode runs beside the model, so the
   stages add up to more than the prediction), sites (pair time minus prediction), report
   (ranking and outputs);
-- the night's CPU time (user + system, every thread of the child) and the floor it sets: on
+- the night's CPU time (user + system, every thread of the child; the system part and the page
+  faults beside it: memory faulted in again shows there) and the floor it sets: on
   N cores no schedule of that work takes under CPU time / N, so a rate above the floor's needs
   less work, not better overlap;
 - the night's floor with the model at the full matmul peak: the CPU seconds of everything but the
@@ -227,6 +228,7 @@ def night_child(args: argparse.Namespace) -> None:
     config = build_config(settings)
     profiler = cProfile.Profile() if args.profile else None
     started, cpu_started = time.perf_counter(), cpu_seconds()
+    usage_started = resource.getrusage(resource.RUSAGE_SELF)
     with open(args.state.parent / "night.log", "w") as stream:
         if profiler is not None:
             profiler.enable()
@@ -234,12 +236,15 @@ def night_child(args: argparse.Namespace) -> None:
         if profiler is not None:
             profiler.disable()
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     shares = profile_shares(profiler, seconds) if profiler is not None else {}
     if profiler is not None:
         profiler.dump_stats(args.state.parent / "night.prof")
     print(json.dumps({
         "seconds": seconds,
         "cpu_seconds": cpu,
+        "system_seconds": usage.ru_stime - usage_started.ru_stime,
+        "page_faults": usage.ru_minflt - usage_started.ru_minflt,
         "cores": len(os.sched_getaffinity(0)),
         "exit_code": summary.exit_code,
         "failures": summary.failures,
@@ -375,7 +380,9 @@ def report(
         "report": timings.get("ranking_s", 0.0),
     }
     cpu, cores = figures["cpu_seconds"], figures["cores"]
-    print(f"  CPU time         {cpu:.1f} s over the night's threads: on {cores} cores no schedule "
+    system, faults = figures["system_seconds"], figures["page_faults"] / 1e6
+    print(f"  CPU time         {cpu:.1f} s over the night's threads (system {system:.1f} s, "
+          f"{faults:.2f} M page faults): on {cores} cores no schedule "
           f"of this work takes under {cpu / cores:.1f} s = {area * cores / cpu:.1f} km²/s")
     print("  time split (s)   " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()))
     model = stages.get("model", 0.0)

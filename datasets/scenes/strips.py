@@ -30,10 +30,12 @@ MMAP_THRESHOLD_BYTES = 16 * 2**20
 """Once pixels are kept (:func:`files_kept_open`, :func:`~.base.bands_kept`), every allocation
 this large or larger is a memory map of its own, returned to the system when freed (see
 :func:`map_large_allocations`). 16 MB maps the strips of full-width 10 m bands (22 MB a 1024-row
-JPEG 2000 block row) and the batches of windows (27 MB) but not the model's activations (at
-most about 4 MB a 256 px window), which a fresh map would fault in again on every forward pass:
-4 MB made the model 35-60 % slower, 16 MB 10 % (2048² COG pair, quiet machine); the full-width
-10980² .SAFE crop's peak is 1740 MB at 16 MB, 1714 at 4 MB, 1895-1916 without (bench/README.md)."""
+JPEG 2000 block row) and the batches of windows (27 MB), and with 512 px windows the largest
+of the model's activations too, which each forward pass then faults in again: 4 MB made the
+model 35-60 % slower, 16 MB 10 % (256 px windows, 2048² COG pair, quiet machine); the full-width
+10980² .SAFE crop's peak is 1740 MB at 16 MB, 1714 at 4 MB, 1895-1916 without (bench/README.md).
+Those faults are 2 MB each, not 4 kB, where torch's tensors are on huge pages (the
+``groundbreak`` command turns them on: :mod:`groundbreak.infer`)."""
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 

@@ -2,7 +2,7 @@
 
 The night maps every allocation of 16 MB or more on its own and unmaps it when freed, so without
 huge pages each window's activations were faulted in again 4 kB at a time (bench/README.md,
-"Huge pages for the model's activations"). torch reads ``THP_MEM_ALLOC_ENABLE`` at its first
+"Huge pages by default"). torch reads ``THP_MEM_ALLOC_ENABLE`` at its first
 allocation, so this is checked in fresh interpreters that import groundbreak.infer first.
 """
 
