@@ -20,21 +20,11 @@ when this package is imported before torch, as the ``groundbreak`` command does)
 default spinning, the model's threads and the predictor's prefetch thread fight for the cores:
 a 2048^2 COG pair took 99-113 s on the 2-core machine under load, 30 s with passive waits
 (``bench/README.md``, "OpenMP waits").
-
-It also sets ``THP_MEM_ALLOC_ENABLE=1`` unless the environment sets it: torch then asks the
-kernel for transparent huge pages for each CPU tensor of 2 MB or more (``madvise``; torch reads
-the variable at its first allocation). The night has glibc map every allocation of 16 MB or
-more on its own and unmap it when freed, and with that threshold fixed glibc also gives back a
-heap's free top above 128 kB (:mod:`groundbreak.datasets.scenes.strips`), so each window's
-activations were faulted in again 4 kB at a time: a 4096^2 ``.SAFE`` ``predict`` took 8.5
-million page faults and 28 s of system time, 1.6 million and 14 s with huge pages, for about
-50 MB more at its peak (``bench/README.md``, "Huge pages by default").
 """
 
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 __all__ = [
     "atomic",

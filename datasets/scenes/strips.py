@@ -34,8 +34,8 @@ JPEG 2000 block row) and the batches of windows (27 MB), and with 512 px windows
 of the model's activations too, which each forward pass then faults in again: 4 MB made the
 model 35-60 % slower, 16 MB 10 % (256 px windows, 2048² COG pair, quiet machine); the full-width
 10980² .SAFE crop's peak is 1740 MB at 16 MB, 1714 at 4 MB, 1895-1916 without (bench/README.md).
-Those faults are 2 MB each, not 4 kB, where torch's tensors are on huge pages (the
-``groundbreak`` command turns them on: :mod:`groundbreak.infer`)."""
+With ``THP_MEM_ALLOC_ENABLE=1`` (torch's tensors on huge pages; docs/operator.md) those faults
+are 2 MB each, not 4 kB: a window's system time falls, a night's wall time did not measurably."""
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
