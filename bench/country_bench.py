@@ -227,23 +227,23 @@ def night_child(args: argparse.Namespace) -> None:
         settings["model"] = str(args.model)
     config = build_config(settings)
     profiler = cProfile.Profile() if args.profile else None
-    started, cpu_started = time.perf_counter(), cpu_seconds()
-    usage_started = resource.getrusage(resource.RUSAGE_SELF)
+    started, usage_started = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     with open(args.state.parent / "night.log", "w") as stream:
         if profiler is not None:
             profiler.enable()
         summary = run_night(config, NightLog("json", stream=stream))
         if profiler is not None:
             profiler.disable()
-    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    seconds, usage = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+    system = usage.ru_stime - usage_started.ru_stime
+    cpu = usage.ru_utime - usage_started.ru_utime + system  # every thread of this process
     shares = profile_shares(profiler, seconds) if profiler is not None else {}
     if profiler is not None:
         profiler.dump_stats(args.state.parent / "night.prof")
     print(json.dumps({
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "system_seconds": usage.ru_stime - usage_started.ru_stime,
+        "system_seconds": system,
         "page_faults": usage.ru_minflt - usage_started.ru_minflt,
         "cores": len(os.sched_getaffinity(0)),
         "exit_code": summary.exit_code,
@@ -256,12 +256,6 @@ def night_child(args: argparse.Namespace) -> None:
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "shares": shares,
     }))
-
-
-def cpu_seconds() -> float:
-    """User plus system CPU seconds of this process so far, all its threads."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 PROFILED = {
