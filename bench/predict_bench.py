@@ -9,7 +9,7 @@ Reports, for ``groundbreak.infer.prediction.predictor.TiledPredictor``:
 - the achieved fraction of a float32 matmul peak measured in the same run on the same threads;
 - the peak RSS of the prediction (run in a child process so nothing else counts);
 - a table of CPU inference variants on a few windows (eager fp32, channels-last, bf16
-  autocast, torch.compile, ONNX Runtime) to choose the predictor's defaults;
+  autocast, torch.compile, ONNX Runtime, OpenVINO) to choose the predictor's defaults;
 - the whole prediction once per runtime (``--runtimes torch,onnx,compile``), which is how the
   predictor's default runtime was chosen (see ``infer/prediction/inference.py:RUNTIMES``).
 
@@ -143,6 +143,7 @@ VARIANTS = (
     "torch.compile fp32",
     "torch.compile channels_last",
     "onnxruntime fp32",
+    "openvino fp32",
 )
 
 
@@ -205,6 +206,7 @@ def variant_table(
     torch._dynamo.reset()
     measure("torch.compile fp32", compiled((before, after)))
     measure("onnxruntime fp32", lambda: onnx_runner(model, before, after))
+    measure("openvino fp32", lambda: openvino_runner(model, before, after))
     return results
 
 
@@ -216,24 +218,30 @@ def onnx_runner(model, before, after):
     return onnx_model, (before, after)
 
 
+def openvino_runner(model, before, after):
+    """The predictor's OpenVINO model (converted on the warm-up call) and its inputs."""
+    from groundbreak.infer.prediction.openvino_model import OpenVinoChangeModel
+
+    return OpenVinoChangeModel(model), (before, after)
+
+
 def predict_child(args: argparse.Namespace) -> None:
     """Run one prediction and print its figures as JSON (run in a child process)."""
     bundle = load_bundle(args.bundle)
     pair = TilePair("bench", open_scene(args.before), open_scene(args.after))
     compiled = args.runtime == "compile"  # bench only: torch.compile of the torch runtime
-    predictor = TiledPredictor(
+    predictor = TiledPredictor(  # no cloud mask: it finds clouds in the generated noise
         bundle, window=args.window, batch_size=args.batch_size, device=args.device,
-        runtime="torch" if compiled else args.runtime,
+        runtime="torch" if compiled else args.runtime, cloud_mask="none",
     )
     if compiled:
         predictor.runner = torch.compile(predictor.model)
     result = predictor.predict_pair(pair, args.out)
-    layout = predictor.layout_for(pair.grid)
     print(
         json.dumps(
             {
                 "seconds": result.seconds,
-                "windows": layout.window_count,
+                "windows": result.windows,  # those the model ran
                 "window": predictor.window,
                 "overlap": predictor.overlap,
                 "runtime": args.runtime,
@@ -253,7 +261,7 @@ def main() -> None:
     parser.add_argument(
         "--runtimes", default="torch,onnx",
         help="comma-separated predictor runtimes to time the whole prediction with: torch, "
-        "onnx, and compile (torch.compile of the torch runtime, measured here only)",
+        "onnx, openvino, and compile (torch.compile of the torch runtime, measured here only)",
     )
     parser.add_argument("--tiny-model", action="store_true", help="a one-stage model (RSS check)")
     parser.add_argument("--skip-variants", action="store_true")
@@ -342,6 +350,7 @@ def report_prediction(
           f"overlap {figures['overlap']}, {figures['windows']} windows, batch {args.batch_size}:")
     export = {
         "onnx": f" (the ONNX export included: {figures['export_seconds']:.1f} s)",
+        "openvino": f" (converting the model included: {figures['export_seconds']:.1f} s)",
         "compile": " (compiling included)",
     }.get(figures["runtime"], "")
     print(f"  wall time       {seconds:.1f} s{export}")

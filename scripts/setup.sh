@@ -36,6 +36,6 @@ if ! python -m pip show torch >/dev/null 2>&1; then
   step "installing torch 2.14.1 and torchvision 0.29.1 (about 5.6 GB)" \
     python -m pip install torch==2.14.1 torchvision==0.29.1
 fi
-step "installing groundbreak (editable) with its dependencies and the test and onnx extras" \
-  python -m pip install -e '.[test,onnx]'
+step "installing groundbreak (editable) with its dependencies and the test, onnx and openvino extras" \
+  python -m pip install -e '.[test,onnx,openvino]'
 echo "setup: done; activate with: . .venv/bin/activate"

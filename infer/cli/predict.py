@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         choices=RUNTIMES,
         default="torch",
-        help="what runs the model: torch, or onnx (ONNX Runtime, CPU only; see the README)",
+        help="what runs the model: torch, onnx (ONNX Runtime) or openvino (OpenVINO); the last "
+        "two on a CPU only, see the README",
     )
     parser.add_argument(
         "--devices",
@@ -102,7 +103,7 @@ def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv))
     if args.devices > 1 and args.runtime != "torch":
-        parser.error("--devices above 1 runs the model with torch; leave out --runtime onnx")
+        parser.error("--devices above 1 runs the model with torch; leave out --runtime")
 
     from groundbreak.infer.prediction.predictor import TiledPredictor
     from groundbreak.train.bundle import default_bundle_path, load_bundle

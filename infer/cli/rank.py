@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", type=device_argument, default="auto",
                         help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                        help="what runs the model: torch, or onnx (ONNX Runtime, CPU only; "
-                        "see the README)")
+                        help="what runs the model: torch, onnx (ONNX Runtime) or openvino "
+                        "(OpenVINO); the last two on a CPU only, see the README")
     parser.add_argument("--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
                         help="clouds and shadows on either date are unobserved, never change: "
                         "auto (SCL, else s2cloudless on Sentinel-2 L1C), s2cloudless, scl, none")

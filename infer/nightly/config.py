@@ -130,7 +130,7 @@ KEYS: dict[str, KeySpec] = {
         "mapping", {},
         "Options of the tiled predictor: window, overlap, batch_size, tta, device, runtime, "
         "cloud_mask "
-        "(torch or onnx).",
+        "(torch, onnx or openvino).",
     ),
     "footprint_iou": KeySpec(
         "probability", DEFAULT_FOOTPRINT_IOU,

@@ -14,7 +14,7 @@ from typing import Literal, get_args
 import torch
 
 ChangeModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``model(before, after) -> logits``: a torch change model or an ONNX Runtime one."""
+"""``model(before, after) -> logits``: a torch change model, or an ONNX Runtime or OpenVINO one."""
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
@@ -27,16 +27,20 @@ CPU_CHANNELS_LAST = True
 """Whether ``channels_last=None`` means channels-last for the torch runtime on a CPU (on CUDA it
 always does). Measured as above: 0.042 s a window against 0.050 s in the default format."""
 
-Runtime = Literal["torch", "onnx"]
+Runtime = Literal["torch", "onnx", "openvino"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
-"""What runs the model: ``"torch"`` (the default everywhere) or ``"onnx"`` (float32 on a CPU,
-the ``onnx`` extra: exports the model, then runs it with ONNX Runtime). Measured with the
-shipped model on the 2-core AMD EPYC: alone, ONNX Runtime runs a 256 px window in 0.025-0.036 s
-against channels-last torch's 0.037-0.042 s, but inside the predictor that lead is gone. Whole
-4096^2 pairs, the runtimes interleaved (``python bench/predict_bench.py --size 4096
---skip-variants --runtimes torch,onnx,torch,onnx``): torch 28.4 and 25.9 s, ONNX Runtime 32.7
-and 31.0 s, of which 5.8 and 5.0 s were the export. Torch stays the default; that bench command
-shows which wins on another CPU."""
+"""What runs the model: ``"torch"`` (the default everywhere), ``"onnx"`` (float32 on a CPU,
+the ``onnx`` extra: exports the model, then runs it with ONNX Runtime) or ``"openvino"``
+(float32 on a CPU, the ``openvino`` extra: converts the model, then runs it with OpenVINO).
+Measured on the 2-core AMD EPYC: alone, ONNX Runtime runs a 256 px window of the U-Net in
+0.025-0.036 s against channels-last torch's 0.037-0.042 s, but inside the predictor that lead
+is gone (4096^2 pairs, ``python bench/predict_bench.py --size 4096 --skip-variants --runtimes
+torch,onnx,torch,onnx``: torch 28.4 and 25.9 s, ONNX Runtime 32.7 and 31.0 s, 5.8 and 5.0 s of
+them the export). OpenVINO shortened the 4096^2 COG night of ``bench/country_bench.py`` with the
+default ensemble by 9-25 % (its model at 54 % of the matmul peak, torch's at 30-33 %), not with
+the fast bundle, and holds 70-100 MB more
+(``bench/README.md``, "OpenVINO"). Torch stays the default; those benches show which wins on
+another CPU."""
 
 
 CPU_FORWARD_BATCH = 1
@@ -64,20 +68,27 @@ def check_runtime(device: torch.device, runtime: Runtime, autocast: torch.dtype 
     """``runtime`` itself, when it can run on this device with this autocast.
 
     Raises:
-        ValueError: For an unknown runtime, or ``"onnx"`` where it cannot run (CUDA, bf16, ONNX
-            Runtime not installed).
+        ValueError: For an unknown runtime, or ``"onnx"`` or ``"openvino"`` where it cannot run
+            (CUDA, bf16, its package not installed).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    if runtime != "torch" and (device.type != "cpu" or autocast is not None):
+        raise ValueError(f"runtime {runtime!r} runs float32 on a CPU only; use runtime 'torch'")
     if runtime == "onnx":
         from groundbreak.infer.prediction.onnx_model import onnx_runtime_available
 
-        if device.type != "cpu" or autocast is not None:
-            raise ValueError("runtime 'onnx' runs float32 on a CPU only; use runtime 'torch'")
         if not onnx_runtime_available():
             raise ValueError(
                 "runtime 'onnx' needs onnxruntime, onnx and onnxscript: "
                 "pip install 'groundbreak[onnx]'"
+            )
+    if runtime == "openvino":
+        from groundbreak.infer.prediction.openvino_model import openvino_available
+
+        if not openvino_available():
+            raise ValueError(
+                "runtime 'openvino' needs OpenVINO: pip install 'groundbreak[openvino]'"
             )
     return runtime
 

@@ -117,7 +117,9 @@ class PredictionResult:
         stages: Seconds spent in each stage (see :class:`~groundbreak.infer.prediction.stage_clock.
             StageClock`): ``cloud mask``, ``date matching`` (when the bundle matches dates),
             ``read`` (on the prefetch thread, beside the model),
-            ``wait`` (the model waiting for a read), ``model``, ``blend``, ``write``.
+            ``wait`` (the model waiting for a read), ``model``, ``export`` (an ONNX or
+            OpenVINO runtime converting the model), ``blend``, ``write``.
+        windows: Windows the model ran (those wholly unobserved are skipped).
     """
 
     probability_path: Path
@@ -130,6 +132,7 @@ class PredictionResult:
     cloud_masks: tuple[str, str] = ("none", "none")
     cloud_fractions: tuple[float, float] = (0.0, 0.0)
     stages: dict[str, float] = field(default_factory=dict)
+    windows: int = 0
 
     @classmethod
     def written(
@@ -139,6 +142,7 @@ class PredictionResult:
         threshold: float,
         started: float,
         stages: dict[str, float] | None = None,
+        windows: int = 0,
     ) -> PredictionResult:
         """The result of a prediction of ``source`` that wrote ``paths`` (probability, mask,
         valid fraction, as :func:`write_blended` returns them), begun at ``started``
@@ -155,6 +159,7 @@ class PredictionResult:
             cloud_masks=source.cloud_masks,
             cloud_fractions=source.cloud_fractions,
             stages=dict(stages or {}),
+            windows=windows,
         )
 
 
@@ -242,8 +247,9 @@ class TiledPredictor:
             or ``"bf16"``.
         channels_last: Channels-last memory format for the torch runtime; None = the device's
             measured default.
-        runtime: What runs the model: ``"torch"``, or ``"onnx"`` (ONNX Runtime, float32 on a
-            CPU; it exports the model on the first window of each shape, which takes seconds).
+        runtime: What runs the model: ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"``
+            (OpenVINO); the last two run float32 on a CPU and export the model on the first
+            window of each shape, which takes seconds.
             See :data:`~groundbreak.infer.prediction.inference.RUNTIMES` for the measurement.
         cloud_mask: How clouds and their shadows are found on each date (``auto``,
             ``s2cloudless``, ``scl``, ``none``; see :mod:`groundbreak.datasets.clouds`). Pixels
@@ -347,6 +353,10 @@ class TiledPredictor:
             from groundbreak.infer.prediction.onnx_model import OnnxChangeModel
 
             self.runner = OnnxChangeModel(self.model)
+        elif self.runtime == "openvino":
+            from groundbreak.infer.prediction.openvino_model import OpenVinoChangeModel
+
+            self.runner = OpenVinoChangeModel(self.model)
 
     @property
     def threshold(self) -> float:
@@ -489,12 +499,17 @@ class TiledPredictor:
         self, source: PairInput, layout: WindowLayout, clock: StageClock | None = None
     ) -> Iterator[BatchPrediction]:
         """Read and predict every batch of windows of a prepared pair, in batch order (the
-        model's seconds and windows go to ``clock``)."""
+        model's seconds and windows go to ``clock``; an ONNX or OpenVINO runtime's export of
+        the model to its own graph goes to its ``export`` stage, not the model's)."""
         clock = clock or StageClock()
         for data in self.iter_inputs(source, layout, clock):
+            exported = getattr(self.runner, "export_seconds", 0.0)
             started = time.perf_counter()
             prediction = self.predict_batch(data)
-            clock.add("model", time.perf_counter() - started)
+            exporting = getattr(self.runner, "export_seconds", 0.0) - exported
+            if exporting:
+                clock.add("export", exporting)
+            clock.add("model", time.perf_counter() - started - exporting)
             clock.add("windows", len(data.kept))
             yield prediction
 
@@ -517,7 +532,9 @@ class TiledPredictor:
                 )
         stages = clock.rounded()
         windows = int(stages.pop("windows", 0))
-        result = PredictionResult.written(source, written, self.threshold, start, stages)
+        result = PredictionResult.written(
+            source, written, self.threshold, start, stages, windows
+        )
         logger.debug("predicted %s in %.1f s: %s", pair.pair_id, result.seconds, stages,
                      extra={"stages": stages, "windows": windows, "seconds": result.seconds})
         return result
