@@ -1,17 +1,27 @@
 """The change model run by OpenVINO on a CPU (``runtime="openvino"`` of the predictor).
 
 :class:`OpenVinoChangeModel` is called like the torch model (``model(before, after) -> logits``).
-It converts the torch model the first time it sees an input shape (``openvino.convert_model``, a
-few seconds) and runs an OpenVINO CPU model compiled for that shape from then on, in float32 (the
-CPU plugin would otherwise run bf16 on CPUs that have it). A compiled model plans its
-activations' memory once and reuses it for every window, where torch allocates and frees them
-per forward pass; that is most of its lead on the 2-core machine (``bench/README.md``).
+It converts the torch model the first time it sees an input shape (``torch.export``, then
+``openvino.convert_model``: 4-6 s for the default ensemble on 2 cores) and runs an OpenVINO CPU
+model compiled for that shape from then on, in float32 (the CPU plugin would otherwise run bf16
+on CPUs that have it). The converted graph is kept in a cache folder (:func:`cache_folder`),
+named by a hash of the exported program (its code and weights), the shape and the versions, so
+a later process only exports the model again (the cheaper half) and reads the graph back.
+
+A compiled model plans its activations' memory once and reuses it for every window, where torch
+allocates and frees them per forward pass; that is most of its lead on the 2-core machine
+(``bench/README.md``, "OpenVINO").
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 import time
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,28 +41,86 @@ def openvino_available() -> bool:
     return True
 
 
-def convert_to_openvino(
+def cache_folder() -> Path:
+    """Where converted graphs are kept: ``$GROUNDBREAK_CACHE_DIR/openvino``, else
+    ``$XDG_CACHE_HOME/groundbreak/openvino``, else ``~/.cache/groundbreak/openvino``."""
+    root = os.environ.get("GROUNDBREAK_CACHE_DIR")
+    if root:
+        return Path(root) / "openvino"
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "groundbreak" / "openvino"
+
+
+def export_program(
     model: nn.Module, before: torch.Tensor, after: torch.Tensor
-) -> openvino.Model:
-    """The OpenVINO graph of ``model(before, after)`` at these inputs' shapes.
-
-    The model goes through ``torch.export`` first, which refuses a forward whose control flow
-    depends on the data (a trace would keep one branch without a word)."""
-    import openvino as ov
-
+) -> torch.export.ExportedProgram:
+    """``torch.export`` of ``model(before, after)`` at these inputs' shapes; it refuses a
+    forward whose control flow depends on the data (a trace would keep one branch without a
+    word)."""
     was_training = model.training
     model.eval()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's chatter
-            program = torch.export.export(model, (before, after))
-            converted = ov.convert_model(program)
+            return torch.export.export(model, (before, after))
     finally:
         model.train(was_training)
-    for port, shape in zip(converted.inputs, (before.shape, after.shape), strict=True):
-        port.get_node().set_partial_shape(ov.PartialShape(list(shape)))
-    converted.validate_nodes_and_infer_types()
+
+
+def program_key(program: torch.export.ExportedProgram, shape: tuple[int, ...]) -> str:
+    """A name for the OpenVINO graph of ``program``: what it computes (code, weights, constants),
+    the input shape and the libraries' versions."""
+    import openvino as ov
+
+    digest = hashlib.sha256()
+    for part in (program.graph_module.code, repr(shape), torch.__version__, ov.__version__):
+        digest.update(part.encode())
+    for name, value in sorted({**program.state_dict, **program.constants}.items()):
+        digest.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()[:32]
+
+
+def converted_graph(
+    program: torch.export.ExportedProgram, shape: tuple[int, ...], cache: Path | None
+) -> openvino.Model:
+    """The OpenVINO graph of ``program``: read from ``cache`` where it was kept, else converted
+    (and kept there, written whole or not at all; a cache that cannot be written is skipped)."""
+    import openvino as ov
+
+    folder = cache / program_key(program, shape) if cache is not None else None
+    if folder is not None and (folder / "model.xml").is_file():
+        try:
+            return ov.Core().read_model(folder / "model.xml")
+        except RuntimeError:  # a damaged entry: convert again below
+            shutil.rmtree(folder, ignore_errors=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = ov.convert_model(program)
+    if folder is not None:
+        keep_graph(converted, folder)
     return converted
+
+
+def keep_graph(converted: openvino.Model, folder: Path) -> None:
+    """Save ``converted`` as ``folder/model.xml`` (float32 weights), the folder renamed into place
+    whole; nothing is kept where it cannot be written (read-only, full, or another process
+    kept the same graph first)."""
+    import openvino as ov
+
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError:
+        return
+    try:
+        ov.save_model(converted, partial / "model.xml", compress_to_fp16=False)
+        partial.rename(folder)
+    except (OSError, RuntimeError):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 class OpenVinoChangeModel:
@@ -61,14 +129,20 @@ class OpenVinoChangeModel:
     Args:
         model: The torch change model (float32, on the CPU). It is not modified.
         threads: OpenVINO's inference threads; default ``torch.get_num_threads()``.
+        cache: Folder of converted graphs: True for :func:`cache_folder`, False for none.
     """
 
-    def __init__(self, model: nn.Module, threads: int | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, threads: int | None = None, cache: bool | str | Path = True
+    ) -> None:
         self.model = model
         self.threads = int(threads or torch.get_num_threads())
+        self.cache: Path | None = (
+            cache_folder() if cache is True else Path(cache) if cache is not False else None
+        )
         self._requests: dict[tuple[int, ...], openvino.InferRequest] = {}
         self.export_seconds = 0.0
-        """Time spent converting and compiling the model so far."""
+        """Time spent exporting, converting (or reading back) and compiling the model so far."""
 
     def __call__(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, 1, H, W)`` of normalised float32 windows ``(B, C, H, W)``."""
@@ -93,7 +167,10 @@ class OpenVinoChangeModel:
 
         started = time.perf_counter()
         try:
-            converted = convert_to_openvino(self.model, before.cpu(), after.cpu())
+            # two distinct example tensors: one tensor passed twice would export one input
+            examples = (torch.zeros(before.shape), torch.zeros(after.shape))
+            program = export_program(self.model, *examples)
+            converted = converted_graph(program, shape, self.cache)
         except Exception as err:  # the converter raises many kinds
             said = str(err).strip().splitlines()
             raise RuntimeError(

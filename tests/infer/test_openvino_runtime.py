@@ -12,13 +12,24 @@ from torch import nn
 
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.prediction.openvino_model import OpenVinoChangeModel, openvino_available
+from groundbreak.infer.prediction.openvino_model import (
+    OpenVinoChangeModel,
+    cache_folder,
+    openvino_available,
+)
 from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 
 pytestmark = pytest.mark.skipif(
     not openvino_available(), reason="the openvino extra is not installed (pip install .[openvino])"
 )
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test converts into its own cache folder, never the user's."""
+    monkeypatch.setenv("GROUNDBREAK_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "openvino"
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +98,55 @@ def test_openvino_model_converts_once_per_shape_and_keeps_the_torch_model_as_it_
     assert runner.export_seconds > 0
     assert not model.training
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_a_converted_graph_is_kept_and_read_back_by_the_next_process(
+    shipped: ModelBundle, own_cache: Path
+) -> None:
+    assert cache_folder() == own_cache
+    model = shipped.model.cpu().eval()
+    before, after = (torch.randn(1, 13, 64, 64, generator=torch.Generator().manual_seed(1))
+                     for _ in range(2))
+    first = OpenVinoChangeModel(model)(before, after)
+    kept = sorted(own_cache.iterdir())
+    assert len(kept) == 1
+    assert (kept[0] / "model.xml").is_file() and (kept[0] / "model.bin").is_file()
+    again = OpenVinoChangeModel(model)(before, after)  # read back: the same numbers
+    torch.testing.assert_close(again, first)
+    assert sorted(own_cache.iterdir()) == kept
+
+    (kept[0] / "model.xml").write_text("<not a graph")  # damaged: converted again, replaced
+    torch.testing.assert_close(OpenVinoChangeModel(model)(before, after), first)
+    assert sorted(own_cache.iterdir()) == kept and "<not a graph" not in (
+        kept[0] / "model.xml"
+    ).read_text()
+
+    shifted = OpenVinoChangeModel(_Scaled(model))(before, after)
+    torch.testing.assert_close(shifted, first * 2)  # another graph gets its own entry
+    assert len(list(own_cache.iterdir())) == 2
+
+
+def test_a_cache_that_cannot_be_written_is_skipped(shipped: ModelBundle, tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    model = shipped.model.cpu().eval()
+    x = torch.zeros(1, 13, 32, 32)
+    runner = OpenVinoChangeModel(model, cache=blocked / "openvino")
+    with torch.inference_mode():
+        expected = model(x, x)
+    torch.testing.assert_close(runner(x, x), expected, atol=1e-4, rtol=1e-4)
+    assert OpenVinoChangeModel(model, cache=False).cache is None
+
+
+class _Scaled(nn.Module):
+    """A model's logits times two (another graph, the same weights)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        return self.model(before, after) * 2
 
 
 class BranchOnTheData(nn.Module):
