@@ -37,8 +37,8 @@ Measured on the 2-core AMD EPYC: alone, ONNX Runtime runs a 256 px window of the
 is gone (4096^2 pairs, ``python bench/predict_bench.py --size 4096 --skip-variants --runtimes
 torch,onnx,torch,onnx``: torch 28.4 and 25.9 s, ONNX Runtime 32.7 and 31.0 s, 5.8 and 5.0 s of
 them the export). OpenVINO shortened the 4096^2 COG night of ``bench/country_bench.py`` with the
-default ensemble by 9-25 % (its model at 54-58 % of the matmul peak, torch's at 30-35 %), not
-with the fast bundle, and holds 100-180 MB more
+default ensemble by 9-25 % (its model at 54-61 % of the matmul peak, torch's at 30-36 %), not
+with the fast bundle, and holds 65-100 MB more
 (``bench/README.md``, "OpenVINO"). Torch stays the default; those benches show which wins on
 another CPU."""
 

@@ -100,6 +100,10 @@ def converted_graph(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         converted = ov.convert_model(program)
+    # the converter leaves batch, height and width dynamic: a static graph plans its memory once
+    for port in converted.inputs:
+        port.get_node().set_partial_shape(ov.PartialShape(list(shape)))
+    converted.validate_nodes_and_infer_types()
     if folder is not None:
         keep_graph(converted, folder)
     return converted
