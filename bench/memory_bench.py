@@ -207,6 +207,8 @@ def comma_list(text: str) -> list[str]:
 
 
 def main() -> None:
+    from groundbreak.infer.prediction.inference import RUNTIMES  # torch: not in the wrappers
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=comma_list, default=["10980"],
                         help="tile side(s) in pixels, comma-separated (default 10980)")
@@ -223,6 +225,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--model", type=Path, default=None,
                         help="model bundle of every command (default: the default bundle)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
+                        help="what runs the model in every command (default: torch)")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -298,7 +302,7 @@ def run_case(args: argparse.Namespace, work: Path, size: int, fmt: str) -> bool:
     print(f"{size}² {fmt}: OSCD {args.city} ({columns['before_date']} -> "
           f"{columns['after_date']}) mirrored to {km2:,.0f} km² at 10 m, ready in "
           f"{time.perf_counter() - start:.0f} s; watch-list: {args.sites + 3} sites", flush=True)
-    rows = command_rows(work, scenes, pairs, sites, args.model)
+    rows = command_rows(work, scenes, pairs, sites, args.model, args.runtime)
     wanted = comma_list(args.only) if args.only else list(rows)
     keys = {name.replace(" (", "-").replace(")", "").replace(" ", "-"): name for name in rows}
     failed = False
@@ -334,11 +338,15 @@ def run_case(args: argparse.Namespace, work: Path, size: int, fmt: str) -> bool:
 
 
 def command_rows(
-    work: Path, scenes: Sequence[str], pairs: Path, sites: Path, model: Path | None = None
+    work: Path, scenes: Sequence[str], pairs: Path, sites: Path, model: Path | None = None,
+    runtime: str | None = None,
 ) -> dict[str, list[str]]:
-    """The commands of the table, by row name (each ``groundbreak`` one with ``--model``)."""
+    """The commands of the table, by row name (each ``groundbreak`` one with ``--model`` and
+    ``--runtime`` where given)."""
     gb = shutil.which("groundbreak", path=str(Path(sys.executable).parent)) or "groundbreak"
     bundle = [] if model is None else ["--model", str(model.resolve())]
+    if runtime is not None:
+        bundle += ["--runtime", runtime]
     predicted = work / "predict"
     return {
         "predict": [gb, "predict", "--before", scenes[0], "--after", scenes[1],

@@ -22,6 +22,7 @@ from groundbreak.infer.nightly.config import build_config, describe_keys, read_c
 from groundbreak.infer.nightly.lock import LockHeldError
 from groundbreak.infer.nightly.logging import LOG_FORMATS, NightLog
 from groundbreak.infer.nightly.runner import EXIT_BAD_CONFIG, run_night
+from groundbreak.infer.prediction.inference import RUNTIMES
 from groundbreak.train.arguments import device_argument
 
 EXIT_CODES_HELP = (
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="key log_format")
     parser.add_argument("--device", type=device_argument,
                         help="predictor device: auto, cpu, cuda... (key predictor)")
+    parser.add_argument("--runtime", choices=RUNTIMES,
+                        help="what runs the model: torch, onnx or openvino (key predictor)")
     parser.add_argument("--cluster", metavar="SPEC",
                         help="predict pairs on Dask workers: local:N (N processes here) or "
                         "tcp://host:8786 (a running scheduler); none: in this process (key "
@@ -69,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-report", dest="report", action="store_false", default=None,
                         help="do not write report.html (key report)")
     return parser
+
+
+def predictor_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The predictor options given as flags (``--device``, ``--runtime``), over the config's."""
+    flags = {"device": args.device, "runtime": args.runtime}
+    return {key: value for key, value in flags.items() if value is not None}
 
 
 def main(argv: Sequence[str]) -> int:
@@ -84,8 +93,9 @@ def main(argv: Sequence[str]) -> int:
         for key in ("state_dir", "model", "pairs", "stac", "drop_folder", "sites", "run_id",
                     "alert_threshold", "dismiss_margin", "log_format", "report", "cluster")
     }
-    if args.device is not None:
-        overrides["predictor"] = {**dict(values.get("predictor") or {}), "device": args.device}
+    predictor = predictor_flags(args)
+    if predictor:
+        overrides["predictor"] = {**dict(values.get("predictor") or {}), **predictor}
     if not args.config and args.state_dir is None:
         parser.print_usage(sys.stderr)
         print("groundbreak nightly: error: give --config FILE, or --state DIR and a source "

@@ -20,6 +20,8 @@ from groundbreak.infer.atomic import (
     remove_temps,
     temp_sibling,
 )
+from groundbreak.infer.cli.nightly import build_parser as build_nightly_parser
+from groundbreak.infer.cli.nightly import predictor_flags
 from groundbreak.infer.nightly.alert_policy import AlertPolicy
 from groundbreak.infer.nightly.config import KEYS, build_config, read_config_file
 from groundbreak.infer.nightly.hashing import ContentHasher
@@ -327,3 +329,14 @@ def test_timeline_says_when_the_change_began(state: NightlyState) -> None:
     assert timeline.scores() == [("2024-02-01", 0.1), ("2024-03-03", 0.2),
                                  ("2024-03-23", 0.6), ("2024-04-12", 0.7)]
     assert state.alert("a")["status"] == "new"
+
+
+def test_device_and_runtime_flags_go_to_the_predictor_key_over_the_configs() -> None:
+    parser = build_nightly_parser()
+    args = parser.parse_args(["--state", "s", "--pairs", "p.csv", "--runtime", "openvino"])
+    assert predictor_flags(args) == {"runtime": "openvino"}
+    args = parser.parse_args(["--config", "c.yaml", "--device", "cpu", "--runtime", "onnx"])
+    assert predictor_flags(args) == {"device": "cpu", "runtime": "onnx"}
+    assert predictor_flags(parser.parse_args(["--state", "s"])) == {}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--state", "s", "--runtime", "tvm"])
