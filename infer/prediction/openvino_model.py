@@ -162,9 +162,12 @@ class OpenVinoChangeModel:
         """The inference request for these inputs' shape, converting the model on first sight.
 
         Raises:
+            ValueError: When the two dates' windows differ in shape.
             RuntimeError: When the model does not convert to OpenVINO.
         """
         shape = tuple(before.shape)
+        if tuple(after.shape) != shape:
+            raise ValueError(f"before {shape} and after {tuple(after.shape)} differ in shape")
         if shape in self._requests:
             return self._requests[shape]
         import openvino as ov

@@ -161,6 +161,8 @@ class BranchOnTheData(nn.Module):
 
 def test_a_model_that_does_not_convert_gets_a_clear_error() -> None:
     x = torch.zeros(1, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"before \(1, 1, 8, 8\) and after .* differ in shape"):
+        OpenVinoChangeModel(BranchOnTheData())(x, torch.zeros(1, 1, 8, 9))
     with pytest.raises(RuntimeError, match="could not convert the model to OpenVINO.*'torch'"):
         OpenVinoChangeModel(BranchOnTheData())(x, x)
 
