@@ -10,12 +10,12 @@ with its pair (:mod:`.evidence`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from shapely import wkt
+import shapely
 
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.nightly.config import NightlyConfig
@@ -53,19 +53,18 @@ def write_night_outputs(
     """Apply the night's new observations to the alerts, then write the run folder: the sites
     of the pairs this night scored (``sites.csv``) and every open alert (``alerts.csv``)."""
     run_dir = summary.run_dir
-    rows = [_expand(r) for r in state.night_scores(config.run_id, new_only=True)]
+    rows = _expanded(state.night_scores(config.run_id, new_only=True))
     summary.alerts = state.update_alerts(config.run_id, rows, config.policy)
     summary.sites = len(rows)
     ranked = rank_sites(rows)
-    alerts = rank_sites([with_timeline(state, _expand(r)) for r in state.open_alert_rows()])
+    alerts = rank_sites([with_timeline(state, r) for r in _expanded(state.open_alert_rows())])
     fresh = set(summary.alerts.new) | set(summary.alerts.realerted)
     summary.new_alerts = [
         {k: _plain(row.get(k)) for k in ("site_id", "name", "pair_id", "score",
                                          "changed_area_m2", "lon", "lat")}
         for row in best_per_site(rows) if str(row["site_id"]) in fresh
     ]
-    changes = pd.DataFrame([_expand_geometries(c) for c in
-                            state.night_changes(config.run_id, new_only=True)])
+    changes = pd.DataFrame(_with_geometries(state.night_changes(config.run_id, new_only=True)))
     failures = pd.DataFrame(summary.failures, columns=list(FAILURE_COLUMNS))
     write_run_tables(run_dir, ranked, alerts, changes, failures)
     if config.report:
@@ -121,19 +120,26 @@ def earlier_alert_pairs(
     return out
 
 
-def _expand(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored site score as a ranking row: details unpacked, geometries parsed (its
+def _expanded(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Stored site scores as ranking rows: details unpacked, geometries parsed (each row's
     ``pair_row`` kept: the state links each observation to the pair that made it)."""
-    out = {k: v for k, v in row.items() if k != "details"}
-    out.update(json.loads(row.get("details") or "{}"))
-    return _expand_geometries(out)
+    out = []
+    for row in rows:
+        expanded = {k: v for k, v in row.items() if k != "details"}
+        expanded.update(json.loads(row.get("details") or "{}"))
+        out.append(expanded)
+    return _with_geometries(out)
 
 
-def _expand_geometries(row: dict[str, Any]) -> dict[str, Any]:
+def _with_geometries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with their WKT geometries parsed, one vectorised parse per column."""
     for key in ("geometry", "grid_geometry"):
-        if isinstance(row.get(key), str):
-            row[key] = wkt.loads(row[key])
-    return row
+        at = [i for i, row in enumerate(rows) if isinstance(row.get(key), str)]
+        if at:
+            parsed = shapely.from_wkt([rows[i][key] for i in at])
+            for i, geometry in zip(at, parsed, strict=True):
+                rows[i][key] = geometry
+    return rows
 
 
 def _plain(value: Any) -> Any:

@@ -131,9 +131,9 @@ def stable_discovered_ids(
 def _outline(site: Mapping[str, Any], pair_id: str) -> tuple[str, Any]:
     """(matching space, outline) of a site row: lon/lat when georeferenced, else pair pixels."""
     geometry = site.get("geometry")
-    if hasattr(geometry, "wkt") and not geometry.is_empty:
+    if isinstance(geometry, BaseGeometry) and not geometry.is_empty:
         return "EPSG:4326", geometry
     grid_geometry = site.get("grid_geometry")
-    if hasattr(grid_geometry, "wkt") and not grid_geometry.is_empty:
+    if isinstance(grid_geometry, BaseGeometry) and not grid_geometry.is_empty:
         return f"px:{pair_id}", grid_geometry
     return "", None

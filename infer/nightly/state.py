@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shapely.geometry.base import BaseGeometry
+
 from groundbreak.datasets.errors import is_disk_full
 from groundbreak.infer.nightly.alert_store import (
     ALERT_STATUSES,
@@ -450,7 +452,7 @@ def _details(row: Mapping[str, Any], exclude: Sequence[str]) -> str:
     for key, value in row.items():
         if key in exclude:
             continue
-        if hasattr(value, "wkt") and hasattr(value, "geom_type"):
+        if isinstance(value, BaseGeometry):  # not hasattr(value, "wkt"): that computes it
             value = value.wkt
         elif hasattr(value, "item"):
             value = value.item()

@@ -5,8 +5,9 @@ It converts the torch model the first time it sees an input shape (``torch.expor
 ``openvino.convert_model``: 4-6 s for the default ensemble on 2 cores) and runs an OpenVINO CPU
 model compiled for that shape from then on, in float32 (the CPU plugin would otherwise run bf16
 on CPUs that have it). The converted graph is kept in a cache folder (:func:`cache_folder`),
-named by a hash of the exported program (its code and weights), the shape and the versions, so
-a later process only exports the model again (the cheaper half) and reads the graph back.
+named by a hash of the model (:func:`model_key`: its modules, their packages' source files, its
+weights), the shape and the versions, so a later process reads the graph back without exporting
+the model (which took 1.5 s and kept about 40 MB for the default ensemble).
 
 A compiled model plans its activations' memory once and reuses it for every window, where torch
 allocates and frees them per forward pass; that is most of its lead on the 2-core machine
@@ -16,6 +17,7 @@ allocates and frees them per forward pass; that is most of its lead on the 2-cor
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -67,36 +69,67 @@ def export_program(
         model.train(was_training)
 
 
-def program_key(program: torch.export.ExportedProgram, shape: tuple[int, ...]) -> str:
-    """A name for the OpenVINO graph of ``program``: what it computes (code, weights, constants),
-    the input shape and the libraries' versions."""
+KEY_FORMAT = "model-2"
+"""Bumped whenever what :func:`model_key` covers changes, so older entries are never read."""
+
+
+def model_key(model: nn.Module, shape: tuple[int, ...]) -> str:
+    """A name for the OpenVINO graph of ``model`` at input ``shape``, computed without exporting
+    it: the modules' structure and plain attributes, the source files of the packages their
+    classes come from (torch's own are covered by its version), every parameter and buffer, the
+    shape and the libraries' versions."""
     import openvino as ov
 
     digest = hashlib.sha256()
-    for part in (program.graph_module.code, repr(shape), torch.__version__, ov.__version__):
+    for part in (KEY_FORMAT, repr(model), repr(shape), torch.__version__, ov.__version__):
         digest.update(part.encode())
-    for name, value in sorted({**program.state_dict, **program.constants}.items()):
-        digest.update(name.encode())
-        if isinstance(value, torch.Tensor):
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-        else:
-            digest.update(repr(value).encode())
+    folders: set[Path] = set()
+    for name, module in model.named_modules():
+        kind = type(module)
+        digest.update(f"{name}:{kind.__module__}.{kind.__qualname__}".encode())
+        digest.update(repr(sorted(_plain_attributes(module).items())).encode())
+        source = inspect.getsourcefile(kind) if not kind.__module__.startswith("torch.") else None
+        if source:
+            folders.add(Path(source).parent)
+    for path in sorted(p for folder in folders for p in folder.glob("*.py")):
+        digest.update(path.read_bytes())
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    for name, value in sorted(tensors.items()):
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:32]
 
 
-def converted_graph(
-    program: torch.export.ExportedProgram, shape: tuple[int, ...], cache: Path | None
-) -> openvino.Model:
-    """The OpenVINO graph of ``program``: read from ``cache`` where it was kept, else converted
-    (and kept there, written whole or not at all; a cache that cannot be written is skipped)."""
+def _plain_attributes(module: nn.Module) -> dict[str, object]:
+    """A module's public attributes of plain types (settings its forward may read)."""
+    plain = (bool, int, float, str, tuple, list, type(None))
+    return {
+        key: value for key, value in vars(module).items()
+        if not key.startswith("_") and key != "training" and isinstance(value, plain)
+    }
+
+
+def kept_graph(folder: Path) -> openvino.Model | None:
+    """The graph kept in ``folder``, or None where there is none; a damaged entry is removed
+    (it is converted again)."""
     import openvino as ov
 
-    folder = cache / program_key(program, shape) if cache is not None else None
-    if folder is not None and (folder / "model.xml").is_file():
-        try:
-            return ov.Core().read_model(folder / "model.xml")
-        except RuntimeError:  # a damaged entry: convert again below
-            shutil.rmtree(folder, ignore_errors=True)
+    if not (folder / "model.xml").is_file():
+        return None
+    try:
+        return ov.Core().read_model(folder / "model.xml")
+    except RuntimeError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def converted_graph(
+    program: torch.export.ExportedProgram, shape: tuple[int, ...]
+) -> openvino.Model:
+    """The OpenVINO graph of ``program``, static at ``shape``."""
+    import openvino as ov
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         converted = ov.convert_model(program)
@@ -104,8 +137,6 @@ def converted_graph(
     for port in converted.inputs:
         port.get_node().set_partial_shape(ov.PartialShape(list(shape)))
     converted.validate_nodes_and_infer_types()
-    if folder is not None:
-        keep_graph(converted, folder)
     return converted
 
 
@@ -158,6 +189,20 @@ class OpenVinoChangeModel:
         request.infer(inputs)
         return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
+    def _graph_for(self, shape: tuple[int, ...]) -> openvino.Model:
+        """The graph for ``shape``: read back from the cache without exporting the model, else
+        exported, converted and kept."""
+        folder = self.cache / model_key(self.model, shape) if self.cache is not None else None
+        kept = kept_graph(folder) if folder is not None else None
+        if kept is not None:
+            return kept
+        # two distinct example tensors: one tensor passed twice would export one input
+        program = export_program(self.model, torch.zeros(shape), torch.zeros(shape))
+        converted = converted_graph(program, shape)
+        if folder is not None:
+            keep_graph(converted, folder)
+        return converted
+
     def _request_for(self, before: torch.Tensor, after: torch.Tensor) -> openvino.InferRequest:
         """The inference request for these inputs' shape, converting the model on first sight.
 
@@ -174,10 +219,7 @@ class OpenVinoChangeModel:
 
         started = time.perf_counter()
         try:
-            # two distinct example tensors: one tensor passed twice would export one input
-            examples = (torch.zeros(before.shape), torch.zeros(after.shape))
-            program = export_program(self.model, *examples)
-            converted = converted_graph(program, shape, self.cache)
+            converted = self._graph_for(shape)
         except Exception as err:  # the converter raises many kinds
             said = str(err).strip().splitlines()
             raise RuntimeError(

@@ -3,6 +3,7 @@ conversion as a stage of its own, the converted graph kept and read back, refusa
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,12 @@ import torch
 from torch import nn
 
 from groundbreak.datasets.pair_spec import PairSpec
-from groundbreak.infer.prediction.openvino_model import OpenVinoChangeModel, cache_folder
+from groundbreak.infer.prediction import openvino_model
+from groundbreak.infer.prediction.openvino_model import (
+    OpenVinoChangeModel,
+    cache_folder,
+    model_key,
+)
 from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 
@@ -72,6 +78,38 @@ def test_a_converted_graph_is_kept_and_read_back_by_the_next_process(
     assert len(list(own_cache.iterdir())) == 2
 
 
+def test_a_kept_graph_is_read_back_without_exporting_the_model(
+    shipped: ModelBundle, own_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = shipped.model.cpu().eval()
+    x = torch.rand(1, 13, 32, 32)
+    first = OpenVinoChangeModel(model)(x, x * 0.5)
+
+    def no_export(*args: object) -> None:
+        raise AssertionError("the model was exported although its graph was kept")
+
+    monkeypatch.setattr(openvino_model, "export_program", no_export)
+    torch.testing.assert_close(OpenVinoChangeModel(model)(x, x * 0.5), first)
+    with pytest.raises(RuntimeError, match="could not convert the model to OpenVINO"):
+        OpenVinoChangeModel(model)(torch.rand(1, 13, 16, 16), torch.rand(1, 13, 16, 16))
+
+
+def test_the_graphs_name_follows_what_the_model_computes(shipped: ModelBundle) -> None:
+    model = shipped.model.cpu().eval()
+    shape = (1, 13, 64, 64)
+    key = model_key(model, shape)
+    assert model_key(copy.deepcopy(model), shape) == key  # the same model, another object
+    assert model_key(model, (1, 13, 64, 96)) != key
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1e-3  # one weight
+    assert model_key(changed, shape) != key
+    scaled = _Scaled(model)
+    doubled = model_key(scaled, shape)
+    scaled.factor = 3.0  # a setting its forward reads: neither a tensor nor in its repr
+    assert model_key(scaled, shape) not in (doubled, key)
+
+
 def test_a_cache_that_cannot_be_written_is_skipped(shipped: ModelBundle, tmp_path: Path) -> None:
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
@@ -85,14 +123,15 @@ def test_a_cache_that_cannot_be_written_is_skipped(shipped: ModelBundle, tmp_pat
 
 
 class _Scaled(nn.Module):
-    """A model's logits times two (another graph, the same weights)."""
+    """A model's logits times ``factor``, two by default (another graph, the same weights)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, factor: float = 2.0) -> None:
         super().__init__()
         self.model = model
+        self.factor = factor
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        return self.model(before, after) * 2
+        return self.model(before, after) * self.factor
 
 
 def test_windows_of_two_shapes_are_refused_by_name() -> None:
