@@ -9,8 +9,10 @@ their own packages (``chips``: :mod:`groundbreak.datasets.cli`; ``train``, ``exp
 
 Each subcommand is imported only when it runs (:data:`COMMANDS` names its module as a string),
 so ``groundbreak --help`` stays fast; before an inference subcommand is imported, triton is kept
-out of the process on a machine without CUDA (:func:`keep_triton_out`: 74 MB less resident), and
-the commands that read and write no parquet file keep pyarrow out while they run
+out of the process on a machine without CUDA (:func:`keep_triton_out`: 74 MB less resident) and
+the CUDA libraries' code pages are taken out of it
+(:func:`~groundbreak.infer.cli.cuda_pages.drop_cuda_code_pages`: 226 MB less), and the commands
+that read and write no parquet file keep pyarrow out while they run
 (:func:`keep_pyarrow_out`). A subcommand is a function ``main(argv: list[str]) -> int``;
 :func:`main` returns every exit code rather than raising SystemExit. A usage error exits 2 with
 argparse's message; bad input (:class:`InputError`) or a user's bad path (any other
@@ -34,6 +36,7 @@ import warnings
 from collections.abc import Sequence
 
 from groundbreak.datasets.errors import InputError, is_disk_full
+from groundbreak.infer.cli.cuda_pages import drop_cuda_code_pages
 from groundbreak.infer.exit_codes import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -139,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if name in INFERENCE_COMMANDS:
         keep_triton_out()
+        drop_cuda_code_pages()
     pyarrow_kept_out = name in PARQUET_FREE_COMMANDS and keep_pyarrow_out()
     try:
         return _run(name, rest)

@@ -70,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--runtime",
         choices=RUNTIMES,
-        default="torch",
-        help="what runs the model: torch, onnx (ONNX Runtime) or openvino (OpenVINO); the last "
-        "two on a CPU only, see the README",
+        default="auto",
+        help="what runs the model: auto (OpenVINO for float32 on a CPU when installed, else "
+        "torch), torch, onnx (ONNX Runtime) or openvino (OpenVINO); the last two on a CPU only, "
+        "see the README",
     )
     parser.add_argument(
         "--devices",
@@ -102,7 +103,7 @@ def main(argv: Sequence[str]) -> int:
     """Run ``groundbreak predict``; InputError propagates to the dispatcher (exit code 2)."""
     parser = build_parser()
     args = parser.parse_args(list(argv))
-    if args.devices > 1 and args.runtime != "torch":
+    if args.devices > 1 and args.runtime not in ("auto", "torch"):
         parser.error("--devices above 1 runs the model with torch; leave out --runtime")
 
     from groundbreak.infer.prediction.predictor import TiledPredictor

@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="windows read and predicted together (default: 4 of 256², 1 of 512²)")
     parser.add_argument("--device", type=device_argument, default="auto",
                         help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                        help="what runs the model: torch, onnx (ONNX Runtime) or openvino "
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="what runs the model: auto (OpenVINO for float32 on a CPU when "
+                        "installed, else torch), torch, onnx (ONNX Runtime) or openvino "
                         "(OpenVINO); the last two on a CPU only, see the README")
     parser.add_argument("--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
                         help="clouds and shadows on either date are unobserved, never change: "

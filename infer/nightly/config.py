@@ -371,7 +371,7 @@ def _parse(key: str, spec: KeySpec, raw: Any, where: Any, base: Path) -> Any:
             problem = _predictor_option_problem(str(name), value)
             if problem:
                 raise fail(problem)
-        if raw.get("runtime", "torch") not in RUNTIMES:
+        if raw.get("runtime", "auto") not in RUNTIMES:
             raise fail(f"runtime must be one of {', '.join(RUNTIMES)}, got {raw['runtime']!r}")
         from groundbreak.datasets.clouds import CLOUD_MASK_MODES
 

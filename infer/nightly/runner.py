@@ -133,6 +133,8 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
         except InputError:
             state.finish_run(attempt, "failed", EXIT_BAD_CONFIG, summary.to_dict())
             raise
+        if predictor is not None:  # what "auto" chose, for whoever reads the log
+            log.event("predictor_ready", device=str(predictor.device), runtime=predictor.runtime)
         scorer = PairScorer(config, state, hasher, bundle, predictor, sites, sites_hash,
                             model_hash, attempt, run_dir)
 

@@ -8,6 +8,7 @@ numbers.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from typing import Literal, get_args
 
@@ -27,20 +28,24 @@ CPU_CHANNELS_LAST = True
 """Whether ``channels_last=None`` means channels-last for the torch runtime on a CPU (on CUDA it
 always does). Measured as above: 0.042 s a window against 0.050 s in the default format."""
 
-Runtime = Literal["torch", "onnx", "openvino"]
+Runtime = Literal["auto", "torch", "onnx", "openvino"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
-"""What runs the model: ``"torch"`` (the default everywhere), ``"onnx"`` (float32 on a CPU,
-the ``onnx`` extra: exports the model, then runs it with ONNX Runtime) or ``"openvino"``
-(float32 on a CPU, the ``openvino`` extra: converts the model, then runs it with OpenVINO).
-Measured on the 2-core AMD EPYC: alone, ONNX Runtime runs a 256 px window of the U-Net in
-0.025-0.036 s against channels-last torch's 0.037-0.042 s, but inside the predictor that lead
-is gone (4096^2 pairs, ``python bench/predict_bench.py --size 4096 --skip-variants --runtimes
-torch,onnx,torch,onnx``: torch 28.4 and 25.9 s, ONNX Runtime 32.7 and 31.0 s, 5.8 and 5.0 s of
-them the export). OpenVINO shortened the 4096^2 COG night of ``bench/country_bench.py`` with the
-default ensemble by 9-25 % (its model at 54-61 % of the matmul peak, torch's at 30-36 %), not
-with the fast bundle, and holds 65-100 MB more
-(``bench/README.md``, "OpenVINO"). Torch stays the default; those benches show which wins on
-another CPU."""
+"""What runs the model: ``"auto"`` (the default: :data:`CPU_RUNTIME` for float32 on a CPU,
+torch elsewhere), ``"torch"``, ``"onnx"`` (float32 on a CPU, the ``onnx`` extra: exports the
+model, then runs it with ONNX Runtime) or ``"openvino"`` (float32 on a CPU, the ``openvino``
+extra: converts the model, then runs it with OpenVINO)."""
+
+CPU_RUNTIME: Runtime = "openvino"
+"""What ``runtime="auto"`` runs float32 on a CPU with, when its package is installed (else
+torch); ``$GROUNDBREAK_CPU_RUNTIME`` (torch, onnx, openvino) overrides it for every command.
+Measured on the 2-core AMD EPYC (AVX2), ``bench/README.md``, "OpenVINO": the 4096^2 COG night of
+``bench/country_bench.py`` with the default ensemble 37.7-38.1 s with OpenVINO against 50.1 s with
+torch (the model at 61 % of the matmul peak against 36 %), the ``.SAFE`` night 5 % shorter, the
+fast bundle about even, and the full-tile peaks under 2 GB with both. Alone, ONNX Runtime ran a
+256 px window of the U-Net faster than torch, but inside the predictor it lost (4096^2 pairs,
+``python bench/predict_bench.py --size 4096 --runtimes torch,onnx``: torch 28.4 and 25.9 s, ONNX
+Runtime 32.7 and 31.0 s)."""
+CPU_RUNTIME_ENV = "GROUNDBREAK_CPU_RUNTIME"
 
 
 CPU_FORWARD_BATCH = 1
@@ -65,32 +70,53 @@ def autocast_dtype(device: torch.device, precision: Precision = "auto") -> torch
 
 
 def check_runtime(device: torch.device, runtime: Runtime, autocast: torch.dtype | None) -> Runtime:
-    """``runtime`` itself, when it can run on this device with this autocast.
+    """The runtime that will run the model: ``runtime`` itself when it can run on this device
+    with this autocast, or what ``"auto"`` means here (:data:`CPU_RUNTIME`).
 
     Raises:
-        ValueError: For an unknown runtime, or ``"onnx"`` or ``"openvino"`` where it cannot run
-            (CUDA, bf16, its package not installed).
+        ValueError: For an unknown runtime (or ``$GROUNDBREAK_CPU_RUNTIME``), or ``"onnx"`` or
+            ``"openvino"`` where it cannot run (CUDA, bf16, its package not installed).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    if runtime == "auto":
+        return _auto_runtime(device, autocast)
     if runtime != "torch" and (device.type != "cpu" or autocast is not None):
         raise ValueError(f"runtime {runtime!r} runs float32 on a CPU only; use runtime 'torch'")
+    if runtime != "torch" and not runtime_available(runtime):
+        extra = "onnx" if runtime == "onnx" else "openvino"
+        needs = "onnxruntime, onnx and onnxscript" if runtime == "onnx" else "OpenVINO"
+        raise ValueError(f"runtime {runtime!r} needs {needs}: pip install 'groundbreak[{extra}]'")
+    return runtime
+
+
+def _auto_runtime(device: torch.device, autocast: torch.dtype | None) -> Runtime:
+    """What ``"auto"`` runs on: torch off the CPU or with autocast; else
+    ``$GROUNDBREAK_CPU_RUNTIME`` when set, or :data:`CPU_RUNTIME` when its package is
+    installed, or torch."""
+    if device.type != "cpu" or autocast is not None:
+        return "torch"
+    chosen = os.environ.get(CPU_RUNTIME_ENV, "").strip()
+    if chosen:
+        if chosen == "auto" or chosen not in RUNTIMES:
+            raise ValueError(
+                f"${CPU_RUNTIME_ENV} is {chosen!r}; expected torch, onnx or openvino"
+            )
+        return check_runtime(device, chosen, autocast)  # type: ignore[arg-type]
+    return CPU_RUNTIME if CPU_RUNTIME == "torch" or runtime_available(CPU_RUNTIME) else "torch"
+
+
+def runtime_available(runtime: Runtime) -> bool:
+    """Whether ``runtime``'s package is installed (torch always is)."""
     if runtime == "onnx":
         from groundbreak.infer.prediction.onnx_model import onnx_runtime_available
 
-        if not onnx_runtime_available():
-            raise ValueError(
-                "runtime 'onnx' needs onnxruntime, onnx and onnxscript: "
-                "pip install 'groundbreak[onnx]'"
-            )
+        return onnx_runtime_available()
     if runtime == "openvino":
         from groundbreak.infer.prediction.openvino_model import openvino_available
 
-        if not openvino_available():
-            raise ValueError(
-                "runtime 'openvino' needs OpenVINO: pip install 'groundbreak[openvino]'"
-            )
-    return runtime
+        return openvino_available()
+    return True
 
 
 def use_channels_last(device: torch.device, channels_last: bool | None = None) -> bool:

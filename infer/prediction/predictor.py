@@ -247,10 +247,12 @@ class TiledPredictor:
             or ``"bf16"``.
         channels_last: Channels-last memory format for the torch runtime; None = the device's
             measured default.
-        runtime: What runs the model: ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"``
-            (OpenVINO); the last two run float32 on a CPU and export the model on the first
-            window of each shape, which takes seconds.
-            See :data:`~groundbreak.infer.prediction.inference.RUNTIMES` for the measurement.
+        runtime: What runs the model: ``"auto"`` (OpenVINO for float32 on a CPU when it is
+            installed, else torch), ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"``
+            (OpenVINO); the last two run float32 on a CPU and convert the model on the first
+            window of each shape (seconds; OpenVINO keeps the converted graph for the next
+            process). See :data:`~groundbreak.infer.prediction.inference.CPU_RUNTIME` for the
+            measurement; :attr:`runtime` is the one chosen.
         cloud_mask: How clouds and their shadows are found on each date (``auto``,
             ``s2cloudless``, ``scl``, ``none``; see :mod:`groundbreak.datasets.clouds`). Pixels
             hidden on either date are nodata in the outputs. Each scene's mask is kept (the last
@@ -281,7 +283,7 @@ class TiledPredictor:
         *,
         precision: Precision = "auto",
         channels_last: bool | None = None,
-        runtime: Runtime = "torch",
+        runtime: Runtime = "auto",
         cloud_mask: CloudMaskMode = "auto",
         prefetch: int | None = None,
         skip_unobserved: bool = True,

@@ -1,0 +1,69 @@
+"""The default runtime ``auto``: OpenVINO for float32 on a CPU when it is installed, torch
+elsewhere, ``$GROUNDBREAK_CPU_RUNTIME`` over both; what it chose is in the night's log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from groundbreak.infer.cli import main as groundbreak
+from groundbreak.infer.prediction import inference
+from groundbreak.infer.prediction.inference import CPU_RUNTIME_ENV, check_runtime
+from groundbreak.infer.prediction.openvino_model import openvino_available
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def no_pin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``auto`` as a user gets it (the suite pins torch), converting into this test's cache."""
+    monkeypatch.delenv(CPU_RUNTIME_ENV, raising=False)
+    monkeypatch.setenv("GROUNDBREAK_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.usefixtures("no_pin")
+def test_auto_is_openvino_on_a_cpu_in_float32_when_installed_else_torch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert check_runtime(CPU, "auto", None) == ("openvino" if openvino_available() else "torch")
+    assert check_runtime(CPU, "auto", torch.bfloat16) == "torch"  # OpenVINO runs float32 only
+    assert check_runtime(torch.device("cuda"), "auto", None) == "torch"
+    monkeypatch.setattr(inference, "runtime_available", lambda runtime: runtime == "torch")
+    assert check_runtime(CPU, "auto", None) == "torch"  # the extra not installed
+
+
+@pytest.mark.usefixtures("no_pin")
+def test_the_environment_variable_chooses_for_auto_and_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(CPU_RUNTIME_ENV, "torch")
+    assert check_runtime(CPU, "auto", None) == "torch"
+    assert check_runtime(CPU, "openvino" if openvino_available() else "torch", None) != "auto"
+    monkeypatch.setenv(CPU_RUNTIME_ENV, "tensorflow")
+    with pytest.raises(ValueError, match=r"\$GROUNDBREAK_CPU_RUNTIME is 'tensorflow'"):
+        check_runtime(CPU, "auto", None)
+    monkeypatch.setenv(CPU_RUNTIME_ENV, "openvino")
+    monkeypatch.setattr(inference, "runtime_available", lambda runtime: runtime == "torch")
+    with pytest.raises(ValueError, match=r"needs OpenVINO: pip install 'groundbreak\[openvino\]'"):
+        check_runtime(CPU, "auto", None)
+
+
+@pytest.mark.skipif(not openvino_available(), reason="the openvino extra is not installed")
+@pytest.mark.usefixtures("no_pin")
+def test_a_night_left_to_auto_runs_openvino_and_says_so(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    root = fixtures_dir / "oscd" / "beirut"
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"pair_id,before,after\nbeirut,{root / 'imgs_1'},{root / 'imgs_2'}\n")
+    state = tmp_path / "state"
+    args = ["nightly", "--pairs", str(pairs), "--state", str(state), "--run-id", "n1",
+            "--device", "cpu", "--no-report"]
+    assert groundbreak(args) == 0
+    events = [json.loads(line) for line in (state / "runs" / "n1" / "nightly.log.jsonl").open()]
+    ready = [e for e in events if e["event"] == "predictor_ready"]
+    assert [(e["device"], e["runtime"]) for e in ready] == [("cpu", "openvino")]
+    assert list((tmp_path / "cache" / "openvino").iterdir())  # the converted graph was kept
