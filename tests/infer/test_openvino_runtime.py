@@ -12,6 +12,7 @@ from torch import nn
 
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.prediction import openvino_model
+from groundbreak.infer.prediction.folding import fold_batch_norms
 from groundbreak.infer.prediction.openvino_model import (
     OpenVinoChangeModel,
     cache_folder,
@@ -19,6 +20,7 @@ from groundbreak.infer.prediction.openvino_model import (
 )
 from groundbreak.infer.prediction.predictor import TiledPredictor
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
+from groundbreak.train.model import build_change_model
 
 openvino = pytest.importorskip(
     "openvino", reason="the openvino extra is not installed (pip install .[openvino])"
@@ -76,6 +78,36 @@ def test_a_converted_graph_is_kept_and_read_back_by_the_next_process(
     shifted = OpenVinoChangeModel(_Scaled(model))(before, after)
     torch.testing.assert_close(shifted, first * 2)  # another graph gets its own entry
     assert len(list(own_cache.iterdir())) == 2
+
+
+UNET = {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [16, 8, 8]}
+ARCHITECTURES = {
+    "unet-early": {**UNET, "fusion": "early"},
+    "unet-siamese_diff": {**UNET, "fusion": "siamese_diff"},
+    "unet-siamese_concat": {**UNET, "fusion": "siamese_concat"},
+    "unet-full_resolution": {**UNET, "fusion": "siamese_diff", "full_resolution": True},
+    "fc-early": {"network": "fc", "fusion": "early"},
+    "fc-siamese_diff": {"network": "fc", "fusion": "siamese_diff"},
+    "fc-siamese_concat": {"network": "fc", "fusion": "siamese_concat"},
+    "fc_res-early": {"network": "fc_res", "fusion": "early"},
+    "ensemble": {"network": "ensemble", "logit_offsets": [0.3, -1.5], "members": [
+        {**UNET, "fusion": "siamese_diff", "in_channels": 4},
+        {"network": "fc_res", "fusion": "early", "in_channels": 4},
+    ]},
+}
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_every_architecture_a_bundle_can_hold_runs_on_openvino(name: str) -> None:
+    """``auto`` runs OpenVINO on a CPU: none of the project's networks may fail to convert."""
+    torch.manual_seed(0)
+    model, _ = fold_batch_norms(build_change_model({**ARCHITECTURES[name], "in_channels": 4}))
+    model.eval()
+    before, after = torch.rand(1, 4, 64, 64), torch.rand(1, 4, 64, 64)
+    with torch.inference_mode():
+        expected = model(before, after)
+    got = OpenVinoChangeModel(model, cache=False)(before, after)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_a_kept_graph_is_read_back_without_exporting_the_model(
