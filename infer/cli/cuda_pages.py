@@ -3,8 +3,9 @@
 A CUDA build of torch (what ``pip install torch`` gives on x86-64 Linux) maps cuBLASLt, NVRTC,
 nvJitLink, libtorch_cuda and the other NVIDIA libraries on ``import torch``, and the kernel maps
 in their code pages as they are read: 226 MB resident after ``import torch`` on the 2-core AMD
-EPYC (kernel 6.18; 120 MB on the kernel of the thirteenth session) in a process without a GPU,
-which never runs that code. The nightly memory budget is 2 GB (bench/README.md).
+EPYC with kernel 6.18 (the thirteenth session's kernel had 120 MB of the three largest
+resident) in a process without a GPU, which never runs that code. The nightly memory budget is
+2 GB (bench/README.md).
 
 ``madvise(MADV_DONTNEED)`` on those libraries' executable mappings takes their pages out of the
 process: the files stay in the page cache, which the kernel reclaims when it needs the memory,

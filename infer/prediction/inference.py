@@ -41,10 +41,11 @@ torch); ``$GROUNDBREAK_CPU_RUNTIME`` (torch, onnx, openvino) overrides it for ev
 Measured on the 2-core AMD EPYC (AVX2), ``bench/README.md``, "OpenVINO" and "The default
 runtime": the 4096^2 COG night of ``bench/country_bench.py`` with the default ensemble took
 27.0-30.6 s with OpenVINO against 37.5-48.5 s with torch (the model at 76-95 % of the matmul peak
-against 34-54 %), its peak 105 MB higher (1633 against 1528 MB); the ``.SAFE`` night 5 % shorter,
-the fast bundle about even. Alone, ONNX Runtime ran a 256 px window of the U-Net faster than
-torch, but inside the predictor it lost (4096^2 pairs, ``python bench/predict_bench.py --size
-4096 --runtimes torch,onnx``: torch 28.4 and 25.9 s, ONNX Runtime 32.7 and 31.0 s)."""
+against 34-54 %), its peak 105 MB higher (1633 against 1528 MB); the 4096^2 ``.SAFE`` night
+53.8 s against 67.7 s; the fast bundle about even (nineteenth session). Alone, ONNX Runtime ran a
+256 px window of the U-Net faster than torch, but inside the predictor it lost (4096^2 pairs,
+``python bench/predict_bench.py --size 4096 --runtimes torch,onnx``: torch 28.4 and 25.9 s, ONNX
+Runtime 32.7 and 31.0 s)."""
 CPU_RUNTIME_ENV = "GROUNDBREAK_CPU_RUNTIME"
 
 

@@ -88,17 +88,25 @@ def model_key(model: nn.Module, shape: tuple[int, ...]) -> str:
         kind = type(module)
         digest.update(f"{name}:{kind.__module__}.{kind.__qualname__}".encode())
         digest.update(repr(sorted(_plain_attributes(module).items())).encode())
-        source = inspect.getsourcefile(kind) if not kind.__module__.startswith("torch.") else None
+        source = _source_file(kind) if not kind.__module__.startswith("torch.") else None
         if source:
             folders.add(Path(source).parent)
     for path in sorted(p for folder in folders for p in folder.glob("*.py")):
         digest.update(path.read_bytes())
-    tensors = dict(model.named_parameters())
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters())
     tensors.update(model.named_buffers())
     for name, value in sorted(tensors.items()):
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:32]
+
+
+def _source_file(kind: type) -> str | None:
+    """The file that defines ``kind``, or None (a class from a compiled extension)."""
+    try:
+        return inspect.getsourcefile(kind)
+    except TypeError:
+        return None
 
 
 def _plain_attributes(module: nn.Module) -> dict[str, object]:
