@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", type=device_argument,
                         help="predictor device: auto, cpu, cuda... (key predictor)")
     parser.add_argument("--runtime", choices=RUNTIMES,
-                        help="what runs the model: auto (the default: OpenVINO for float32 on "
-                        "a CPU when installed, else torch), torch, onnx or openvino (key "
+                        help="what runs the model: auto (the default: torch, or what "
+                        "$GROUNDBREAK_CPU_RUNTIME names on a CPU), torch, onnx or openvino (key "
                         "predictor)")
     parser.add_argument("--cluster", metavar="SPEC",
                         help="predict pairs on Dask workers: local:N (N processes here) or "

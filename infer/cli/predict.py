@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         choices=RUNTIMES,
         default="auto",
-        help="what runs the model: auto (OpenVINO for float32 on a CPU when installed, else "
-        "torch), torch, onnx (ONNX Runtime) or openvino (OpenVINO); the last two on a CPU only, "
-        "see the README",
+        help="what runs the model: auto (torch, or what $GROUNDBREAK_CPU_RUNTIME names on a CPU), "
+        "torch, onnx (ONNX Runtime) or openvino (OpenVINO); the last two on a CPU only, see the "
+        "README",
     )
     parser.add_argument(
         "--devices",

@@ -30,22 +30,24 @@ always does). Measured as above: 0.042 s a window against 0.050 s in the default
 
 Runtime = Literal["auto", "torch", "onnx", "openvino"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
-"""What runs the model: ``"auto"`` (the default: :data:`CPU_RUNTIME` for float32 on a CPU,
-torch elsewhere), ``"torch"``, ``"onnx"`` (float32 on a CPU, the ``onnx`` extra: exports the
-model, then runs it with ONNX Runtime) or ``"openvino"`` (float32 on a CPU, the ``openvino``
-extra: converts the model, then runs it with OpenVINO)."""
+"""What runs the model: ``"auto"`` (the default: :data:`CPU_RUNTIME`, or
+``$GROUNDBREAK_CPU_RUNTIME``, for float32 on a CPU; torch elsewhere), ``"torch"``, ``"onnx"``
+(float32 on a CPU, the ``onnx`` extra: exports the model, then runs it with ONNX Runtime) or
+``"openvino"`` (float32 on a CPU, the ``openvino`` extra: converts the model, then runs it with
+OpenVINO)."""
 
-CPU_RUNTIME: Runtime = "openvino"
+CPU_RUNTIME: Runtime = "torch"
 """What ``runtime="auto"`` runs float32 on a CPU with, when its package is installed (else
 torch); ``$GROUNDBREAK_CPU_RUNTIME`` (torch, onnx, openvino) overrides it for every command.
-Measured on the 2-core AMD EPYC (AVX2), ``bench/README.md``, "OpenVINO" and "The default
-runtime": the 4096^2 COG night of ``bench/country_bench.py`` with the default ensemble took
-27.0-30.6 s with OpenVINO against 37.5-48.5 s with torch (the model at 76-95 % of the matmul peak
-against 34-54 %), its peak 105 MB higher (1633 against 1528 MB); the 4096^2 ``.SAFE`` night
-53.8 s against 67.7 s; the fast bundle about even (nineteenth session). Alone, ONNX Runtime ran a
-256 px window of the U-Net faster than torch, but inside the predictor it lost (4096^2 pairs,
-``python bench/predict_bench.py --size 4096 --runtimes torch,onnx``: torch 28.4 and 25.9 s, ONNX
-Runtime 32.7 and 31.0 s)."""
+Torch, although OpenVINO is faster: on the 2-core AMD EPYC (AVX2) the 4096^2 COG night of
+``bench/country_bench.py`` with the default ensemble took 27.0-30.6 s with OpenVINO against
+37.5-48.5 s with torch (the model at 76-95 % of the matmul peak against 34-54 %) and the 4096^2
+``.SAFE`` night 53.8 s against 67.7 s, but on a full 10980^2 ``.SAFE`` pair ``nightly`` with
+OpenVINO peaked at 4238 MB (regions) and 4075 MB (watch-list) where ``predict`` and ``rank``
+stayed at 1912 and 1938 MB, over the 2 GB budget, cause not found yet (``bench/README.md``, "The
+default runtime"). Alone, ONNX Runtime ran a 256 px window of the U-Net faster than torch, but
+inside the predictor it lost (4096^2 pairs, ``python bench/predict_bench.py --size 4096
+--runtimes torch,onnx``: torch 28.4 and 25.9 s, ONNX Runtime 32.7 and 31.0 s)."""
 CPU_RUNTIME_ENV = "GROUNDBREAK_CPU_RUNTIME"
 
 

@@ -247,8 +247,8 @@ class TiledPredictor:
             or ``"bf16"``.
         channels_last: Channels-last memory format for the torch runtime; None = the device's
             measured default.
-        runtime: What runs the model: ``"auto"`` (OpenVINO for float32 on a CPU when it is
-            installed, else torch), ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"``
+        runtime: What runs the model: ``"auto"`` (torch, or what ``$GROUNDBREAK_CPU_RUNTIME``
+            names for float32 on a CPU), ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"``
             (OpenVINO); the last two run float32 on a CPU and convert the model on the first
             window of each shape (seconds; OpenVINO keeps the converted graph for the next
             process). See :data:`~groundbreak.infer.prediction.inference.CPU_RUNTIME` for the

@@ -1,4 +1,4 @@
-"""The default runtime ``auto``: OpenVINO for float32 on a CPU when it is installed, torch
+"""The default runtime ``auto``: :data:`CPU_RUNTIME` (torch) for float32 on a CPU, torch
 elsewhere, ``$GROUNDBREAK_CPU_RUNTIME`` over both; what it chose is in the night's log."""
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ def no_pin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("no_pin")
-def test_auto_is_openvino_on_a_cpu_in_float32_when_installed_else_torch(
+def test_auto_is_the_cpu_runtime_in_float32_when_installed_else_torch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    assert check_runtime(CPU, "auto", None) == inference.CPU_RUNTIME == "torch"
+    monkeypatch.setattr(inference, "CPU_RUNTIME", "openvino")
     assert check_runtime(CPU, "auto", None) == ("openvino" if openvino_available() else "torch")
     assert check_runtime(CPU, "auto", torch.bfloat16) == "torch"  # OpenVINO runs float32 only
     assert check_runtime(torch.device("cuda"), "auto", None) == "torch"
@@ -53,9 +55,10 @@ def test_the_environment_variable_chooses_for_auto_and_is_checked(
 
 @pytest.mark.skipif(not openvino_available(), reason="the openvino extra is not installed")
 @pytest.mark.usefixtures("no_pin")
-def test_a_night_left_to_auto_runs_openvino_and_says_so(
-    fixtures_dir: Path, tmp_path: Path
+def test_a_night_left_to_auto_runs_what_the_variable_names_and_says_so(
+    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(CPU_RUNTIME_ENV, "openvino")
     root = fixtures_dir / "oscd" / "beirut"
     pairs = tmp_path / "pairs.csv"
     pairs.write_text(f"pair_id,before,after\nbeirut,{root / 'imgs_1'},{root / 'imgs_2'}\n")

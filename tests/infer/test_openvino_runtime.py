@@ -99,7 +99,8 @@ ARCHITECTURES = {
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_every_architecture_a_bundle_can_hold_runs_on_openvino(name: str) -> None:
-    """``auto`` runs OpenVINO on a CPU: none of the project's networks may fail to convert."""
+    """Whoever picks OpenVINO (``--runtime openvino``, ``$GROUNDBREAK_CPU_RUNTIME``) can run any
+    bundle of the project: none of its networks may fail to convert."""
     torch.manual_seed(0)
     model, _ = fold_batch_norms(build_change_model({**ARCHITECTURES[name], "in_channels": 4}))
     model.eval()
