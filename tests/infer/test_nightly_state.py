@@ -340,3 +340,22 @@ def test_device_and_runtime_flags_go_to_the_predictor_key_over_the_configs() -> 
     assert predictor_flags(parser.parse_args(["--state", "s"])) == {}
     with pytest.raises(SystemExit):
         parser.parse_args(["--state", "s", "--runtime", "tvm"])
+
+
+def test_stored_outlines_are_parsed_without_a_copy_as_wide_as_the_longest() -> None:
+    """One long outline among many short ones: the WKT parse must not pad every string to the
+    longest (a fixed-width unicode array cost 1.2 GB on a full tile's 23 000 sites)."""
+    import tracemalloc
+
+    from shapely.geometry import Point
+
+    from groundbreak.infer.nightly.outputs import _with_geometries
+
+    long_outline = Point(0, 0).buffer(1, quad_segs=2000).wkt  # about 200 kB of WKT
+    rows = [{"geometry": long_outline}] + [{"geometry": "POINT (1 2)"} for _ in range(500)]
+    tracemalloc.start()
+    parsed = _with_geometries(rows)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert parsed[1]["geometry"].equals(Point(1, 2)) and parsed[0]["geometry"].area > 3
+    assert peak < 20_000_000  # a padded copy would take 501 x 200 kB x 4 bytes = 400 MB
