@@ -203,15 +203,11 @@ class StageCollector(logging.Handler):
 
 
 def night_child(args: argparse.Namespace) -> None:
-    """Run one night over a pairs CSV; print its figures as JSON (in a child process prepared
-    as ``groundbreak nightly`` prepares its own: triton and pyarrow kept out, the CUDA
-    libraries' code pages dropped)."""
-    from groundbreak.infer.cli import keep_pyarrow_out, keep_triton_out
-    from groundbreak.infer.cli.cuda_pages import drop_cuda_code_pages
+    """Run one night over a pairs CSV; print its figures as JSON (in a child process
+    prepared as ``groundbreak nightly`` prepares its own: :func:`prepare_process`)."""
+    from groundbreak.infer.cli import prepare_process
 
-    keep_triton_out()
-    keep_pyarrow_out()
-    drop_cuda_code_pages()
+    prepare_process("nightly")
     from groundbreak.infer.nightly.config import build_config
     from groundbreak.infer.nightly.logging import NightLog
     from groundbreak.infer.nightly.runner import run_night

@@ -226,7 +226,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help="model bundle of every command (default: the default bundle)")
     parser.add_argument("--runtime", choices=RUNTIMES, default=None,
-                        help="what runs the model in every command (default: torch)")
+                        help="what runs the model in every command (default: each command's "
+                        "own, auto)")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -8,9 +8,9 @@ their own packages (``chips``: :mod:`groundbreak.datasets.cli`; ``train``, ``exp
 :mod:`groundbreak.infer.evaluation`).
 
 Each subcommand is imported only when it runs (:data:`COMMANDS` names its module as a string),
-so ``groundbreak --help`` stays fast; before an inference subcommand is imported, triton is kept
-out of the process on a machine without CUDA (:func:`keep_triton_out`: 74 MB less resident) and
-the CUDA libraries' code pages are taken out of it
+so ``groundbreak --help`` stays fast. Before a subcommand is imported, :func:`prepare_process`
+makes the process lean: an inference subcommand keeps triton out on a machine without CUDA
+(:func:`keep_triton_out`: 74 MB less resident) and takes the CUDA libraries' code pages out
 (:func:`~groundbreak.infer.cli.cuda_pages.drop_cuda_code_pages`: 226 MB less), and the commands
 that read and write no parquet file keep pyarrow out while they run
 (:func:`keep_pyarrow_out`). A subcommand is a function ``main(argv: list[str]) -> int``;
@@ -45,7 +45,7 @@ from groundbreak.infer.exit_codes import (
 )
 
 __all__ = ["COMMANDS", "INFERENCE_COMMANDS", "PARQUET_FREE_COMMANDS", "keep_pyarrow_out",
-           "keep_triton_out", "let_pyarrow_in", "main"]
+           "keep_triton_out", "let_pyarrow_in", "main", "prepare_process"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "chips": ("groundbreak.datasets.cli", "cut a dataset into chips and write a manifest"),
@@ -118,6 +118,16 @@ def let_pyarrow_in() -> None:
         del sys.modules["pyarrow"]
 
 
+def prepare_process(name: str) -> bool:
+    """Make this process lean for subcommand ``name`` before it is imported: triton and the
+    CUDA libraries' code out of an inference command, pyarrow out of a parquet-free one.
+    True if pyarrow was kept out (:func:`let_pyarrow_in` undoes it)."""
+    if name in INFERENCE_COMMANDS:
+        keep_triton_out()
+        drop_cuda_code_pages()
+    return name in PARQUET_FREE_COMMANDS and keep_pyarrow_out()
+
+
 def _not_triton_missing(record: logging.LogRecord) -> bool:
     """False for torch's "triton not found" warning (a logging filter)."""
     return not record.getMessage().startswith("triton not found")
@@ -140,10 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"groundbreak: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    if name in INFERENCE_COMMANDS:
-        keep_triton_out()
-        drop_cuda_code_pages()
-    pyarrow_kept_out = name in PARQUET_FREE_COMMANDS and keep_pyarrow_out()
+    pyarrow_kept_out = prepare_process(name)
     try:
         return _run(name, rest)
     finally:

@@ -65,7 +65,9 @@ def write_night_outputs(
                                          "changed_area_m2", "lon", "lat")}
         for row in best_per_site(rows) if str(row["site_id"]) in fresh
     ]
-    changes = pd.DataFrame(_with_geometries(state.night_changes(config.run_id, new_only=True)))
+    # changes.geojson is all the night's regions are written to: their lon/lat outlines only
+    changes = pd.DataFrame(_with_geometries(state.night_changes(config.run_id, new_only=True),
+                                            keys=("geometry",)))
     failures = pd.DataFrame(summary.failures, columns=list(FAILURE_COLUMNS))
     write_run_tables(run_dir, ranked, alerts, changes, failures)
     if config.report:
@@ -132,9 +134,11 @@ def _expanded(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return _with_geometries(out)
 
 
-def _with_geometries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with their WKT geometries parsed, one vectorised parse per column."""
-    for key in ("geometry", "grid_geometry"):
+def _with_geometries(
+    rows: list[dict[str, Any]], keys: Sequence[str] = ("geometry", "grid_geometry")
+) -> list[dict[str, Any]]:
+    """``rows`` with their WKT geometries under ``keys`` parsed, one vectorised parse a key."""
+    for key in keys:
         at = [i for i, row in enumerate(rows) if isinstance(row.get(key), str)]
         if at:
             # an object array: a list of str would become one fixed-width unicode array, each

@@ -175,6 +175,8 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
             finally:
                 log.end_progress()
         scored_seconds = time.perf_counter() - started
+        if predictor is not None:  # the outputs need the memory the model planned
+            predictor.release_runtime()
 
         write_night_outputs(config, state, summary, inputs.pairs, bundle,
                             getattr(predictor, "threshold", None))

@@ -8,14 +8,14 @@ predictor sees one window shape for scenes of at least a window, so it exports o
 
 from __future__ import annotations
 
-import re
-import time
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+from groundbreak.infer.prediction.compiled_model import CompiledChangeModel
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -52,7 +52,7 @@ def export_onnx(model: nn.Module, before: torch.Tensor, after: torch.Tensor) -> 
     return program.model_proto.SerializeToString()
 
 
-class OnnxChangeModel:
+class OnnxChangeModel(CompiledChangeModel):
     """A torch change model run by ONNX Runtime on the CPU, exported per input shape.
 
     Args:
@@ -60,49 +60,21 @@ class OnnxChangeModel:
         threads: ONNX Runtime's intra-op threads; default ``torch.get_num_threads()``.
     """
 
-    def __init__(self, model: nn.Module, threads: int | None = None) -> None:
-        self.model = model
-        self.threads = int(threads or torch.get_num_threads())
-        self._sessions: dict[tuple[int, ...], onnxruntime.InferenceSession] = {}
-        self.export_seconds = 0.0
-        """Time spent exporting the model and starting its sessions so far."""
+    compiling = "export the model to ONNX"
 
-    def __call__(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 1, H, W)`` of normalised float32 windows ``(B, C, H, W)``."""
-        session = self._session_for(before, after)
-        feeds = {
-            name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-            for name, x in zip(INPUT_NAMES, (before, after), strict=True)
-        }
-        return torch.from_numpy(session.run(None, feeds)[0])
-
-    def _session_for(
+    def _compile(
         self, before: torch.Tensor, after: torch.Tensor
     ) -> onnxruntime.InferenceSession:
-        """The session for these inputs' shape, exporting the model on first sight.
-
-        Raises:
-            RuntimeError: When the model does not export to ONNX.
-        """
-        shape = tuple(before.shape)
-        if shape in self._sessions:
-            return self._sessions[shape]
+        """An ONNX Runtime session of the model exported at these inputs' shape."""
         import onnxruntime as ort
 
-        started = time.perf_counter()
-        try:
-            graph = export_onnx(self.model, before.cpu(), after.cpu())
-        except Exception as err:  # the exporter raises many kinds
-            said = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()
-            raise RuntimeError(
-                f"could not export the model to ONNX; run it with runtime 'torch' "
-                f"({type(err).__name__}: {said[0][:200] if said else 'no message'})"
-            ) from err
+        graph = export_onnx(self.model, before, after)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         # Idle ORT threads would spin between windows and take the cores that read the next.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        self._sessions[shape] = session
-        self.export_seconds += time.perf_counter() - started
-        return session
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    def _run(self, compiled: onnxruntime.InferenceSession, inputs: list[np.ndarray]) -> np.ndarray:
+        """The session's logits (a new array)."""
+        return compiled.run(None, dict(zip(INPUT_NAMES, inputs, strict=True)))[0]

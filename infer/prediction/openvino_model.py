@@ -21,7 +21,6 @@ import inspect
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
+
+from groundbreak.infer.prediction.compiled_model import CompiledChangeModel
 
 if TYPE_CHECKING:
     import openvino
@@ -166,7 +167,7 @@ def keep_graph(converted: openvino.Model, folder: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-class OpenVinoChangeModel:
+class OpenVinoChangeModel(CompiledChangeModel):
     """A torch change model run by OpenVINO on the CPU, converted and compiled per input shape.
 
     Args:
@@ -175,27 +176,15 @@ class OpenVinoChangeModel:
         cache: Folder of converted graphs: True for :func:`cache_folder`, False for none.
     """
 
+    compiling = "convert the model to OpenVINO"
+
     def __init__(
         self, model: nn.Module, threads: int | None = None, cache: bool | str | Path = True
     ) -> None:
-        self.model = model
-        self.threads = int(threads or torch.get_num_threads())
+        super().__init__(model, threads)
         self.cache: Path | None = (
             cache_folder() if cache is True else Path(cache) if cache is not False else None
         )
-        self._requests: dict[tuple[int, ...], openvino.InferRequest] = {}
-        self.export_seconds = 0.0
-        """Time spent exporting, converting (or reading back) and compiling the model so far."""
-
-    def __call__(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 1, H, W)`` of normalised float32 windows ``(B, C, H, W)``."""
-        request = self._request_for(before, after)
-        inputs = [
-            np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-            for x in (before, after)
-        ]
-        request.infer(inputs)
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
     def _graph_for(self, shape: tuple[int, ...]) -> openvino.Model:
         """The graph for ``shape``: read back from the cache without exporting the model, else
@@ -211,35 +200,19 @@ class OpenVinoChangeModel:
             keep_graph(converted, folder)
         return converted
 
-    def _request_for(self, before: torch.Tensor, after: torch.Tensor) -> openvino.InferRequest:
-        """The inference request for these inputs' shape, converting the model on first sight.
-
-        Raises:
-            ValueError: When the two dates' windows differ in shape.
-            RuntimeError: When the model does not convert to OpenVINO.
-        """
-        shape = tuple(before.shape)
-        if tuple(after.shape) != shape:
-            raise ValueError(f"before {shape} and after {tuple(after.shape)} differ in shape")
-        if shape in self._requests:
-            return self._requests[shape]
+    def _compile(self, before: torch.Tensor, after: torch.Tensor) -> openvino.InferRequest:
+        """An inference request of the model compiled for these inputs' shape."""
         import openvino as ov
 
-        started = time.perf_counter()
-        try:
-            converted = self._graph_for(shape)
-        except Exception as err:  # the converter raises many kinds
-            said = str(err).strip().splitlines()
-            raise RuntimeError(
-                f"could not convert the model to OpenVINO; run it with runtime 'torch' "
-                f"({type(err).__name__}: {said[0][:200] if said else 'no message'})"
-            ) from err
         config = {
             "INFERENCE_NUM_THREADS": self.threads,
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32",  # as torch: no bf16 where the CPU has it
         }
-        compiled = ov.Core().compile_model(converted, "CPU", config)
-        self._requests[shape] = compiled.create_infer_request()
-        self.export_seconds += time.perf_counter() - started
-        return self._requests[shape]
+        converted = self._graph_for(tuple(before.shape))
+        return ov.Core().compile_model(converted, "CPU", config).create_infer_request()
+
+    def _run(self, compiled: openvino.InferRequest, inputs: list[np.ndarray]) -> np.ndarray:
+        """The request's logits, copied out of its output buffer."""
+        compiled.infer(inputs)
+        return compiled.get_output_tensor(0).data.copy()

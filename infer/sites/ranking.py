@@ -392,6 +392,9 @@ def rank_pairs(
             change_rows += scores.changes
         if on_pair_done is not None:
             on_pair_done(outcome)
+    release_runtime = getattr(predictor, "release_runtime", None)
+    if release_runtime is not None:  # the tables and report need the memory the model planned
+        release_runtime()
 
     ranked = rank_sites(site_rows)
     alerts = alert_rows(ranked, alert_threshold)

@@ -13,7 +13,6 @@ from torch import nn
 
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.cli import main as groundbreak
-from groundbreak.infer.prediction.inference import ChangeModel
 from groundbreak.infer.prediction.onnx_model import OnnxChangeModel, onnx_runtime_available
 from groundbreak.infer.prediction.openvino_model import OpenVinoChangeModel, openvino_available
 from groundbreak.infer.prediction.predictor import TiledPredictor
@@ -44,11 +43,6 @@ def shipped() -> ModelBundle:
 def read_band(path: Path) -> np.ndarray:
     with rasterio.open(path) as src:
         return src.read(1)
-
-
-def compiled_shapes(runner: ChangeModel) -> list[tuple[int, ...]]:
-    """The input shapes a runner has exported the model for."""
-    return sorted(getattr(runner, "_sessions", None) or getattr(runner, "_requests", {}))
 
 
 def test_prediction_matches_torch_on_a_real_pair(
@@ -91,10 +85,29 @@ def test_the_model_is_exported_once_per_shape_and_the_torch_model_kept_as_it_was
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(single, expected[:1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(again, logits)  # an output is copied, not aliased
-    assert compiled_shapes(runner) == [(1, 13, 64, 64), (2, 13, 64, 64)]
+    assert runner.compiled_shapes == [(1, 13, 64, 64), (2, 13, 64, 64)]
     assert runner.export_seconds > 0
     assert not model.training
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_a_released_runtime_compiles_again_for_the_next_pair(
+    runtime: str, shipped: ModelBundle, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    root = fixtures_dir / "oscd" / "beirut"
+    predictor = TiledPredictor(shipped, device="cpu", runtime=runtime)  # type: ignore[arg-type]
+    runner = predictor.runner
+    assert isinstance(runner, RUNNERS[runtime])
+    first = predictor.predict_pair(PairSpec("beirut", root / "imgs_1", root / "imgs_2").open(),
+                                   tmp_path / "first")
+    shapes, compiled = runner.compiled_shapes, runner.export_seconds
+    predictor.release_runtime()
+    assert shapes and runner.compiled_shapes == []
+    again = predictor.predict_pair(PairSpec("beirut", root / "imgs_1", root / "imgs_2").open(),
+                                   tmp_path / "again")
+    assert runner.compiled_shapes == shapes and runner.export_seconds > compiled
+    np.testing.assert_array_equal(read_band(again.probability_path),
+                                  read_band(first.probability_path))
 
 
 class BranchOnTheData(nn.Module):
