@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", type=device_argument,
                         help="predictor device: auto, cpu, cuda... (key predictor)")
     parser.add_argument("--runtime", choices=RUNTIMES,
-                        help="what runs the model: auto (the default: torch, or what "
-                        "$GROUNDBREAK_CPU_RUNTIME names on a CPU), torch, onnx or openvino (key "
-                        "predictor)")
+                        help="what runs the model: auto (the default: OpenVINO on a "
+                        "CPU when installed, else torch; $GROUNDBREAK_CPU_RUNTIME over it), "
+                        "torch, onnx or openvino (key predictor)")
     parser.add_argument("--cluster", metavar="SPEC",
                         help="predict pairs on Dask workers: local:N (N processes here) or "
                         "tcp://host:8786 (a running scheduler); none: in this process (key "

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         choices=RUNTIMES,
         default="auto",
-        help="what runs the model: auto (torch, or what $GROUNDBREAK_CPU_RUNTIME names on a CPU), "
+        help="what runs the model: auto (OpenVINO on a CPU when installed, else torch; "
+        "$GROUNDBREAK_CPU_RUNTIME over it), "
         "torch, onnx (ONNX Runtime) or openvino (OpenVINO); the last two on a CPU only, see the "
         "README",
     )

@@ -85,9 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", type=device_argument, default="auto",
                         help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="what runs the model: auto (torch, or what "
-                        "$GROUNDBREAK_CPU_RUNTIME names on a CPU), torch, onnx (ONNX Runtime) "
-                        "or openvino (OpenVINO); the last two on a CPU only, see the README")
+                        help="what runs the model: auto (OpenVINO on a CPU when "
+                        "installed, else torch; $GROUNDBREAK_CPU_RUNTIME over it), torch, onnx "
+                        "(ONNX Runtime) or openvino (OpenVINO); the last two on a CPU only, see "
+                        "the README")
     parser.add_argument("--cloud-mask", choices=CLOUD_MASK_MODES, default="auto",
                         help="clouds and shadows on either date are unobserved, never change: "
                         "auto (SCL, else s2cloudless on Sentinel-2 L1C), s2cloudless, scl, none")

@@ -247,12 +247,13 @@ class TiledPredictor:
             or ``"bf16"``.
         channels_last: Channels-last memory format for the torch runtime; None = the device's
             measured default.
-        runtime: What runs the model: ``"auto"`` (torch, or what ``$GROUNDBREAK_CPU_RUNTIME``
-            names for float32 on a CPU), ``"torch"``, ``"onnx"`` (ONNX Runtime) or ``"openvino"``
-            (OpenVINO); the last two run float32 on a CPU and convert the model on the first
-            window of each shape (seconds; OpenVINO keeps the converted graph for the next
-            process). See :data:`~groundbreak.infer.prediction.inference.CPU_RUNTIME` for the
-            measurement; :attr:`runtime` is the one chosen.
+        runtime: What runs the model: ``"auto"`` (OpenVINO for float32 on a CPU when it is
+            installed, else torch; ``$GROUNDBREAK_CPU_RUNTIME`` over it), ``"torch"``,
+            ``"onnx"`` (ONNX Runtime) or ``"openvino"`` (OpenVINO); the last two run float32 on
+            a CPU and convert the model on the first window of each shape (seconds; OpenVINO
+            keeps the converted graph for the next process). See
+            :data:`~groundbreak.infer.prediction.inference.CPU_RUNTIME` for the measurement;
+            :attr:`runtime` is the one chosen.
         cloud_mask: How clouds and their shadows are found on each date (``auto``,
             ``s2cloudless``, ``scl``, ``none``; see :mod:`groundbreak.datasets.clouds`). Pixels
             hidden on either date are nodata in the outputs. Each scene's mask is kept (the last
@@ -362,7 +363,7 @@ class TiledPredictor:
 
     def release_runtime(self) -> None:
         """Give back what a compiled runtime holds between pairs (OpenVINO plans its activations
-        once, about 250 MB for the default ensemble at the default window); the next pair
+        once: 148 MB for the default ensemble at the default window); the next pair
         compiles the model again. Nothing to give back with torch."""
         release = getattr(self.runner, "release", None)
         if release is not None:

@@ -1,4 +1,4 @@
-"""The default runtime ``auto``: :data:`CPU_RUNTIME` (torch) for float32 on a CPU, torch
+"""The default runtime ``auto``: :data:`CPU_RUNTIME` (OpenVINO) for float32 on a CPU, torch
 elsewhere, ``$GROUNDBREAK_CPU_RUNTIME`` over both; what it chose is in the night's log."""
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ def no_pin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_auto_is_the_cpu_runtime_in_float32_when_installed_else_torch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert check_runtime(CPU, "auto", None) == inference.CPU_RUNTIME == "torch"
-    monkeypatch.setattr(inference, "CPU_RUNTIME", "openvino")
+    assert inference.CPU_RUNTIME == "openvino"
     assert check_runtime(CPU, "auto", None) == ("openvino" if openvino_available() else "torch")
+    monkeypatch.setattr(inference, "CPU_RUNTIME", "torch")
+    assert check_runtime(CPU, "auto", None) == "torch"
+    monkeypatch.setattr(inference, "CPU_RUNTIME", "openvino")
     assert check_runtime(CPU, "auto", torch.bfloat16) == "torch"  # OpenVINO runs float32 only
     assert check_runtime(torch.device("cuda"), "auto", None) == "torch"
     monkeypatch.setattr(inference, "runtime_available", lambda runtime: runtime == "torch")
