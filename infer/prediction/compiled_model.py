@@ -22,6 +22,10 @@ from torch import nn
 _ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 
 
+class CompileError(RuntimeError):
+    """A model that does not compile for a runtime (torch runs it)."""
+
+
 class CompiledChangeModel(ABC):
     """A torch change model run by another CPU runtime, compiled once per input shape.
 
@@ -50,7 +54,7 @@ class CompiledChangeModel(ABC):
 
         Raises:
             ValueError: When the two dates' windows differ in shape.
-            RuntimeError: When the model does not compile for this runtime.
+            CompileError: When the model does not compile for this runtime.
         """
         shape = tuple(before.shape)
         if tuple(after.shape) != shape:
@@ -70,13 +74,13 @@ class CompiledChangeModel(ABC):
         self._compiled.clear()
 
     def _timed_compile(self, before: torch.Tensor, after: torch.Tensor) -> Any:
-        """:meth:`_compile`, timed, its many kinds of failure turned into one RuntimeError."""
+        """:meth:`_compile`, timed, its many kinds of failure turned into one CompileError."""
         started = time.perf_counter()
         try:
             compiled = self._compile(before, after)
         except Exception as err:  # exporters and converters raise many kinds
             said = _ANSI_CODES.sub("", str(err)).strip().splitlines()
-            raise RuntimeError(
+            raise CompileError(
                 f"could not {self.compiling}; run it with runtime 'torch' "
                 f"({type(err).__name__}: {said[0][:200] if said else 'no message'})"
             ) from err

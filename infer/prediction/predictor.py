@@ -48,6 +48,7 @@ from groundbreak.infer.prediction.blending import (
     RowBandBlender,
     blend_weights,
 )
+from groundbreak.infer.prediction.compiled_model import CompileError
 from groundbreak.infer.prediction.folding import fold_batch_norms
 from groundbreak.infer.prediction.inference import (
     ChangeModel,
@@ -251,9 +252,10 @@ class TiledPredictor:
             installed, else torch; ``$GROUNDBREAK_CPU_RUNTIME`` over it), ``"torch"``,
             ``"onnx"`` (ONNX Runtime) or ``"openvino"`` (OpenVINO); the last two run float32 on
             a CPU and convert the model on the first window of each shape (seconds; OpenVINO
-            keeps the converted graph for the next process). See
+            keeps the converted graph for the next process); a model that ``"auto"``'s choice
+            cannot convert runs with torch, with a RuntimeWarning. See
             :data:`~groundbreak.infer.prediction.inference.CPU_RUNTIME` for the measurement;
-            :attr:`runtime` is the one chosen.
+            :attr:`runtime` is the one running.
         cloud_mask: How clouds and their shadows are found on each date (``auto``,
             ``s2cloudless``, ``scl``, ``none``; see :mod:`groundbreak.datasets.clouds`). Pixels
             hidden on either date are nodata in the outputs. Each scene's mask is kept (the last
@@ -344,6 +346,9 @@ class TiledPredictor:
         self.precision: Precision = precision
         self.autocast = autocast_dtype(self.device, precision)
         self.runtime = check_runtime(self.device, runtime, self.autocast)
+        self._falls_back_to_torch = runtime == "auto" and self.runtime != "torch"
+        """Whether a model the chosen runtime cannot compile runs with torch (with a warning)
+        rather than failing: only a runtime ``auto`` chose."""
         self.channels_last = self.runtime == "torch" and use_channels_last(
             self.device, channels_last
         )
@@ -454,21 +459,33 @@ class TiledPredictor:
             shape = (0, *data.valid.shape[1:])
             probability = np.zeros(shape, dtype=np.float32)
         else:
-            with torch.inference_mode():
-                probability = (
-                    predict_probabilities(
-                        self.runner,
-                        torch.from_numpy(data.before).to(self.device),
-                        torch.from_numpy(data.after).to(self.device),
-                        tta=self.tta,
-                        autocast=self.autocast,
-                        channels_last=self.channels_last,
-                        forward_batch=self.forward_batch,
-                    )
-                    .cpu()
-                    .numpy()
-                )
+            try:
+                probability = self._probabilities(data)
+            except CompileError as err:
+                if not self._falls_back_to_torch:
+                    raise
+                warnings.warn(f"runtime 'auto' runs the model with torch: {err}",
+                              RuntimeWarning, stacklevel=2)
+                self.runner, self.runtime, self._falls_back_to_torch = self.model, "torch", False
+                probability = self._probabilities(data)
         return BatchPrediction(data.batch, data.kept, probability, data.valid)
+
+    def _probabilities(self, data: BatchInput) -> np.ndarray:
+        """The runner's change probabilities of a batch's kept windows."""
+        with torch.inference_mode():
+            return (
+                predict_probabilities(
+                    self.runner,
+                    torch.from_numpy(data.before).to(self.device),
+                    torch.from_numpy(data.after).to(self.device),
+                    tta=self.tta,
+                    autocast=self.autocast,
+                    channels_last=self.channels_last,
+                    forward_batch=self.forward_batch,
+                )
+                .cpu()
+                .numpy()
+            )
 
     def iter_inputs(
         self, source: PairInput, layout: WindowLayout, clock: StageClock | None = None
@@ -514,10 +531,11 @@ class TiledPredictor:
         the model to its own graph goes to its ``export`` stage, not the model's)."""
         clock = clock or StageClock()
         for data in self.iter_inputs(source, layout, clock):
-            exported = getattr(self.runner, "export_seconds", 0.0)
+            runner = self.runner  # the one whose export is timed, should 'auto' fall back
+            exported = getattr(runner, "export_seconds", 0.0)
             started = time.perf_counter()
             prediction = self.predict_batch(data)
-            exporting = getattr(self.runner, "export_seconds", 0.0) - exported
+            exporting = getattr(runner, "export_seconds", 0.0) - exported
             if exporting:
                 clock.add("export", exporting)
             clock.add("model", time.perf_counter() - started - exporting)
