@@ -16,6 +16,7 @@ from groundbreak.infer.cli import main as groundbreak
 from groundbreak.infer.prediction.onnx_model import OnnxChangeModel, onnx_runtime_available
 from groundbreak.infer.prediction.openvino_model import OpenVinoChangeModel, openvino_available
 from groundbreak.infer.prediction.predictor import TiledPredictor
+from groundbreak.infer.sites.ranking import rank_pairs
 from groundbreak.train.bundle import ModelBundle, default_bundle_path, load_bundle
 
 RUNNERS = {"onnx": OnnxChangeModel, "openvino": OpenVinoChangeModel}
@@ -108,6 +109,17 @@ def test_a_released_runtime_compiles_again_for_the_next_pair(
     assert runner.compiled_shapes == shapes and runner.export_seconds > compiled
     np.testing.assert_array_equal(read_band(again.probability_path),
                                   read_band(first.probability_path))
+
+
+def test_rank_gives_the_compiled_model_back_before_its_outputs(
+    runtime: str, shipped: ModelBundle, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    root = fixtures_dir / "oscd" / "beirut"
+    predictor = TiledPredictor(shipped, device="cpu", runtime=runtime)  # type: ignore[arg-type]
+    result = rank_pairs([PairSpec("beirut", root / "imgs_1", root / "imgs_2")], tmp_path / "run",
+                        shipped, predictor=predictor, write_report=False)
+    assert result.failures.empty and predictor.runner.export_seconds > 0  # type: ignore[union-attr]
+    assert predictor.runner.compiled_shapes == []  # type: ignore[union-attr]
 
 
 class BranchOnTheData(nn.Module):
