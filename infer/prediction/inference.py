@@ -45,7 +45,8 @@ the default ensemble took 27.0-30.6 s with it against 37.5-48.5 s with torch (th
 compiled model keeps its planned activations (about 150 MB) between windows, so the night and
 ``rank`` give them back once the pairs are scored (:meth:`TiledPredictor.release_runtime`); on a
 full 10980^2 ``.SAFE`` pair ``nightly`` then peaked at 1851 MB (1849 MB with a watch-list; torch
-1842 MB) and ``predict`` and ``rank`` at 1912 and 1938 MB, under the 2 GB goal
+1842 MB) and ``predict`` and ``rank`` at 1817 and 1840 MB, every COG row at 1678-1708 MB: under
+the 2 GB goal
 (``bench/README.md``, "OpenVINO the CPU default"). The first process to run a bundle at a window
 size converts it (4-6 s, kept in a cache folder). Alone, ONNX Runtime ran a 256 px window of the
 U-Net faster than torch, but inside the predictor it lost (4096^2 pairs, ``python
