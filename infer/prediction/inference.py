@@ -42,14 +42,13 @@ torch); ``$GROUNDBREAK_CPU_RUNTIME`` (torch, onnx, openvino) overrides it for ev
 OpenVINO: on the 2-core AMD EPYC (AVX2) the 4096^2 COG night of ``bench/country_bench.py`` with
 the default ensemble took 27.0-30.6 s with it against 37.5-48.5 s with torch (the model at 76-95
 % of the matmul peak against 34-54 %) and the 4096^2 ``.SAFE`` night 53.8 s against 67.7 s. Its
-compiled model keeps its planned activations (about 150 MB) between windows, so the night and
-``rank`` give them back once the pairs are scored (:meth:`TiledPredictor.release_runtime`); on a
-full 10980^2 ``.SAFE`` pair ``nightly`` then peaked at 1851 MB (1849 MB with a watch-list; torch
-1842 MB) and ``predict`` and ``rank`` at 1817 and 1840 MB, every COG row at 1678-1708 MB: under
-the 2 GB goal
-(``bench/README.md``, "OpenVINO the CPU default"). The first process to run a bundle at a window
-size converts it (4-6 s, kept in a cache folder). Alone, ONNX Runtime ran a 256 px window of the
-U-Net faster than torch, but inside the predictor it lost (4096^2 pairs, ``python
+compiled model keeps its planned activations (148 MB) between windows, so the night and ``rank``
+give them back once the pairs are scored (:meth:`TiledPredictor.release_runtime`); on a full
+10980^2 ``.SAFE`` pair ``nightly`` then peaked at 1851 MB (1849 MB with a watch-list; torch 1842
+MB) and ``predict`` and ``rank`` at 1817 and 1840 MB, every COG row at 1678-1708 MB: under the
+2 GB goal (``bench/README.md``, "OpenVINO the CPU default"). The first process to run a bundle
+at a window size converts it (4-6 s, kept in a cache folder). Alone, ONNX Runtime ran a 256 px
+window of the U-Net faster than torch, but inside the predictor it lost (4096^2 pairs, ``python
 bench/predict_bench.py --size 4096 --runtimes torch,onnx``: torch 28.4 and 25.9 s, ONNX Runtime
 32.7 and 31.0 s)."""
 CPU_RUNTIME_ENV = "GROUNDBREAK_CPU_RUNTIME"

@@ -99,8 +99,8 @@ ARCHITECTURES = {
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_every_architecture_a_bundle_can_hold_runs_on_openvino(name: str) -> None:
-    """Whoever picks OpenVINO (``--runtime openvino``, ``$GROUNDBREAK_CPU_RUNTIME``) can run any
-    bundle of the project: none of its networks may fail to convert."""
+    """OpenVINO (the CPU default of ``auto``, or ``--runtime openvino``) can run any bundle of
+    the project: none of its networks may fail to convert (``auto`` would fall back to torch)."""
     torch.manual_seed(0)
     model, _ = fold_batch_norms(build_change_model({**ARCHITECTURES[name], "in_channels": 4}))
     model.eval()
