@@ -45,15 +45,11 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import segmentation_models_pytorch as smp
-import timm
-import torch
-from safetensors.torch import save as save_weights
 
 from groundbreak.datasets.bands import normalize_band_name, normalize_band_names
 from groundbreak.datasets.errors import InputError
@@ -61,14 +57,16 @@ from groundbreak.datasets.normalization import normalize_bands
 from groundbreak.datasets.radiometry import OSCD_CONVENTION, Radiometry
 from groundbreak.datasets.scene import Scene
 from groundbreak.datasets.text_files import load_json_file
-from groundbreak.train.bundle_meta import validate_meta
-from groundbreak.train.bundle_weights import check_state_dict, check_weights_header, read_weights
-from groundbreak.train.model import (
-    ChangeModel,
+from groundbreak.train.architecture import (
     architecture_record,
-    build_change_model,
+    output_stride,
     public_encoder_name,
 )
+from groundbreak.train.bundle_meta import check_encoders, validate_meta
+from groundbreak.train.bundle_weights import check_weights_header
+
+if TYPE_CHECKING:
+    from groundbreak.train.model import ChangeModel
 
 FORMAT_VERSION = 3
 WEIGHTS_FILE = "model.safetensors"
@@ -86,7 +84,8 @@ class ModelBundle:
 
     Attributes:
         path: The bundle folder.
-        model: The change model, in eval mode, on the CPU.
+        model: The change model, in eval mode, on the CPU (built on first use: see
+            :attr:`model`).
         bands: Canonical names of the input bands, in channel order.
         mean: Per-band mean subtracted before the model (float32, one per band).
         std: Per-band standard deviation divided by before the model (float32, one per band).
@@ -96,13 +95,48 @@ class ModelBundle:
     """
 
     path: Path
-    model: ChangeModel = field(repr=False)
     bands: list[str]
     mean: np.ndarray
     std: np.ndarray
     chip_size: int
     threshold: float
     meta: dict[str, Any] = field(repr=False)
+    _model: ChangeModel | None = field(default=None, repr=False)
+    _files_model: ChangeModel | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def model(self) -> ChangeModel:
+        """The change model, in eval mode, on the CPU; built, and its weights read and checked,
+        the first time it is asked for (:func:`load_bundle` does so unless ``build=False``).
+
+        Raises:
+            InputError: When the architecture cannot be built or the weights do not fit it.
+        """
+        if self._model is None:
+            self._model = self._files_model = _built_model(self.path, self.meta)
+        return self._model
+
+    @property
+    def model_built(self) -> bool:
+        """Whether :attr:`model` has been built (torch, timm and smp imported)."""
+        return self._model is not None
+
+    @property
+    def model_from_files(self) -> bool:
+        """Whether :attr:`model` is (or, not yet built, will be) the one the bundle's files hold,
+        rather than one put in its place (:meth:`with_model`)."""
+        return self._model is None or self._model is self._files_model
+
+    def with_model(self, model: ChangeModel) -> ModelBundle:
+        """This bundle with ``model`` in place of its files' (e.g. a wrapped copy), for the
+        tools that run a changed model with the bundle's bands, normalisation and threshold."""
+        return replace(self, _model=model, _files_model=None)
+
+    @property
+    def output_stride(self) -> int:
+        """The factor window sides must be divisible by (the model's ``output_stride``, from the
+        architecture record: the model need not be built)."""
+        return output_stride(self.meta["architecture"])
 
     @property
     def name(self) -> str:
@@ -279,8 +313,12 @@ def save_bundle(
     record.setdefault("metrics", {})
     record = _json_safe(record)
     validate_meta(record, meta_path)
-    _check_strides(record, model, meta_path)
+    _check_strides(record, model.output_stride, meta_path)
     record["bands"] = normalize_band_names(record["bands"])
+
+    from safetensors.torch import save as save_weights
+
+    from groundbreak.train.bundle_weights import check_state_dict
 
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     check_state_dict(state, model, out_dir / WEIGHTS_FILE, "the model")  # finite weights only
@@ -294,8 +332,13 @@ def save_bundle(
     return out_dir
 
 
-def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
+def load_bundle(path: str | os.PathLike[str], build: bool = True) -> ModelBundle:
     """Load and check a model bundle folder (or its ``model.json``); never unpickles anything.
+
+    ``model.json`` and the weights' header are checked here whatever ``build`` says; with
+    ``build`` the model is built and its weights read and checked too, else on first use of
+    :attr:`ModelBundle.model` (a predictor that runs a kept OpenVINO graph never builds it, so
+    torch, timm and smp stay out of its process).
 
     Raises:
         InputError: For a checkpoint or pickle file, a path that is not a bundle, a missing or
@@ -305,16 +348,9 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
     meta = _read_meta(meta_path)
     check_weights_header(weights_path, meta["architecture"])
-    try:
-        model = build_change_model(_architecture_of(meta["architecture"]))
-    except (TypeError, ValueError) as err:
-        raise InputError(meta_path, f"architecture cannot be built: {err}") from err
-    _check_strides(meta, model, meta_path)
-    model.load_state_dict(read_weights(weights_path, model))
-    model.eval()
-    return ModelBundle(
+    _check_strides(meta, output_stride(meta["architecture"]), meta_path)
+    bundle = ModelBundle(
         path=folder,
-        model=model,
         bands=normalize_band_names(meta["bands"]),
         mean=np.asarray(meta["normalization"]["mean"], dtype=np.float32),
         std=np.asarray(meta["normalization"]["std"], dtype=np.float32),
@@ -322,12 +358,33 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
         threshold=float(meta["threshold"]),
         meta=meta,
     )
+    if build:
+        bundle.model  # noqa: B018  (built and checked now)
+    return bundle
 
 
-def _check_strides(meta: Mapping[str, Any], model: ChangeModel, meta_path: Path) -> None:
+def _built_model(folder: Path, meta: Mapping[str, Any]) -> ChangeModel:
+    """The model of a loaded bundle's checked ``model.json``, its weights read and checked."""
+    from groundbreak.train.bundle_weights import read_weights
+    from groundbreak.train.model import build_change_model
+
+    meta_path = folder / META_FILE
+    check_encoders(meta["architecture"], meta_path)
+    try:
+        model = build_change_model(_architecture_of(meta["architecture"]))
+    except (TypeError, ValueError) as err:
+        raise InputError(meta_path, f"architecture cannot be built: {err}") from err
+    if model.output_stride != output_stride(meta["architecture"]):  # a network's stride changed
+        raise InputError(meta_path, f"the model's output stride {model.output_stride} differs "
+                         f"from its record's {output_stride(meta['architecture'])}")
+    model.load_state_dict(read_weights(folder / WEIGHTS_FILE, model))
+    model.eval()
+    return model
+
+
+def _check_strides(meta: Mapping[str, Any], stride: int, meta_path: Path) -> None:
     """``chip_size``, ``window`` and ``window - overlap`` must be multiples of the model's
     output stride."""
-    stride = model.output_stride
     window, overlap = meta.get("window"), meta.get("overlap")
     sizes = [("chip_size", meta["chip_size"])]
     if window is not None:
@@ -342,6 +399,10 @@ def _check_strides(meta: Mapping[str, Any], model: ChangeModel, meta_path: Path)
 
 def library_versions() -> dict[str, str]:
     """The installed versions recorded in ``model.json["versions"]``."""
+    import segmentation_models_pytorch as smp
+    import timm
+    import torch
+
     return {
         "segmentation_models_pytorch": smp.__version__,
         "timm": timm.__version__,
@@ -485,7 +546,7 @@ def _json_safe(value: Any) -> Any:
         return [_json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    if type(value).__name__ == "Tensor" and value.numel() == 1:  # a torch scalar
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None

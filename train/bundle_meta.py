@@ -1,9 +1,11 @@
 """What a model bundle's ``model.json`` must hold, checked before anything is built.
 
-:func:`validate_meta` refuses a ``model.json`` whose bands, normalisation, chip size, thresholds,
-radiometry, date matching, versions or architecture are missing, of the wrong type or out of
-range, with one error naming the file and the key; widths and band counts are bounded so a
-hostile file cannot make loading allocate without limit.
+:func:`validate_meta` (which imports no torch, timm or smp) refuses a ``model.json`` whose
+bands, normalisation, chip size, thresholds, radiometry, date matching, versions or architecture
+are missing, of the wrong type or out of range, with one error naming the file and the key;
+widths and band counts are bounded so a hostile file cannot make loading allocate without limit.
+:func:`check_encoders` adds, where the model is built, that each U-Net's encoder is one smp can
+build.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ from groundbreak.datasets.bands import normalize_band_names
 from groundbreak.datasets.date_matching import DATE_MATCHING_MODES
 from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.radiometry import Radiometry
-from groundbreak.train.ensemble_network import MAX_MEMBERS
-from groundbreak.train.model import (
+from groundbreak.train.architecture import (
     ENSEMBLE,
     ENSEMBLE_KEYS,
     FC_KEYS,
     FUSIONS,
+    MAX_MEMBERS,
     NETWORKS,
-    is_known_encoder,
 )
 
 ARCHITECTURE_KEYS = ("fusion", "encoder_name", "encoder_depth", "decoder_channels", "in_channels")
@@ -181,12 +182,11 @@ def _validate_architecture(architecture: Mapping[str, Any], meta_path: Path, key
         raise InputError(
             meta_path, f"{key}.full_resolution must be true or false, got {full_resolution!r}"
         )
-    encoder = architecture["encoder_name"]
-    if not is_known_encoder(encoder):
+    if not isinstance(architecture["encoder_name"], str) or not architecture["encoder_name"]:
         raise InputError(
             meta_path,
             f"{key}.encoder_name must name a segmentation-models-pytorch encoder, got "
-            f"{encoder!r}",
+            f"{architecture['encoder_name']!r}",
         )
     depth = architecture["encoder_depth"]
     if not _is_int(depth) or not 1 <= depth <= 5:
@@ -204,6 +204,26 @@ def _validate_architecture(architecture: Mapping[str, Any], meta_path: Path, key
             f"{key}.decoder_channels must list {depth} integers (one per encoder stage) "
             f"from 1 to {MAX_DECODER_CHANNELS}, got {channels!r}",
         )
+
+
+def check_encoders(
+    architecture: Mapping[str, Any], meta_path: Path, key: str = "architecture"
+) -> None:
+    """Check that every U-Net of a validated record names an encoder smp can build (it imports
+    smp and timm, so it runs where the model is built, not in :func:`validate_meta`)."""
+    from groundbreak.train.model import is_known_encoder
+
+    if architecture.get("network", "unet") == ENSEMBLE:
+        for i, member in enumerate(architecture["members"]):
+            check_encoders(member, meta_path, f"{key}.members[{i}]")
+    elif architecture.get("network", "unet") == "unet":
+        encoder = architecture["encoder_name"]
+        if not is_known_encoder(encoder):
+            raise InputError(
+                meta_path,
+                f"{key}.encoder_name must name a segmentation-models-pytorch encoder, got "
+                f"{encoder!r}",
+            )
 
 
 def _validate_in_channels(in_channels: Any, meta_path: Path, key: str) -> None:

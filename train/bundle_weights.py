@@ -4,7 +4,7 @@ model is built, and tensor by tensor after.
 The header check refuses weights that do not fit the architecture ``model.json`` records (decoder
 widths, the head, the first convolution of an FC network) and any tensor that is not floating
 point, without allocating the model; the tensor check refuses missing, extra, misshapen and
-non-finite tensors. No pickle is ever read.
+non-finite tensors. No pickle is ever read. The header check imports no torch.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from groundbreak.datasets.errors import InputError
-from groundbreak.train.model import ChangeModel
+
+if TYPE_CHECKING:
+    import torch
+
+    from groundbreak.train.model import ChangeModel
 
 _LISTED = 5  # how many offending tensor names an error message lists
 _MAX_HEADER_BYTES = 100_000_000
@@ -139,6 +141,8 @@ def _header_dtype_ok(name: str, entry: Mapping[str, Any]) -> bool:
 
 def read_weights(weights_path: Path, model: ChangeModel) -> dict[str, torch.Tensor]:
     """Read ``model.safetensors`` and check its tensors against the model's state dict."""
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError) as err:
@@ -159,6 +163,8 @@ def check_state_dict(
     integer buffers (batch-norm counters) must be integers. The message lists a few of each
     kind, so a mismatched architecture is easy to spot.
     """
+    import torch
+
     expected = model.state_dict()
     missing = [name for name in expected if name not in state]
     extra = [name for name in state if name not in expected]
@@ -194,6 +200,8 @@ def check_state_dict(
 
 def _same_kind(tensor: torch.Tensor, reference: torch.Tensor) -> bool:
     """Whether a loaded tensor may stand for the model's: real floats for floats, ints for ints."""
+    import torch
+
     if reference.is_floating_point():
         return tensor.is_floating_point()
     return not (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool)

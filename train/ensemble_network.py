@@ -20,8 +20,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-MAX_MEMBERS = 8
-"""The most members an ensemble holds (a bundle asking for more is refused)."""
+from groundbreak.train.architecture import MAX_MEMBERS
 
 
 def logit_offset(threshold: float) -> float:

@@ -27,15 +27,13 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from groundbreak.train.architecture import FC_WIDTHS, RES_WIDTHS
+
 FC_FUSIONS = ("early", "siamese_diff", "siamese_concat")
 """How :class:`FCNet` combines the dates (FC-EF, FC-Siam-diff, FC-Siam-conc)."""
-FC_WIDTHS = (16, 32, 64, 128)
-"""Channels of the four levels of :class:`FCNet`."""
 FC_BLOCKS = (2, 2, 3, 3)
 """Conv-BN-ReLU-dropout blocks of each encoder level of :class:`FCNet`."""
 FC_DROPOUT = 0.2
-RES_WIDTHS = (8, 16, 32, 64, 128)
-"""Channels of :class:`FCEFRes` at full resolution, 1/2, 1/4, 1/8 and 1/16."""
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:

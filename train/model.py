@@ -41,50 +41,29 @@ anything else. The output is one logit per pixel, ``(B, 1, H, W)``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast
 
 import segmentation_models_pytorch as smp
 import timm
 import torch
 from torch import nn
 
+from groundbreak.train.architecture import (  # noqa: F401  (re-exported: the model's names)
+    ENSEMBLE,
+    ENSEMBLE_KEYS,
+    FC_KEYS,
+    FUSIONS,
+    NETWORKS,
+    UNET_KEYS,
+    Fusion,
+    Network,
+    architecture_record,
+    public_encoder_name,
+)
 from groundbreak.train.ensemble_network import ChangeEnsemble
 from groundbreak.train.fc_networks import FCEFRes, FCNet
 
-Fusion = Literal["early", "siamese_diff", "siamese_concat"]
-FUSIONS: tuple[str, ...] = get_args(Fusion)
-Network = Literal["unet", "fc", "fc_res"]
-NETWORKS: tuple[str, ...] = get_args(Network)
-"""``unet``: :class:`ChangeUNet`; ``fc``: FC-EF, FC-Siam-diff or FC-Siam-conc by fusion
-(:class:`FCNet`); ``fc_res``: FC-EF-Res (:class:`FCEFRes`)."""
-UNET_KEYS = ("fusion", "encoder_name", "encoder_depth", "decoder_channels", "in_channels")
-"""Architecture keys of a U-Net (``full_resolution`` is recorded only when on)."""
-FC_KEYS = ("network", "fusion", "in_channels")
-"""Architecture keys of the FC networks, whose layers are fixed."""
-ENSEMBLE = "ensemble"
-"""The ``network`` of a :class:`ChangeEnsemble` record (built from bundles, never trained)."""
-ENSEMBLE_KEYS = ("network", "members", "logit_offsets", "in_channels")
-"""Architecture keys of an ensemble: its members' records and their logit offsets."""
 FULL_RESOLUTION_CHANNELS = 16
-
-_TIMM_UNIVERSAL_ALIASES = ("timm-regnet", "timm-res2", "timm-resnest", "timm-mobilenetv3",
-                           "timm-gernet")
-"""smp's deprecated ``timm-`` encoder names that it builds as ``tu-`` (timm universal) encoders."""
-
-
-def public_encoder_name(name: str) -> str:
-    """The public smp name of an encoder: deprecated ``timm-`` aliases become their ``tu-`` name.
-
-    smp (>= 0.5) builds these aliases as the ``tu-`` encoder itself, so the weights are the same
-    (``timm-regnetx_002`` is ``tu-regnetx_002``; ``timm-mobilenetv3_*`` is ``tu-tf_mobilenetv3_*``).
-    Other names are returned unchanged.
-    """
-    if name.startswith(_TIMM_UNIVERSAL_ALIASES):
-        name = "tu-" + name[len("timm-"):]
-        if "mobilenetv3" in name:
-            name = name.replace("tu-", "tu-tf_", 1)
-    return name
-
 
 def is_known_encoder(name: object) -> bool:
     """Whether ``name`` is a string smp can build as an encoder (a public or aliased name)."""
@@ -298,36 +277,6 @@ def _drop_unused_stages(encoder: nn.Module, in_channels: int) -> None:
 ChangeModel = ChangeUNet | FCNet | FCEFRes | ChangeEnsemble
 """Any change model: ``model(before, after)`` gives logits; it has ``architecture``,
 ``output_stride``, ``in_channels`` and ``check_input``."""
-
-
-def architecture_record(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture record (``model.json["architecture"]``) of the model that ``values``
-    describe: task hyperparameters or a recorded architecture.
-
-    A U-Net records :data:`UNET_KEYS` (and ``full_resolution`` when on); an FC network
-    :data:`FC_KEYS`, its layers being fixed; an ensemble :data:`ENSEMBLE_KEYS`, with its
-    members' records. ``network`` defaults to ``"unet"``.
-
-    Raises:
-        KeyError: When a key the network needs is missing.
-        ValueError: For an unknown network.
-    """
-    network = values.get("network", "unet")
-    if network == ENSEMBLE:
-        return {
-            "network": ENSEMBLE,
-            "members": [architecture_record(member) for member in values["members"]],
-            "logit_offsets": [float(offset) for offset in values["logit_offsets"]],
-            "in_channels": int(values["in_channels"]),
-        }
-    if network not in NETWORKS:
-        raise ValueError(f"unknown network {network!r}; expected one of {', '.join(NETWORKS)}")
-    if network != "unet":
-        return {key: values[key] for key in FC_KEYS}
-    record = {key: values[key] for key in UNET_KEYS}
-    if values.get("full_resolution"):
-        record["full_resolution"] = True
-    return record
 
 
 def build_change_model(architecture: Mapping[str, Any]) -> ChangeModel:

@@ -11,8 +11,9 @@ Each subcommand is imported only when it runs (:data:`COMMANDS` names its module
 so ``groundbreak --help`` stays fast. Before a subcommand is imported, :func:`prepare_process`
 makes the process lean: an inference subcommand keeps triton out on a machine without CUDA
 (:func:`keep_triton_out`: 74 MB less resident) and takes the CUDA libraries' code pages out
-(:func:`~groundbreak.infer.cli.cuda_pages.drop_cuda_code_pages`: 226 MB less), and the commands
-that read and write no parquet file keep pyarrow out while they run
+(:func:`~groundbreak.infer.prediction.cuda_pages.drop_cuda_code_pages`: 226 MB less; the
+prediction commands import torch only if they run it, and the predictor drops those pages then),
+and the commands that read and write no parquet file keep pyarrow out while they run
 (:func:`keep_pyarrow_out`). A subcommand is a function ``main(argv: list[str]) -> int``;
 :func:`main` returns every exit code rather than raising SystemExit. A usage error exits 2 with
 argparse's message; bad input (:class:`InputError`) or a user's bad path (any other
@@ -36,13 +37,14 @@ import warnings
 from collections.abc import Sequence
 
 from groundbreak.datasets.errors import InputError, is_disk_full
-from groundbreak.infer.cli.cuda_pages import drop_cuda_code_pages
 from groundbreak.infer.exit_codes import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_STATE_DAMAGED,
     EXIT_STOPPED,
 )
+from groundbreak.infer.prediction.cuda_pages import drop_cuda_code_pages
+from groundbreak.train.devices import gpu_driver_absent
 
 __all__ = ["COMMANDS", "INFERENCE_COMMANDS", "PARQUET_FREE_COMMANDS", "keep_pyarrow_out",
            "keep_triton_out", "let_pyarrow_in", "main", "prepare_process"]
@@ -71,7 +73,9 @@ INFERENCE_COMMANDS = frozenset({"predict", "rank", "nightly", "demo", "evaluate"
 
 PARQUET_FREE_COMMANDS = frozenset({"predict", "rank", "nightly", "demo"})
 """Inference subcommands that read and write no parquet file (a chips manifest is one), so
-pyarrow is kept out of them (:func:`keep_pyarrow_out`)."""
+pyarrow is kept out of them (:func:`keep_pyarrow_out`). They are also the ones that may run
+without torch (an OpenVINO graph kept from an earlier run); the other inference commands import
+it at once, so that its CUDA code is dropped before they start."""
 
 
 def keep_triton_out() -> bool:
@@ -85,11 +89,16 @@ def keep_triton_out() -> bool:
     triton is imported, or with a CUDA device (where it could serve ``torch.compile``). Torch's
     FLOP counter (imported with Lightning, e.g. by ``evaluate``) would then warn on every start
     that triton is missing: that one warning is dropped, as it is this choice, not a fault.
+    Torch is not imported to tell where no GPU driver is there to see
+    (:func:`~groundbreak.train.devices.gpu_driver_absent`).
     """
-    import torch
-
-    if "triton" in sys.modules or torch.cuda.is_available():
+    if "triton" in sys.modules:
         return False
+    if "torch" in sys.modules or not gpu_driver_absent():
+        import torch
+
+        if torch.cuda.is_available():
+            return False
     sys.modules["triton"] = None  # type: ignore[assignment]
     logging.getLogger("torch.utils.flop_counter").addFilter(_not_triton_missing)
     return True
@@ -124,6 +133,8 @@ def prepare_process(name: str) -> bool:
     True if pyarrow was kept out (:func:`let_pyarrow_in` undoes it)."""
     if name in INFERENCE_COMMANDS:
         keep_triton_out()
+        if name not in PARQUET_FREE_COMMANDS:
+            import torch  # noqa: F401  (they run it: imported now, its CUDA code dropped now)
         drop_cuda_code_pages()
     return name in PARQUET_FREE_COMMANDS and keep_pyarrow_out()
 

@@ -110,7 +110,8 @@ def main(argv: Sequence[str]) -> int:
     from groundbreak.infer.prediction.predictor import TiledPredictor
     from groundbreak.train.bundle import default_bundle_path, load_bundle
 
-    bundle = load_bundle(args.model if args.model is not None else default_bundle_path())
+    bundle = load_bundle(args.model if args.model is not None else default_bundle_path(),
+                         build=False)  # built by the predictor if it must
     before = open_scene(args.before, nodata=args.nodata)
     after = open_scene(args.after, nodata=args.nodata)
     for scene, mask in ((before, args.before_mask), (after, args.after_mask)):

@@ -127,7 +127,7 @@ def main(argv: Sequence[str]) -> int:
         pairs = [spec if spec.nodata is not None else replace(spec, nodata=args.nodata)
                  for spec in pairs]
     sites = load_watch_list(args.sites) if args.sites else None
-    bundle = load_bundle(args.model if args.model else default_bundle_path())
+    bundle = load_bundle(args.model if args.model else default_bundle_path(), build=False)
     from groundbreak.infer.prediction.predictor import TiledPredictor
 
     try:

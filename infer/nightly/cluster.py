@@ -173,7 +173,7 @@ def _worker_model(job: PairJob) -> Any:
                 raise InputError(job.model, "model bundle differs from the one the night "
                                  "started with (workers must see the same files)")
             _forget_loaded("model")  # a long-lived worker keeps one night's model
-            _LOADED[key] = TiledPredictor(load_bundle(job.model), **job.predictor)
+            _LOADED[key] = TiledPredictor(load_bundle(job.model, build=False), **job.predictor)
         return _LOADED[key]
 
 

@@ -87,7 +87,7 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
     log.log_to(run_dir / LOG_JSONL)
     try:
         model_path = config.model or default_bundle_path()
-        bundle = load_bundle(model_path)
+        bundle = load_bundle(model_path, build=False)  # built by the predictor if it must
         hasher = ContentHasher(state)
         model_hash = hasher.bundle_hash(bundle.path)
         sites = load_watch_list(config.sites) if config.sites is not None else None
@@ -134,7 +134,7 @@ def _run_locked(config: NightlyConfig, state: NightlyState, log: NightLog) -> Ni
             state.finish_run(attempt, "failed", EXIT_BAD_CONFIG, summary.to_dict())
             raise
         if predictor is not None:  # what "auto" chose, for whoever reads the log
-            log.event("predictor_ready", device=str(predictor.device), runtime=predictor.runtime)
+            log.event("predictor_ready", device=predictor.device_name, runtime=predictor.runtime)
         scorer = PairScorer(config, state, hasher, bundle, predictor, sites, sites_hash,
                             model_hash, attempt, run_dir)
 

@@ -12,13 +12,13 @@ import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from groundbreak.infer.prediction.compiled_model import CompiledChangeModel
 
 if TYPE_CHECKING:
     import onnxruntime
+    import torch
+    from torch import nn
 
 INPUT_NAMES = ("before", "after")
 
@@ -36,6 +36,8 @@ def onnx_runtime_available() -> bool:
 
 def export_onnx(model: nn.Module, before: torch.Tensor, after: torch.Tensor) -> bytes:
     """The serialised ONNX graph of ``model(before, after)`` at these inputs' shapes."""
+    import torch
+
     was_training = model.training
     model.eval()
     try:
@@ -57,20 +59,21 @@ class OnnxChangeModel(CompiledChangeModel):
 
     Args:
         model: The torch change model (float32, on the CPU). It is not modified.
-        threads: ONNX Runtime's intra-op threads; default ``torch.get_num_threads()``.
+        threads: ONNX Runtime's intra-op threads; default
+            :func:`~groundbreak.infer.prediction.compiled_model.default_threads`.
     """
 
     compiling = "export the model to ONNX"
 
-    def _compile(
-        self, before: torch.Tensor, after: torch.Tensor
-    ) -> onnxruntime.InferenceSession:
-        """An ONNX Runtime session of the model exported at these inputs' shape."""
+    def _compile(self, shape: tuple[int, ...]) -> onnxruntime.InferenceSession:
+        """An ONNX Runtime session of the model exported at inputs of ``shape``."""
         import onnxruntime as ort
+        import torch
 
-        graph = export_onnx(self.model, before, after)
+        # two distinct example tensors: one tensor passed twice would export one input
+        graph = export_onnx(self.model, torch.zeros(shape), torch.zeros(shape))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = self.threads or 0  # 0: ONNX Runtime's own choice
         # Idle ORT threads would spin between windows and take the cores that read the next.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])

@@ -4,10 +4,14 @@
 It converts the torch model the first time it sees an input shape (``torch.export``, then
 ``openvino.convert_model``: 4-6 s for the default ensemble on 2 cores) and runs an OpenVINO CPU
 model compiled for that shape from then on, in float32 (the CPU plugin would otherwise run bf16
-on CPUs that have it). The converted graph is kept in a cache folder (:func:`cache_folder`),
-named by a hash of the model (:func:`model_key`: its modules, their packages' source files, its
-weights), the shape and the versions, so a later process reads the graph back without exporting
-the model (which took 1.5 s and kept about 40 MB for the default ensemble).
+on CPUs that have it). The converted graphs are kept in a cache folder (:func:`cache_folder`),
+one folder a model, named by a hash of it and the versions, and in it one graph a shape, so a
+later process reads the graph back without exporting the model (which took 1.5 s and kept about
+40 MB for the default ensemble). A bundle's model is named by its files
+(:func:`bundle_key`), so a process that finds its graphs kept never builds the torch model: the
+predictor then imports neither timm nor smp (2.2 s and 200 MB of a night's start on the 2-core
+machine); a bare model is named by its modules, their packages' source files and its weights
+(:func:`model_key`).
 
 A compiled model plans its activations' memory once and reuses it for every window, where torch
 allocates and frees them per forward pass; that is most of its lead on the 2-core machine
@@ -26,13 +30,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from groundbreak.infer.prediction.compiled_model import CompiledChangeModel
+from groundbreak.infer.prediction.compiled_model import CompiledChangeModel, ModelSource
+from groundbreak.train import architecture
 
 if TYPE_CHECKING:
     import openvino
+    import torch
+    from torch import nn
 
 
 def openvino_available() -> bool:
@@ -60,6 +65,8 @@ def export_program(
     """``torch.export`` of ``model(before, after)`` at these inputs' shapes; it refuses a
     forward whose control flow depends on the data (a trace would keep one branch without a
     word)."""
+    import torch
+
     was_training = model.training
     model.eval()
     try:
@@ -70,19 +77,24 @@ def export_program(
         model.train(was_training)
 
 
-KEY_FORMAT = "model-2"
-"""Bumped whenever what :func:`model_key` covers changes, so older entries are never read."""
+KEY_FORMAT = "model-3"
+"""Bumped whenever what :func:`model_key` or :func:`bundle_key` covers changes, or the cache's
+layout, so older entries are never read."""
+
+KEY_LIBRARIES = ("torch", "segmentation-models-pytorch", "timm", "openvino")
+"""The installed packages whose versions :func:`bundle_key` covers."""
 
 
-def model_key(model: nn.Module, shape: tuple[int, ...]) -> str:
-    """A name for the OpenVINO graph of ``model`` at input ``shape``, computed without exporting
-    it: the modules' structure and plain attributes, the source files of the packages their
-    classes come from (torch's own are covered by its version), every parameter and buffer, the
-    shape and the libraries' versions."""
+def model_key(model: nn.Module) -> str:
+    """A name for the OpenVINO graphs of ``model``, computed without exporting it: the modules'
+    structure and plain attributes, the source files of the packages their classes come from
+    (torch's own are covered by its version), every parameter and buffer and the libraries'
+    versions."""
     import openvino as ov
+    import torch
 
     digest = hashlib.sha256()
-    for part in (KEY_FORMAT, repr(model), repr(shape), torch.__version__, ov.__version__):
+    for part in (KEY_FORMAT, repr(model), torch.__version__, ov.__version__):
         digest.update(part.encode())
     folders: set[Path] = set()
     for name, module in model.named_modules():
@@ -99,7 +111,39 @@ def model_key(model: nn.Module, shape: tuple[int, ...]) -> str:
     for name, value in sorted(tensors.items()):
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
         digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:32]
+    return "model-" + digest.hexdigest()[:32]
+
+
+def bundle_key(folder: str | os.PathLike[str]) -> str:
+    """A name for the OpenVINO graphs of a bundle's model as the predictor runs it, computed
+    without building the model: the bundle's two files, the source files of the code that builds
+    and folds it (``groundbreak.train``, :mod:`.folding`) and the versions of the libraries that
+    build and convert it (:data:`KEY_LIBRARIES`; an installed package's source changes with its
+    version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from groundbreak.train.bundle import META_FILE, WEIGHTS_FILE
+
+    digest = hashlib.sha256(KEY_FORMAT.encode())
+    for package in KEY_LIBRARIES:
+        try:
+            digest.update(f"{package}={version(package)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package}=none".encode())
+    here = Path(__file__).resolve().parent
+    train = Path(architecture.__file__).resolve().parent
+    for path in [*sorted(train.glob("*.py")), here / "folding.py", Path(__file__).resolve()]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    for name in (META_FILE, WEIGHTS_FILE):
+        digest.update(name.encode())
+        digest.update(hashlib.sha256((Path(folder) / name).read_bytes()).digest())
+    return "bundle-" + digest.hexdigest()[:32]
+
+
+def shape_name(shape: tuple[int, ...]) -> str:
+    """The folder of one input shape's graph in a model's cache folder: ``1x13x512x512``."""
+    return "x".join(str(int(size)) for size in shape)
 
 
 def _source_file(kind: type) -> str | None:
@@ -171,28 +215,54 @@ class OpenVinoChangeModel(CompiledChangeModel):
     """A torch change model run by OpenVINO on the CPU, converted and compiled per input shape.
 
     Args:
-        model: The torch change model (float32, on the CPU). It is not modified.
-        threads: OpenVINO's inference threads; default ``torch.get_num_threads()``.
+        model: The torch change model (float32, on the CPU; it is not modified), or a function
+            that makes it, called only when a shape's graph is not kept.
+        threads: OpenVINO's inference threads; default
+            :func:`~groundbreak.infer.prediction.compiled_model.default_threads`.
         cache: Folder of converted graphs: True for :func:`cache_folder`, False for none.
+        key: The model's name in the cache (:func:`bundle_key` for a bundle's); default
+            :func:`model_key` of the model.
     """
 
     compiling = "convert the model to OpenVINO"
 
     def __init__(
-        self, model: nn.Module, threads: int | None = None, cache: bool | str | Path = True
+        self,
+        model: ModelSource,
+        threads: int | None = None,
+        cache: bool | str | Path = True,
+        key: str | None = None,
     ) -> None:
         super().__init__(model, threads)
         self.cache: Path | None = (
             cache_folder() if cache is True else Path(cache) if cache is not False else None
         )
+        self._key = key
+
+    @property
+    def key(self) -> str:
+        """The model's name in the cache."""
+        if self._key is None:
+            self._key = model_key(self.model)
+        return self._key
+
+    def has_kept_graphs(self) -> bool:
+        """Whether the cache holds a graph of this model for some shape (then its files were
+        checked and converted once already, by this process or an earlier one)."""
+        if self.cache is None:
+            return False
+        kept = self.cache.glob(f"{self.key}/*/model.xml")
+        return any(not path.parent.name.startswith(".") for path in kept)  # not one being saved
 
     def _graph_for(self, shape: tuple[int, ...]) -> openvino.Model:
         """The graph for ``shape``: read back from the cache without exporting the model, else
         exported, converted and kept."""
-        folder = self.cache / model_key(self.model, shape) if self.cache is not None else None
+        folder = self.cache / self.key / shape_name(shape) if self.cache is not None else None
         kept = kept_graph(folder) if folder is not None else None
         if kept is not None:
             return kept
+        import torch
+
         # two distinct example tensors: one tensor passed twice would export one input
         program = export_program(self.model, torch.zeros(shape), torch.zeros(shape))
         converted = converted_graph(program, shape)
@@ -200,16 +270,17 @@ class OpenVinoChangeModel(CompiledChangeModel):
             keep_graph(converted, folder)
         return converted
 
-    def _compile(self, before: torch.Tensor, after: torch.Tensor) -> openvino.InferRequest:
-        """An inference request of the model compiled for these inputs' shape."""
+    def _compile(self, shape: tuple[int, ...]) -> openvino.InferRequest:
+        """An inference request of the model compiled for inputs of ``shape``."""
         import openvino as ov
 
-        config = {
-            "INFERENCE_NUM_THREADS": self.threads,
+        config: dict[str, object] = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32",  # as torch: no bf16 where the CPU has it
         }
-        converted = self._graph_for(tuple(before.shape))
+        if self.threads:  # else OpenVINO's own choice
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        converted = self._graph_for(shape)
         return ov.Core().compile_model(converted, "CPU", config).create_infer_request()
 
     def _run(self, compiled: openvino.InferRequest, inputs: list[np.ndarray]) -> np.ndarray:

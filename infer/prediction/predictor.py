@@ -3,11 +3,12 @@
 :class:`TiledPredictor` slides overlapping windows over the pair grid (:mod:`.tiling`), runs the
 model on batches of them (:mod:`.inference`), blends the overlaps with smooth weights
 (:mod:`.blending`) and writes ``probability.tif`` and ``mask.tif`` on the pair grid
-(:mod:`.raster_io`). Memory stays bounded whatever the scene size: each batch of windows is read
-as one block, only the output rows that windows in flight touch are kept, and finished rows are
-written as they complete.
+(:mod:`.blended_writing`, :mod:`.raster_io`). Memory stays bounded whatever the scene size: each
+batch of windows is read as one block, only the output rows that windows in flight touch are
+kept, and finished rows are written as they complete. With OpenVINO and its graphs kept from an
+earlier run, the predictor never imports torch (:attr:`TiledPredictor.model` is made on first
+use).
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -16,13 +17,12 @@ import os
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from groundbreak.datasets.clouds import (
     CLOUD_MASK_MODES,
@@ -39,31 +39,25 @@ from groundbreak.datasets.scene import (
     Scene,
     bands_kept,
     files_kept_open,
-    release_free_heap,
     strip_block_cache_bytes,
 )
-from groundbreak.infer.prediction.blending import (
-    BLEND_MODES,
-    BlendMode,
-    RowBandBlender,
-    blend_weights,
-)
-from groundbreak.infer.prediction.compiled_model import CompileError
-from groundbreak.infer.prediction.folding import fold_batch_norms
+from groundbreak.infer.prediction.blended_writing import BatchPrediction, write_blended
+from groundbreak.infer.prediction.blending import BLEND_MODES, BlendMode
+from groundbreak.infer.prediction.compiled_model import CompiledChangeModel, CompileError
+from groundbreak.infer.prediction.cuda_pages import drop_cuda_code_pages
 from groundbreak.infer.prediction.inference import (
     ChangeModel,
     Precision,
     Runtime,
     autocast_dtype,
     check_runtime,
+    compiled_probabilities,
     forward_batch_for,
     predict_probabilities,
     use_channels_last,
 )
 from groundbreak.infer.prediction.raster_io import (
-    BLOCK_SIZE,
     GDAL_CACHE_BYTES,
-    PredictionRasterWriter,
     bounded_gdal_cache,
 )
 from groundbreak.infer.prediction.stage_clock import StageClock, prefetched
@@ -76,9 +70,11 @@ from groundbreak.infer.prediction.tiling import (
     round_down,
     round_up,
 )
-from groundbreak.train.devices import resolve_device
+from groundbreak.train.devices import resolve_device_name
 
 if TYPE_CHECKING:
+    import torch
+
     from groundbreak.train.bundle import ModelBundle
 
 DEFAULT_WINDOW = 256
@@ -164,67 +160,6 @@ class PredictionResult:
         )
 
 
-@dataclass
-class BatchPrediction:
-    """The model's probabilities for the kept windows of one batch (see :class:`BatchInput`)."""
-
-    batch: WindowBatch
-    kept: np.ndarray
-    probability: np.ndarray
-    valid: np.ndarray
-
-
-def write_blended(
-    predictions: Iterable[BatchPrediction],
-    layout: WindowLayout,
-    grid: Grid,
-    out_dir: str | os.PathLike[str],
-    threshold: float,
-    blend: BlendMode = "cosine",
-    clock: StageClock | None = None,
-) -> tuple[Path, Path, float]:
-    """Blend batch predictions (in batch order) into ``probability.tif`` and ``mask.tif``.
-
-    ``clock`` gets the seconds of blending (``blend``) and of writing (``write``).
-
-    Returns:
-        (probability path, mask path, valid fraction).
-    """
-    clock = clock or StageClock()
-    weights = blend_weights(layout.window_height, layout.window_width, blend)
-    with PredictionRasterWriter(out_dir, grid, threshold) as writer:
-
-        def write_rows(row_off: int, rows: np.ndarray) -> None:
-            with clock.time("write"):
-                writer.write_rows(row_off, rows)
-
-        blender = RowBandBlender(
-            layout.height, layout.width, weights, write_rows, flush_rows=BLOCK_SIZE
-        )
-        written_before = clock.seconds.get("write", 0.0)
-        blending = 0.0  # blender time, writes included; the predictions' making is not
-        row_off = 0
-        for prediction in predictions:
-            started = time.perf_counter()
-            batch = prediction.batch
-            blender.complete_rows_before(batch.row_off)
-            if batch.row_off != row_off:  # a new row band of windows
-                row_off = batch.row_off
-                release_free_heap()
-            for k, i in enumerate(prediction.kept):
-                blender.add(
-                    batch.row_off, batch.col_offs[i], prediction.probability[k], prediction.valid[k]
-                )
-            blending += time.perf_counter() - started
-        started = time.perf_counter()
-        blender.close()
-        blending += time.perf_counter() - started
-        clock.add("blend", blending - (clock.seconds.get("write", 0.0) - written_before))
-        with clock.time("write"):
-            probability_path, mask_path = writer.commit()
-    return probability_path, mask_path, writer.valid_fraction
-
-
 class TiledPredictor:
     """Predicts change over whole tile pairs with overlapping, blended windows.
 
@@ -305,7 +240,7 @@ class TiledPredictor:
             bundle.date_matching if date_matching is None else date_matching
         )
         self.bundle = bundle
-        self.multiple = int(getattr(bundle.model, "output_stride", 32))
+        self.multiple = bundle.output_stride
         chip = int(bundle.chip_size or 0)
         if window is None:
             window = bundle.window
@@ -342,29 +277,60 @@ class TiledPredictor:
         self.batch_size = int(batch_size)
         self.tta = tta
         self.blend: BlendMode = blend
-        self.device = resolve_device(device)
+        self.device_name = resolve_device_name(device)
+        """The device the model runs on: ``"cpu"``, ``"cuda"``, ``"cuda:1"``..."""
         self.precision: Precision = precision
-        self.autocast = autocast_dtype(self.device, precision)
-        self.runtime = check_runtime(self.device, runtime, self.autocast)
+        self.autocast = autocast_dtype(self.device_name, precision)
+        self.runtime = check_runtime(self.device_name, runtime, self.autocast)
         self._falls_back_to_torch = runtime == "auto" and self.runtime != "torch"
         """Whether a model the chosen runtime cannot compile runs with torch (with a warning)
         rather than failing: only a runtime ``auto`` chose."""
         self.channels_last = self.runtime == "torch" and use_channels_last(
-            self.device, channels_last
+            self.device_name, channels_last
         )
-        self.forward_batch = forward_batch_for(self.device, self.batch_size)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        model, _ = fold_batch_norms(bundle.model)  # a folded copy; the bundle's is untouched
-        self.model = model.to(self.device, memory_format=memory_format)
-        self.runner: ChangeModel = self.model
-        if self.runtime == "onnx":
+        self.forward_batch = forward_batch_for(self.device_name, self.batch_size)
+        self._model: torch.nn.Module | None = None
+        self.runner: ChangeModel
+        if self.runtime == "openvino":
+            from groundbreak.infer.prediction.openvino_model import (
+                OpenVinoChangeModel,
+                bundle_key,
+            )
+
+            key = bundle_key(bundle.path) if bundle.model_from_files else None
+            runner = OpenVinoChangeModel(lambda: self.model, key=key)
+            if not runner.has_kept_graphs():  # converted before: its files were checked then
+                runner.model  # noqa: B018  (built now: a bundle that fails, fails before any pair)
+            self.runner = runner
+        elif self.runtime == "onnx":
             from groundbreak.infer.prediction.onnx_model import OnnxChangeModel
 
             self.runner = OnnxChangeModel(self.model)
-        elif self.runtime == "openvino":
-            from groundbreak.infer.prediction.openvino_model import OpenVinoChangeModel
+        else:
+            self.runner = self.model
 
-            self.runner = OpenVinoChangeModel(self.model)
+    @property
+    def device(self) -> torch.device:
+        """The torch device the model runs on (imports torch)."""
+        import torch
+
+        return torch.device(self.device_name)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The bundle's model as this predictor runs it with torch (or converts it): a copy with
+        its BatchNorms folded, on the device; made on first use, which an OpenVINO runtime whose
+        graphs are kept never makes (torch, timm and smp then stay out of the process)."""
+        if self._model is None:
+            import torch
+
+            from groundbreak.infer.prediction.folding import fold_batch_norms
+
+            memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+            model, _ = fold_batch_norms(self.bundle.model)  # the bundle's is untouched
+            self._model = model.to(self.device_name, memory_format=memory_format)
+            drop_cuda_code_pages()  # torch may have been imported just now
+        return self._model
 
     def release_runtime(self) -> None:
         """Give back what a compiled runtime holds between pairs (OpenVINO plans its activations
@@ -471,13 +437,19 @@ class TiledPredictor:
         return BatchPrediction(data.batch, data.kept, probability, data.valid)
 
     def _probabilities(self, data: BatchInput) -> np.ndarray:
-        """The runner's change probabilities of a batch's kept windows."""
+        """The runner's change probabilities of a batch's kept windows (a compiled runtime's
+        in numpy, without torch)."""
+        if isinstance(self.runner, CompiledChangeModel):
+            return compiled_probabilities(self.runner.run, data.before, data.after,
+                                          tta=self.tta, forward_batch=self.forward_batch)
+        import torch
+
         with torch.inference_mode():
             return (
                 predict_probabilities(
                     self.runner,
-                    torch.from_numpy(data.before).to(self.device),
-                    torch.from_numpy(data.after).to(self.device),
+                    torch.from_numpy(data.before).to(self.device_name),
+                    torch.from_numpy(data.after).to(self.device_name),
                     tta=self.tta,
                     autocast=self.autocast,
                     channels_last=self.channels_last,

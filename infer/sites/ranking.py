@@ -370,7 +370,7 @@ def rank_pairs(
     if isinstance(bundle, str | Path):
         from groundbreak.train.bundle import load_bundle
 
-        bundle = load_bundle(bundle)
+        bundle = load_bundle(bundle, build=False)
     if isinstance(sites, str | Path):
         sites = load_watch_list(sites)
     if predictor is None:

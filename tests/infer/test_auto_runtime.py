@@ -3,7 +3,6 @@ elsewhere, ``$GROUNDBREAK_CPU_RUNTIME`` over both; what it chose is in the night
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -100,7 +99,7 @@ def test_auto_runs_torch_when_the_model_does_not_convert(
     fixtures_dir: Path, tmp_path: Path
 ) -> None:
     shipped = load_bundle(default_bundle_path())
-    bundle = dataclasses.replace(shipped, model=SignChecked(shipped.model))
+    bundle = shipped.with_model(SignChecked(shipped.model))
     root = fixtures_dir / "oscd" / "beirut"
 
     def predict(runtime: str, out: str) -> tuple[TiledPredictor, np.ndarray]:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from groundbreak.infer.cli.cuda_pages import clean_cuda_code, is_cuda_library
+from groundbreak.infer.prediction.cuda_pages import clean_cuda_code, is_cuda_library
 
 NV = "/venv/site-packages/nvidia/cu13/lib/libnvrtc.so.13"
 SMAPS = f"""\
@@ -44,7 +44,7 @@ def test_only_clean_executable_mappings_of_cuda_libraries_are_chosen() -> None:
 
 CUDA_CODE_RSS = """
 def cuda_code_kb():
-    from groundbreak.infer.cli.cuda_pages import is_cuda_library
+    from groundbreak.infer.prediction.cuda_pages import is_cuda_library
     total, counting = 0, False
     for line in open('/proc/self/smaps'):
         fields = line.split()
@@ -67,3 +67,22 @@ def test_a_command_leaves_no_cuda_code_resident_on_a_cpu_only_machine() -> None:
     if cuda == "True" or int(before) == 0:
         pytest.skip("a CUDA device, or a CPU build of torch: no CUDA code to drop")
     assert int(before) > 20_000 and int(after) < int(before) // 10  # 226 MB -> a few
+
+
+def test_torch_imported_late_by_the_predictor_leaves_no_cuda_code_resident() -> None:
+    """A prediction command starts without torch; when its predictor must build the torch model
+    after all (torch runtime, or no kept OpenVINO graph), the CUDA code it mapped is dropped."""
+    code = (CUDA_CODE_RSS + "import sys\nfrom groundbreak.infer.cli import prepare_process\n"
+            "prepare_process('predict')\nimported = 'torch' in sys.modules\n"
+            "from groundbreak.infer.prediction.predictor import TiledPredictor\n"
+            "from groundbreak.train.bundle import default_bundle_path, load_bundle\n"
+            "bundle = load_bundle(default_bundle_path(), build=False)\n"
+            "TiledPredictor(bundle, device='cpu', runtime='torch').model\n"
+            "import torch\nprint(imported, torch.cuda.is_available(), cuda_code_kb())\n")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert child.returncode == 0, child.stderr
+    imported, cuda, after = child.stdout.split()[-3:]
+    if cuda == "True":
+        pytest.skip("a CUDA device: its code is used")
+    assert imported == "False" and int(after) < 20_000  # 226 MB when left resident

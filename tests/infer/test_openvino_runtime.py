@@ -4,17 +4,29 @@ conversion as a stage of its own, the converted graph kept and read back, refusa
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from groundbreak.datasets.errors import InputError
 from groundbreak.datasets.pair_spec import PairSpec
 from groundbreak.infer.prediction import openvino_model
 from groundbreak.infer.prediction.folding import fold_batch_norms
+from groundbreak.infer.prediction.inference import (
+    compiled_probabilities,
+    predict_probabilities,
+    sigmoid,
+)
 from groundbreak.infer.prediction.openvino_model import (
     OpenVinoChangeModel,
+    bundle_key,
     cache_folder,
     model_key,
 )
@@ -60,18 +72,18 @@ def test_a_converted_graph_is_kept_and_read_back_by_the_next_process(
     generator = torch.Generator().manual_seed(1)
     before, after = (torch.randn(1, 13, 64, 64, generator=generator) for _ in range(2))
     first = OpenVinoChangeModel(model)(before, after)
-    kept = sorted(own_cache.iterdir())
-    assert len(kept) == 1
+    kept = sorted(own_cache.glob("*/*"))  # one folder a model, in it one a shape
+    assert len(kept) == 1 and kept[0].name == "1x13x64x64"
     assert (kept[0] / "model.xml").is_file() and (kept[0] / "model.bin").is_file()
     again = OpenVinoChangeModel(model)(before, after)  # read back: the same numbers
     torch.testing.assert_close(again, first)
     graph = openvino.Core().read_model(kept[0] / "model.xml")  # static: planned once
     assert [p.get_partial_shape().is_static for p in graph.inputs] == [True, True]
-    assert sorted(own_cache.iterdir()) == kept
+    assert sorted(own_cache.glob("*/*")) == kept
 
     (kept[0] / "model.xml").write_text("<not a graph")  # damaged: converted again, replaced
     torch.testing.assert_close(OpenVinoChangeModel(model)(before, after), first)
-    assert sorted(own_cache.iterdir()) == kept and "<not a graph" not in (
+    assert sorted(own_cache.glob("*/*")) == kept and "<not a graph" not in (
         kept[0] / "model.xml"
     ).read_text()
 
@@ -129,18 +141,39 @@ def test_a_kept_graph_is_read_back_without_exporting_the_model(
 
 def test_the_graphs_name_follows_what_the_model_computes(shipped: ModelBundle) -> None:
     model = shipped.model.cpu().eval()
-    shape = (1, 13, 64, 64)
-    key = model_key(model, shape)
-    assert model_key(copy.deepcopy(model), shape) == key  # the same model, another object
-    assert model_key(model, (1, 13, 64, 96)) != key
+    key = model_key(model)
+    assert model_key(copy.deepcopy(model)) == key  # the same model, another object
     changed = copy.deepcopy(model)
     with torch.no_grad():
         next(changed.parameters()).view(-1)[0] += 1e-3  # one weight
-    assert model_key(changed, shape) != key
+    assert model_key(changed) != key
     scaled = _Scaled(model)
-    doubled = model_key(scaled, shape)
+    doubled = model_key(scaled)
     scaled.factor = 3.0  # a setting its forward reads: neither a tensor nor in its repr
-    assert model_key(scaled, shape) not in (doubled, key)
+    assert model_key(scaled) not in (doubled, key)
+
+
+def test_a_bundles_graphs_are_named_by_its_files_wherever_it_lies(
+    shipped: ModelBundle, tmp_path: Path
+) -> None:
+    copied = tmp_path / "copied"
+    shutil.copytree(default_bundle_path(), copied)
+    key = bundle_key(default_bundle_path())
+    assert bundle_key(copied) == key  # the content names it, not the folder
+    runner = TiledPredictor(shipped, device="cpu", runtime="openvino").runner
+    assert runner.key == key  # type: ignore[union-attr]
+    changed = shipped.with_model(_Scaled(shipped.model))  # not its files' model: named by itself
+    assert shipped.model_from_files and not changed.model_from_files
+    runner = TiledPredictor(changed, device="cpu", runtime="openvino").runner
+    assert runner.key == model_key(fold_batch_norms(changed.model)[0])  # type: ignore[union-attr]
+    meta = copied / "model.json"
+    meta.write_text(meta.read_text().replace('"threshold": 0.43', '"threshold": 0.44'))
+    assert bundle_key(copied) != key  # model.json is covered (it records the architecture)
+    shutil.copy(default_bundle_path() / "model.json", meta)
+    weights = bytearray((copied / "model.safetensors").read_bytes())
+    weights[-1] ^= 1  # one bit of one weight
+    (copied / "model.safetensors").write_bytes(bytes(weights))
+    assert bundle_key(copied) != key
 
 
 def test_a_cache_that_cannot_be_written_is_skipped(shipped: ModelBundle, tmp_path: Path) -> None:
@@ -171,3 +204,67 @@ def test_windows_of_two_shapes_are_refused_by_name() -> None:
     x = torch.zeros(1, 1, 8, 8)
     with pytest.raises(ValueError, match=r"before \(1, 1, 8, 8\) and after .* differ in shape"):
         OpenVinoChangeModel(nn.Conv2d(1, 1, 1))(x, torch.zeros(1, 1, 8, 9))
+
+
+KEPT_GRAPHS_PROCESS = """
+import sys
+from groundbreak.datasets.pair_spec import PairSpec
+from groundbreak.infer.prediction.predictor import TiledPredictor
+from groundbreak.train.bundle import default_bundle_path, load_bundle
+root, out = sys.argv[1:]
+bundle = load_bundle(default_bundle_path(), build=False)
+predictor = TiledPredictor(bundle, device="cpu", runtime="openvino")
+predictor.predict_pair(PairSpec("beirut", root + "/imgs_1", root + "/imgs_2").open(), out)
+print(*(name in sys.modules for name in ("torch", "timm", "segmentation_models_pytorch")))
+"""
+
+
+def test_a_process_that_finds_its_graphs_kept_never_imports_torch(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """The first process builds the model and converts it; the next reads the graph back and
+    runs it without torch, timm or smp (2.2 s and 200 MB of timm and smp, 1.5 s and 530 MB of
+    torch on the 2-core machine), writing the same rasters."""
+    root = fixtures_dir / "oscd" / "beirut"
+    imported = []
+    for run in ("first", "next"):  # the cache folder is the test's (own_cache, inherited)
+        child = subprocess.run(
+            [sys.executable, "-c", KEPT_GRAPHS_PROCESS, str(root), str(tmp_path / run)],
+            capture_output=True, text=True, timeout=600, check=False,
+        )
+        assert child.returncode == 0, child.stderr
+        imported.append(child.stdout.split()[-3:])
+    assert imported == [["True"] * 3, ["False"] * 3]
+    for name in ("probability.tif", "mask.tif"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "next" / name).read_bytes()
+
+
+def test_a_bundle_whose_graphs_are_not_kept_is_checked_before_any_pair(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(default_bundle_path(), broken)
+    weights = load_file(broken / "model.safetensors")
+    name = next(n for n, tensor in sorted(weights.items()) if tensor.is_floating_point())
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    bundle = load_bundle(broken, build=False)  # model.json and the weights' header are sound
+    assert not bundle.model_built
+    with pytest.raises(InputError, match=r"model\.safetensors.*non-finite"):
+        TiledPredictor(bundle, device="cpu", runtime="openvino")
+
+
+def test_a_compiled_runtime_gives_in_numpy_what_the_torch_path_gives(
+    shipped: ModelBundle,
+) -> None:
+    model, _ = fold_batch_norms(shipped.model)
+    runner = OpenVinoChangeModel(model.eval(), cache=False)
+    generator = torch.Generator().manual_seed(2)
+    before, after = (torch.randn(2, 13, 32, 32, generator=generator) for _ in range(2))
+    for tta in (False, True):
+        with torch.inference_mode():
+            expected = predict_probabilities(runner, before, after, tta=tta, forward_batch=1)
+        got = compiled_probabilities(runner.run, before.numpy(), after.numpy(), tta=tta,
+                                     forward_batch=1)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, expected.numpy(), atol=2e-7, rtol=0)
+    with np.errstate(over="raise", invalid="raise"):  # no overflow at either end
+        assert sigmoid(np.array([-1e4, 0.0, 1e4], dtype=np.float32)).tolist() == [0.0, 0.5, 1.0]

@@ -291,6 +291,23 @@ def test_predict_runs_without_triton_on_a_machine_without_cuda(
     assert child.stdout.split()[-1] == "True", child.stderr  # absent or imported, not blocked
 
 
+def test_a_prediction_command_is_prepared_without_importing_torch() -> None:
+    """``predict``, ``rank``, ``nightly`` and ``demo`` may run a kept OpenVINO graph without
+    torch: their process is made lean (triton kept out) without importing it, and ``auto`` is
+    the CPU without asking torch where no GPU driver is there."""
+    code = ("import sys\nfrom groundbreak.infer.cli import prepare_process\n"
+            "from groundbreak.train.devices import gpu_driver_absent, resolve_device_name\n"
+            "prepare_process('predict')\n"
+            "print(gpu_driver_absent(), resolve_device_name('auto'), 'torch' in sys.modules, "
+            "sys.modules.get('triton', 'absent') is None)\n")
+    child = fresh_process(code)
+    assert child.returncode == 0, child.stderr
+    absent, device, imported, blocked = child.stdout.split()[-4:]
+    if absent == "False":
+        pytest.skip("a GPU driver (or not Linux): torch is asked what 'auto' means")
+    assert (device, imported, blocked) == ("cpu", "False", "True")
+
+
 def test_evaluate_starts_without_a_warning_about_the_triton_it_kept_out() -> None:
     """``evaluate`` imports Lightning, whose import of torch's FLOP counter would warn "triton not
     found" on every start once triton is kept out; that warning is dropped, and others are not."""

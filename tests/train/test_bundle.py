@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +230,20 @@ def test_architecture_that_cannot_be_built(saved: Path) -> None:
     (saved / "model.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match="encoder_name must name a segmentation-models-pytorch"):
         load_bundle(saved)
+    unbuilt = load_bundle(saved, build=False)  # checked where the model is built: the same error
+    with pytest.raises(InputError, match="encoder_name must name a segmentation-models-pytorch"):
+        unbuilt.model  # noqa: B018
+
+
+def test_a_bundle_loaded_unbuilt_imports_no_torch_until_its_model_is_asked_for() -> None:
+    code = ("import sys\nfrom groundbreak.train.bundle import default_bundle_path, load_bundle\n"
+            "bundle = load_bundle(default_bundle_path(), build=False)\n"
+            "print(bundle.output_stride, 'torch' in sys.modules, bundle.model_built)\n"
+            "print(bundle.model.output_stride, 'torch' in sys.modules, bundle.model_built)\n")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split("\n")[-3:] == ["16 False False", "16 True True", ""]
 
 
 def test_weights_missing_extra_or_misshapen_tensors_are_listed(saved: Path) -> None:

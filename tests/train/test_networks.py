@@ -14,6 +14,7 @@ import torch
 
 from groundbreak.datasets.errors import InputError
 from groundbreak.infer.cli import main as groundbreak
+from groundbreak.train.architecture import output_stride
 from groundbreak.train.bundle import load_bundle, save_bundle
 from groundbreak.train.fc_networks import FCEFRes, FCNet
 from groundbreak.train.model import ChangeUNet, architecture_record, build_change_model
@@ -70,6 +71,7 @@ def test_network(arguments: dict[str, Any], tmp_path: Path) -> None:
 
     # Sizes that are not multiples of the output stride are refused; the task pads and crops.
     assert model.output_stride == (8 if "encoder_name" in arguments else 16)
+    assert output_stride(architecture_record(arguments)) == model.output_stride  # no build
     with pytest.raises(ValueError, match="divisible"):
         model(*pair(height=33, width=47))
     task = ChangeSegmentationTask(
@@ -86,6 +88,7 @@ def test_network(arguments: dict[str, Any], tmp_path: Path) -> None:
     assert recorded == architecture_record(arguments)
     loaded = load_bundle(tmp_path / "bundle")
     assert type(loaded.model) is type(model)
+    assert load_bundle(tmp_path / "bundle", build=False).output_stride == model.output_stride
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(before, after), model(before, after))
 

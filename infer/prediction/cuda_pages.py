@@ -57,11 +57,11 @@ def clean_cuda_code(smaps: str) -> list[tuple[int, int]]:
 
 def drop_cuda_code_pages(smaps: Path = Path("/proc/self/smaps")) -> int:
     """Take the CUDA libraries' code pages out of this process when torch sees no CUDA device;
-    the bytes of the mappings advised (0 off Linux, with a CUDA device, or without any)."""
-    if not sys.platform.startswith("linux") or not smaps.is_file():
+    the bytes of the mappings advised (0 off Linux, before torch is imported, with a CUDA device,
+    or without any). Called again after a later import of torch, it drops what that mapped."""
+    torch = sys.modules.get("torch")  # not imported: its libraries are not mapped either
+    if torch is None or not sys.platform.startswith("linux") or not smaps.is_file():
         return 0
-    import torch
-
     if torch.cuda.is_available():
         return 0
     libc = ctypes.CDLL(None, use_errno=True)
