@@ -9,6 +9,7 @@ kept, and finished rows are written as they complete. With OpenVINO and its grap
 earlier run, the predictor never imports torch (:attr:`TiledPredictor.model` is made on first
 use).
 """
+
 from __future__ import annotations
 
 import contextlib
