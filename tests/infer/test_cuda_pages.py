@@ -56,14 +56,19 @@ def cuda_code_kb():
 """
 
 
+def printed_by_child(code: str) -> list[str]:
+    """The words a fresh interpreter running ``code`` printed (it must succeed)."""
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert child.returncode == 0, child.stderr
+    return child.stdout.split()
+
+
 def test_a_command_leaves_no_cuda_code_resident_on_a_cpu_only_machine() -> None:
     code = (CUDA_CODE_RSS + "import torch\nbefore = cuda_code_kb()\n"
             "from groundbreak.infer.cli import main\nmain(['predict', '--help'])\n"
             "print(torch.cuda.is_available(), before, cuda_code_kb())\n")
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=300, check=False)
-    assert child.returncode == 0, child.stderr
-    cuda, before, after = child.stdout.split()[-3:]
+    cuda, before, after = printed_by_child(code)[-3:]
     if cuda == "True" or int(before) == 0:
         pytest.skip("a CUDA device, or a CPU build of torch: no CUDA code to drop")
     assert int(before) > 20_000 and int(after) < int(before) // 10  # 226 MB -> a few
@@ -79,10 +84,7 @@ def test_torch_imported_late_by_the_predictor_leaves_no_cuda_code_resident() -> 
             "bundle = load_bundle(default_bundle_path(), build=False)\n"
             "TiledPredictor(bundle, device='cpu', runtime='torch').model\n"
             "import torch\nprint(imported, torch.cuda.is_available(), cuda_code_kb())\n")
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=300, check=False)
-    assert child.returncode == 0, child.stderr
-    imported, cuda, after = child.stdout.split()[-3:]
+    imported, cuda, after = printed_by_child(code)[-3:]
     if cuda == "True":
         pytest.skip("a CUDA device: its code is used")
     assert imported == "False" and int(after) < 20_000  # 226 MB when left resident
