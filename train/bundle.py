@@ -374,9 +374,11 @@ def _built_model(folder: Path, meta: Mapping[str, Any]) -> ChangeModel:
         model = build_change_model(_architecture_of(meta["architecture"]))
     except (TypeError, ValueError) as err:
         raise InputError(meta_path, f"architecture cannot be built: {err}") from err
-    if model.output_stride != output_stride(meta["architecture"]):  # a network's stride changed
-        raise InputError(meta_path, f"the model's output stride {model.output_stride} differs "
-                         f"from its record's {output_stride(meta['architecture'])}")
+    expected = output_stride(meta["architecture"])  # what the windows were laid out for
+    if model.output_stride != expected:
+        raise InputError(meta_path, f"architecture: the built model's output stride "
+                         f"{model.output_stride} is not the {expected} its record implies "
+                         "(2 ** encoder_depth for a U-Net); this encoder is not supported")
     model.load_state_dict(read_weights(folder / WEIGHTS_FILE, model))
     model.eval()
     return model

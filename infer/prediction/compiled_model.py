@@ -17,7 +17,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union, cast
 
 import numpy as np
 
@@ -66,8 +66,12 @@ class CompiledChangeModel(ABC):
     """What compiling is called in an error, e.g. ``"export the model to ONNX"``."""
 
     def __init__(self, model: ModelSource, threads: int | None = None) -> None:
-        self._model: nn.Module | None = model if _is_module(model) else None  # type: ignore[assignment]
-        self._make_model = None if _is_module(model) else model
+        self._model: nn.Module | None = None
+        self._make_model: Callable[[], nn.Module] | None = None
+        if _is_module(model):
+            self._model = cast("nn.Module", model)
+        else:
+            self._make_model = cast("Callable[[], nn.Module]", model)
         self.threads = threads or default_threads()
         self._compiled: dict[tuple[int, ...], Any] = {}
         self.export_seconds = 0.0
@@ -77,8 +81,8 @@ class CompiledChangeModel(ABC):
     def model(self) -> nn.Module:
         """The torch model, made the first time it is needed."""
         if self._model is None:
-            assert self._make_model is not None
-            self._model = self._make_model()  # type: ignore[operator]
+            assert self._make_model is not None  # one of the two is set at construction
+            self._model = self._make_model()
         return self._model
 
     @property
