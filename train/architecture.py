@@ -34,6 +34,10 @@ FC_WIDTHS = (16, 32, 64, 128)
 """Channels of the four levels of :class:`~groundbreak.train.fc_networks.FCNet`."""
 RES_WIDTHS = (8, 16, 32, 64, 128)
 """Channels of FC-EF-Res at full resolution, 1/2, 1/4, 1/8 and 1/16."""
+FC_OUTPUT_STRIDE = 2 ** len(FC_WIDTHS)
+"""The output stride of FC-EF, FC-Siam-diff and FC-Siam-conc: one pooling a level."""
+RES_OUTPUT_STRIDE = 2 ** (len(RES_WIDTHS) - 1)
+"""The output stride of FC-EF-Res: one pooling below each level but the first."""
 
 _TIMM_UNIVERSAL_ALIASES = ("timm-regnet", "timm-res2", "timm-resnest", "timm-mobilenetv3",
                            "timm-gernet")
@@ -97,9 +101,9 @@ def output_stride(architecture: Mapping[str, Any]) -> int:
     if network == ENSEMBLE:
         return math.lcm(*(output_stride(member) for member in architecture["members"]))
     if network == "fc":
-        return 2 ** len(FC_WIDTHS)
+        return FC_OUTPUT_STRIDE
     if network == "fc_res":
-        return 2 ** (len(RES_WIDTHS) - 1)
+        return RES_OUTPUT_STRIDE
     if network != "unet":
         raise ValueError(f"unknown network {network!r}; expected one of {', '.join(NETWORKS)}")
     return 2 ** int(architecture["encoder_depth"])

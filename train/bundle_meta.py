@@ -28,9 +28,10 @@ from groundbreak.train.architecture import (
     FUSIONS,
     MAX_MEMBERS,
     NETWORKS,
+    UNET_KEYS,
 )
 
-ARCHITECTURE_KEYS = ("fusion", "encoder_name", "encoder_depth", "decoder_channels", "in_channels")
+ARCHITECTURE_KEYS = UNET_KEYS
 """The architecture keys of a U-Net bundle (an FC network's are ``model.FC_KEYS``)."""
 REQUIRED_META_KEYS = ("bands", "normalization", "chip_size", "threshold")
 MAX_DECODER_CHANNELS = 1024

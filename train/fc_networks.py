@@ -27,7 +27,12 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from groundbreak.train.architecture import FC_WIDTHS, RES_WIDTHS
+from groundbreak.train.architecture import (
+    FC_OUTPUT_STRIDE,
+    FC_WIDTHS,
+    RES_OUTPUT_STRIDE,
+    RES_WIDTHS,
+)
 
 FC_FUSIONS = ("early", "siamese_diff", "siamese_concat")
 """How :class:`FCNet` combines the dates (FC-EF, FC-Siam-diff, FC-Siam-conc)."""
@@ -86,7 +91,7 @@ class FCNet(nn.Module):
     """
 
     network = "fc"
-    output_stride = 2 ** len(FC_WIDTHS)
+    output_stride = FC_OUTPUT_STRIDE
 
     def __init__(self, in_channels: int, fusion: str = "siamese_diff") -> None:
         super().__init__()
@@ -226,7 +231,7 @@ class FCEFRes(nn.Module):
     """
 
     network = "fc_res"
-    output_stride = 2 ** (len(RES_WIDTHS) - 1)
+    output_stride = RES_OUTPUT_STRIDE
 
     def __init__(self, in_channels: int, fusion: str = "early") -> None:
         super().__init__()
